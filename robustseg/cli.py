@@ -1,0 +1,206 @@
+"""Command line: parses arguments, calls the public API, prints with rich. No maths here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from robustseg.errors import RobustsegError
+
+console = Console()
+err_console = Console(stderr=True)
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "studies" / "quickstart.toml"
+
+
+def print_table(df: pd.DataFrame, title: str | None = None, digits: int = 4) -> None:
+    """Print a DataFrame as a rich table (numbers rounded for display only)."""
+    table = Table(title=title, show_lines=False)
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*[_fmt(v, digits) for v in row])
+    console.print(table)
+
+
+def _fmt(v: object, digits: int) -> str:
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:.{digits}g}" if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3) else f"{v:.{digits}f}"
+    return str(v)
+
+
+# --- handlers -------------------------------------------------------------------------------------
+
+
+def cmd_phantom(args: argparse.Namespace) -> int:
+    from robustseg.data.phantom import generate_phantom
+
+    out = generate_phantom(args.out_dir, n=args.n, seed=args.seed)
+    console.print(f"wrote {args.n} phantom images to {out}")
+    return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from robustseg.data.check import check_data
+
+    report = check_data(args.data_dir, source=args.source, plane=args.plane, colormap=args.colormap)
+    for title, table in report.tables.items():
+        print_table(table, title=title)
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from robustseg.config import load_study
+    from robustseg.study import train_one
+
+    study = load_study(args.study, overrides=args.set)
+    result = train_one(study, arm=args.arm, fold=args.fold, seed=args.seed, console=console)
+    console.print(f"run {result['run_id']} -> {result['run_dir']}")
+    return 0
+
+
+def cmd_evaluate_folder(args: argparse.Namespace) -> int:
+    from robustseg.evaluate import evaluate_folder, summary_frame, write_evaluation
+
+    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
+    per_image, summary = evaluate_folder(
+        args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=args.colormap
+    )
+    out = Path(args.output) if args.output else Path(args.pred_dir).parent / "evaluation"
+    write_evaluation(out, per_image, summary)
+    print_table(summary_frame(summary), title=f"{len(per_image['image_id'].unique())} images")
+    console.print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
+    return 0
+
+
+def cmd_perturb(args: argparse.Namespace) -> int:
+    from robustseg.perturb import perturb_folder
+
+    table = perturb_folder(args.image_dir, args.out_dir, suite=args.suite, severity=args.severity, seed=args.seed)
+    console.print(f"wrote {len(table)} perturbed images and {Path(args.out_dir) / 'contact_sheet.png'}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from robustseg.config import load_study
+    from robustseg.study import run_study
+
+    path = Path(args.study) if args.study else QUICKSTART
+    study = load_study(path, overrides=args.set)
+    outcome = run_study(study, resume=args.resume, scheduler=args.scheduler, console=console)
+    if outcome.failures:
+        err_console.print(f"[red]{len(outcome.failures)} run(s) failed:[/red]")
+        for failure in outcome.failures:
+            err_console.print(f"  {failure}")
+        return 1
+    console.print(f"report: {outcome.report}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from robustseg.config import load_study
+    from robustseg.tune import run_tuning
+
+    study = load_study(args.study, overrides=args.set)
+    result = run_tuning(study, trials=args.trials, storage=args.storage, timeout=args.timeout, console=console)
+    console.print(f"best: {result.best_params}  -> {result.tuned_study}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robustseg.study import report_from_run_dir
+
+    out = report_from_run_dir(args.run_dir, console=console)
+    console.print(f"report: {out}")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robustseg", description="Is your segmentation result real? Seeds, folds, perturbations, reliability.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("phantom", help="write a synthetic trans-thalamic data set in the real layout")
+    s.add_argument("out_dir")
+    s.add_argument("--n", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_phantom)
+
+    s = sub.add_parser("check-data", help="validate a data set and print class / patient statistics")
+    s.add_argument("data_dir")
+    s.add_argument("--source", default="auto", choices=["auto", "fetal_head", "phantom", "folder"])
+    s.add_argument("--plane", default="Trans-thalamic")
+    s.add_argument("--colormap", default="pascal")
+    s.set_defaults(func=cmd_check_data)
+
+    s = sub.add_parser("train", help="train one run (arm x fold x seed) of a study")
+    s.add_argument("study")
+    s.add_argument("--arm")
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate-folder", help="score saved masks against references")
+    s.add_argument("pred_dir")
+    s.add_argument("gt_dir")
+    s.add_argument("-o", "--output")
+    s.add_argument("--pixel-size-csv")
+    s.add_argument("--classes", default="background,brain,csp,lv")
+    s.add_argument("--colormap", default="pascal")
+    s.set_defaults(func=cmd_evaluate_folder)
+
+    s = sub.add_parser("perturb", help="write perturbed copies of images and a contact sheet")
+    s.add_argument("image_dir")
+    s.add_argument("out_dir")
+    s.add_argument("--suite", default="all")
+    s.add_argument("--severity", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_perturb)
+
+    s = sub.add_parser("study", help="run a whole study (arms x folds x seeds), then write its report")
+    s.add_argument("study", nargs="?")
+    s.add_argument("--resume", action="store_true", help="skip finished runs (always safe; the default behaviour)")
+    s.add_argument("--scheduler", help="address of a Dask scheduler to send runs to")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.set_defaults(func=cmd_study)
+
+    s = sub.add_parser("tune", help="tune the imbalance knobs with Optuna")
+    s.add_argument("study")
+    s.add_argument("--trials", type=int)
+    s.add_argument("--storage")
+    s.add_argument("--timeout", type=float)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("report", help="rebuild the report of a study from its saved tables")
+    s.add_argument("run_dir")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RobustsegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

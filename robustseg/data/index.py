@@ -1,0 +1,298 @@
+"""The index: one row per image (paths, patient, pixel size, classes present, pixel counts, metadata).
+
+Sources: ``fetal_head`` (layout 1 of the Large-Scale Fetal Head Biometry set), ``phantom`` (the same
+layout, generated) and ``folder`` (``images/`` + ``masks/`` + optional ``meta.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from robustseg.data.io import Colormap, read_image, read_mask
+from robustseg.errors import InputError
+from robustseg.labels import CLASS_NAMES
+
+SOURCES = ("phantom", "fetal_head", "folder")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
+INDEX_COLUMNS = [
+    "image_id", "image_path", "mask_path", "patient_id", "plane", "pixel_mm", "height", "width",
+    "px_background", "px_brain", "px_csp", "px_lv", "has_csp", "has_lv",
+]  # fmt: skip
+_PATIENT = re.compile(r"patient[_\- ]?(\d+)", re.IGNORECASE)
+_LABEL_KEYS = ("label", "image", "image_id", "filename", "file", "image_name", "name")
+
+
+def patient_from_name(stem: str) -> str:
+    """``Patient00168_Plane3_1_of_3`` -> ``Patient00168``; names without a patient number map to themselves."""
+    m = _PATIENT.search(stem)
+    return f"Patient{m.group(1)}" if m else stem
+
+
+def _child(parent: Path, name: str, *, is_dir: bool = True) -> Path | None:
+    """The child of ``parent`` whose name equals ``name`` case-insensitively (exact match preferred)."""
+    if (parent / name).exists() and (parent / name).is_dir() == is_dir:
+        return parent / name
+    matches = sorted(p for p in parent.iterdir() if p.name.lower() == name.lower() and p.is_dir() == is_dir)
+    return matches[0] if matches else None
+
+
+def _files(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."):
+            if p.stem in out:
+                raise InputError(f"{p}: two files share the name {p.stem!r} in {folder}; expected unique names")
+            out[p.stem] = p
+    return out
+
+
+def _norm_header(s: str) -> str:
+    return re.sub(r"[\s_]+", " ", str(s).strip().lower())
+
+
+def _parse_float(raw: str, path: Path, key: str) -> float:
+    s = str(raw).strip()
+    if s == "" or s.lower() in ("nan", "na", "none", "null"):
+        return float("nan")
+    s = s.replace(" ", "")
+    if "," in s and "." not in s:
+        s = s.replace(",", ".")
+    try:
+        value = float(s)
+    except ValueError:
+        raise InputError(f"{path}: pixel size {raw!r} for {key!r} is not a number; expected e.g. 0.1234") from None
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"{path}: pixel size {raw!r} for {key!r}; expected a positive number of mm")
+    return value
+
+
+def read_pixel_csv(path: str | Path) -> dict[str, float]:
+    """Parse a pixel-size CSV into ``{image stem: mm per pixel}``.
+
+    Accepts header variants (``Label``/``label``/``filename``; ``Pixel in mm`` with any spacing or case),
+    ``,`` / ``;`` / tab separators and decimal commas. Empty values become NaN.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read pixel-size CSV ({type(exc).__name__}); expected UTF-8 text") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(f"{path}: pixel-size CSV is empty; expected columns 'Label' and 'Pixel in mm'")
+    head = lines[0]
+    sep = ";" if ";" in head else ("\t" if "\t" in head else ",")
+    try:
+        rows = list(csv.reader(_io.StringIO("\n".join(lines)), delimiter=sep))
+    except csv.Error as exc:
+        raise InputError(f"{path}: cannot parse pixel-size CSV ({exc})") from None
+    header = [_norm_header(h) for h in rows[0]]
+    label_col = next((header.index(k) for k in _LABEL_KEYS if k in header), None)
+    px_col = next((i for i, h in enumerate(header) if "pixel" in h or h in ("mm", "pixel mm", "spacing")), None)
+    if label_col is None or px_col is None:
+        raise InputError(
+            f"{path}: pixel-size CSV header {rows[0]!r} not understood; expected columns 'Label' and 'Pixel in mm'"
+        )
+    out: dict[str, float] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) == len(header) + 1 and sep == "," and px_col == len(header) - 1:
+            row = row[:px_col] + [row[px_col] + "," + row[px_col + 1]]  # unquoted decimal comma
+        if len(row) != len(header):
+            raise InputError(
+                f"{path}: line {lineno} has {len(row)} fields, header has {len(header)}; expected '{sep}'-separated values"
+            )
+        key = Path(row[label_col].strip()).stem
+        out[key] = _parse_float(row[px_col], path, key)
+    return out
+
+
+def _pair(images: dict[str, Path], masks: dict[str, Path], img_dir: Path, mask_dir: Path) -> None:
+    if not images and not masks:
+        raise InputError(f"{img_dir}: no images found (and no masks in {mask_dir}); expected PNG files")
+    if not images:
+        raise InputError(f"{img_dir}: no images found; expected PNG files matching the masks in {mask_dir}")
+    no_mask = sorted(set(images) - set(masks))
+    no_image = sorted(set(masks) - set(images))
+
+    def names(xs: list[str]) -> str:
+        return ", ".join(xs[:8]) + (f", ... ({len(xs)} in all)" if len(xs) > 8 else "")
+
+    if no_mask:
+        raise InputError(f"{mask_dir}: no mask for {len(no_mask)} image(s) of {img_dir}: {names(no_mask)}")
+    if no_image:
+        raise InputError(f"{img_dir}: no image for {len(no_image)} mask(s) of {mask_dir}: {names(no_image)}")
+
+
+def _image_size(path: Path, verify: bool) -> tuple[int, int]:
+    if verify:
+        return read_image(path).shape  # type: ignore[return-value]
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InputError(f"{path}: unreadable image; expected a valid PNG") from None
+    return h, w
+
+
+def _rows(
+    images: dict[str, Path], masks: dict[str, Path], plane: str, colormap, verify: bool
+) -> list[dict]:
+    rows = []
+    for stem in sorted(images):
+        ip, mp = images[stem], masks[stem]
+        h, w = _image_size(ip, verify)
+        lab = read_mask(mp, colormap)
+        if lab.shape != (h, w):
+            raise InputError(
+                f"{mp}: mask size {lab.shape[1]}x{lab.shape[0]} differs from image {ip.name} size {w}x{h}; "
+                "expected equal sizes"
+            )
+        counts = np.bincount(lab.ravel(), minlength=len(CLASS_NAMES))
+        rows.append(
+            {
+                "image_id": stem, "image_path": str(ip), "mask_path": str(mp),
+                "patient_id": patient_from_name(stem), "plane": plane, "pixel_mm": float("nan"),
+                "height": int(h), "width": int(w),
+                "px_background": int(counts[0]), "px_brain": int(counts[1]),
+                "px_csp": int(counts[2]), "px_lv": int(counts[3]),
+                "has_csp": bool(counts[2] > 0), "has_lv": bool(counts[3] > 0),
+            }
+        )  # fmt: skip
+    return rows
+
+
+def _read_meta(path: Path) -> pd.DataFrame:
+    try:
+        meta = pd.read_csv(path, sep=None, engine="python")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot parse metadata CSV ({str(exc).splitlines()[0]})") from None
+    meta.columns = [str(c).strip() for c in meta.columns]
+    key = next((c for c in meta.columns if c.lower() in _LABEL_KEYS), None)
+    if key is None:
+        raise InputError(f"{path}: no 'image_id' column in {list(meta.columns)}; expected one row per image")
+    meta = meta.rename(columns={key: "image_id"})
+    meta["image_id"] = [Path(str(x).strip()).stem for x in meta["image_id"]]
+    if meta["image_id"].duplicated().any():
+        dup = meta.loc[meta["image_id"].duplicated(), "image_id"].iloc[0]
+        raise InputError(f"{path}: image_id {dup!r} appears twice; expected one row per image")
+    return meta
+
+
+def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    if meta is not None:
+        assert meta_path is not None
+        unknown = sorted(set(meta["image_id"]) - set(df["image_id"]))
+        if unknown:
+            raise InputError(f"{meta_path}: rows for unknown images {unknown[:5]}; expected names of existing images")
+        extra = meta.drop(columns=[c for c in meta.columns if c in INDEX_COLUMNS and c not in ("image_id", "patient_id", "pixel_mm")])
+        if "patient_id" in extra.columns:
+            pid = df["image_id"].map(dict(zip(extra["image_id"], extra["patient_id"].astype(str), strict=True)))
+            df["patient_id"] = pid.fillna(df["patient_id"]).astype(str)
+            extra = extra.drop(columns="patient_id")
+        if "pixel_mm" in extra.columns:
+            px = dict(zip(extra["image_id"], extra["pixel_mm"], strict=True))
+            df["pixel_mm"] = [
+                _parse_float(px[i], meta_path, i) if i in px else np.nan for i in df["image_id"]
+            ]
+            extra = extra.drop(columns="pixel_mm")
+        df = df.merge(extra, on="image_id", how="left")
+    df["pixel_mm"] = df["pixel_mm"].astype("float64")
+    for col in ("height", "width", "px_background", "px_brain", "px_csp", "px_lv"):
+        df[col] = df[col].astype("int64")
+    for col in ("has_csp", "has_lv"):
+        df[col] = df[col].astype(bool)
+    for col in ("image_id", "image_path", "mask_path", "patient_id", "plane"):
+        df[col] = df[col].astype("str")
+    return df.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def find_plane_dir(path: Path, plane: str) -> Path:
+    """The ``<plane>`` folder: ``path`` itself or its child (case-insensitive)."""
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder; expected a data set folder")
+    if path.name.lower() == plane.lower() and _child(path, plane) is not None:
+        return path
+    found = _child(path, plane)
+    if found is None:
+        planes = sorted(p.name for p in path.iterdir() if p.is_dir())
+        raise InputError(f"{path}: no plane folder {plane!r}; found {planes or 'nothing'}")
+    return found
+
+
+def _layout1(path: Path, plane: str, colormap, verify: bool) -> pd.DataFrame:
+    root = find_plane_dir(path, plane)
+    img_dir = _child(root, root.name) or _child(root, plane)
+    if img_dir is None:
+        raise InputError(f"{root}: no image folder {root.name!r}; expected {root.name}/{root.name}/*.png")
+    pascal = next((p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower().endswith("-pascal")), None)
+    if pascal is None:
+        raise InputError(f"{root}: no mask folder '{root.name}-PASCAL'; expected {root.name}-PASCAL/SegmentationClass")
+    mask_dir = _child(pascal, "SegmentationClass") or pascal
+    images, masks = _files(img_dir, IMAGE_EXTS), _files(mask_dir, MASK_EXTS)
+    _pair(images, masks, img_dir, mask_dir)
+    rows = _rows(images, masks, plane, colormap, verify)
+    csvs = sorted(p for p in root.iterdir() if p.is_file() and re.search(r"pixel.?size.*\.csv$", p.name, re.I))
+    if csvs:
+        sizes = read_pixel_csv(csvs[0])
+        for r in rows:
+            r["pixel_mm"] = sizes.get(r["image_id"], float("nan"))
+    meta_path = _child(root, "meta.csv", is_dir=False)
+    meta = _read_meta(meta_path) if meta_path else None
+    return _finish(rows, meta, meta_path)
+
+
+def _folder(path: Path, plane: str, colormap, verify: bool) -> pd.DataFrame:
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder; expected images/ and masks/ inside")
+    img_dir, mask_dir = _child(path, "images"), _child(path, "masks")
+    if img_dir is None or mask_dir is None:
+        raise InputError(f"{path}: expected sub-folders 'images/' and 'masks/'")
+    images, masks = _files(img_dir, IMAGE_EXTS), _files(mask_dir, MASK_EXTS)
+    _pair(images, masks, img_dir, mask_dir)
+    rows = _rows(images, masks, plane, colormap, verify)
+    meta_path = _child(path, "meta.csv", is_dir=False)
+    meta = _read_meta(meta_path) if meta_path else None
+    if meta is not None:
+        px_col = next((c for c in meta.columns if c != "pixel_mm" and "pixel" in _norm_header(c)), None)
+        if px_col is not None and "pixel_mm" not in meta.columns:
+            meta = meta.rename(columns={px_col: "pixel_mm"})
+    return _finish(rows, meta, meta_path)
+
+
+def load_index(
+    source: str,
+    path: str | Path,
+    *,
+    plane: str = "Trans-thalamic",
+    colormap: str | Colormap = "pascal",
+    verify_images: bool = False,
+) -> pd.DataFrame:
+    """Index the data set at ``path``: one row per image, columns ``INDEX_COLUMNS`` plus metadata.
+
+    ``verify_images`` decodes every image (catches truncated files); otherwise only headers are read.
+    """
+    if source not in SOURCES:
+        raise InputError(f"source {source!r}: unknown; expected one of {list(SOURCES)}")
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: does not exist; expected a data set folder")
+    if source == "folder":
+        return _folder(path, plane, colormap, verify_images)
+    return _layout1(path, plane, colormap, verify_images)
+
+
+def detect_source(path: str | Path) -> str:
+    """``folder`` when ``path`` holds ``images/`` and ``masks/``, else ``fetal_head``."""
+    path = Path(path)
+    if path.is_dir() and _child(path, "images") is not None and _child(path, "masks") is not None:
+        return "folder"
+    return "fetal_head"

@@ -1,0 +1,102 @@
+"""Preprocessing and augmentation with albumentations (as the reference study), deterministic per seed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from robustseg.errors import InputError
+
+Augment = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _check_size(size: int) -> int:
+    if not isinstance(size, int | np.integer) or int(size) < 8:
+        raise InputError(f"size {size!r}: expected an integer >= 8")
+    return int(size)
+
+
+def preprocess(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize the longest side to ``size`` and zero-pad to ``size x size`` (mask nearest, padded with 0)."""
+    size = _check_size(size)
+    tf = A.Compose(
+        [
+            A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST),
+            A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+        ]
+    )
+    if mask is None:
+        out = tf(image=np.ascontiguousarray(image))
+        return out["image"].astype(np.uint8), None
+    assert image.shape[:2] == mask.shape[:2], "image and mask sizes differ"
+    out = tf(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(mask))
+    return out["image"].astype(np.uint8), out["mask"].astype(np.uint8)
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 ``(x / 255 - 0.5) / 0.5`` (Normalize mean 0.5, std 0.5), any shape."""
+    return ((np.asarray(images, dtype=np.float32) / 255.0) - 0.5) / 0.5
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation strengths (the reference study's set)."""
+
+    hflip_p: float = 0.5
+    affine_p: float = 0.7
+    shift: float = 0.0625
+    scale: float = 0.1
+    rotate: float = 15.0
+    brightness_contrast_p: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    clahe_p: float = 0.3
+
+
+def _build(cfg: AugmentConfig, seed: int) -> A.Compose:
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=cfg.hflip_p),
+            A.Affine(
+                translate_percent=(-cfg.shift, cfg.shift),
+                scale=(1 - cfg.scale, 1 + cfg.scale),
+                rotate=(-cfg.rotate, cfg.rotate),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=cfg.affine_p,
+            ),
+            A.RandomBrightnessContrast(
+                brightness_limit=cfg.brightness, contrast_limit=cfg.contrast, p=cfg.brightness_contrast_p
+            ),
+            A.CLAHE(clip_limit=(1.0, 3.0), tile_grid_size=(8, 8), p=cfg.clahe_p),
+        ],
+        seed=seed,
+    )
+
+
+def make_augment(cfg: AugmentConfig | None = None) -> Augment:
+    """Return ``augment(image, mask, seed) -> (image, mask)``; the result depends only on the inputs and seed.
+
+    The Compose is re-seeded before every call, so the output is the same whatever the call order or
+    worker process. Masks are resampled nearest; values stay in the input label set.
+    """
+    cfg = cfg or AugmentConfig()
+    for name in ("hflip_p", "affine_p", "brightness_contrast_p", "clahe_p"):
+        p = getattr(cfg, name)
+        if not 0.0 <= p <= 1.0:
+            raise InputError(f"augment.{name} = {p!r}: expected a probability in [0, 1]")
+    compose = _build(cfg, seed=0)
+
+    def augment(image: np.ndarray, mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        compose.set_random_seed(int(seed) % (2**32))
+        out = compose(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(mask))
+        return out["image"].astype(np.uint8), out["mask"].astype(np.uint8)
+
+    return augment

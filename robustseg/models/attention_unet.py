@@ -1,0 +1,170 @@
+"""Attention U-Net (Oktay et al., 2018) for 2D images; a plain U-Net when the gates are off.
+
+Layout (``depth`` = 4, ``base`` = 64 gives the classic widths 64, 128, 256, 512 and a 1024 bottleneck):
+
+* encoder level ``i``: two 3x3 conv -> norm -> ReLU, width ``base * 2**i``, then 2x2 max-pool;
+* decoder level ``i``: 2x2 transposed conv (stride 2) to width ``base * 2**i``, an additive attention
+  gate on the skip, concatenation, two 3x3 conv -> norm -> ReLU;
+* a 1x1 head to ``num_classes`` logits (softmax is applied by the loss / at prediction).
+
+The additive gate computes ``alpha = sigmoid(psi(relu(W_x x + W_g g)))`` and returns ``alpha * x``.
+The gating signal ``g`` is the upsampled decoder feature, which already has the skip's resolution, so
+no attention map needs resampling. ``W_x x + W_g g`` is computed as one 1x1 convolution over the
+concatenation ``[x, g]`` (mathematically identical, one kernel call instead of two plus an add); the
+concatenation is the same tensor the decoder block consumes next, so it costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustseg.errors import InputError
+
+NORMS = ("batch", "instance", "group", "none")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer of ``kind`` for ``channels`` feature maps."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "group":
+        groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
+    assert kind == "none", kind
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    """Two (3x3 conv -> norm -> ReLU) layers with optional spatial dropout between them."""
+
+    def __init__(self, in_ch: int, out_ch: int, norm: str, dropout: float) -> None:
+        bias = norm == "none"
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias),
+            _norm(norm, out_ch),
+            nn.ReLU(inplace=True),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout2d(dropout))
+        layers += [
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=bias),
+            _norm(norm, out_ch),
+            nn.ReLU(inplace=True),
+        ]
+        super().__init__(*layers)
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate on a skip connection; returns ``[alpha * x, g]`` concatenated."""
+
+    def __init__(self, x_ch: int, g_ch: int, inter_ch: int, norm: str) -> None:
+        super().__init__()
+        self.x_ch = x_ch
+        # One 1x1 conv over [x, g] == W_x x + W_g g (+ bias).
+        self.theta = nn.Conv2d(x_ch + g_ch, inter_ch, 1, bias=norm == "none")
+        self.theta_norm = _norm(norm, inter_ch)
+        self.psi = nn.Conv2d(inter_ch, 1, 1, bias=True)
+
+    def attention(self, xg: torch.Tensor) -> torch.Tensor:
+        """The gate coefficients ``alpha`` in [0, 1], shape (N, 1, H, W), from ``cat([x, g])``."""
+        a = torch.relu(self.theta_norm(self.theta(xg)))
+        return torch.sigmoid(self.psi(a))
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        xg = torch.cat([x, g], dim=1)
+        alpha = self.attention(xg)
+        return torch.cat([x * alpha, g], dim=1)
+
+
+class AttentionUNet(nn.Module):
+    """U-Net with optional additive attention gates on every skip connection.
+
+    Args:
+        in_channels: input channels (1 for grayscale).
+        num_classes: output channels (logits).
+        base: width of the first level; level ``i`` has ``base * 2**i`` channels.
+        depth: number of down-sampling steps (the bottleneck is level ``depth``).
+        norm: ``batch``, ``instance``, ``group`` or ``none``.
+        dropout: Dropout2d probability inside the bottleneck and decoder blocks (0 disables).
+        attention: add attention gates (``False`` gives a plain U-Net).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 4,
+        *,
+        base: int = 64,
+        depth: int = 4,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise InputError(f"model norm={norm!r}: expected one of {', '.join(NORMS)}")
+        if not (isinstance(base, int) and base >= 1):
+            raise InputError(f"model base={base!r}: expected a positive integer")
+        if not (isinstance(depth, int) and 1 <= depth <= 7):
+            raise InputError(f"model depth={depth!r}: expected an integer in 1..7")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise InputError(f"model dropout={dropout!r}: expected a value in [0, 1)")
+        self.depth = depth
+        self.attention = attention
+        widths = [base * 2**i for i in range(depth + 1)]
+        self.encoders = nn.ModuleList()
+        prev = in_channels
+        for i, w in enumerate(widths):
+            self.encoders.append(ConvBlock(prev, w, norm, dropout if i == depth else 0.0))
+            prev = w
+        self.pool = nn.MaxPool2d(2)
+        self.ups = nn.ModuleList()
+        self.gates = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for i in reversed(range(depth)):
+            w = widths[i]
+            self.ups.append(nn.ConvTranspose2d(widths[i + 1], w, 2, stride=2))
+            self.gates.append(AttentionGate(w, w, max(w // 2, 1), norm) if attention else nn.Identity())
+            self.decoders.append(ConvBlock(2 * w, w, norm, dropout))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    @property
+    def size_divisor(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2**self.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.size_divisor
+        if x.shape[-1] % d or x.shape[-2] % d:
+            raise InputError(f"input size {tuple(x.shape[-2:])}: expected multiples of {d} for depth {self.depth}")
+        skips = []
+        for enc in self.encoders[:-1]:
+            x = enc(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.encoders[-1](x)
+        for up, gate, dec, skip in zip(self.ups, self.gates, self.decoders, reversed(skips), strict=True):
+            g = up(x)
+            x = dec(gate(skip, g) if self.attention else torch.cat([skip, g], dim=1))
+        return self.head(x)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Gate coefficients per decoder level, coarsest first, each (N, 1, H_i, W_i). Needs gates on."""
+        if not self.attention:
+            raise InputError("attention_maps: this model was built with attention=False")
+        skips = []
+        for enc in self.encoders[:-1]:
+            x = enc(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.encoders[-1](x)
+        maps = []
+        for up, gate, dec, skip in zip(self.ups, self.gates, self.decoders, reversed(skips), strict=True):
+            g = up(x)
+            maps.append(gate.attention(torch.cat([skip, g], dim=1)))
+            x = dec(gate(skip, g))
+        return maps

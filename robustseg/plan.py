@@ -1,0 +1,80 @@
+"""Plan a study: the runs (arm x fold x seed), what each one depends on, and its id.
+
+A run id is ``<arm>-f<fold>-s<seed>-<hash>`` where the hash covers everything that changes the run's
+result: the arm's model / loss / sampler / training settings, the data identity and input size, the
+exact split assignment of the fold, the seed, the perturbation list and the evaluation options. Two
+studies that differ in any of these never share a run folder; a resumed study finds its finished runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+from robustseg import __version__
+from robustseg.config import Study, stable_hash
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a data set comes from and how it is read (what a worker needs to load it)."""
+
+    source: str
+    path: str
+    plane: str
+    colormap: Any
+    size: int
+
+    def key(self) -> str:
+        return stable_hash(asdict(self))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: train on a fold with a seed, then evaluate on the held-out test set(s)."""
+
+    study: str
+    arm: str
+    fold: int
+    seed: int
+    run_id: str
+    payload: dict[str, Any]
+    """JSON-able description of everything that changes the result (saved as spec.json)."""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def split_fingerprint(splits: pd.DataFrame) -> str:
+    """Hash of the exact image -> fold assignment."""
+    pairs = sorted(zip(splits["image_id"].astype(str), splits["fold"].astype(int), strict=True))
+    return stable_hash(pairs)
+
+
+def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tuple[str, int]],
+              external: list[tuple[str, DataSpec]] | None = None) -> list[RunSpec]:
+    """All runs of a study, in a stable order (arm, fold, seed)."""
+    raw = study.raw
+    fingerprint = split_fingerprint(splits)
+    runs = []
+    for arm in study.arms:
+        for fold in study.folds:
+            for seed in study.seeds:
+                payload = {
+                    "version": ".".join(__version__.split(".")[:2]),
+                    "arm": asdict(arm),
+                    "data": asdict(data),
+                    "external": [{"name": n, "data": asdict(e)} for n, e in external or []],
+                    "split": {**raw["split"], "fingerprint": fingerprint},
+                    "fold": fold,
+                    "seed": seed,
+                    "perturb": {"pairs": [list(p) for p in suite], "seed": raw["perturb"]["seed"]},
+                    "eval": raw["eval"],
+                }
+                run_id = f"{_slug(arm.name)}-f{fold}-s{seed}-{stable_hash(payload, 10)}"
+                runs.append(RunSpec(study.name, arm.name, fold, seed, run_id, payload))
+    return runs

@@ -1,0 +1,235 @@
+"""Execute one run of a study: train, then evaluate on the held-out test set(s), clean and perturbed.
+
+A run folder ``<runs_dir>/<run_id>/`` holds:
+
+- ``spec.json``            everything that changed the result (the run id hashes it)
+- ``checkpoint.pt``, ``history.csv``   from training
+- ``per_image.csv.gz``     one row per test image x class x condition (see docs/architecture.md)
+- ``features.csv.gz``      structure measurements of predicted and reference masks (clean test set)
+- ``probs.npz``            clean test-set probabilities, uint8-quantised, for ensembles and
+                           ground-truth-free uncertainty
+- ``postprocess.json``     the validation-set decision on post-processing
+- ``complete.json``        written last and atomically: the run is finished
+- ``failed.json``          instead of ``complete.json`` when the run failed (error + traceback)
+
+The function is self-contained (it loads what it needs from the spec) so a Dask worker can call it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from robustseg.labels import CLASS_NAMES
+from robustseg.plan import DataSpec, RunSpec
+
+COMPLETE = "complete.json"
+FAILED = "failed.json"
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """A data set read once and preprocessed to the model's input size."""
+
+    index: pd.DataFrame
+    images: np.ndarray
+    masks: np.ndarray
+    pixel_mm: np.ndarray
+    """mm per pixel at input size (NaN where unknown): original pixel size x (longest side / size)."""
+
+
+@functools.lru_cache(maxsize=4)
+def load_data(spec: DataSpec) -> LoadedData:
+    """Index + preprocessed arrays of a data set (cached per process: workers load once)."""
+    from robustseg.data.dataset import load_arrays
+    from robustseg.data.index import load_index
+
+    index = load_index(spec.source, spec.path, plane=spec.plane, colormap=spec.colormap)
+    images, masks = load_arrays(index, spec.size, spec.colormap)
+    longest = np.maximum(index["height"].to_numpy(), index["width"].to_numpy()).astype(np.float64)
+    pixel_mm = index["pixel_mm"].to_numpy(dtype=np.float64) * longest / spec.size
+    images.setflags(write=False)
+    masks.setflags(write=False)
+    return LoadedData(index, images, masks, pixel_mm)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file, fsync it, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_state(run_dir: Path) -> str:
+    """``complete``, ``failed``, ``partial`` (killed mid-run) or ``missing``."""
+    if (run_dir / COMPLETE).is_file():
+        return "complete"
+    if (run_dir / FAILED).is_file():
+        return "failed"
+    return "partial" if run_dir.exists() else "missing"
+
+
+def _quantise(probs: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def dequantise(q: np.ndarray) -> np.ndarray:
+    """uint8-quantised probabilities -> float32 in [0, 1]."""
+    return q.astype(np.float32) / 255.0
+
+
+def train_config(arm: dict[str, Any], seed: int, size: int) -> Any:
+    """The ``TrainConfig`` of an arm (``dataclasses.asdict(ArmSpec)``) for one seed and input size."""
+    from robustseg.train import TrainConfig
+
+    train = dict(arm["train"])
+    if not train.get("samples_per_epoch"):
+        train["samples_per_epoch"] = None
+    return TrainConfig(
+        model=arm["model"], model_kwargs=dict(arm["model_kwargs"]), loss=arm["loss"], loss_kwargs=dict(arm["loss_kwargs"]),
+        class_weight_smoothing=arm["class_weight_smoothing"], oversampling=arm["oversampling"],
+        seed=seed, size=size, **train,
+    )
+
+
+def score(probs: np.ndarray, masks: np.ndarray, image_ids: list[str], pixel_mm: np.ndarray,
+          ev: dict[str, Any], *, postprocess: bool = False) -> pd.DataFrame:
+    """Per-image table of argmax predictions (optionally post-processed) against reference masks."""
+    from robustseg.metrics import per_image_table
+    from robustseg.postprocess import postprocess_batch
+
+    pred = probs.argmax(axis=1).astype(np.uint8)
+    if postprocess:
+        pred = postprocess_batch(pred, min_component_px=ev["min_component_px"])
+    return per_image_table(
+        pred, masks, image_ids=image_ids, pixel_mm=pixel_mm, class_names=CLASS_NAMES,
+        empty_policy=ev["empty_policy"], boundary=ev["boundary"], nsd_tolerance_mm=ev["nsd_tolerance_mm"],
+    )
+
+
+def execute_run(spec: RunSpec, runs_dir: str | Path, *, threads: int = 0,
+                progress: Callable[[int, int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Run ``spec`` into ``runs_dir/run_id``. Returns a summary dict; never raises for run failures.
+
+    Failures are written to ``failed.json`` and returned with ``status == "failed"``.
+    """
+    run_dir = Path(runs_dir) / spec.run_id
+    if run_state(run_dir) == "complete":
+        return {"run_id": spec.run_id, "status": "complete", "skipped": True}
+    if run_dir.exists():  # a partial or failed earlier attempt: start clean
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    write_json_atomic(run_dir / "spec.json", spec.payload)
+    started = time.time()
+    try:
+        summary = _execute(spec, run_dir, threads=threads, progress=progress)
+    except Exception as exc:  # recorded, never swallowed: the caller lists failures and exits non-zero
+        failure = {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                   "traceback": traceback.format_exc(), "seconds": time.time() - started}
+        write_json_atomic(run_dir / FAILED, failure)
+        return failure
+    summary.update({"run_id": spec.run_id, "status": "complete", "seconds": time.time() - started,
+                    "arm": spec.arm, "fold": spec.fold, "seed": spec.seed, "host": platform.node()})
+    write_json_atomic(run_dir / COMPLETE, summary)
+    return summary
+
+
+def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
+             progress: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, Any]:
+    import torch
+
+    from robustseg.anomaly import structure_features
+    from robustseg.device import select_device
+    from robustseg.perturb import perturb_batch
+    from robustseg.postprocess import decide_postprocessing
+    from robustseg.predict import load_model, predict_proba
+    from robustseg.train import train_run
+
+    if threads:
+        torch.set_num_threads(threads)
+    p = spec.payload
+    ev = p["eval"]
+    data = load_data(DataSpec(**p["data"]))
+    splits = pd.read_csv(run_dir.parent / f"splits-{p['split']['fingerprint']}.csv", dtype={"image_id": str, "patient_id": str})
+    fold_of = dict(zip(splits["image_id"], splits["fold"], strict=True))
+    folds = data.index["image_id"].map(fold_of).to_numpy()
+    train_idx = np.flatnonzero((folds != -1) & (folds != spec.fold))
+    val_idx = np.flatnonzero(folds == spec.fold)
+    test_idx = np.flatnonzero(folds == -1)
+
+    cfg = train_config(p["arm"], spec.seed, p["data"]["size"])
+    t0 = time.time()
+    result = train_run(cfg, (data.images[train_idx], data.masks[train_idx]), (data.images[val_idx], data.masks[val_idx]),
+                       run_dir, progress=progress)
+    train_seconds = time.time() - t0
+
+    device = select_device(cfg.device)
+    model, _ = load_model(result.checkpoint, device)
+    bs = ev["batch_size"]
+    predict = functools.partial(predict_proba, model, batch_size=bs, device=device)
+
+    # Post-processing decided on the validation fold (nnU-Net's rule: keep only if no class gets worse).
+    val_ids = data.index["image_id"].iloc[val_idx].tolist()
+    val_probs = predict(data.images[val_idx])
+    raw_val = score(val_probs, data.masks[val_idx], val_ids, data.pixel_mm[val_idx], ev)
+    post_val = score(val_probs, data.masks[val_idx], val_ids, data.pixel_mm[val_idx], ev, postprocess=True)
+    decision = decide_postprocessing(raw_val, post_val)
+    write_json_atomic(run_dir / "postprocess.json", decision)
+
+    tables = []
+    test_ids = data.index["image_id"].iloc[test_idx].tolist()
+    test_imgs, test_masks, test_mm = data.images[test_idx], data.masks[test_idx], data.pixel_mm[test_idx]
+    t1 = time.time()
+    clean = predict(test_imgs)
+    for post in (False, True):
+        t = score(clean, test_masks, test_ids, test_mm, ev, postprocess=post)
+        tables.append(t.assign(testset="test", perturbation="none", severity=0, postprocessed=post))
+    pred_clean = clean.argmax(axis=1).astype(np.uint8)
+    feats = pd.concat([
+        structure_features(pred_clean, test_mm, image_ids=test_ids).assign(source="pred"),
+        structure_features(test_masks, test_mm, image_ids=test_ids).assign(source="ref"),
+    ], ignore_index=True)
+    arrays = {"image_id": np.asarray(test_ids), "probs": _quantise(clean)}
+
+    for name, severity in p["perturb"]["pairs"]:
+        imgs = perturb_batch(test_imgs, name, severity, p["perturb"]["seed"], image_ids=test_ids)
+        t = score(predict(imgs), test_masks, test_ids, test_mm, ev)
+        tables.append(t.assign(testset="test", perturbation=name, severity=int(severity), postprocessed=False))
+
+    for ext in p["external"]:
+        ext_data = load_data(DataSpec(**ext["data"]))
+        ext_ids = ext_data.index["image_id"].tolist()
+        t = score(predict(ext_data.images), ext_data.masks, ext_ids, ext_data.pixel_mm, ev)
+        tables.append(t.assign(testset=ext["name"], perturbation="none", severity=0, postprocessed=False))
+    eval_seconds = time.time() - t1
+
+    per_image = pd.concat(tables, ignore_index=True).assign(
+        arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id)
+    per_image.to_csv(run_dir / "per_image.csv.gz", index=False)
+    feats.assign(arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id).to_csv(
+        run_dir / "features.csv.gz", index=False)
+    if ev["save_probabilities"]:
+        np.savez_compressed(run_dir / "probs.npz", **arrays)
+    return {
+        "train_seconds": train_seconds, "eval_seconds": eval_seconds, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "best_val_loss": result.best_val_loss, "postprocess": decision,
+        "device": str(device), "torch_threads": torch.get_num_threads(),
+        "n_train": int(train_idx.size), "n_val": int(val_idx.size), "n_test": int(test_idx.size),
+        "disk_bytes": sum(f.stat().st_size for f in run_dir.iterdir() if f.is_file()),
+    }

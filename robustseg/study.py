@@ -1,0 +1,270 @@
+"""Study orchestration: prepare data and splits, plan runs, execute them, collect tables, write the report.
+
+This module wires the pieces; it holds no maths. Layout of ``runs/<study>/``:
+
+- ``study.json``          the resolved study (defaults + file + overrides) and its hash
+- ``index.csv``           the data index (one row per image, with patient and metadata)
+- ``splits-<fp>.csv``     image -> fold (-1 = held-out test), named by its fingerprint
+- ``plan.json``           the runs of the current plan (run id, arm, fold, seed)
+- ``reference.npz``       held-out test images and masks at input size, and the pixel sizes, so that
+                          ensembles and figures can be rebuilt without the data folder
+- ``reference_features.csv.gz``  structure measurements of the training/validation reference masks
+                          (the normal range for the ground-truth-free anomaly score)
+- ``<run_id>/``           one folder per run (see ``robustseg.runner``)
+- ``tables/``             the collected per-image, feature, history and run tables
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from robustseg.config import Study
+from robustseg.errors import InputError
+from robustseg.plan import DataSpec, RunSpec, plan_runs, split_fingerprint
+from robustseg.runner import COMPLETE, FAILED, LoadedData, execute_run, load_data, run_state, write_json_atomic
+
+
+@dataclass
+class StudyOutcome:
+    runs_dir: Path
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    report: Path | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    study: Study
+    runs_dir: Path
+    data: DataSpec
+    splits: pd.DataFrame
+    suite: list[tuple[str, int]]
+    external: list[tuple[str, DataSpec]]
+    runs: list[RunSpec]
+
+
+def _phantom_path(study: Study, runs_dir: Path) -> Path:
+    """Generate the study's phantom once (into a temporary folder renamed into place)."""
+    from robustseg.data.phantom import generate_phantom
+
+    d = study.raw["data"]
+    target = Path(d["path"]) if d["path"] else runs_dir / "data" / f"phantom-n{d['phantom_n']}-s{d['phantom_seed']}"
+    if not target.exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        generate_phantom(tmp, n=d["phantom_n"], seed=d["phantom_seed"])
+        tmp.rename(target)
+    return target
+
+
+def resolve_suite(study: Study) -> list[tuple[str, int]]:
+    """The (perturbation, severity) pairs of the study, restricted to ``perturb.severities``."""
+    from robustseg.perturb import resolve_suite as resolve
+
+    spec = study.raw["perturb"]["suite"]
+    if spec in ("", "none", []):
+        return []
+    keep = set(study.raw["perturb"]["severities"])
+    return [(n, int(s)) for n, s in resolve(spec) if int(s) in keep]
+
+
+def prepare(study: Study) -> Prepared:
+    """Everything before training: data, splits, perturbation list, plan; saved under runs/<study>/."""
+    from robustseg.data.splits import make_splits
+
+    runs_dir = Path(study.raw["execution"]["runs_dir"]) / study.name
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    d = study.raw["data"]
+    path = _phantom_path(study, runs_dir) if d["source"] == "phantom" else Path(d["path"])
+    if not str(d["path"]) and d["source"] != "phantom":
+        raise InputError(f"{study.path or 'study'}: key 'data.path' is required for source {d['source']!r}")
+    data = DataSpec(d["source"], str(path.resolve()), d["plane"], d["colormap"], int(d["size"]))
+    loaded = load_data(data)
+    s = study.raw["split"]
+    splits = make_splits(loaded.index, test_fraction=s["test_fraction"], k_folds=s["k_folds"], seed=s["seed"])
+    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, int(d["size"])))
+                for e in study.external]
+    for _, spec in external:
+        load_data(spec)  # validate external sets before any training
+    suite = resolve_suite(study)
+    runs = plan_runs(study, data, splits, suite, external)
+
+    fp = split_fingerprint(splits)
+    _write_csv_once(runs_dir / f"splits-{fp}.csv", splits)
+    write_json_atomic(runs_dir / "study.json", {"study": study.raw, "hash": study.file_hash,
+                                                "file": str(study.path) if study.path else None})
+    write_json_atomic(runs_dir / "plan.json", [{"run_id": r.run_id, "arm": r.arm, "fold": r.fold, "seed": r.seed}
+                                               for r in runs])
+    loaded.index.to_csv(runs_dir / "index.csv", index=False)
+    _save_reference(runs_dir, loaded, splits)
+    return Prepared(study, runs_dir, data, splits, suite, external, runs)
+
+
+def _write_csv_once(path: Path, df: pd.DataFrame) -> None:
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        df.to_csv(tmp, index=False)
+        tmp.replace(path)
+
+
+def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) -> None:
+    from robustseg.anomaly import structure_features
+
+    fold_of = dict(zip(splits["image_id"], splits["fold"], strict=True))
+    folds = loaded.index["image_id"].map(fold_of).to_numpy()
+    test = np.flatnonzero(folds == -1)
+    trainval = np.flatnonzero(folds != -1)
+    ids = loaded.index["image_id"].to_numpy().astype(str)
+    tmp = runs_dir / "reference.tmp.npz"
+    np.savez_compressed(tmp, image_id=ids[test], images=loaded.images[test], masks=loaded.masks[test],
+                        pixel_mm=loaded.pixel_mm[test])
+    tmp.replace(runs_dir / "reference.npz")
+    feats = structure_features(loaded.masks[trainval], loaded.pixel_mm[trainval], image_ids=list(ids[trainval]))
+    feats.to_csv(runs_dir / "reference_features.csv.gz", index=False)
+
+
+def _executor(study: Study, scheduler: str | None, console: Any) -> Any:
+    from robustseg.executors import DaskExecutor, LocalExecutor
+
+    ex = study.raw["execution"]
+    address = scheduler or (ex["scheduler"] if ex["executor"] == "dask" else "")
+    if ex["executor"] == "dask" and not address:
+        raise InputError(f"{study.path or 'study'}: executor 'dask' needs 'execution.scheduler' or --scheduler ADDRESS")
+    if address:
+        return DaskExecutor(address, threads=ex["threads"])
+    return LocalExecutor(threads=ex["threads"])
+
+
+def run_study(study: Study, *, resume: bool = True, scheduler: str | None = None, console: Any = None,
+              report: bool = True) -> StudyOutcome:
+    """Run every pending run of the plan, then collect tables and write the report.
+
+    Finished runs (``complete.json``) are always skipped; partial or failed ones are run again.
+    ``resume`` is accepted for the CLI contract (resuming is always on and always safe).
+    """
+    started = time.time()
+    prep = prepare(study)
+    outcome = StudyOutcome(prep.runs_dir)
+    pending = [r for r in prep.runs if run_state(prep.runs_dir / r.run_id) != "complete"]
+    executor = _executor(study, scheduler, console)
+    try:
+        results = _run_with_progress(executor, pending, prep.runs_dir, console, total=len(prep.runs))
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+    outcome.results = results
+    outcome.failures = [f"{r['run_id']}: {r.get('error', '?')}" for r in results if r.get("status") == "failed"]
+    collect_tables(prep.runs_dir)
+    if report:
+        outcome.report = write_report(prep.runs_dir, study)
+    outcome.seconds = time.time() - started
+    return outcome
+
+
+def _run_with_progress(executor: Any, pending: list[RunSpec], runs_dir: Path, console: Any, total: int) -> list[dict]:
+    from robustseg.executors import LocalExecutor
+
+    if console is None:
+        return list(executor.map(pending, runs_dir))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        runs_task = bar.add_task("runs", total=total, completed=total - len(pending))
+        epoch_task = bar.add_task("epochs", total=1, visible=isinstance(executor, LocalExecutor))
+
+        def on_epoch(spec: RunSpec, epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
+            loss = metrics.get("val_loss", float("nan"))
+            bar.update(epoch_task, total=max_epochs, completed=epoch,
+                       description=f"{spec.run_id} val_loss {loss:.4f}")
+
+        if isinstance(executor, LocalExecutor):
+            executor.on_epoch = on_epoch
+        for result in executor.map(pending, runs_dir):
+            results.append(result)
+            bar.advance(runs_task)
+            status = result.get("status")
+            if status == "failed":
+                console.print(f"[red]failed[/red] {result['run_id']}: {result.get('error')}")
+    return results
+
+
+def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
+    """Concatenate the tables of the plan's finished runs into ``runs_dir/tables/``."""
+    plan = json.loads((runs_dir / "plan.json").read_text())
+    per_image, features, history, runs = [], [], [], []
+    for entry in plan:
+        run_dir = runs_dir / entry["run_id"]
+        state = run_state(run_dir)
+        info = {**entry, "status": state}
+        if state == "complete":
+            info.update({k: v for k, v in json.loads((run_dir / COMPLETE).read_text()).items()
+                         if not isinstance(v, dict | list)})
+            per_image.append(pd.read_csv(run_dir / "per_image.csv.gz"))
+            features.append(pd.read_csv(run_dir / "features.csv.gz"))
+            history.append(pd.read_csv(run_dir / "history.csv").assign(**entry))
+        elif state == "failed":
+            info["error"] = json.loads((run_dir / FAILED).read_text()).get("error")
+        runs.append(info)
+    out_dir = runs_dir / "tables"
+    out_dir.mkdir(exist_ok=True)
+    tables = {"runs": pd.DataFrame(runs)}
+    if per_image:
+        tables.update({"per_image": pd.concat(per_image, ignore_index=True),
+                       "features": pd.concat(features, ignore_index=True),
+                       "history": pd.concat(history, ignore_index=True)})
+    for name, df in tables.items():
+        df.to_csv(out_dir / f"{name}.csv.gz" if name != "runs" else out_dir / "runs.csv", index=False)
+    return tables
+
+
+def write_report(runs_dir: Path, study: Study | None = None) -> Path:
+    """Build ``reports/<study>/report.md`` from the saved tables of ``runs_dir``."""
+    from robustseg.report import build_report
+
+    saved = json.loads((runs_dir / "study.json").read_text())["study"]
+    reports_dir = Path(saved["execution"]["reports_dir"]) / saved["name"]
+    return build_report(runs_dir, reports_dir)
+
+
+def report_from_run_dir(run_dir: str | Path, console: Any = None) -> Path:
+    """``robustseg report RUN_DIR``: rebuild the report from saved tables, without training."""
+    runs_dir = Path(run_dir)
+    if not (runs_dir / "study.json").is_file() or not (runs_dir / "plan.json").is_file():
+        raise InputError(f"{runs_dir}: not a study run folder (expected study.json and plan.json, "
+                         "as written by 'robustseg study')")
+    collect_tables(runs_dir)
+    return write_report(runs_dir)
+
+
+def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int | None = None,
+              console: Any = None) -> dict[str, Any]:
+    """``robustseg train``: prepare the study and execute the one run (arm, fold, seed)."""
+    arm_name = arm or study.arms[0].name
+    study.arm(arm_name)  # validates the name
+    if fold not in study.folds:
+        raise InputError(f"--fold {fold}: expected one of {study.folds}")
+    seed = study.seeds[0] if seed is None else seed
+    prep = prepare(study)
+    matches = [r for r in prep.runs if r.arm == arm_name and r.fold == fold and r.seed == seed]
+    if not matches:  # a seed outside the study's list: plan it on the fly
+        from dataclasses import replace
+        raw = {**study.raw, "seeds": [seed]}
+        matches = [r for r in plan_runs(replace(study, raw=raw), prep.data, prep.splits, prep.suite, prep.external)
+                   if r.arm == arm_name and r.fold == fold]
+    spec = matches[0]
+    result = execute_run(spec, prep.runs_dir, threads=study.raw["execution"]["threads"])
+    if result.get("status") == "failed":
+        from robustseg.errors import RunError
+        raise RunError(f"run {spec.run_id} failed: {result.get('error')}")
+    return {**result, "run_dir": prep.runs_dir / spec.run_id}
