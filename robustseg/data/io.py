@@ -89,6 +89,20 @@ def read_mask(path: str | Path, colormap: str | Colormap = "pascal") -> np.ndarr
     path = Path(path)
     cmap = resolve_colormap(colormap)
     img = _open(path)
+    if img.mode == "P" and "transparency" not in img.info:
+        idx = np.asarray(img)
+        pal = np.asarray(img.getpalette("RGB") or [], dtype=np.int64).reshape(-1, 3)
+        counts = np.bincount(idx.ravel(), minlength=256)
+        lut = np.zeros(256, dtype=np.uint8)
+        for i in np.flatnonzero(counts):
+            colour = tuple(int(c) for c in pal[i]) if i < len(pal) else (0, 0, 0)
+            if colour not in cmap:
+                raise InputError(
+                    f"{path}: mask colour {colour} ({int(counts[i])} pixels) is not in the colour map "
+                    f"{sorted(cmap)}; expected only mapped colours"
+                )
+            lut[i] = cmap[colour]
+        return lut[idx]
     if img.mode in ("P", "PA", "RGB", "RGBA"):
         rgb = np.asarray(img.convert("RGB"))
         return _rgb_to_labels(rgb, cmap, path)

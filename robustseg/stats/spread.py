@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
+from robustseg.metrics import DEFAULT_EMPTY_POLICY, OVERLAP_METRICS, aggregate_global, aggregate_per_image
 from robustseg.stats._util import as_tuple, groups, numeric, require_columns, resolve_direction
 
 RUN_LEVEL_COLUMNS = ("aggregate", "metric", "value", "n")
@@ -18,64 +19,52 @@ ENSEMBLE_COLUMNS = (
 )
 
 
-def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.full(num.shape, np.nan)
-    ok = den > 0
-    out[ok] = num[ok] / den[ok]
-    return out
-
-
 def run_level_metrics(
     per_image: pd.DataFrame,
     *,
     runs: Sequence[str] = ("arm", "fold", "seed"),
-    class_col: str = "class",
-    tp: str = "tp",
-    fp: str = "fp",
-    fn: str = "fn",
     per_image_metrics: Sequence[str] = ("dice", "iou", "hd95_mm", "nsd"),
+    global_metrics: Sequence[str] = ("dice", "iou"),
+    empty_policy: str = DEFAULT_EMPTY_POLICY,
 ) -> pd.DataFrame:
-    """Aggregate the per-image table to one value per run, class and metric.
+    """Aggregate the per-image table to one value per run, class, aggregate and metric (long format).
 
     ``runs`` names the columns identifying a run (add ``testset``, ``perturbation``, ``severity`` to
-    keep evaluation conditions apart). Two aggregates per run and class:
+    keep evaluation conditions apart). Uses :func:`robustseg.metrics.aggregate_global` and
+    :func:`robustseg.metrics.aggregate_per_image`:
 
-    - ``global``: pixels pooled over the run's images, ``dice = 2 TP / (2 TP + FP + FN)`` and
-      ``iou = TP / (TP + FP + FN)`` (NaN when the pooled denominator is 0); ``n`` = images.
-    - ``per_image``: mean of each per-image metric column, NaN values excluded; ``n`` = non-NaN images.
+    - ``aggregate == "global"``: pixels pooled over the run's images (``dice = 2 TP / (2 TP + FP + FN)``,
+      ``iou = TP / (TP + FP + FN)``; ``empty_policy`` only matters when a class is absent everywhere);
+      ``n`` = images.
+    - ``aggregate == "per_image"``: mean of each per-image metric, NaN values excluded; ``n`` = non-NaN
+      images.
 
-    Returns columns ``*runs, class_col, aggregate, metric, value, n`` (long format).
+    Returns columns ``*runs, class, aggregate, metric, value, n``.
     """
     where = "run_level_metrics"
-    keys = [*as_tuple(runs), class_col]
-    metrics = list(as_tuple(per_image_metrics))
-    require_columns(per_image, [*keys, tp, fp, fn, *metrics], where)
-    work = per_image[keys].copy()
-    for col in (tp, fp, fn, *metrics):
-        work[col] = numeric(per_image, col, where)
-    grouped = work.groupby(keys, sort=True, dropna=False, observed=True)
-
-    sums = grouped[[tp, fp, fn]].sum()
-    n_images = grouped.size()
-    t, p, f = (sums[c].to_numpy() for c in (tp, fp, fn))
-    glob = pd.DataFrame(
-        {"dice": _safe_ratio(2 * t, 2 * t + p + f), "iou": _safe_ratio(t, t + p + f)}, index=sums.index
-    )
-    glob = glob.reset_index().melt(id_vars=keys, var_name="metric", value_name="value")
-    glob["n"] = np.tile(n_images.to_numpy(), 2)
-    glob.insert(len(keys), "aggregate", "global")
-
+    runs = list(as_tuple(runs))
+    pim, gm = list(as_tuple(per_image_metrics)), list(as_tuple(global_metrics))
+    require_columns(per_image, [*runs, "class", "tp", "fp", "fn", *pim], where)
+    for col in ("tp", "fp", "fn", *pim):
+        numeric(per_image, col, where)
+    unknown = [m for m in gm if m not in OVERLAP_METRICS]
+    if unknown:
+        raise InputError(f"{where}: unknown global metric {unknown[0]!r}; expected one of {', '.join(OVERLAP_METRICS)}")
+    keys = [*runs, "class"]
+    glob = aggregate_global(per_image, runs, empty_policy)
+    glob = glob[[*keys, "n_images", *gm]].melt(id_vars=[*keys, "n_images"], var_name="metric", value_name="value")
+    glob = glob.rename(columns={"n_images": "n"}).assign(aggregate="global")
     parts = [glob]
-    if metrics:
-        means = grouped[metrics].mean().reset_index().melt(id_vars=keys, var_name="metric", value_name="value")
-        counts = grouped[metrics].count().reset_index().melt(id_vars=keys, var_name="metric", value_name="n")
-        means["n"] = counts["n"].to_numpy()
-        means.insert(len(keys), "aggregate", "per_image")
-        parts.append(means)
-    out = pd.concat(parts, ignore_index=True)
-    out["n"] = out["n"].astype(np.int64)
+    if pim:
+        per = aggregate_per_image(per_image, runs, pim)
+        for m in pim:
+            parts.append(
+                per[keys].assign(aggregate="per_image", metric=m, value=per[f"{m}_mean"], n=per[f"{m}_n"])
+            )
+    out = pd.concat(parts, ignore_index=True)[[*keys, "aggregate", "metric", "value", "n"]]
     out["value"] = out["value"].astype(np.float64)
-    return out.sort_values([*keys, "aggregate", "metric"], kind="stable").reset_index(drop=True)
+    out["n"] = out["n"].astype(np.int64)
+    return out.sort_values([*runs, "aggregate"], kind="stable").reset_index(drop=True)
 
 
 def _pooled_within_sd(values: np.ndarray, folds: np.ndarray) -> float:
