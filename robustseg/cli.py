@@ -84,7 +84,8 @@ def cmd_evaluate_folder(args: argparse.Namespace) -> int:
 def cmd_perturb(args: argparse.Namespace) -> int:
     from robustseg.perturb import perturb_folder
 
-    table = perturb_folder(args.image_dir, args.out_dir, suite=args.suite, severity=args.severity, seed=args.seed)
+    table = perturb_folder(args.image_dir, args.out_dir, suite=args.suite, severity=args.severity, seed=args.seed,
+                           size=args.size)
     console.print(f"wrote {len(table)} perturbed images and {Path(args.out_dir) / 'contact_sheet.png'}")
     return 0
 
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--suite", default="all")
     s.add_argument("--severity", type=int)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, help="resize + pad to the model input size first (the calibration used 256)")
     s.set_defaults(func=cmd_perturb)
 
     s = sub.add_parser("study", help="run a whole study (arms x folds x seeds), then write its report")

@@ -114,6 +114,7 @@ SCHEMA: dict[str, tuple[Any, Check]] = {
     "train.num_workers": (0, number(0, 64, integer=True)),
     "train.augment": (True, boolean),
     "train.samples_per_epoch": (0, number(0, integer=True)),
+    "train.channels_last": ("auto", one_of("auto", True, False)),
     "perturb.suite": ("ultrasound", anything),
     "perturb.severities": ([1, 2, 3, 4, 5], int_list(1)),
     "perturb.seed": (0, number(0, integer=True)),

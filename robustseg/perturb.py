@@ -461,6 +461,23 @@ def calibration_table(
     return pd.DataFrame(rows)
 
 
+def parameter_markdown() -> str:
+    """The registry as a Markdown table: implementation and the parameter of each severity."""
+    lines = [
+        "| perturbation | implementation | parameter | s1 | s2 | s3 | s4 | s5 | seed matters |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in PERTURBATIONS.values():
+        vals = [
+            f"{v.bands} x {v.half_width_deg:g}deg, {v.strength:g}" if isinstance(v, ShadowParams) else f"{v:g}"
+            for v in e.values
+        ]
+        parameter = e.parameter or "bands x half-width, attenuation"
+        seeded = "yes" if e.stochastic else "no"
+        lines.append(f"| {e.name} | {e.description} | {parameter} | {' | '.join(vals)} | {seeded} |")
+    return "\n".join(lines) + "\n"
+
+
 def calibration_markdown(table: pd.DataFrame) -> str:
     """The calibration table as Markdown (one row per perturbation and severity)."""
     lines = ["| perturbation | severity | parameters | PSNR (dB) | SSIM |", "|---|---|---|---|---|"]
@@ -512,6 +529,11 @@ def contact_sheet(
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=dpi)
+    from PIL import Image  # everything drawn is gray: store one channel (a third of the bytes)
+
+    with Image.open(out_png) as rendered:
+        gray = rendered.convert("L")
+    gray.save(out_png, optimize=True)
     return out_png
 
 
@@ -602,6 +624,7 @@ __all__ = [
     "image_seed",
     "list_perturbations",
     "list_suites",
+    "parameter_markdown",
     "perturb_batch",
     "perturb_folder",
     "resolve_suite",

@@ -55,6 +55,14 @@ def split_fingerprint(splits: pd.DataFrame) -> str:
     return stable_hash(pairs)
 
 
+def _identity(payload: dict[str, Any], raw: Any) -> dict[str, Any]:
+    """What the run id hashes: the payload, with a generated phantom named by its recipe, not its folder."""
+    if payload["data"]["source"] != "phantom":
+        return payload
+    recipe = f"phantom:n={raw['data']['phantom_n']}:seed={raw['data']['phantom_seed']}"
+    return {**payload, "data": {**payload["data"], "path": recipe}}
+
+
 def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tuple[str, int]],
               external: list[tuple[str, DataSpec]] | None = None) -> list[RunSpec]:
     """All runs of a study, in a stable order (arm, fold, seed)."""
@@ -75,6 +83,6 @@ def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tu
                     "perturb": {"pairs": [list(p) for p in suite], "seed": raw["perturb"]["seed"]},
                     "eval": raw["eval"],
                 }
-                run_id = f"{_slug(arm.name)}-f{fold}-s{seed}-{stable_hash(payload, 10)}"
+                run_id = f"{_slug(arm.name)}-f{fold}-s{seed}-{stable_hash(_identity(payload, raw), 10)}"
                 runs.append(RunSpec(study.name, arm.name, fold, seed, run_id, payload))
     return runs

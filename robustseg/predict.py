@@ -96,5 +96,5 @@ def predict_proba(
                 logits = net(x)
             out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not out:
-        return np.zeros((0, 0, *images.shape[1:]), dtype=np.float32)
+        return np.zeros((0, net.head.out_channels, *images.shape[1:]), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)

@@ -111,11 +111,11 @@ def score(probs: np.ndarray, masks: np.ndarray, image_ids: list[str], pixel_mm: 
           ev: dict[str, Any], *, postprocess: bool = False) -> pd.DataFrame:
     """Per-image table of argmax predictions (optionally post-processed) against reference masks."""
     from robustseg.metrics import per_image_table
-    from robustseg.postprocess import postprocess_batch
+    from robustseg.postprocess import postprocess as postprocess_labels
 
     pred = probs.argmax(axis=1).astype(np.uint8)
     if postprocess:
-        pred = postprocess_batch(pred, min_component_px=ev["min_component_px"])
+        pred = postprocess_labels(pred, min_size=ev["min_component_px"])
     return per_image_table(
         pred, masks, image_ids=image_ids, pixel_mm=pixel_mm, class_names=CLASS_NAMES,
         empty_policy=ev["empty_policy"], boundary=ev["boundary"], nsd_tolerance_mm=ev["nsd_tolerance_mm"],
@@ -188,7 +188,10 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     val_probs = predict(data.images[val_idx])
     raw_val = score(val_probs, data.masks[val_idx], val_ids, data.pixel_mm[val_idx], ev)
     post_val = score(val_probs, data.masks[val_idx], val_ids, data.pixel_mm[val_idx], ev, postprocess=True)
-    decision = decide_postprocessing(raw_val, post_val)
+    decided = decide_postprocessing(raw_val, post_val)
+    decision = {"apply": bool(decided.apply) if ev["postprocess"] == "auto" else ev["postprocess"] == "on",
+                "rule_says": bool(decided.apply), "setting": ev["postprocess"], "reason": decided.reason,
+                "comparison": decided.comparison.to_dict("records")}
     write_json_atomic(run_dir / "postprocess.json", decision)
 
     tables = []
@@ -201,8 +204,8 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
         tables.append(t.assign(testset="test", perturbation="none", severity=0, postprocessed=post))
     pred_clean = clean.argmax(axis=1).astype(np.uint8)
     feats = pd.concat([
-        structure_features(pred_clean, test_mm, image_ids=test_ids).assign(source="pred"),
-        structure_features(test_masks, test_mm, image_ids=test_ids).assign(source="ref"),
+        structure_features(pred_clean, pixel_mm=test_mm, image_ids=test_ids).assign(source="pred"),
+        structure_features(test_masks, pixel_mm=test_mm, image_ids=test_ids).assign(source="ref"),
     ], ignore_index=True)
     arrays = {"image_id": np.asarray(test_ids), "probs": _quantise(clean)}
 
@@ -228,7 +231,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     return {
         "train_seconds": train_seconds, "eval_seconds": eval_seconds, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-        "best_val_loss": result.best_val_loss, "postprocess": decision,
+        "best_val_loss": result.best_val_loss, "postprocess_applied": decision["apply"],
         "device": str(device), "torch_threads": torch.get_num_threads(),
         "n_train": int(train_idx.size), "n_val": int(val_idx.size), "n_test": int(test_idx.size),
         "disk_bytes": sum(f.stat().st_size for f in run_dir.iterdir() if f.is_file()),

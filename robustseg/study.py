@@ -128,7 +128,7 @@ def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) ->
     np.savez_compressed(tmp, image_id=ids[test], images=loaded.images[test], masks=loaded.masks[test],
                         pixel_mm=loaded.pixel_mm[test])
     tmp.replace(runs_dir / "reference.npz")
-    feats = structure_features(loaded.masks[trainval], loaded.pixel_mm[trainval], image_ids=list(ids[trainval]))
+    feats = structure_features(loaded.masks[trainval], pixel_mm=loaded.pixel_mm[trainval], image_ids=list(ids[trainval]))
     feats.to_csv(runs_dir / "reference_features.csv.gz", index=False)
 
 

@@ -27,3 +27,68 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def phantom_index(phantom_dir: Path) -> pd.DataFrame:
     """``load_index('phantom', phantom_dir)``; copy before mutating."""
     return load_index("phantom", phantom_dir)
+
+
+def _tiny_arrays(i: int, h: int = 12, w: int = 16):
+    """A small RGB image and a label map holding brain, and CSP/LV for some ``i``."""
+    import numpy as np
+
+    rng = np.random.default_rng(i)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    lab = np.zeros((h, w), dtype=np.uint8)
+    lab[2:-2, 2:-2] = 1
+    if i % 2 == 0:
+        lab[4:6, 4:7] = 2
+    if i % 3 == 0:
+        lab[7:9, 8:11] = 3
+    return img, lab
+
+
+@pytest.fixture
+def make_layout1(tmp_path: Path):
+    """Factory: write a tiny data set in layout 1 and return its root.
+
+    ``make_layout1(names, plane=..., masks_dir=..., csv_name=..., csv_text=..., colormap=...)``; with
+    ``csv_text=None`` no pixel-size CSV is written.
+    """
+    from PIL import Image
+
+    from robustseg.data.io import write_mask
+    from robustseg.labels import COLORMAPS
+
+    def make(
+        names=("Patient00001_Plane3_1_of_2", "Patient00001_Plane3_2_of_2", "Patient00002_Plane3_1_of_1"),
+        plane: str = "Trans-thalamic",
+        masks_dir: str | None = None,
+        csv_name: str = "Trans-Thalamic-Pixel-Size.csv",
+        csv_text: str | None = "Label,Pixel in mm\n",
+        mask_format: str = "palette",
+        colormap: str = "pascal",
+    ) -> Path:
+        import numpy as np
+
+        root = tmp_path / "data"
+        pdir = root / plane
+        img_dir = pdir / plane
+        mdir = pdir / (masks_dir or f"{plane}-PASCAL") / "SegmentationClass"
+        img_dir.mkdir(parents=True)
+        mdir.mkdir(parents=True)
+        for i, name in enumerate(names):
+            img, lab = _tiny_arrays(i)
+            Image.fromarray(img).save(img_dir / f"{name}.png")
+            if mask_format == "palette":
+                write_mask(mdir / f"{name}.png", lab, colormap)
+            elif mask_format == "rgb":
+                inv = {v: k for k, v in COLORMAPS[colormap].items()}
+                rgb = np.array([inv[v] for v in range(4)], dtype=np.uint8)[lab]
+                Image.fromarray(rgb).save(mdir / f"{name}.png")
+            else:
+                Image.fromarray(lab).save(mdir / f"{name}.png")
+        if csv_text is not None:
+            text = csv_text
+            if text.endswith("\n") and text.count("\n") == 1:  # header only: add one row per image
+                text += "".join(f"{n}.png,0.{i + 1}\n" for i, n in enumerate(names))
+            (pdir / csv_name).write_text(text)
+        return root
+
+    return make

@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from robustseg.data.io import write_mask
 from robustseg.errors import InputError
@@ -108,9 +107,9 @@ def _render(
     skull = (rho >= 1.0) & (rho < 1.0 + t)
 
     # base echogenicity
-    img = 0.10 + 0.14 * np.clip(_lowfreq(rng, h, w, (4, 6)) + 0.6, 0, None)  # fluid / maternal tissue
-    img[yy < geo["near"]] += 0.18  # near-field maternal wall
-    par = 0.30 * (1.0 + 0.22 * _lowfreq(rng, h, w, (9, 13)) + 0.12 * _lowfreq(rng, h, w, (30, 44)))
+    img = 0.05 + 0.12 * np.clip(_lowfreq(rng, h, w, (4, 6)) + 0.2, 0, None)  # fluid / maternal tissue
+    img[yy < geo["near"]] += 0.15  # near-field maternal wall
+    par = 0.36 * (1.0 + 0.22 * _lowfreq(rng, h, w, (9, 13)) + 0.12 * _lowfreq(rng, h, w, (30, 44)))
     img = np.where(brain, par, img)
     # skull: bright where the beam hits the surface head-on
     nx, ny = (u / a**2) * ct - (v / b**2) * st, (u / a**2) * st + (v / b**2) * ct
@@ -134,7 +133,7 @@ def _render(
     for side in (-1.0, 1.0):
         tx, tyy = at(-front * ty, side * 0.14 * b)
         sy, sx, q = _blob(tx, tyy, 0.13 * a, 0.09 * b, theta + side * 0.35, 2.0, h, w)
-        img[sy, sx] = np.where(q < 1.0, img[sy, sx] * rng.uniform(0.45, 0.6), img[sy, sx])
+        img[sy, sx] = np.where(q < 1.0, img[sy, sx] * rng.uniform(0.3, 0.5), img[sy, sx])
     # third ventricle slit between the thalami (dark line, unlabelled)
     sy, sx, q = _blob(*at(-front * ty, 0.0), 0.10 * a, 0.012 * b + 1.0, theta, 2.0, h, w)
     img[sy, sx] = np.where(q < 1.0, img[sy, sx] * 0.35, img[sy, sx])
@@ -173,7 +172,7 @@ def _render(
     gh, gw = max(4, int(h / 2.5)), max(4, int(w / 2.5))
     k = rng.uniform(2.0, 4.0)
     speckle = cv2.resize(rng.gamma(k, 1.0 / k, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    fine = rng.gamma(6.0, 1.0 / 6.0, (h, w)).astype(np.float32)
+    fine = rng.random((h, w), dtype=np.float32) * 0.8 + 0.6  # mean 1
     att = np.exp(-rng.uniform(0.5, 1.1) * r / geo["rmax"])
     out = img * speckle * fine * att * rng.uniform(260.0, 330.0)
     out = np.where(sector, out + rng.normal(0.0, 2.0), 0.0)
@@ -229,7 +228,9 @@ def generate_phantom(
             has_lv = True if pat.abnormality == "enlarged_lv" else bool(irng.random() < P_LV)
             image, labels, pixel_mm = _render(irng, pat, has_csp, has_lv, h, w, geo)
             name = f"{pat.pid}_Plane3_{j + 1}_of_{k}"
-            Image.fromarray(np.repeat(image[..., None], 3, axis=2)).save(img_dir / f"{name}.png", compress_level=1)
+            rgb = np.repeat(image[..., None], 3, axis=2)
+            if not cv2.imwrite(str(img_dir / f"{name}.png"), rgb, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise InputError(f"{img_dir / name}.png: cannot write image; expected a writable folder")
             write_mask(mask_dir / f"{name}.png", labels, "pascal")
             px_rows.append({"Label": f"{name}.png", "Pixel in mm": round(pixel_mm, 6)})
             rows.append(

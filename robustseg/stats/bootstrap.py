@@ -22,7 +22,15 @@ from robustseg.stats._util import (
 
 STATISTICS = ("mean", "median", "global_dice", "global_iou")
 BOOTSTRAP_COLUMNS = (
-    "statistic", "estimate", "ci_low", "ci_high", "n_patients", "n_images", "n_rows", "n_boot", "alpha",
+    "statistic",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n_patients",
+    "n_images",
+    "n_rows",
+    "n_boot",
+    "alpha",
 )
 
 
@@ -98,7 +106,7 @@ def patient_bootstrap_ci(
         raise InputError(f"{where}: statistic {statistic!r} needs a `value` column")
     extra = [image_col] if image_col else []
     require_columns(per_image, [*by, patient_col, *value_cols, *extra], where)
-    work = per_image[[*by, patient_col, *extra]].copy()
+    work = per_image[list(dict.fromkeys([*by, patient_col, *extra]))].copy()
     for col in value_cols:
         work[col] = numeric(per_image, col, where)
     if work[patient_col].isna().any():
@@ -135,10 +143,18 @@ def patient_bootstrap_ci(
                         est = float(_ratio(np.array(tt), np.array(tt + pp + ff)))
                         boots = _ratio(t, t + p + f)
         low, high = percentile_ci(boots, alpha)
-        rows.append({
-            **key, "statistic": statistic, "estimate": est, "ci_low": low, "ci_high": high,
-            "n_patients": n_pat,
-            "n_images": int(sub[image_col].nunique()) if image_col else len(sub),
-            "n_rows": len(sub), "n_boot": int(n_boot), "alpha": float(alpha),
-        })
+        rows.append(
+            {
+                **key,
+                "statistic": statistic,
+                "estimate": est,
+                "ci_low": low,
+                "ci_high": high,
+                "n_patients": n_pat,
+                "n_images": int(sub[image_col].nunique()) if image_col else len(sub),
+                "n_rows": len(sub),
+                "n_boot": int(n_boot),
+                "alpha": float(alpha),
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, *BOOTSTRAP_COLUMNS])

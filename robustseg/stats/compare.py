@@ -24,11 +24,31 @@ from robustseg.stats._util import (
 from robustseg.stats.spread import _pooled_within_sd
 
 COMPARE_COLUMNS = (
-    "metric", "arm_a", "arm_b", "n_pairs", "n_patients", "mean_a", "mean_b",
-    "mean_diff", "mean_diff_ci_low", "mean_diff_ci_high",
-    "median_diff", "median_diff_ci_low", "median_diff_ci_high",
-    "w", "pval", "p_holm", "rbc", "sd_seed_a", "sd_seed_b", "seed_sd_diff",
-    "exceeds_seed_noise", "verdict", "higher_is_better", "alpha", "n_boot",
+    "metric",
+    "arm_a",
+    "arm_b",
+    "n_pairs",
+    "n_patients",
+    "mean_a",
+    "mean_b",
+    "mean_diff",
+    "mean_diff_ci_low",
+    "mean_diff_ci_high",
+    "median_diff",
+    "median_diff_ci_low",
+    "median_diff_ci_high",
+    "w",
+    "pval",
+    "p_holm",
+    "rbc",
+    "sd_seed_a",
+    "sd_seed_b",
+    "seed_sd_diff",
+    "exceeds_seed_noise",
+    "verdict",
+    "higher_is_better",
+    "alpha",
+    "n_boot",
 )
 NO_DIFFERENCE = "no difference beyond seed noise"
 
@@ -127,12 +147,14 @@ def compare_arms(
     arms_present = set(per_image[arm_col].dropna().astype(str).unique())
     for arm in (arm_a, arm_b):
         if str(arm) not in arms_present:
-            raise InputError(f"{where}: arm {arm!r} not found in column {arm_col!r} (arms: {sorted(arms_present)})")
+            raise InputError(
+                f"{where}: arm {arm!r} not found in column {arm_col!r} (arms: {sorted(arms_present)})"
+            )
     if str(arm_a) == str(arm_b):
         raise InputError(f"{where}: arm_a and arm_b are both {arm_a!r}; expected two different arms")
     hib = resolve_direction(value, higher_is_better)
 
-    work = per_image[[*by, arm_col, image_col, seed_col, fold_col, *pat]].copy()
+    work = per_image[list(dict.fromkeys([*by, arm_col, image_col, seed_col, fold_col, *pat]))].copy()
     work[arm_col] = work[arm_col].astype(str)
     work["_v"] = numeric(per_image, value, where)
     work = work[work[arm_col].isin([str(arm_a), str(arm_b)]) & np.isfinite(work["_v"].to_numpy())]
@@ -167,20 +189,41 @@ def compare_arms(
         sds = {}
         for arm in (str(arm_a), str(arm_b)):
             r = run_means[run_means[arm_col] == arm]
-            sds[arm] = _pooled_within_sd(r["_v"].to_numpy(), r[fold_col].to_numpy()) if len(r) else float("nan")
+            sds[arm] = (
+                _pooled_within_sd(r["_v"].to_numpy(), r[fold_col].to_numpy()) if len(r) else float("nan")
+            )
         seed_sd_diff = float(np.hypot(sds[str(arm_a)], sds[str(arm_b)]))
         mean_diff = float(d.mean()) if n else float("nan")
-        rows.append({
-            **key, "metric": value, "arm_a": str(arm_a), "arm_b": str(arm_b), "n_pairs": n, "n_patients": n_pat,
-            "mean_a": float(a.mean()) if n else float("nan"), "mean_b": float(b.mean()) if n else float("nan"),
-            "mean_diff": mean_diff, "mean_diff_ci_low": mean_ci[0], "mean_diff_ci_high": mean_ci[1],
-            "median_diff": float(np.median(d)) if n else float("nan"),
-            "median_diff_ci_low": med_ci[0], "median_diff_ci_high": med_ci[1],
-            "w": w, "pval": p, "rbc": rank_biserial(d),
-            "sd_seed_a": sds[str(arm_a)], "sd_seed_b": sds[str(arm_b)], "seed_sd_diff": seed_sd_diff,
-            "exceeds_seed_noise": bool(np.isfinite(seed_sd_diff) and abs(mean_diff) > spread_k * seed_sd_diff),
-            "higher_is_better": hib, "alpha": float(alpha), "n_boot": int(n_boot),
-        })
+        rows.append(
+            {
+                **key,
+                "metric": value,
+                "arm_a": str(arm_a),
+                "arm_b": str(arm_b),
+                "n_pairs": n,
+                "n_patients": n_pat,
+                "mean_a": float(a.mean()) if n else float("nan"),
+                "mean_b": float(b.mean()) if n else float("nan"),
+                "mean_diff": mean_diff,
+                "mean_diff_ci_low": mean_ci[0],
+                "mean_diff_ci_high": mean_ci[1],
+                "median_diff": float(np.median(d)) if n else float("nan"),
+                "median_diff_ci_low": med_ci[0],
+                "median_diff_ci_high": med_ci[1],
+                "w": w,
+                "pval": p,
+                "rbc": rank_biserial(d),
+                "sd_seed_a": sds[str(arm_a)],
+                "sd_seed_b": sds[str(arm_b)],
+                "seed_sd_diff": seed_sd_diff,
+                "exceeds_seed_noise": bool(
+                    np.isfinite(seed_sd_diff) and abs(mean_diff) > spread_k * seed_sd_diff
+                ),
+                "higher_is_better": hib,
+                "alpha": float(alpha),
+                "n_boot": int(n_boot),
+            }
+        )
     out = pd.DataFrame(rows, columns=[*by, *(c for c in COMPARE_COLUMNS if c not in ("p_holm", "verdict"))])
     out["p_holm"] = np.nan
     if len(out):

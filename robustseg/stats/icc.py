@@ -31,15 +31,33 @@ from robustseg.stats._util import as_tuple, check_alpha, groups, numeric, requir
 
 ICC_KINDS = ("ICC(1,1)", "ICC(A,1)", "ICC(C,1)", "ICC(1,k)", "ICC(A,k)", "ICC(C,k)")
 _ALIASES = {
-    "ICC1": "ICC(1,1)", "ICC2": "ICC(A,1)", "ICC3": "ICC(C,1)",
-    "ICC1k": "ICC(1,k)", "ICC2k": "ICC(A,k)", "ICC3k": "ICC(C,k)",
-    "ICC(2,1)": "ICC(A,1)", "ICC(3,1)": "ICC(C,1)", "ICC(2,k)": "ICC(A,k)", "ICC(3,k)": "ICC(C,k)",
+    "ICC1": "ICC(1,1)",
+    "ICC2": "ICC(A,1)",
+    "ICC3": "ICC(C,1)",
+    "ICC1k": "ICC(1,k)",
+    "ICC2k": "ICC(A,k)",
+    "ICC3k": "ICC(C,k)",
+    "ICC(2,1)": "ICC(A,1)",
+    "ICC(3,1)": "ICC(C,1)",
+    "ICC(2,k)": "ICC(A,k)",
+    "ICC(3,k)": "ICC(C,k)",
 }
 SEED_REPRODUCIBILITY_KIND = "ICC(A,1)"
 REFERENCE_AGREEMENT_KIND = "ICC(A,1)"
 ICC_COLUMNS = (
-    "kind", "icc", "ci_low", "ci_high", "f", "df1", "df2", "pval",
-    "n_targets", "n_raters", "n_dropped", "reading", "alpha",
+    "kind",
+    "icc",
+    "ci_low",
+    "ci_high",
+    "f",
+    "df1",
+    "df2",
+    "pval",
+    "n_targets",
+    "n_raters",
+    "n_dropped",
+    "reading",
+    "alpha",
 )
 BLAND_ALTMAN_COLUMNS = ("bias", "sd", "loa_low", "loa_high", "bias_ci_low", "bias_ci_high", "n", "alpha")
 
@@ -119,8 +137,13 @@ def icc_from_matrix(x: np.ndarray, kind: str, alpha: float = 0.05) -> dict[str, 
                 low, high = low * k / (1 + low * (k - 1)), high * k / (1 + high * (k - 1))
         pval = sps.f.sf(f_val, df1, df2)
     return {
-        "icc": float(icc), "ci_low": float(low), "ci_high": float(high), "f": float(f_val),
-        "df1": float(df1), "df2": float(df2), "pval": float(pval),
+        "icc": float(icc),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "f": float(f_val),
+        "df1": float(df1),
+        "df2": float(df2),
+        "pval": float(pval),
     }
 
 
@@ -158,7 +181,8 @@ def icc(
             first = sub.loc[dup, [*tcols, raters]].iloc[0].tolist()
             raise InputError(
                 f"{where}: more than one {ratings!r} rating for (target, rater) = {tuple(first)}"
-                + (f" in group {key}" if key else "") + "; expected one rating per target and rater"
+                + (f" in group {key}" if key else "")
+                + "; expected one rating per target and rater"
             )
         wide = sub.pivot(index="_t", columns=raters, values="_r")
         complete = wide.dropna(axis=0, how="any")
@@ -166,10 +190,18 @@ def icc(
         res: dict[str, float] = dict.fromkeys(("icc", "ci_low", "ci_high", "f", "df1", "df2", "pval"), np.nan)
         if n >= 2 and k >= 2:
             res = icc_from_matrix(complete.to_numpy(dtype=np.float64), kind, alpha)
-        rows.append({
-            **key, "kind": kind, **res, "n_targets": n, "n_raters": k,
-            "n_dropped": int(len(wide) - n), "reading": koo_li(res["icc"]), "alpha": float(alpha),
-        })
+        rows.append(
+            {
+                **key,
+                "kind": kind,
+                **res,
+                "n_targets": n,
+                "n_raters": k,
+                "n_dropped": int(len(wide) - n),
+                "reading": koo_li(res["icc"]),
+                "alpha": float(alpha),
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, *ICC_COLUMNS])
 
 
@@ -240,8 +272,17 @@ def bland_altman(
         bias = float(d.mean()) if n else float("nan")
         sd = float(d.std(ddof=1)) if n >= 2 else float("nan")
         half = float(sps.t.ppf(1 - alpha / 2, n - 1)) * sd / np.sqrt(n) if n >= 2 else float("nan")
-        rows.append({
-            **key, "bias": bias, "sd": sd, "loa_low": bias - z * sd, "loa_high": bias + z * sd,
-            "bias_ci_low": bias - half, "bias_ci_high": bias + half, "n": n, "alpha": float(alpha),
-        })
+        rows.append(
+            {
+                **key,
+                "bias": bias,
+                "sd": sd,
+                "loa_low": bias - z * sd,
+                "loa_high": bias + z * sd,
+                "bias_ci_low": bias - half,
+                "bias_ci_high": bias + half,
+                "n": n,
+                "alpha": float(alpha),
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, *BLAND_ALTMAN_COLUMNS])

@@ -22,7 +22,9 @@ def _binary_labels(labels: np.ndarray, where: str) -> np.ndarray:
     try:
         num = lab.astype(np.float64)
     except (TypeError, ValueError):
-        raise InputError(f"{where}: labels must be boolean or 0/1, got values like {lab[:3].tolist()}") from None
+        raise InputError(
+            f"{where}: labels must be boolean or 0/1, got values like {lab[:3].tolist()}"
+        ) from None
     bad = ~np.isin(num, (0.0, 1.0))
     if bad.any():
         raise InputError(f"{where}: labels must be boolean or 0/1, got {lab[bad][0]!r}")
@@ -39,12 +41,16 @@ def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[object] | np.nd
     s = np.asarray(scores, dtype=np.float64)
     y = _binary_labels(np.asarray(labels), where)
     if s.shape != y.shape or s.ndim != 1:
-        raise InputError(f"{where}: scores and labels must be 1-D of equal length, got {s.shape} and {y.shape}")
+        raise InputError(
+            f"{where}: scores and labels must be 1-D of equal length, got {s.shape} and {y.shape}"
+        )
     if not np.isfinite(s).all():
         raise InputError(f"{where}: scores contain NaN or infinite values")
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
-        raise InputError(f"{where}: need both positive and negative labels, got {n_pos} positive, {n_neg} negative")
+        raise InputError(
+            f"{where}: need both positive and negative labels, got {n_pos} positive, {n_neg} negative"
+        )
     ranks = sps.rankdata(s)
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))

@@ -14,8 +14,16 @@ from robustseg.stats._util import as_tuple, groups, numeric, require_columns, re
 RUN_LEVEL_COLUMNS = ("aggregate", "metric", "value", "n")
 SPREAD_COLUMNS = ("mean", "sd", "sd_seed", "sd_fold", "cv", "cv_seed", "n_runs", "n_seeds", "n_folds")
 ENSEMBLE_COLUMNS = (
-    "n_members", "member_mean", "member_sd", "member_min", "member_max",
-    "ensemble", "ensemble_minus_mean", "rank", "n_ranked", "higher_is_better",
+    "n_members",
+    "member_mean",
+    "member_sd",
+    "member_min",
+    "member_max",
+    "ensemble",
+    "ensemble_minus_mean",
+    "rank",
+    "n_ranked",
+    "higher_is_better",
 )
 
 
@@ -44,15 +52,19 @@ def run_level_metrics(
     where = "run_level_metrics"
     runs = list(as_tuple(runs))
     pim, gm = list(as_tuple(per_image_metrics)), list(as_tuple(global_metrics))
-    require_columns(per_image, [*runs, "class", "tp", "fp", "fn", *pim], where)
+    require_columns(per_image, [*runs, "class", "tp", "fp", "fn", "ref_pixels", "pred_pixels", *pim], where)
     for col in ("tp", "fp", "fn", *pim):
         numeric(per_image, col, where)
     unknown = [m for m in gm if m not in OVERLAP_METRICS]
     if unknown:
-        raise InputError(f"{where}: unknown global metric {unknown[0]!r}; expected one of {', '.join(OVERLAP_METRICS)}")
+        raise InputError(
+            f"{where}: unknown global metric {unknown[0]!r}; expected one of {', '.join(OVERLAP_METRICS)}"
+        )
     keys = [*runs, "class"]
     glob = aggregate_global(per_image, runs, empty_policy)
-    glob = glob[[*keys, "n_images", *gm]].melt(id_vars=[*keys, "n_images"], var_name="metric", value_name="value")
+    glob = glob[[*keys, "n_images", *gm]].melt(
+        id_vars=[*keys, "n_images"], var_name="metric", value_name="value"
+    )
     glob = glob.rename(columns={"n_images": "n"}).assign(aggregate="global")
     parts = [glob]
     if pim:
@@ -119,11 +131,20 @@ def spread(
         fold_means = sub.groupby(fold_col, sort=True)["_v"].mean().to_numpy()
         sd_fold = float(fold_means.std(ddof=1)) if fold_means.size >= 2 else float("nan")
         denom = abs(mean) if n and mean != 0 else float("nan")
-        rows.append({
-            **key, "mean": mean, "sd": sd, "sd_seed": sd_seed, "sd_fold": sd_fold,
-            "cv": sd / denom, "cv_seed": sd_seed / denom, "n_runs": n,
-            "n_seeds": int(sub[seed_col].nunique()), "n_folds": int(sub[fold_col].nunique()),
-        })
+        rows.append(
+            {
+                **key,
+                "mean": mean,
+                "sd": sd,
+                "sd_seed": sd_seed,
+                "sd_fold": sd_fold,
+                "cv": sd / denom,
+                "cv_seed": sd_seed / denom,
+                "n_runs": n,
+                "n_seeds": int(sub[seed_col].nunique()),
+                "n_folds": int(sub[fold_col].nunique()),
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, *SPREAD_COLUMNS])
 
 
@@ -155,7 +176,8 @@ def ensemble_vs_members(
         raise InputError(f"{where}: ensemble table must have exactly one row when `by` is empty")
     ens_vals = numeric(ensemble, value, where)
     ens_lookup = {
-        tuple(r): v for r, v in zip(ensemble[list(by)].itertuples(index=False, name=None), ens_vals, strict=True)
+        tuple(r): v
+        for r, v in zip(ensemble[list(by)].itertuples(index=False, name=None), ens_vals, strict=True)
     }
     mem = members.assign(_v=numeric(members, value, where))
     rows = []
@@ -170,17 +192,21 @@ def ensemble_vs_members(
         hib = resolve_direction(metric, higher_is_better)
         better = (v > e) if hib else (v < e)
         n = v.size
-        rows.append({
-            **key, "n_members": n,
-            "member_mean": float(v.mean()) if n else float("nan"),
-            "member_sd": float(v.std(ddof=1)) if n >= 2 else float("nan"),
-            "member_min": float(v.min()) if n else float("nan"),
-            "member_max": float(v.max()) if n else float("nan"),
-            "ensemble": e,
-            "ensemble_minus_mean": e - float(v.mean()) if n else float("nan"),
-            "rank": int(1 + better.sum()) if np.isfinite(e) else None,
-            "n_ranked": n + 1, "higher_is_better": hib,
-        })
+        rows.append(
+            {
+                **key,
+                "n_members": n,
+                "member_mean": float(v.mean()) if n else float("nan"),
+                "member_sd": float(v.std(ddof=1)) if n >= 2 else float("nan"),
+                "member_min": float(v.min()) if n else float("nan"),
+                "member_max": float(v.max()) if n else float("nan"),
+                "ensemble": e,
+                "ensemble_minus_mean": e - float(v.mean()) if n else float("nan"),
+                "rank": int(1 + better.sum()) if np.isfinite(e) else None,
+                "n_ranked": n + 1,
+                "higher_is_better": hib,
+            }
+        )
     out = pd.DataFrame(rows, columns=[*by, *ENSEMBLE_COLUMNS])
     out["rank"] = out["rank"].astype("Int64")
     return out

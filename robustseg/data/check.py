@@ -1,0 +1,93 @@
+"""Read-only validation of a data set: index + summary tables + warnings (used by ``check-data``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from robustseg.data.index import detect_source, load_index
+from robustseg.data.io import Colormap
+from robustseg.labels import CLASS_NAMES
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``check_data`` found. ``summary``: one row per quantity (``metric``, ``value``);
+    ``classes``: one row per class (``class``, ``images``, ``image_share``, ``pixels``, ``pixel_share``);
+    ``sizes``: one row per image size (``width``, ``height``, ``images``)."""
+
+    path: Path
+    source: str
+    index: pd.DataFrame
+    summary: pd.DataFrame
+    classes: pd.DataFrame
+    sizes: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def summarize(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """Summary, per-class and image-size tables plus warnings for an index table."""
+    n = len(index)
+    px_cols = [f"px_{c}" for c in CLASS_NAMES]
+    pixels = index[px_cols].sum().to_numpy(dtype=np.int64)
+    total = int(pixels.sum())
+    present = [int((index[c] > 0).sum()) for c in px_cols]
+    classes = pd.DataFrame(
+        {
+            "class": list(CLASS_NAMES),
+            "images": present,
+            "image_share": [p / n if n else float("nan") for p in present],
+            "pixels": pixels,
+            "pixel_share": pixels / total if total else np.full(len(pixels), np.nan),
+        }
+    )
+    known = int(index["pixel_mm"].notna().sum())
+    rows = [
+        ("images", n),
+        ("patients", int(index["patient_id"].nunique())),
+        ("images with CSP", int(index["has_csp"].sum())),
+        ("images with LV", int(index["has_lv"].sum())),
+        ("images with CSP and LV", int((index["has_csp"] & index["has_lv"]).sum())),
+        ("images with pixel size", known),
+        ("pixel size coverage", known / n if n else float("nan")),
+        ("pixel_mm min", float(index["pixel_mm"].min()) if known else float("nan")),
+        ("pixel_mm median", float(index["pixel_mm"].median()) if known else float("nan")),
+        ("pixel_mm max", float(index["pixel_mm"].max()) if known else float("nan")),
+    ]
+    if "abnormal" in index.columns:
+        rows.append(("abnormal images", int(index["abnormal"].astype(bool).sum())))
+    summary = pd.DataFrame({"metric": [r[0] for r in rows], "value": [float(r[1]) for r in rows]})
+    sizes = (
+        index.groupby(["width", "height"], sort=True).size().rename("images").reset_index()
+        .sort_values(["images", "width", "height"], ascending=[False, True, True], kind="stable")
+        .reset_index(drop=True)
+    )  # fmt: skip
+    warnings = []
+    missing = index.loc[index["pixel_mm"].isna(), "image_id"].tolist()
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        warnings.append(
+            f"{len(missing)} of {n} images have no pixel size (mm metrics will be NaN for them): {shown}"
+        )
+    return summary, classes, sizes, warnings
+
+
+def check_data(
+    path: str | Path,
+    source: str | None = None,
+    plane: str = "Trans-thalamic",
+    colormap: str | Colormap = "pascal",
+) -> CheckReport:
+    """Validate the data set at ``path`` (decoding every image and mask); write nothing.
+
+    ``source`` ``None`` detects ``folder`` (``images/`` + ``masks/``) or else ``fetal_head``. Bad input
+    raises ``InputError`` naming the file; missing pixel sizes become warnings.
+    """
+    path = Path(path)
+    src = source or detect_source(path)
+    index = load_index(src, path, plane=plane, colormap=colormap, verify_images=True)
+    summary, classes, sizes, warnings = summarize(index)
+    return CheckReport(path, src, index, summary, classes, sizes, warnings)

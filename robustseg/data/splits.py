@@ -1,0 +1,136 @@
+"""Patient-grouped, stratified splits: a held-out test set and k cross-validation folds.
+
+Every patient lands in exactly one bin (test or one fold). Patients are stratified on which small
+structures their images hold (``has_csp``, ``has_lv``). Coverage guarantee: if at least ``k + 1``
+patients have a CSP image, the test set and every fold contain a CSP image (likewise for LV,
+independently); with fewer such patients no split can give every bin one, so the earliest bins
+(test first) get them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from robustseg.errors import InputError
+
+TEST_FOLD = -1
+
+
+def _patients(index: pd.DataFrame) -> pd.DataFrame:
+    for col in ("image_id", "patient_id", "has_csp", "has_lv"):
+        if col not in index.columns:
+            raise InputError(f"index: column {col!r} missing; expected a table from load_index")
+    if index["image_id"].duplicated().any():
+        dup = index.loc[index["image_id"].duplicated(), "image_id"].iloc[0]
+        raise InputError(f"index: image_id {dup!r} appears twice; expected unique image ids")
+    g = index.groupby("patient_id", sort=True)
+    return pd.DataFrame(
+        {"images": g.size(), "csp": g["has_csp"].any(), "lv": g["has_lv"].any()}
+    ).reset_index()
+
+
+def make_splits(index: pd.DataFrame, *, test_fraction: float = 0.2, k_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Assign each image a fold: ``-1`` test, ``0..k-1`` cross-validation; grouped by patient.
+
+    Returns ``DataFrame[image_id, patient_id, fold]`` sorted by ``image_id``. Deterministic for a seed.
+    """
+    if not isinstance(k_folds, int | np.integer) or int(k_folds) < 2:
+        raise InputError(f"k_folds {k_folds!r}: expected an integer >= 2")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise InputError(f"test_fraction {test_fraction!r}: expected a number strictly between 0 and 1")
+    k = int(k_folds)
+    pats = _patients(index)
+    n_bins = k + 1
+    if len(pats) < n_bins:
+        raise InputError(
+            f"index: {len(pats)} patients; k_folds={k} plus a test set need at least {n_bins} patients"
+        )
+    rng = np.random.default_rng(int(seed))
+    pats = pats.iloc[rng.permutation(len(pats))].reset_index(drop=True)
+    weights = np.array([float(test_fraction)] + [(1.0 - float(test_fraction)) / k] * k)
+    stratum = (pats["csp"].astype(int) * 2 + pats["lv"].astype(int)).to_numpy()
+    sizes = pats["images"].to_numpy(dtype=np.int64)
+    csp, lv = pats["csp"].to_numpy(bool), pats["lv"].to_numpy(bool)
+    assign = np.full(len(pats), -1, dtype=np.int64)
+    count = np.zeros(n_bins, dtype=np.int64)
+    count_s = np.zeros((4, n_bins), dtype=np.int64)
+
+    def put(i: int, b: int) -> None:
+        assign[i] = b
+        count[b] += sizes[i]
+        count_s[stratum[i], b] += sizes[i]
+
+    # 1) coverage: one CSP patient per bin (patients with both structures first), then LV where missing
+    order = [i for i in range(len(pats)) if csp[i] and lv[i]] + [i for i in range(len(pats)) if csp[i] and not lv[i]]
+    for b, i in zip(range(n_bins), order, strict=False):
+        put(i, b)
+    has_lv_bin = np.zeros(n_bins, dtype=bool)
+    has_lv_bin[assign[(assign >= 0) & lv]] = True
+    spare_lv = [i for i in range(len(pats)) if lv[i] and assign[i] < 0]
+    for b in np.flatnonzero(~has_lv_bin):
+        if not spare_lv:
+            break
+        put(spare_lv.pop(0), int(b))
+    # 2) no empty bin
+    for b in np.flatnonzero(count == 0):
+        put(int(np.flatnonzero(assign < 0)[0]), int(b))
+    # 3) the rest: rarest stratum first, largest patients first; to the bin furthest below its share
+    rest = [i for i in range(len(pats)) if assign[i] < 0]
+    totals_s = np.bincount(stratum, weights=sizes, minlength=4)
+    rest.sort(key=lambda i: (totals_s[stratum[i]], -sizes[i]))
+    total = sizes.sum()
+    for i in rest:
+        s = stratum[i]
+        deficit_s = weights * totals_s[s] - count_s[s]
+        deficit = weights * total - count
+        b = int(np.lexsort((-deficit, -deficit_s))[0])
+        put(i, b)
+    assert (assign >= 0).all()
+    fold_of = dict(zip(pats["patient_id"], np.where(assign == 0, TEST_FOLD, assign - 1), strict=True))
+    out = index[["image_id", "patient_id"]].copy()
+    out["fold"] = out["patient_id"].map(fold_of).astype("int64")
+    return out.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def fold_summary(splits: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """Per fold: ``fold, images, patients, csp_images, lv_images``."""
+    df = splits.merge(index[["image_id", "has_csp", "has_lv"]], on="image_id", how="left")
+    g = df.groupby("fold", sort=True)
+    return pd.DataFrame(
+        {
+            "images": g.size(),
+            "patients": g["patient_id"].nunique(),
+            "csp_images": g["has_csp"].sum().astype("int64"),
+            "lv_images": g["has_lv"].sum().astype("int64"),
+        }
+    ).reset_index()
+
+
+def save_splits(splits: pd.DataFrame, path: str | Path) -> Path:
+    """Write the splits as CSV (``image_id, patient_id, fold``) for reuse and audit."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    splits[["image_id", "patient_id", "fold"]].to_csv(path, index=False)
+    return path
+
+
+def load_splits(path: str | Path) -> pd.DataFrame:
+    """Read splits written by ``save_splits``; checks columns and that no patient spans two folds."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: splits file not found")
+    try:
+        df = pd.read_csv(path, dtype={"image_id": "str", "patient_id": "str"})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: cannot parse splits CSV ({str(exc).splitlines()[0]})") from None
+    missing = {"image_id", "patient_id", "fold"} - set(df.columns)
+    if missing:
+        raise InputError(f"{path}: columns {sorted(missing)} missing; expected image_id, patient_id, fold")
+    spans = df.groupby("patient_id")["fold"].nunique()
+    if (spans > 1).any():
+        raise InputError(f"{path}: patient {spans[spans > 1].index[0]!r} is in more than one fold")
+    df["fold"] = df["fold"].astype("int64")
+    return df.sort_values("image_id", kind="stable").reset_index(drop=True)

@@ -1,0 +1,197 @@
+"""Score a folder of saved predicted masks against a folder of reference masks (like nnU-Net's evaluate_folder).
+
+Masks are matched by file stem; palette, RGB colour-map and integer-label PNGs are all read through
+:func:`robustseg.data.io.read_mask`. A prediction without a reference (or the reverse) is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from robustseg.errors import InputError
+from robustseg.labels import CLASS_NAMES
+from robustseg.metrics import (
+    DEFAULT_EMPTY_POLICY,
+    aggregate_global,
+    aggregate_per_image,
+    check_empty_policy,
+    iou_summary,
+    per_image_table,
+    presence_counts,
+)
+
+MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff")
+
+POLICY_TEXT = {
+    "nan": "Dice/IoU/precision/recall/F1/NSD/HD95 are NaN and excluded from per-image means when a structure "
+    "is absent from both reference and prediction; when it is absent from only one, the overlap metrics and "
+    "NSD are 0 and HD95 is the image diagonal in mm.",
+    "one": "A structure absent from both reference and prediction scores 1 (HD95 0); when it is absent from "
+    "only one, the overlap metrics and NSD are 0 and HD95 is the image diagonal in mm.",
+}
+
+
+def _list_masks(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: {what} folder not found")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in MASK_EXTENSIONS:
+            if p.stem in found:
+                raise InputError(f"{folder}: two {what} masks share the name {p.stem!r} ({found[p.stem].name}, {p.name})")
+            found[p.stem] = p
+    if not found:
+        raise InputError(f"{folder}: no {what} masks ({', '.join(MASK_EXTENSIONS)}) found")
+    return found
+
+
+def _names_line(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def evaluate_folder(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    *,
+    pixel_size_csv: str | Path | None = None,
+    classes: Sequence[str] = CLASS_NAMES,
+    colormap: str = "pascal",
+    empty_policy: str = DEFAULT_EMPTY_POLICY,
+    nsd_tolerance_mm: float = 1.0,
+    boundary: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-image table (docs/architecture.md schema) and a JSON-ready summary for two mask folders.
+
+    ``pixel_size_csv`` (columns ``Label``, ``Pixel in mm``) gives mm per pixel by image stem; images it
+    does not list, or all images without it, are measured in pixels (``pixel_mm_known`` False).
+    ``progress(done, total)`` is called after each image is read.
+    """
+    from robustseg.data.io import read_mask
+
+    check_empty_policy(empty_policy)
+    classes = tuple(classes)
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise InputError(f"classes: expected at least two distinct names, got {','.join(classes)!r}")
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    preds = _list_masks(pred_dir, "prediction")
+    refs = _list_masks(gt_dir, "reference")
+    no_pred = sorted(set(refs) - set(preds))
+    no_ref = sorted(set(preds) - set(refs))
+    if no_pred or no_ref:
+        parts = []
+        if no_pred:
+            parts.append(f"{len(no_pred)} reference(s) without prediction in {pred_dir}: {_names_line(no_pred)}")
+        if no_ref:
+            parts.append(f"{len(no_ref)} prediction(s) without reference in {gt_dir}: {_names_line(no_ref)}")
+        raise InputError("; ".join(parts))
+    sizes: dict[str, float] = {}
+    if pixel_size_csv is not None:
+        from robustseg.data.index import read_pixel_csv
+
+        sizes = read_pixel_csv(pixel_size_csv)
+    ids = sorted(refs)
+    groups: dict[tuple[int, int], list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for k, image_id in enumerate(ids):
+        pair = []
+        for path in (preds[image_id], refs[image_id]):
+            lab = read_mask(path, colormap)
+            if lab.size and int(lab.max()) >= len(classes):
+                raise InputError(
+                    f"{path}: label {int(lab.max())} found but only {len(classes)} classes ({','.join(classes)}) given"
+                )
+            pair.append(lab)
+        if pair[0].shape != pair[1].shape:
+            raise InputError(
+                f"{preds[image_id]}: prediction shape {pair[0].shape} differs from reference {refs[image_id]} shape {pair[1].shape}"
+            )
+        groups.setdefault(pair[1].shape, []).append((image_id, pair[0], pair[1]))
+        if progress is not None:
+            progress(k + 1, len(ids))
+    tables = []
+    for items in groups.values():
+        gid = [i for i, _, _ in items]
+        tables.append(
+            per_image_table(
+                np.stack([p for _, p, _ in items]),
+                np.stack([r for _, _, r in items]),
+                image_ids=gid,
+                class_names=classes,
+                pixel_mm=np.array([sizes.get(i, np.nan) for i in gid]),
+                empty_policy=empty_policy,
+                boundary=boundary,
+                nsd_tolerance_mm=nsd_tolerance_mm,
+            )
+        )
+    table = pd.concat(tables, ignore_index=True)
+    order = {i: k for k, i in enumerate(ids)}
+    table = (
+        table.assign(_i=table["image_id"].map(order), _c=table["class"].map({c: k for k, c in enumerate(classes)}))
+        .sort_values(["_i", "_c"])
+        .drop(columns=["_i", "_c"])
+        .reset_index(drop=True)
+    )
+    summary = summarise(table, empty_policy=empty_policy, nsd_tolerance_mm=nsd_tolerance_mm)
+    summary["pred_dir"], summary["gt_dir"] = str(pred_dir), str(gt_dir)
+    summary["pixel_size_csv"] = None if pixel_size_csv is None else str(pixel_size_csv)
+    return table, summary
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe scalars: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def _records(df: pd.DataFrame, key: str = "class") -> dict[str, dict[str, Any]]:
+    return {str(row[key]): {k: _clean(v) for k, v in row.items() if k != key} for row in df.to_dict("records")}
+
+
+def summarise(
+    table: pd.DataFrame, *, empty_policy: str = DEFAULT_EMPTY_POLICY, nsd_tolerance_mm: float | None = None
+) -> dict[str, Any]:
+    """JSON-ready summary of a per-image table: global, per-image and presence counts per class, mIoU/FWIoU."""
+    iou = iou_summary(table, empty_policy=empty_policy).iloc[0]
+    known = table.drop_duplicates("image_id")["pixel_mm_known"]
+    return {
+        "n_images": int(table["image_id"].nunique()),
+        "classes": [str(c) for c in pd.unique(table["class"])],
+        "empty_policy": empty_policy,
+        "empty_policy_text": POLICY_TEXT[empty_policy],
+        "nsd_tolerance_mm": nsd_tolerance_mm,
+        "images_with_pixel_size": int(known.sum()),
+        "global": _records(aggregate_global(table, empty_policy=empty_policy)),
+        "per_image": _records(aggregate_per_image(table)),
+        "presence": _records(presence_counts(table)),
+        "iou_summary": {k: _clean(v) for k, v in iou.items()},
+    }
+
+
+def write_evaluation(out_dir: str | Path, per_image: pd.DataFrame, summary: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``out_dir/per_image.csv`` (adds an ``image`` column equal to ``image_id``) and ``summary.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "per_image.csv", out / "summary.json"
+    table = per_image.copy()
+    table.insert(0, "image", table["image_id"])
+    tmp = csv_path.with_suffix(".csv.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(csv_path)
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    tmp.replace(json_path)
+    return csv_path, json_path

@@ -1,0 +1,117 @@
+"""Compute every table of the report from the saved inputs (no files written here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from robustseg.report import aggregate as agg
+from robustseg.report.ensembles import EnsembleResults, build_ensembles, ensemble_vs_members, gt_free_checks, gt_free_scores
+from robustseg.report.load import StudyInputs, clean_rows
+
+STRUCTURE_MEASURES = (("csp", "area_mm2", "area (mm²)"), ("lv", "area_mm2", "area (mm²)"),
+                      ("lv", "minor_axis_mm", "minor axis ≈ atrial width (mm)"))
+
+
+@dataclass
+class Results:
+    inputs: StudyInputs
+    arms: list[str]
+    baseline: str
+    n_boot: int
+    clean: pd.DataFrame
+    levels: pd.DataFrame
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    area_unit: str = "px"
+    ensembles: EnsembleResults = field(default_factory=EnsembleResults)
+    picks: list[tuple[str, int, str]] = field(default_factory=list)
+    structures: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def _picks(inputs: StudyInputs, ens: EnsembleResults, arm: str) -> tuple[list[tuple[str, int, str]], pd.DataFrame]:
+    """Best, median and worst test image of ``arm``'s ensemble by mean foreground Dice (ties: image id)."""
+    from robustseg.report.ensembles import score_probs
+
+    if arm not in ens.panel_probs or inputs.reference is None:
+        return [], pd.DataFrame()
+    table = score_probs(inputs, ens.panel_probs[arm], inputs.reference.image_id)
+    fg = table[table["class"] != "background"]
+    per = fg.groupby("image_id", sort=True)["dice"].mean().dropna().rename("mean_fg_dice").reset_index()
+    if per.empty:
+        return [], per
+    per = per.sort_values(["mean_fg_dice", "image_id"], kind="stable").reset_index(drop=True)
+    pos = {k: i for i, k in enumerate(inputs.reference.image_id)}
+    chosen = [("best", per.iloc[-1]), ("median", per.iloc[(len(per) - 1) // 2]), ("worst", per.iloc[0])]
+    picks = [(f"{lab} (Dice {row.mean_fg_dice:.2f})", pos[row.image_id], row.image_id) for lab, row in chosen]
+    return picks, per.assign(arm=arm)
+
+
+def _structures(inputs: StudyInputs, baseline: str) -> pd.DataFrame:
+    """Reference (one row per image) and predicted (every run of the baseline arm) structure measurements,
+    with ``group`` normal / abnormal from the index (``all`` where the data do not say)."""
+    f = inputs.features
+    if f.empty:
+        return f
+    ref = f[f["source"] == "ref"].drop_duplicates(["image_id", "class"])
+    pred = f[(f["source"] == "pred") & (f["arm"] == baseline)]
+    out = pd.concat([ref, pred], ignore_index=True)
+    if "abnormal" in inputs.index.columns and inputs.index["abnormal"].notna().any():
+        lab = inputs.index.set_index("image_id")["abnormal"].astype("boolean")
+        out["group"] = out["image_id"].map(lab).map({True: "abnormal", False: "normal"}).fillna("all")
+    else:
+        out["group"] = "all"
+    return out
+
+
+def structure_summary(structures: pd.DataFrame) -> pd.DataFrame:
+    """Median and IQR of each measurement per class, group and source (absent structures: area 0, axes NaN)."""
+    rows = []
+    for cls, col, label in STRUCTURE_MEASURES:
+        if structures.empty or col not in structures.columns:
+            continue
+        sub = structures[structures["class"] == cls]
+        for (group, source), g in sub.groupby(["group", "source"], sort=True):
+            v = g[col].dropna().to_numpy(dtype=float)
+            q = np.percentile(v, [25, 50, 75]) if v.size else [np.nan] * 3
+            rows.append({"class": cls, "measure": label, "group": group, "source": source, "n": int(v.size),
+                         "median": q[1], "q1": q[0], "q3": q[2]})
+    return pd.DataFrame(rows)
+
+
+def compute(inputs: StudyInputs) -> Results:
+    arms = inputs.arms
+    n_boot = int(inputs.study.get("execution", {}).get("bootstrap", 2000))
+    clean = clean_rows(inputs.per_image)
+    res = Results(inputs, arms, arms[0], n_boot, clean, pd.DataFrame())
+    if clean.empty:
+        return res
+    arms = [a for a in arms if a in set(clean["arm"])]
+    res.arms, res.baseline = arms, arms[0]
+    res.levels = agg.run_level(clean)
+    t = res.tables
+    t["run_level"] = res.levels
+    t["spread"] = agg.order_classes(agg.spread_table(res.levels), arms)
+    t["icc_seed"] = agg.seed_icc(clean)
+    t["icc_seed_per_fold"] = agg.seed_icc(clean, per_fold=True)
+    t["summary"] = agg.summary_table(clean, inputs.index, res.levels, n_boot, t["icc_seed"], arms)
+    t["presence"] = agg.order_classes(agg.presence_table(clean), arms)
+    icc_ref, ba, res.area_unit = agg.reference_agreement(clean)
+    t["icc_reference"], t["bland_altman"] = icc_ref, ba
+    t.update(agg.robustness_tables(inputs.per_image, res.baseline))
+    t["retention"] = agg.retention_table(t["robustness"])
+    t["arm_comparison"] = agg.arm_comparisons(clean, inputs.index, arms, n_boot)
+    t["postprocessing"] = agg.postprocessing_table(inputs.per_image, arms)
+    complete = inputs.plan[inputs.plan["run_id"].isin(set(clean["run_id"]))]
+    res.ensembles = build_ensembles(inputs, complete)
+    t["ensembles"] = ensemble_vs_members(res.levels, res.ensembles)
+    t["ensemble_per_image"] = res.ensembles.per_image
+    t["mismatch"] = res.ensembles.mismatch
+    t["disagreement"] = res.ensembles.disagreement
+    t["gt_free"] = gt_free_scores(inputs, res.ensembles)
+    t["gt_free_checks"] = gt_free_checks(t["gt_free"])
+    res.structures = _structures(inputs, res.baseline)
+    t["structures"] = structure_summary(res.structures)
+    res.picks, t["qualitative"] = _picks(inputs, res.ensembles, res.baseline)
+    return res

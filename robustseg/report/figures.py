@@ -1,0 +1,300 @@
+"""Report figures (matplotlib ``Figure`` objects on the Agg canvas; no pyplot global state).
+
+PNG files are written without a date or software stamp so a rebuild from the same tables is
+byte-identical. Each function returns the file name it wrote (relative to the figure folder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from robustseg.labels import CLASS_NAMES
+
+FOREGROUND = CLASS_NAMES[1:]
+CLASS_COLORS = {"background": "#7f7f7f", "brain": "#1f77b4", "csp": "#2ca02c", "lv": "#d62728"}
+ARM_STYLES = ("-", "--", ":", "-.")
+FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+DPI = 110
+
+
+def save(fig: Figure, path: Path) -> str:
+    fig.savefig(path, dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
+    return path.name
+
+
+def _jitter(n: int, width: float = 0.25) -> np.ndarray:
+    return np.linspace(-width, width, n) if n > 1 else np.zeros(1)
+
+
+def spread_plot(levels: pd.DataFrame, arms: list[str], path: Path) -> str:
+    """Run-level Dice per class (columns) for global and per-image aggregation (rows); one point per run."""
+    dice = levels[(levels["metric"] == "dice") & levels["class"].isin(FOREGROUND)]
+    fig = Figure(figsize=(3.2 * len(FOREGROUND), 6.0))
+    axes = fig.subplots(2, len(FOREGROUND), squeeze=False)
+    folds = sorted(dice["fold"].unique())
+    for r, agg in enumerate(("global", "per_image")):
+        for c, cls in enumerate(FOREGROUND):
+            ax = axes[r, c]
+            sub = dice[(dice["aggregate"] == agg) & (dice["class"] == cls)]
+            data = [sub.loc[sub["arm"] == a, "value"].dropna().to_numpy() for a in arms]
+            ax.boxplot(data, positions=range(len(arms)), widths=0.6, showfliers=False,
+                       medianprops={"color": "black"}, boxprops={"color": "0.6"}, whiskerprops={"color": "0.6"},
+                       capprops={"color": "0.6"})
+            for i, arm in enumerate(arms):
+                s = sub[sub["arm"] == arm].sort_values(["fold", "seed"])
+                offs = _jitter(len(s))
+                for j, row in enumerate(s.itertuples(index=False)):
+                    ax.plot(i + offs[j], row.value, FOLD_MARKERS[folds.index(row.fold) % len(FOLD_MARKERS)],
+                            color=CLASS_COLORS[cls], alpha=0.85, ms=6, mec="black", mew=0.4)
+            ax.set_xticks(range(len(arms)), arms, rotation=20 if len(arms) > 2 else 0)
+            ax.set_title(f"{cls}: {'global' if agg == 'global' else 'per-image'} Dice", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+            if c == 0:
+                ax.set_ylabel("Dice (one point per run)")
+    handles = [Line2D([], [], ls="", marker=FOLD_MARKERS[i % len(FOLD_MARKERS)], color="0.4", label=f"fold {f}")
+               for i, f in enumerate(folds)]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return save(fig, path)
+
+
+def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
+    """Mean Dice (± SD across runs) vs severity, one panel per perturbation; external sets in the last panel."""
+    fg = curves[curves["class"].isin(FOREGROUND)]
+    perts = [p for p in pd.unique(fg["perturbation"]) if p != "none" and not str(p).startswith("external: ")]
+    externals = [p for p in pd.unique(fg["perturbation"]) if str(p).startswith("external: ")]
+    n = len(perts) + (1 if externals else 0)
+    ncols = min(n, 4)
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(3.6 * ncols, 3.2 * nrows + 0.5))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    clean = fg[fg["perturbation"] == "none"]
+    for k, pert in enumerate(perts):
+        ax = axes[k]
+        sub = pd.concat([clean, fg[fg["perturbation"] == pert]])
+        for a_i, arm in enumerate(arms):
+            for cls in FOREGROUND:
+                s = sub[(sub["arm"] == arm) & (sub["class"] == cls)].sort_values("severity")
+                ax.errorbar(s["severity"], s["dice_mean"], yerr=s["dice_sd"].fillna(0.0), color=CLASS_COLORS[cls],
+                            ls=ARM_STYLES[a_i % len(ARM_STYLES)], marker="o", ms=3.5, capsize=2, lw=1.4)
+        ax.set_title(str(pert), fontsize=10)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_xticks(sorted(sub["severity"].unique()))
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        if k % ncols == 0:
+            ax.set_ylabel("Dice (mean ± SD over runs)")
+    if externals:
+        ax = axes[len(perts)]
+        conds = ["none", *externals]
+        width = 0.8 / max(1, len(arms) * len(FOREGROUND))
+        for a_i, arm in enumerate(arms):
+            for c_i, cls in enumerate(FOREGROUND):
+                s = fg[(fg["arm"] == arm) & (fg["class"] == cls)].set_index("perturbation").reindex(conds)
+                x = np.arange(len(conds)) + (a_i * len(FOREGROUND) + c_i - (len(arms) * len(FOREGROUND) - 1) / 2) * width
+                ax.bar(x, s["dice_mean"], width, yerr=s["dice_sd"].fillna(0.0), color=CLASS_COLORS[cls],
+                       hatch="//" if a_i else None, edgecolor="black", lw=0.4)
+        ax.set_xticks(range(len(conds)), ["held-out test", *[e.removeprefix("external: ") for e in externals]])
+        ax.set_title("external test sets", fontsize=10)
+        ax.set_ylim(0, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=CLASS_COLORS[c], label=c) for c in FOREGROUND]
+    if len(arms) > 1:
+        handles += [Line2D([], [], color="black", ls=ARM_STYLES[i % len(ARM_STYLES)], label=a) for i, a in enumerate(arms)]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return save(fig, path)
+
+
+def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str, path: Path) -> str:
+    """Bland-Altman (difference vs mean of predicted and reference area) per small class, one arm."""
+    classes = [c for c in ("csp", "lv") if c in set(areas["class"])]
+    fig = Figure(figsize=(4.6 * len(classes), 3.8))
+    axes = fig.subplots(1, len(classes), squeeze=False)[0]
+    for ax, cls in zip(axes, classes, strict=True):
+        s = areas[(areas["arm"] == arm) & (areas["class"] == cls)]
+        mean = (s["pred_area"] + s["ref_area"]) / 2
+        diff = s["pred_area"] - s["ref_area"]
+        ax.scatter(mean, diff, s=12, alpha=0.6, color=CLASS_COLORS[cls], edgecolor="none")
+        row = ba[(ba["arm"] == arm) & (ba["class"] == cls)]
+        if not row.empty:
+            r = row.iloc[0]
+            for y, ls, lab in ((r["bias"], "-", f"bias {r['bias']:.1f}"), (r["loa_low"], "--", f"LoA {r['loa_low']:.1f}"),
+                               (r["loa_high"], "--", f"LoA {r['loa_high']:.1f}")):
+                if np.isfinite(y):
+                    ax.axhline(y, color="black", ls=ls, lw=1)
+                    ax.annotate(lab, (1.0, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
+        ax.axhline(0, color="0.7", lw=0.8)
+        ax.set_xlabel(f"mean of predicted and reference area ({unit})")
+        ax.set_ylabel(f"predicted - reference ({unit})")
+        ax.set_title(f"{cls} area, arm {arm} (every run x image)", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def ensemble_plot(levels: pd.DataFrame, evm: pd.DataFrame, arms: list[str], path: Path) -> str:
+    """Global Dice of member runs (dots) against the seed ensembles (diamonds) and seeds+folds ensemble (star)."""
+    members = levels[(levels["metric"] == "dice") & (levels["aggregate"] == "global") & levels["class"].isin(FOREGROUND)]
+    ens = evm[(evm["aggregate"] == "global") & evm["class"].isin(FOREGROUND)]
+    fig = Figure(figsize=(3.4 * len(FOREGROUND), 3.6))
+    axes = fig.subplots(1, len(FOREGROUND), squeeze=False)[0]
+    for ax, cls in zip(axes, FOREGROUND, strict=True):
+        for i, arm in enumerate(arms):
+            m = members[(members["class"] == cls) & (members["arm"] == arm)].sort_values(["fold", "seed"])
+            ax.plot(i - 0.15 + _jitter(len(m), 0.08), m["value"], "o", color=CLASS_COLORS[cls], alpha=0.6, ms=5)
+            e = ens[(ens["class"] == cls) & (ens["arm"] == arm)]
+            se = e[e["kind"] == "seeds"]
+            ax.plot(np.full(len(se), i + 0.1), se["ensemble"], "D", color="black", ms=5, mfc="white")
+            sf = e[e["kind"] == "seeds+folds"]
+            ax.plot(np.full(len(sf), i + 0.25), sf["ensemble"], "*", color="black", ms=10)
+        ax.set_xticks(range(len(arms)), arms)
+        ax.set_title(f"{cls}: global Dice", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("Dice")
+    handles = [Line2D([], [], ls="", marker="o", color="0.5", label="member run"),
+               Line2D([], [], ls="", marker="D", color="black", mfc="white", label="seed ensemble (per fold)"),
+               Line2D([], [], ls="", marker="*", color="black", ms=10, label="seeds + folds ensemble")]
+    fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 1.04))
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return save(fig, path)
+
+
+def mismatch_plot(mismatch: pd.DataFrame, arms: list[str], path: Path) -> str:
+    """Distribution of the per-class mismatch score |pred XOR ref| / |ref| over images x runs."""
+    fig = Figure(figsize=(3.4 * len(FOREGROUND), 3.6))
+    axes = fig.subplots(1, len(FOREGROUND), squeeze=False)[0]
+    for ax, cls in zip(axes, FOREGROUND, strict=True):
+        data, n_inf = [], []
+        for arm in arms:
+            v = mismatch.loc[(mismatch["class"] == cls) & (mismatch["arm"] == arm), "score"].to_numpy(dtype=float)
+            n_inf.append(int(np.isinf(v).sum()))
+            data.append(v[np.isfinite(v)])
+        ax.boxplot(data, positions=range(len(arms)), widths=0.6, medianprops={"color": "black"},
+                   flierprops={"marker": ".", "ms": 3, "alpha": 0.5})
+        labels = [a + (f"\n({k} inf)" if k else "") for a, k in zip(arms, n_inf, strict=True)]
+        ax.set_xticks(range(len(arms)), labels)
+        ax.set_title(f"{cls}: mismatch score", fontsize=10)
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("|pred XOR ref| / |ref|  (symlog)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def structures_plot(features: pd.DataFrame, measures: list[tuple[str, str, str]], path: Path) -> str:
+    """Box plots of structure measurements, reference vs predicted masks, split by the ``group`` column."""
+    fig = Figure(figsize=(3.6 * len(measures), 3.8))
+    axes = fig.subplots(1, len(measures), squeeze=False)[0]
+    groups = [g for g in ("normal", "abnormal", "all") if g in set(features["group"])]
+    for ax, (cls, col, label) in zip(axes, measures, strict=True):
+        data, ticks, colors = [], [], []
+        for g in groups:
+            for src in ("ref", "pred"):
+                v = features.loc[(features["class"] == cls) & (features["group"] == g) & (features["source"] == src), col]
+                data.append(v.dropna().to_numpy(dtype=float))
+                ticks.append(f"{g}\n{'reference' if src == 'ref' else 'predicted'}")
+                colors.append("0.85" if src == "ref" else CLASS_COLORS[cls])
+        bp = ax.boxplot(data, positions=range(len(data)), widths=0.6, patch_artist=True,
+                        medianprops={"color": "black"}, flierprops={"marker": ".", "ms": 3})
+        for patch, col_ in zip(bp["boxes"], colors, strict=True):
+            patch.set_facecolor(col_)
+        ax.set_xticks(range(len(data)), ticks, fontsize=8)
+        ax.set_title(f"{cls}: {label}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def gt_free_plot(scores: pd.DataFrame, arm: str, path: Path) -> str:
+    """Ground-truth-free score against the mismatch score (test images of one arm), abnormal cases marked."""
+    s = scores[scores["arm"] == arm]
+    fig = Figure(figsize=(9.0, 3.8))
+    axes = fig.subplots(1, 2)
+    has_lab = "abnormal" in s.columns and s["abnormal"].notna().any()
+    for ax, col, xlabel in ((axes[0], "gt_free_score", "GT-free score (mean percentile rank)"),
+                            (axes[1], "disagreement", "seed disagreement (1 - mean pairwise Dice, CSP/LV)")):
+        if has_lab:
+            ab = s["abnormal"].astype(bool).to_numpy()
+            ax.scatter(s.loc[~ab, col], s.loc[~ab, "mismatch"], s=18, color="#1f77b4", label="normal", alpha=0.7)
+            ax.scatter(s.loc[ab, col], s.loc[ab, "mismatch"], s=22, color="#d62728", marker="^", label="abnormal", alpha=0.8)
+            ax.legend(fontsize=8, frameon=False)
+        else:
+            ax.scatter(s[col], s["mismatch"], s=18, color="#1f77b4", alpha=0.7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("overall mismatch score (needs reference)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"arm {arm}: ground-truth-free score vs mismatch score, one point per test image", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def _overlay(ax: object, image: np.ndarray, labels: np.ndarray | None = None) -> None:
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    if labels is not None:
+        rgba = np.zeros((*labels.shape, 4))
+        for c, name in enumerate(CLASS_NAMES):
+            if c == 0:
+                continue
+            rgb = tuple(int(CLASS_COLORS[name][i:i + 2], 16) / 255 for i in (1, 3, 5))
+            rgba[labels == c] = (*rgb, 0.45)
+        ax.imshow(rgba, interpolation="nearest")
+
+
+def qualitative_plot(images: np.ndarray, masks: np.ndarray, probs: np.ndarray, picks: list[tuple[str, int, str]],
+                     path: Path) -> str:
+    """Rows: chosen test images; columns: image, reference, prediction, CSP and LV probability, mismatch."""
+    cols = ("image", "reference", "prediction", "P(csp)", "P(lv)", "mismatch (pred != ref)")
+    fig = Figure(figsize=(2.2 * len(cols), 2.35 * len(picks) + 0.3))
+    axes = fig.subplots(len(picks), len(cols), squeeze=False)
+    csp, lv = CLASS_NAMES.index("csp"), CLASS_NAMES.index("lv")
+    for r, (label, i, image_id) in enumerate(picks):
+        pred = probs[i].argmax(axis=0)
+        _overlay(axes[r, 0], images[i])
+        _overlay(axes[r, 1], images[i], masks[i])
+        _overlay(axes[r, 2], images[i], pred)
+        axes[r, 3].imshow(probs[i, csp], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        im = axes[r, 4].imshow(probs[i, lv], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 5].imshow(pred != masks[i], cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 0].set_ylabel(f"{label}\n{image_id}", fontsize=8)
+        for c in range(len(cols)):
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(cols[c], fontsize=9)
+    fig.colorbar(im, ax=axes[:, 3:5].ravel().tolist(), shrink=0.6, label="probability")
+    handles = [Line2D([], [], ls="", marker="s", color=CLASS_COLORS[c], label=c) for c in FOREGROUND]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.3, -0.01))
+    return save(fig, path)
+
+
+def training_plot(history: pd.DataFrame, arms: list[str], path: Path) -> str:
+    """Training and validation loss per epoch, one line per run (colour = fold, one panel per arm)."""
+    loss_cols = [c for c in ("train_loss", "val_loss") if c in history.columns]
+    fig = Figure(figsize=(4.2 * len(arms), 3.4))
+    axes = fig.subplots(1, len(arms), squeeze=False)[0]
+    folds = sorted(history["fold"].unique())
+    cmap = [f"C{i}" for i in range(10)]
+    for ax, arm in zip(axes, arms, strict=True):
+        h = history[history["arm"] == arm]
+        for (fold, seed), run in h.groupby(["fold", "seed"], sort=True):
+            run = run.sort_values("epoch")
+            for col in loss_cols:
+                ax.plot(run["epoch"], run[col], color=cmap[folds.index(fold) % 10], ls="-" if col == "train_loss" else "--",
+                        lw=1.1, alpha=0.8)
+        ax.set_title(f"arm {arm}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss")
+    handles = [Line2D([], [], color=cmap[i % 10], label=f"fold {f}") for i, f in enumerate(folds)]
+    handles += [Line2D([], [], color="black", ls="-", label="train"), Line2D([], [], color="black", ls="--", label="validation")]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.04))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return save(fig, path)

@@ -1,0 +1,113 @@
+"""Read everything a report needs from a study's run folder (written by ``robustseg.study``).
+
+Nothing here computes; missing optional inputs become empty tables so a report of a partial study
+still renders and says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from robustseg.errors import InputError
+
+CLEAN = {"testset": "test", "perturbation": "none", "postprocessed": False}
+"""The primary condition: held-out test set, unperturbed, raw (not post-processed) predictions."""
+
+_ID_COLUMNS = {"image_id": str, "patient_id": str, "run_id": str, "arm": str}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Held-out test images and reference masks at model input size (``reference.npz``)."""
+
+    image_id: np.ndarray
+    images: np.ndarray
+    masks: np.ndarray
+    pixel_mm: np.ndarray
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """The saved inputs of one study run folder."""
+
+    runs_dir: Path
+    study: dict[str, Any]
+    study_hash: str
+    study_file: str | None
+    plan: pd.DataFrame
+    index: pd.DataFrame
+    runs: pd.DataFrame
+    per_image: pd.DataFrame
+    features: pd.DataFrame
+    history: pd.DataFrame
+    reference_features: pd.DataFrame
+    reference: Reference | None
+    completes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def arms(self) -> list[str]:
+        """Arms in plan order (the first is the baseline)."""
+        return list(dict.fromkeys(self.plan["arm"].tolist()))
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    return pd.read_csv(path, dtype={k: v for k, v in _ID_COLUMNS.items()})
+
+
+def clean_rows(per_image: pd.DataFrame, postprocessed: bool = False) -> pd.DataFrame:
+    """Rows of the primary condition (clean held-out test), raw or post-processed predictions."""
+    if per_image.empty:
+        return per_image
+    keep = (per_image["testset"] == "test") & (per_image["perturbation"] == "none")
+    keep &= per_image["postprocessed"].astype(bool) == postprocessed
+    return per_image[keep].reset_index(drop=True)
+
+
+def load_inputs(runs_dir: str | Path) -> StudyInputs:
+    """Read ``runs_dir`` (study.json, plan.json, index.csv, tables/, reference.npz, run folders)."""
+    runs_dir = Path(runs_dir)
+    for name in ("study.json", "plan.json"):
+        if not (runs_dir / name).is_file():
+            raise InputError(f"{runs_dir}: not a study run folder (missing {name})")
+    saved = json.loads((runs_dir / "study.json").read_text())
+    plan = pd.DataFrame(json.loads((runs_dir / "plan.json").read_text()), columns=["run_id", "arm", "fold", "seed"])
+    tables = runs_dir / "tables"
+    per_image = _csv(tables / "per_image.csv.gz")
+    if not per_image.empty:
+        per_image["postprocessed"] = per_image["postprocessed"].astype(bool)
+    reference = None
+    if (runs_dir / "reference.npz").is_file():
+        with np.load(runs_dir / "reference.npz", allow_pickle=False) as z:
+            reference = Reference(z["image_id"].astype(str), z["images"], z["masks"], z["pixel_mm"].astype(np.float64))
+    runs = _csv(tables / "runs.csv")
+    completes = {}
+    for run_id in plan["run_id"]:
+        path = runs_dir / run_id / "complete.json"
+        if path.is_file():
+            completes[run_id] = json.loads(path.read_text())
+    return StudyInputs(
+        runs_dir=runs_dir, study=saved.get("study", {}), study_hash=str(saved.get("hash", "")),
+        study_file=saved.get("file"), plan=plan, index=_csv(runs_dir / "index.csv"), runs=runs,
+        per_image=per_image, features=_csv(tables / "features.csv.gz"), history=_csv(tables / "history.csv.gz"),
+        reference_features=_csv(runs_dir / "reference_features.csv.gz"), reference=reference, completes=completes,
+    )
+
+
+def load_probs(inputs: StudyInputs, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(image_id, probs float32 (N, C, S, S))`` of a run's clean test set, or None if not saved."""
+    path = inputs.run_dir(run_id) / "probs.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return z["image_id"].astype(str), z["probs"].astype(np.float32) / 255.0

@@ -1,0 +1,190 @@
+"""Robustness summaries over perturbed test sets (pure pandas).
+
+Input: the per-image table of ``docs/architecture.md`` with the study columns, one row per image x class
+x run x condition. Used columns: ``arm, seed, fold, class, perturbation, severity, dice, hd95_mm``. The
+clean condition is ``perturbation == "none"`` with ``severity == 0``. A *run* is one ``(seed, fold)``
+of an arm; every number is first averaged over the images of a run, then across runs, so the spread
+(``*_sd``, sample SD, ddof=1) is the run-to-run (seed / fold) spread, not the image-to-image one.
+
+NaN Dice (a structure absent from reference and prediction, under a policy that leaves it undefined)
+and non-finite HD95 (empty prediction or reference) are left out of the means, never counted as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from robustseg.errors import InputError
+
+CLEAN_NAME = "none"
+RUN_KEYS: tuple[str, ...] = ("seed", "fold")
+_CONDITION = ("perturbation", "severity")
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(f"robustness table: missing columns {missing}; expected {list(columns)}")
+
+
+def _keys(by: Sequence[str]) -> list[str]:
+    by = list(by)
+    if len(set(by)) != len(by) or any(k in RUN_KEYS for k in by):
+        raise InputError(f"by={by!r}: expected distinct grouping columns other than {list(RUN_KEYS)}")
+    return by
+
+
+def run_means(df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbation", "severity")) -> pd.DataFrame:
+    """Mean Dice and HD95 per run: columns ``*by, seed, fold, dice, hd95_mm, n_images``.
+
+    ``n_images`` counts the rows with a defined Dice.
+    """
+    by = _keys(by)
+    _require(df, [*by, *RUN_KEYS, "dice", "hd95_mm"])
+    work = df[[*by, *RUN_KEYS, "dice", "hd95_mm"]].copy()
+    work["dice"] = pd.to_numeric(work["dice"], errors="coerce").astype(float)
+    hd = pd.to_numeric(work["hd95_mm"], errors="coerce").astype(float)
+    work["hd95_mm"] = hd.where(np.isfinite(hd))
+    grouped = work.groupby([*by, *RUN_KEYS], sort=True, observed=True, dropna=False)
+    out = grouped.agg(dice=("dice", "mean"), hd95_mm=("hd95_mm", "mean"), n_images=("dice", "count"))
+    return out.reset_index()
+
+
+def _with_retention(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Add ``retention`` = run Dice / the same run's clean Dice (NaN without a clean row or clean Dice 0)."""
+    if not all(k in by for k in _CONDITION):
+        runs = runs.copy()
+        runs["retention"] = np.nan
+        return runs
+    ref_keys = [k for k in by if k not in _CONDITION] + list(RUN_KEYS)
+    clean = runs.loc[runs["perturbation"] == CLEAN_NAME, [*ref_keys, "dice"]].rename(columns={"dice": "clean_dice"})
+    if clean.duplicated(ref_keys).any():
+        raise InputError("robustness table: more than one clean ('none') condition per run; expected severity 0 only")
+    merged = runs.merge(clean, on=ref_keys, how="left", validate="many_to_one")
+    denom = merged["clean_dice"].where(merged["clean_dice"] > 0)
+    merged["retention"] = merged["dice"] / denom
+    return merged.drop(columns="clean_dice")
+
+
+def _across_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    grouped = runs.groupby(keys, sort=True, observed=True, dropna=False)
+    out = grouped.agg(
+        n_runs=("dice", "size"),
+        dice_mean=("dice", "mean"),
+        dice_sd=("dice", "std"),
+        hd95_mm_mean=("hd95_mm", "mean"),
+        hd95_mm_sd=("hd95_mm", "std"),
+        retention_mean=("retention", "mean"),
+        retention_sd=("retention", "std"),
+    )
+    return out.reset_index()
+
+
+def robustness_summary(
+    df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbation", "severity")
+) -> pd.DataFrame:
+    """Per ``by`` group: mean and SD across runs of the run-mean Dice, HD95 and Dice retention.
+
+    Columns: ``*by, n_runs, dice_mean, dice_sd, hd95_mm_mean, hd95_mm_sd, retention_mean, retention_sd``.
+    ``retention`` is a run's perturbed Dice over the same run's clean Dice (same arm, class, seed, fold);
+    it is 1 for the clean rows and NaN when ``by`` lacks ``perturbation`` / ``severity``.
+    """
+    by = _keys(by)
+    runs = _with_retention(run_means(df, by), by)
+    return _across_runs(runs, by)
+
+
+def severity_mean(df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbation")) -> pd.DataFrame:
+    """Mean over severities 1..5 per perturbation (clean rows excluded), averaged per run first.
+
+    Columns: ``*by, n_severities, n_runs, dice_mean, dice_sd, hd95_mm_mean, hd95_mm_sd, retention_mean,
+    retention_sd``; the SDs are across runs of each run's severity-averaged value.
+    """
+    by = _keys(by)
+    if "perturbation" not in by or "severity" in by:
+        raise InputError(f"by={by!r}: expected 'perturbation' and not 'severity' among the grouping columns")
+    full = [*by, "severity"]
+    runs = _with_retention(run_means(df, full), full)
+    runs = runs[runs["perturbation"] != CLEAN_NAME]
+    n_sev = runs.groupby(by, sort=True, observed=True)["severity"].nunique().rename("n_severities")
+    per_run = (
+        runs.groupby([*by, *RUN_KEYS], sort=True, observed=True, dropna=False)[["dice", "hd95_mm", "retention"]]
+        .mean()
+        .reset_index()
+    )
+    out = _across_runs(per_run, by)
+    return out.merge(n_sev.reset_index(), on=by, how="left")[
+        [*by, "n_severities", *[c for c in out.columns if c not in by]]
+    ]
+
+
+def corruption_error(df: pd.DataFrame, baseline_arm: str) -> pd.DataFrame:
+    """ImageNet-C style corruption error of every arm relative to ``baseline_arm``, per class and perturbation.
+
+    With ``E = 1 - Dice`` (Dice averaged per run, then across runs) and sums over the severities both arms
+    have: ``ce = sum_s E_arm,s / sum_s E_base,s`` and ``relative_ce = sum_s (E_arm,s - E_arm,clean) /
+    sum_s (E_base,s - E_base,clean)``. Below 1 means more robust than the baseline. NaN where the
+    denominator is not positive (the baseline has no error, or is not degraded by the perturbation).
+
+    Columns: ``arm, class, perturbation, n_severities, error, baseline_error, clean_error,
+    baseline_clean_error, ce, relative_ce`` (``error`` columns are the sums over severities).
+    """
+    summary = robustness_summary(df, ("arm", "class", "perturbation", "severity"))
+    arms = sorted(summary["arm"].astype(str).unique())
+    if baseline_arm not in arms:
+        raise InputError(f"baseline arm {baseline_arm!r}: not in the table; expected one of {arms}")
+    summary["err"] = 1.0 - summary["dice_mean"]
+    clean = summary.loc[summary["perturbation"] == CLEAN_NAME, ["arm", "class", "err"]]
+    clean = clean.rename(columns={"err": "clean_error"})
+    pert = summary.loc[summary["perturbation"] != CLEAN_NAME, ["arm", "class", "perturbation", "severity", "err"]]
+    base = pert[pert["arm"] == baseline_arm].drop(columns="arm").rename(columns={"err": "base_err"})
+    base_clean = clean[clean["arm"] == baseline_arm].drop(columns="arm")
+    base_clean = base_clean.rename(columns={"clean_error": "baseline_clean_error"})
+    paired = pert.merge(base, on=["class", "perturbation", "severity"], how="inner")
+    paired = paired.merge(clean, on=["arm", "class"], how="left").merge(base_clean, on="class", how="left")
+    paired["rel"] = paired["err"] - paired["clean_error"]
+    paired["base_rel"] = paired["base_err"] - paired["baseline_clean_error"]
+    out = (
+        paired.groupby(["arm", "class", "perturbation"], sort=True, observed=True)
+        .agg(
+            n_severities=("severity", "nunique"),
+            error=("err", lambda s: s.sum(min_count=1)),
+            baseline_error=("base_err", lambda s: s.sum(min_count=1)),
+            clean_error=("clean_error", "first"),
+            baseline_clean_error=("baseline_clean_error", "first"),
+            rel=("rel", lambda s: s.sum(min_count=1)),
+            base_rel=("base_rel", lambda s: s.sum(min_count=1)),
+        )
+        .reset_index()
+    )
+    out["ce"] = out["error"] / out["baseline_error"].where(out["baseline_error"] > 0)
+    out["relative_ce"] = out["rel"] / out["base_rel"].where(out["base_rel"] > 0)
+    return out.drop(columns=["rel", "base_rel"])
+
+
+def mean_corruption_error(df: pd.DataFrame, baseline_arm: str) -> pd.DataFrame:
+    """mCE per arm and class: the mean of ``corruption_error`` over perturbations (NaN CEs skipped).
+
+    Columns: ``arm, class, n_perturbations, mce, relative_mce``.
+    """
+    ce = corruption_error(df, baseline_arm)
+    out = (
+        ce.groupby(["arm", "class"], sort=True, observed=True)
+        .agg(n_perturbations=("perturbation", "nunique"), mce=("ce", "mean"), relative_mce=("relative_ce", "mean"))
+        .reset_index()
+    )
+    return out
+
+
+__all__ = [
+    "CLEAN_NAME",
+    "RUN_KEYS",
+    "corruption_error",
+    "mean_corruption_error",
+    "robustness_summary",
+    "run_means",
+    "severity_mean",
+]

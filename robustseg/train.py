@@ -1,0 +1,378 @@
+"""One training run: seeded data pipeline, Adam, ReduceLROnPlateau, early stopping, best checkpoint.
+
+``train_run`` is the unit every study repeats. On CPU (fp32, ``num_workers`` any) two runs with the same
+config and arrays produce identical checkpoints and metrics: Python, NumPy and torch are seeded, the
+sampler has its own seeded generator, augmentation is seeded per (seed, epoch, index) and torch's
+deterministic algorithms are switched on for the duration of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from robustseg import losses, models
+from robustseg.data.dataset import SegDataset
+from robustseg.data.sampler import make_sampler, oversampling_weights
+from robustseg.data.transforms import make_augment
+from robustseg.device import pin_memory, resolve_amp, select_device, use_channels_last
+from robustseg.errors import InputError, RunError
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+
+Arrays = tuple[np.ndarray, np.ndarray]
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+def _reference_loss_kwargs() -> dict[str, Any]:
+    return {"a": 0.4, "b": 0.2, "gamma": 2.0}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that changes the result of one run (defaults: the reference study)."""
+
+    model: str = "attention_unet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss: str = "hybrid"
+    loss_kwargs: dict[str, Any] = field(default_factory=_reference_loss_kwargs)
+    class_weight_smoothing: float = 0.0
+    oversampling: float = 3.0
+    batch_size: int = 8
+    max_epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_factor: float = 0.5
+    lr_patience: int = 5
+    lr_min: float = 1e-6
+    early_stopping_patience: int = 10
+    grad_clip: float | None = 1.0
+    amp: str = "auto"
+    device: str = "auto"
+    num_workers: int = 0
+    augment: bool = True
+    seed: int = 0
+    size: int = 256
+    samples_per_epoch: int | None = None
+    channels_last: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        def bad(key: str, expected: str) -> InputError:
+            return InputError(f"train.{key} = {getattr(self, key)!r}: expected {expected}")
+
+        for key in ("batch_size", "max_epochs"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(key, "an integer >= 1")
+        for key in ("lr_patience", "early_stopping_patience", "num_workers", "seed"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise bad(key, "an integer >= 0")
+        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", "a finite number > 0")
+        if not (0 < self.lr_factor < 1):
+            raise bad("lr_factor", "a number in (0, 1)")
+        if not (0 <= self.lr_min <= self.lr):
+            raise bad("lr_min", "a number in [0, lr]")
+        if not (self.weight_decay >= 0):
+            raise bad("weight_decay", "a number >= 0")
+        if not (self.class_weight_smoothing >= 0):
+            raise bad("class_weight_smoothing", "a number >= 0")
+        if not (self.oversampling > 0 and math.isfinite(self.oversampling)):
+            raise bad("oversampling", "a finite number > 0 (1 = no oversampling)")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "a number > 0 or none")
+        if self.samples_per_epoch is not None and (
+            not isinstance(self.samples_per_epoch, int) or self.samples_per_epoch < 1
+        ):
+            raise bad("samples_per_epoch", "an integer >= 1 or none")
+        if self.channels_last not in (True, False, "auto"):
+            raise bad("channels_last", "true, false or 'auto'")
+        if self.model not in models.list_models():
+            raise bad("model", f"one of {', '.join(models.list_models())}")
+        if self.loss not in losses.list_losses():
+            raise bad("loss", f"one of {', '.join(losses.list_losses())}")
+        if not isinstance(self.model_kwargs, dict) or not isinstance(self.loss_kwargs, dict):
+            raise InputError("train.model_kwargs / train.loss_kwargs: expected tables (dicts)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON/TOML-friendly dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise InputError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(f"train: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one run produced (the files live in the run folder)."""
+
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    seconds: float
+    history: pd.DataFrame
+    checkpoint: Path
+    stopped_early: bool
+    val_dice: dict[str, float]
+    """Validation Dice per class name (pooled pixels, argmax) of the best checkpoint's epoch."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and all CUDA devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    """DataLoader worker seeding from torch's per-worker seed (which derives from the loader generator)."""
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic torch algorithms for the duration of a run; previous setting restored after."""
+    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def _check_arrays(arrays: Arrays, name: str, num_classes: int) -> Arrays:
+    try:
+        images, masks = arrays
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: expected a pair (images, masks)") from exc
+    images, masks = np.asarray(images), np.asarray(masks)
+    if images.dtype != np.uint8 or masks.dtype != np.uint8 or images.ndim != 3 or images.shape != masks.shape:
+        raise InputError(
+            f"{name}: expected uint8 images and masks of the same shape (N, S, S), "
+            f"got {images.dtype}{images.shape} and {masks.dtype}{masks.shape}"
+        )
+    if len(images) == 0:
+        raise InputError(f"{name}: no images")
+    if masks.max() >= num_classes:
+        raise InputError(f"{name}: mask value {int(masks.max())} out of range 0..{num_classes - 1}")
+    return images, masks
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _save_checkpoint(path: Path, model: nn.Module, cfg: TrainConfig, extra: dict[str, Any]) -> None:
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save({"state_dict": state, "config": cfg.to_dict(), **extra}, buf)
+    _atomic_write_bytes(path, buf.getvalue())
+
+
+def _loader(ds: SegDataset, cfg: TrainConfig, device: torch.device, sampler: Any, seed: int) -> DataLoader:
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=pin_memory(device),
+        worker_init_fn=_worker_init if cfg.num_workers > 0 else None,
+        generator=gen,
+        drop_last=False,
+    )
+
+
+def _dice_from_confusion(conf: np.ndarray) -> np.ndarray:
+    """Per-class Dice ``2 tp / (2 tp + fp + fn)`` from a (C, C) [true, pred] confusion; NaN if 0/0."""
+    tp = np.diag(conf).astype(np.float64)
+    fp = conf.sum(0) - tp
+    fn = conf.sum(1) - tp
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
+
+
+def train_run(
+    cfg: TrainConfig,
+    train_arrays: Arrays,
+    val_arrays: Arrays,
+    out_dir: str | Path,
+    *,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train one model; write ``checkpoint.pt`` (best val loss) and ``history.csv`` into ``out_dir``.
+
+    Raises RunError when a loss becomes NaN/inf (the last good checkpoint, if any, stays intact).
+    """
+    num_classes = len(CLASS_NAMES)
+    tr_img, tr_msk = _check_arrays(train_arrays, "train_arrays", num_classes)
+    va_img, va_msk = _check_arrays(val_arrays, "val_arrays", num_classes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = select_device(cfg.device)
+    precision = resolve_amp(cfg.amp, device)
+    channels_last = use_channels_last(cfg.channels_last, device)
+    with _deterministic():
+        return _train(cfg, (tr_img, tr_msk), (va_img, va_msk), out, device, precision, channels_last,
+                      num_classes, progress)
+
+
+def _train(cfg, train, val, out, device, precision, channels_last, num_classes, progress) -> TrainResult:
+    t_start = time.perf_counter()
+    seed_everything(cfg.seed)
+    tr_img, tr_msk = train
+    va_img, va_msk = val
+
+    counts = np.bincount(tr_msk.ravel(), minlength=num_classes)
+    class_weights = losses.class_weights_from_counts(counts, cfg.class_weight_smoothing)
+    loss_kw = dict(cfg.loss_kwargs)
+    if cfg.loss in losses.USES_CLASS_WEIGHTS and "class_weights" not in loss_kw:
+        loss_kw["class_weights"] = class_weights.tolist()
+    criterion = losses.create(cfg.loss, **loss_kw).to(device)
+
+    model = models.create(cfg.model, in_channels=1, num_classes=num_classes, **cfg.model_kwargs).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.lr_min
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
+
+    has_small = np.isin(tr_msk, SMALL_CLASSES).reshape(len(tr_msk), -1).any(axis=1)
+    sampler = make_sampler(
+        oversampling_weights(has_small, cfg.oversampling),
+        cfg.samples_per_epoch or len(tr_img),
+        seed=cfg.seed,
+    )
+    train_ds = SegDataset(tr_img, tr_msk, make_augment() if cfg.augment else None, seed=cfg.seed)
+    val_ds = SegDataset(va_img, va_msk, None, seed=cfg.seed)
+    train_dl = _loader(train_ds, cfg, device, sampler, cfg.seed)
+    val_dl = _loader(val_ds, cfg, device, None, cfg.seed + 1)
+
+    def to_dev(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(device, non_blocking=True)
+
+    ckpt_path = out / "checkpoint.pt"
+    rows: list[dict[str, float]] = []
+    best_loss, best_epoch, best_dice = math.inf, 0, np.full(num_classes, np.nan)
+    wait, stopped_early, epoch = 0, False, 0
+    for epoch in range(1, cfg.max_epochs + 1):
+        t0 = time.perf_counter()
+        train_ds.set_epoch(epoch)
+        model.train()
+        loss_sum, n_seen = torch.zeros((), dtype=torch.float64, device=device), 0
+        for step, (x, y) in enumerate(train_dl, start=1):
+            x, y = to_dev(x, y)
+            opt.zero_grad(set_to_none=True)
+            with precision.autocast():
+                logits = model(x)
+            loss = criterion(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise RunError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step}")
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            loss_sum += loss.detach().double() * len(x)
+            n_seen += len(x)
+        train_loss = float(loss_sum) / max(n_seen, 1)
+
+        val_loss, dice = _validate(model, criterion, val_dl, to_dev, precision, num_classes)
+        if not math.isfinite(val_loss):
+            raise RunError(f"non-finite validation loss ({val_loss}) at epoch {epoch}")
+        lr = opt.param_groups[0]["lr"]
+        sched.step(val_loss)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
+        row.update({f"val_dice_{c}": float(d) for c, d in zip(CLASS_NAMES, dice, strict=True)})
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_dice, wait = val_loss, epoch, dice, 0
+            _save_checkpoint(ckpt_path, model, cfg, {
+                "in_channels": 1, "num_classes": num_classes, "class_names": list(CLASS_NAMES),
+                "epoch": epoch, "val_loss": val_loss, "class_weights": class_weights.tolist(),
+            })
+        else:
+            wait += 1
+        _atomic_write_bytes(out / "history.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+        if progress is not None:
+            progress(epoch, cfg.max_epochs, dict(row))
+        if wait >= cfg.early_stopping_patience > 0:
+            stopped_early = True
+            break
+
+    return TrainResult(
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        epochs_run=epoch,
+        seconds=time.perf_counter() - t_start,
+        history=pd.DataFrame(rows),
+        checkpoint=ckpt_path,
+        stopped_early=stopped_early,
+        val_dice={c: float(d) for c, d in zip(CLASS_NAMES, best_dice, strict=True)},
+    )
+
+
+def _validate(model, criterion, loader, to_dev, precision, num_classes) -> tuple[float, np.ndarray]:
+    """Mean validation loss (per image) and pooled per-class Dice of argmax predictions."""
+    model.eval()
+    loss_sum, n = 0.0, 0
+    conf = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = to_dev(x, y)
+            with precision.autocast():
+                logits = model(x)
+            logits = logits.float()
+            loss_sum += float(criterion(logits, y)) * len(x)
+            n += len(x)
+            pred = logits.argmax(1)
+            conf += torch.bincount((y * num_classes + pred).flatten(), minlength=num_classes**2).cpu()
+    return loss_sum / max(n, 1), _dice_from_confusion(conf.view(num_classes, num_classes).numpy())

@@ -1,0 +1,290 @@
+"""``robustseg tune``: run (or continue) an Optuna study over the ``[tune]`` search space.
+
+Storage: ``--storage URL`` / ``tune.storage`` (any SQLAlchemy URL, e.g. PostgreSQL for several
+workers on several machines), default ``sqlite:///<runs_dir>/<study>/tune.db``. The Optuna study is
+named after the study (``tune.study_name`` overrides), so running ``robustseg tune`` again continues
+it; ``--trials N`` is the number of trials *this call* adds (each worker of a shared study runs its N).
+
+Workers send a heartbeat every ``tune.heartbeat_interval`` seconds; a trial whose worker fell silent for
+``tune.grace_period`` seconds (default twice the interval) is marked FAIL by the next worker that starts
+a trial, its reason is stored in the study user attribute ``killed_trial_<number>``, and with
+``tune.retry_killed = N`` its parameters are tried again (up to N times).
+
+Sampler: TPE (multivariate, constant liar for concurrent workers), seeded with ``tune.seed`` plus the
+number of trials already in the study, so a resumed study draws new points yet is reproducible. With a
+storage other than the default SQLite file, host and process id are mixed into the seed so that
+concurrent workers do not repeat each other's start-up points (such runs are not bit-reproducible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from robustseg.config import Study, stable_hash
+from robustseg.errors import InputError, RunError
+from robustseg.tune.objective import Objective, TrialFailed, fold_arrays
+from robustseg.tune.output import (
+    KILLED_PREFIX,
+    effective_params,
+    pick_best,
+    write_report_section,
+    write_tuned_study,
+)
+from robustseg.tune.space import TuneSpec, base_values, parse_tune, tuned_arm
+
+
+@dataclass
+class TuneResult:
+    """What ``run_tuning`` did. ``best_value`` is a float (single) or a list (multi-objective)."""
+
+    study_name: str
+    storage: str
+    best_params: dict[str, float]
+    best_value: float | list[float] | None
+    best_trial: int | None
+    tuned_study: Path | None
+    report: Path
+    n_trials: int
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    trials_this_call: int
+    seconds: float
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked (for messages and reports)."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def make_storage(url: str, spec: TuneSpec) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeat; bad URLs / unreachable servers raise InputError."""
+    import sqlalchemy
+
+    interval = spec.options["heartbeat_interval"]
+    grace = spec.options["grace_period"] or 2 * interval
+    retry = spec.options["retry_killed"]
+    retry_cb = optuna.storages.RetryFailedTrialCallback(max_retry=retry) if retry else None
+
+    def on_stale(ostudy: optuna.Study, trial: FrozenTrial) -> None:
+        ostudy.set_user_attr(f"{KILLED_PREFIX}{trial.number}",
+                             f"worker stopped sending heartbeats for > {grace} s (killed or lost)")
+        if retry_cb is not None:
+            retry_cb(ostudy, trial)
+
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
+                                              grace_period=grace, heartbeat_stale_trial_callback=on_stale)
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"--storage {safe_url(url)!r}: cannot open it as an Optuna storage ({first})") from None
+
+
+def _make_pruner(spec: TuneSpec, max_steps: int) -> optuna.pruners.BasePruner:
+    o = spec.options
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=o["pruner_startup_trials"],
+                                           n_warmup_steps=o["pruner_warmup_epochs"])
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, o["pruner_warmup_epochs"]),
+                                              max_resource=max(max_steps, 2), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _identity(study: Study, spec: TuneSpec) -> str:
+    """Hash of what makes trials comparable: data, split, arm settings, seed, objective, folds."""
+    arm = asdict(tuned_arm(study, spec.options["arm"]))
+    raw = study.raw
+    return stable_hash({"data": raw["data"], "split": raw["split"], "arm": arm, "seed": study.seeds[0],
+                        "classes": spec.classes, "parenchyma": spec.parenchyma_classes, "folds": spec.folds,
+                        "mode": spec.mode})
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes of one machine (workers preparing the same runs folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _fail_stale(ostudy: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(ostudy)
+
+
+def run_tuning(study: Study, *, trials: int | None = None, storage: str | None = None, timeout: float | None = None,
+               console: Any = None) -> TuneResult:
+    """Run ``trials`` more trials of the study's tuning job, then write the tuned study and the report."""
+    from robustseg.runner import load_data
+    from robustseg.study import prepare
+
+    started = time.time()
+    spec = parse_tune(study)
+    n_trials = spec.options["trials"] if trials is None else trials
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 0:
+        raise InputError(f"--trials {n_trials!r}: expected an integer >= 0")
+    timeout = (spec.options["timeout"] or None) if timeout is None else timeout
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise InputError(f"--timeout {timeout!r}: expected a number of seconds > 0")
+
+    runs_dir = Path(study.raw["execution"]["runs_dir"]) / study.name
+    with _file_lock(runs_dir / ".tune-prepare.lock"):
+        prep = prepare(study)
+    arm = tuned_arm(study, spec.options["arm"])
+    url = storage or spec.options["storage"] or f"sqlite:///{(prep.runs_dir / 'tune.db').resolve()}"
+    default_storage = not (storage or spec.options["storage"])
+    rdb = make_storage(url, spec)
+    name = spec.options["study_name"] or study.name
+
+    with _quiet_optuna():
+        identity = _identity(study, spec)
+        try:
+            existing = optuna.load_study(study_name=name, storage=rdb)
+        except KeyError:
+            existing = None
+        if existing is not None:
+            if existing.user_attrs.get("robustseg_identity", identity) != identity:
+                raise InputError(f"{study.path or 'study'}: storage {safe_url(url)} already holds tuning study {name!r} "
+                                 "for different data/split/model/loss/training settings; set tune.study_name to "
+                                 "start a new one")
+            if len(existing.directions) != len(spec.directions):
+                raise InputError(f"{study.path or 'study'}: tuning study {name!r} in {safe_url(url)} has "
+                                 f"{len(existing.directions)} objective(s); tune.mode = {spec.mode!r} needs "
+                                 f"{len(spec.directions)}")
+        n_before = len(existing.get_trials(deepcopy=False)) if existing is not None else 0
+        seed = spec.options["seed"] + n_before
+        if not default_storage:
+            seed = int(stable_hash([seed, socket.gethostname(), os.getpid()], 8), 16)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                             n_startup_trials=spec.options["startup_trials"])
+        max_epochs = int(arm.train["max_epochs"])
+        pruner = _make_pruner(spec, max_epochs * len(spec.folds))
+        ostudy = optuna.create_study(storage=rdb, study_name=name, directions=spec.directions, sampler=sampler,
+                                     pruner=pruner, load_if_exists=True)
+        if existing is None:
+            ostudy.set_user_attr("robustseg_identity", identity)
+            ostudy.set_user_attr("objectives", spec.objective_names)
+            ostudy.set_metric_names(spec.objective_names)
+        _fail_stale(ostudy)
+
+        data = load_data(prep.data)
+        objective = Objective(spec, asdict(arm), base_values(arm), seed=study.seeds[0], size=prep.data.size,
+                              folds=fold_arrays(data, prep.splits, spec.folds),
+                              trials_dir=prep.runs_dir / "tune" / name)
+        guard = _FailureGuard(spec.options["max_consecutive_failures"], console)
+        if n_trials:
+            ostudy.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=[guard],
+                            gc_after_trial=False)
+        _fail_stale(ostudy)
+        result = _finish(study, spec, ostudy, url, started, guard.count)
+    if guard.tripped:
+        raise RunError(f"tuning stopped after {guard.streak} consecutive failed trials; last reason: {guard.last}")
+    if result.n_complete == 0 and n_trials:
+        raise RunError(f"no trial of tuning study {name!r} completed ({result.n_failed} failed, {result.n_pruned} "
+                       f"pruned); see {result.report}")
+    return result
+
+
+class _FailureGuard:
+    """Optuna callback: prints each finished trial and stops after too many consecutive failures."""
+
+    def __init__(self, limit: int, console: Any) -> None:
+        self.limit, self.console = limit, console
+        self.streak, self.count, self.tripped, self.last = 0, 0, False, ""
+
+    def __call__(self, ostudy: optuna.Study, trial: FrozenTrial) -> None:
+        self.count += 1
+        if trial.state == TrialState.FAIL:
+            self.streak += 1
+            self.last = trial.user_attrs.get("fail_reason", "?")
+        else:
+            self.streak = 0
+        if self.console is not None:
+            values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.values else ""
+            params = ", ".join(f"{k}={v:.4g}" for k, v in effective_params(trial).items())
+            extra = f" ({trial.user_attrs.get('fail_reason', '')})" if trial.state == TrialState.FAIL else ""
+            self.console.print(f"trial {trial.number} {trial.state.name.lower()} {values}  {params}{extra}")
+        if self.streak >= self.limit:
+            self.tripped = True
+            ostudy.stop()
+
+
+def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, started: float, ran: int) -> TuneResult:
+    all_trials = ostudy.get_trials(deepcopy=False)
+
+    def count(state: TrialState) -> int:
+        return sum(t.state == state for t in all_trials)
+
+    best = pick_best(ostudy, spec)
+    best_params = effective_params(best) if best is not None else {}
+    best_value: float | list[float] | None = None
+    tuned = None
+    if best is not None:
+        best_value = best.value if spec.mode == "single" else list(best.values)
+        values = ", ".join(f"{n} = {v:.4f}" for n, v in zip(spec.objective_names, best.values, strict=True))
+        header = (f"Written by 'robustseg tune' from {study.path or study.name}: best trial {best.number} of "
+                  f"Optuna study {ostudy.study_name!r} ({values}).\nRun it with: robustseg study <this file>")
+        tuned = write_tuned_study(study, spec, best_params, header=header,
+                                  description=f"{study.raw['description'] or study.name} (tuned: trial {best.number}, {values})")
+    pareto = []
+    if spec.mode == "multi" and best is not None:
+        pareto = [{"number": t.number, "values": list(t.values), "params": effective_params(t)}
+                  for t in sorted(ostudy.best_trials, key=lambda t: -t.values[0])]
+    reports = Path(study.raw["execution"]["reports_dir"]) / study.name / "tune"
+    summary = {"study_name": ostudy.study_name, "storage": safe_url(url), "mode": spec.mode,
+               "objective": " and ".join(spec.objective_names) + " (validation Dice, mean over folds "
+               + ", ".join(str(f) for f in spec.folds) + ")",
+               "sampler": "TPE (multivariate, constant liar)", "pruner": spec.pruner,
+               "space": "; ".join(f"{k} {'fixed ' if r.fixed else ''}[{r.low:g}, {r.high:g}]{' log' if r.log else ''}"
+                                  for k, r in spec.space.items()),
+               "tuned study": str(tuned) if tuned else "(none: no complete trial)"}
+    report = write_report_section(ostudy, spec, reports, summary=summary)
+    return TuneResult(
+        study_name=ostudy.study_name, storage=safe_url(url), best_params=best_params, best_value=best_value,
+        best_trial=best.number if best is not None else None, tuned_study=tuned, report=report,
+        n_trials=len(all_trials), n_complete=count(TrialState.COMPLETE), n_pruned=count(TrialState.PRUNED),
+        n_failed=count(TrialState.FAIL), trials_this_call=ran, seconds=time.time() - started, pareto=pareto,
+    )
