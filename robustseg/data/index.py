@@ -49,7 +49,9 @@ def _files(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."):
             if p.stem in out:
-                raise InputError(f"{p}: two files share the name {p.stem!r} in {folder}; expected unique names")
+                raise InputError(
+                    f"{p}: two files share the name {p.stem!r} in {folder}; expected unique names"
+                )
             out[p.stem] = p
     return out
 
@@ -68,7 +70,9 @@ def _parse_float(raw: str, path: Path, key: str) -> float:
     try:
         value = float(s)
     except ValueError:
-        raise InputError(f"{path}: pixel size {raw!r} for {key!r} is not a number; expected e.g. 0.1234") from None
+        raise InputError(
+            f"{path}: pixel size {raw!r} for {key!r} is not a number; expected e.g. 0.1234"
+        ) from None
     if not np.isfinite(value) or value <= 0:
         raise InputError(f"{path}: pixel size {raw!r} for {key!r}; expected a positive number of mm")
     return value
@@ -84,7 +88,9 @@ def read_pixel_csv(path: str | Path) -> dict[str, float]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read pixel-size CSV ({type(exc).__name__}); expected UTF-8 text") from None
+        raise InputError(
+            f"{path}: cannot read pixel-size CSV ({type(exc).__name__}); expected UTF-8 text"
+        ) from None
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise InputError(f"{path}: pixel-size CSV is empty; expected columns 'Label' and 'Pixel in mm'")
@@ -96,7 +102,9 @@ def read_pixel_csv(path: str | Path) -> dict[str, float]:
         raise InputError(f"{path}: cannot parse pixel-size CSV ({exc})") from None
     header = [_norm_header(h) for h in rows[0]]
     label_col = next((header.index(k) for k in _LABEL_KEYS if k in header), None)
-    px_col = next((i for i, h in enumerate(header) if "pixel" in h or h in ("mm", "pixel mm", "spacing")), None)
+    px_col = next(
+        (i for i, h in enumerate(header) if "pixel" in h or h in ("mm", "pixel mm", "spacing")), None
+    )
     if label_col is None or px_col is None:
         raise InputError(
             f"{path}: pixel-size CSV header {rows[0]!r} not understood; expected columns 'Label' and 'Pixel in mm'"
@@ -142,9 +150,7 @@ def _image_size(path: Path, verify: bool) -> tuple[int, int]:
     return h, w
 
 
-def _rows(
-    images: dict[str, Path], masks: dict[str, Path], plane: str, colormap, verify: bool
-) -> list[dict]:
+def _rows(images: dict[str, Path], masks: dict[str, Path], plane: str, colormap, verify: bool) -> list[dict]:
     rows = []
     for stem in sorted(images):
         ip, mp = images[stem], masks[stem]
@@ -192,10 +198,20 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None)
         assert meta_path is not None
         unknown = sorted(set(meta["image_id"]) - set(df["image_id"]))
         if unknown:
-            raise InputError(f"{meta_path}: rows for unknown images {unknown[:5]}; expected names of existing images")
-        extra = meta.drop(columns=[c for c in meta.columns if c in INDEX_COLUMNS and c not in ("image_id", "patient_id", "pixel_mm")])
+            raise InputError(
+                f"{meta_path}: rows for unknown images {unknown[:5]}; expected names of existing images"
+            )
+        extra = meta.drop(
+            columns=[
+                c
+                for c in meta.columns
+                if c in INDEX_COLUMNS and c not in ("image_id", "patient_id", "pixel_mm")
+            ]
+        )
         if "patient_id" in extra.columns:
-            pid = df["image_id"].map(dict(zip(extra["image_id"], extra["patient_id"].astype(str), strict=True)))
+            pid = df["image_id"].map(
+                dict(zip(extra["image_id"], extra["patient_id"].astype(str), strict=True))
+            )
             df["patient_id"] = pid.fillna(df["patient_id"]).astype(str)
             extra = extra.drop(columns="patient_id")
         if "pixel_mm" in extra.columns:
@@ -233,14 +249,20 @@ def _layout1(path: Path, plane: str, colormap, verify: bool) -> pd.DataFrame:
     img_dir = _child(root, root.name) or _child(root, plane)
     if img_dir is None:
         raise InputError(f"{root}: no image folder {root.name!r}; expected {root.name}/{root.name}/*.png")
-    pascal = next((p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower().endswith("-pascal")), None)
+    pascal = next(
+        (p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower().endswith("-pascal")), None
+    )
     if pascal is None:
-        raise InputError(f"{root}: no mask folder '{root.name}-PASCAL'; expected {root.name}-PASCAL/SegmentationClass")
+        raise InputError(
+            f"{root}: no mask folder '{root.name}-PASCAL'; expected {root.name}-PASCAL/SegmentationClass"
+        )
     mask_dir = _child(pascal, "SegmentationClass") or pascal
     images, masks = _files(img_dir, IMAGE_EXTS), _files(mask_dir, MASK_EXTS)
     _pair(images, masks, img_dir, mask_dir)
     rows = _rows(images, masks, plane, colormap, verify)
-    csvs = sorted(p for p in root.iterdir() if p.is_file() and re.search(r"pixel.?size.*\.csv$", p.name, re.I))
+    csvs = sorted(
+        p for p in root.iterdir() if p.is_file() and re.search(r"pixel.?size.*\.csv$", p.name, re.I)
+    )
     if csvs:
         sizes = read_pixel_csv(csvs[0])
         for r in rows:

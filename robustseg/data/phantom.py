@@ -112,10 +112,11 @@ def _render(
     par = 0.36 * (1.0 + 0.22 * _lowfreq(rng, h, w, (9, 13)) + 0.12 * _lowfreq(rng, h, w, (30, 44)))
     img = np.where(brain, par, img)
     # skull: bright where the beam hits the surface head-on
-    nx, ny = (u / a**2) * ct - (v / b**2) * st, (u / a**2) * st + (v / b**2) * ct
-    bx, by = xx - geo["apex"][0], yy - geo["apex"][1]
-    cosang = np.abs(nx * bx + ny * by) / (np.sqrt(nx**2 + ny**2) * r + 1e-6)
-    img = np.where(skull, 0.45 + 0.75 * cosang**2, img)
+    su, sv, sr = u[skull], v[skull], r[skull]
+    nx, ny = (su / a**2) * ct - (sv / b**2) * st, (su / a**2) * st + (sv / b**2) * ct
+    bx, by = xx[skull] - geo["apex"][0], yy[skull] - geo["apex"][1]
+    cosang = np.abs(nx * bx + ny * by) / (np.sqrt(nx**2 + ny**2) * sr + 1e-6)
+    img[skull] = 0.45 + 0.75 * cosang**2
 
     labels = np.zeros((h, w), dtype=np.uint8)
     labels[brain] = 1
@@ -171,7 +172,9 @@ def _render(
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), sig)
     gh, gw = max(4, int(h / 2.5)), max(4, int(w / 2.5))
     k = rng.uniform(2.0, 4.0)
-    speckle = cv2.resize(rng.gamma(k, 1.0 / k, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    speckle = cv2.resize(
+        rng.gamma(k, 1.0 / k, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR
+    )
     fine = rng.random((h, w), dtype=np.float32) * 0.8 + 0.6  # mean 1
     att = np.exp(-rng.uniform(0.5, 1.1) * r / geo["rmax"])
     out = img * speckle * fine * att * rng.uniform(260.0, 330.0)
@@ -242,7 +245,9 @@ def generate_phantom(
     return out
 
 
-def phantom_figure(data_dir: str | Path, out_png: str | Path, n: int = 4, plane: str = "Trans-thalamic") -> Path:
+def phantom_figure(
+    data_dir: str | Path, out_png: str | Path, n: int = 4, plane: str = "Trans-thalamic"
+) -> Path:
     """Save a figure of ``n`` phantom images (top) with their masks overlaid (bottom)."""
     import matplotlib
 

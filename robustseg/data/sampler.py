@@ -21,9 +21,13 @@ def make_sampler(weights: np.ndarray, num_samples: int, seed: int) -> WeightedRa
     """A WeightedRandomSampler (with replacement) driven by its own seeded generator."""
     w = np.asarray(weights, dtype=np.float64).ravel()
     if w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise InputError("sampler weights: expected a non-empty array of finite weights >= 0 with a positive sum")
+        raise InputError(
+            "sampler weights: expected a non-empty array of finite weights >= 0 with a positive sum"
+        )
     if int(num_samples) < 1:
         raise InputError(f"sampler num_samples {num_samples!r}: expected an integer >= 1")
     gen = torch.Generator()
     gen.manual_seed(int(seed))
-    return WeightedRandomSampler(torch.as_tensor(w), num_samples=int(num_samples), replacement=True, generator=gen)
+    return WeightedRandomSampler(
+        torch.as_tensor(w), num_samples=int(num_samples), replacement=True, generator=gen
+    )

@@ -32,7 +32,9 @@ def _patients(index: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
-def make_splits(index: pd.DataFrame, *, test_fraction: float = 0.2, k_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+def make_splits(
+    index: pd.DataFrame, *, test_fraction: float = 0.2, k_folds: int = 5, seed: int = 0
+) -> pd.DataFrame:
     """Assign each image a fold: ``-1`` test, ``0..k-1`` cross-validation; grouped by patient.
 
     Returns ``DataFrame[image_id, patient_id, fold]`` sorted by ``image_id``. Deterministic for a seed.
@@ -64,17 +66,20 @@ def make_splits(index: pd.DataFrame, *, test_fraction: float = 0.2, k_folds: int
         count_s[stratum[i], b] += sizes[i]
 
     # 1) coverage: one CSP patient per bin (patients with both structures first), then LV where missing
-    order = [i for i in range(len(pats)) if csp[i] and lv[i]] + [i for i in range(len(pats)) if csp[i] and not lv[i]]
+    order = [i for i in range(len(pats)) if csp[i] and lv[i]] + [
+        i for i in range(len(pats)) if csp[i] and not lv[i]
+    ]
     for b, i in zip(range(n_bins), order, strict=False):
         put(i, b)
     has_lv_bin = np.zeros(n_bins, dtype=bool)
     has_lv_bin[assign[(assign >= 0) & lv]] = True
     spare_lv = [i for i in range(len(pats)) if lv[i] and assign[i] < 0]
-    for b in np.flatnonzero(~has_lv_bin):
+    lacking = np.flatnonzero(~has_lv_bin)
+    for b in sorted(lacking, key=lambda b: (count[b] > 0, b)):  # empty bins first, so none stays empty
         if not spare_lv:
             break
         put(spare_lv.pop(0), int(b))
-    # 2) no empty bin
+    # 2) no empty bin (enough patients remain: each filled bin so far holds exactly one patient)
     for b in np.flatnonzero(count == 0):
         put(int(np.flatnonzero(assign < 0)[0]), int(b))
     # 3) the rest: rarest stratum first, largest patients first; to the bin furthest below its share

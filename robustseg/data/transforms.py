@@ -25,8 +25,12 @@ def preprocess(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[n
     size = _check_size(size)
     tf = A.Compose(
         [
-            A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST),
-            A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+            A.LongestMaxSize(
+                max_size=size, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST
+            ),
+            A.PadIfNeeded(
+                min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0
+            ),
         ]
     )
     if mask is None:

@@ -20,19 +20,20 @@ SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
 BOOT_SEED = 0
 
 
-def order_classes(df: pd.DataFrame, arms: list[str] | None = None) -> pd.DataFrame:
-    """Sort rows by arm (plan order) then class (label order), keeping other columns' order stable."""
-    keys = {}
+def order_classes(df: pd.DataFrame, arms: list[str] | None = None, first: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Sort rows by the ``first`` columns (order of appearance), then arm (plan order), then class (label order)."""
+    if df.empty:
+        return df.reset_index(drop=True)
+    keys: dict[str, dict] = {c: {v: i for i, v in enumerate(pd.unique(df[c]))} for c in first if c in df.columns}
     if arms is not None and "arm" in df.columns:
         keys["arm"] = {a: i for i, a in enumerate(arms)}
     if "class" in df.columns:
         keys["class"] = {c: i for i, c in enumerate(CLASS_NAMES)}
-    if not keys or df.empty:
+    if not keys:
         return df.reset_index(drop=True)
-    cols = list(keys)
-    tmp = df.assign(**{f"_o_{c}": df[c].map(m).fillna(len(m)) for c, m in keys.items()})
-    tmp = tmp.sort_values([f"_o_{c}" for c in cols], kind="stable")
-    return tmp.drop(columns=[f"_o_{c}" for c in cols]).reset_index(drop=True)
+    tmp = df.assign(**{f"_o_{c}": df[c].map(m).astype(float).fillna(len(m)) for c, m in keys.items()})
+    tmp = tmp.sort_values([f"_o_{c}" for c in keys], kind="stable")
+    return tmp.drop(columns=[f"_o_{c}" for c in keys]).reset_index(drop=True)
 
 
 def run_level(clean: pd.DataFrame) -> pd.DataFrame:

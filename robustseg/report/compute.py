@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 
 from robustseg.report import aggregate as agg
-from robustseg.report.ensembles import EnsembleResults, build_ensembles, ensemble_vs_members, gt_free_checks, gt_free_scores
+from robustseg.report.ensembles import (
+    EnsembleResults,
+    build_ensembles,
+    ensemble_vs_members,
+    gt_free_checks,
+    gt_free_scores,
+)
 from robustseg.report.load import StudyInputs, clean_rows
 
 STRUCTURE_MEASURES = (("csp", "area_mm2", "area (mm²)"), ("lv", "area_mm2", "area (mm²)"),
@@ -114,4 +120,9 @@ def compute(inputs: StudyInputs) -> Results:
     res.structures = _structures(inputs, res.baseline)
     t["structures"] = structure_summary(res.structures)
     res.picks, t["qualitative"] = _picks(inputs, res.ensembles, res.baseline)
+    firsts = {"icc_seed": ("measure",), "icc_seed_per_fold": ("measure",), "ensembles": ("kind",),
+              "gt_free_checks": ("score",), "arm_comparison": ("metric",)}
+    for name, df in t.items():
+        if isinstance(df, pd.DataFrame) and not df.empty and "arm" in df.columns and name != "run_level":
+            t[name] = agg.order_classes(df, arms, firsts.get(name, ()))
     return res

@@ -53,6 +53,7 @@ def spread_plot(levels: pd.DataFrame, arms: list[str], path: Path) -> str:
                             color=CLASS_COLORS[cls], alpha=0.85, ms=6, mec="black", mew=0.4)
             ax.set_xticks(range(len(arms)), arms, rotation=20 if len(arms) > 2 else 0)
             ax.set_title(f"{cls}: {'global' if agg == 'global' else 'per-image'} Dice", fontsize=10)
+            ax.set_ylim(-0.02, 1.02)
             ax.grid(axis="y", alpha=0.3)
             if c == 0:
                 ax.set_ylabel("Dice (one point per run)")
@@ -80,15 +81,18 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
         for a_i, arm in enumerate(arms):
             for cls in FOREGROUND:
                 s = sub[(sub["arm"] == arm) & (sub["class"] == cls)].sort_values("severity")
-                ax.errorbar(s["severity"], s["dice_mean"], yerr=s["dice_sd"].fillna(0.0), color=CLASS_COLORS[cls],
-                            ls=ARM_STYLES[a_i % len(ARM_STYLES)], marker="o", ms=3.5, capsize=2, lw=1.4)
+                x, y, sd = (s[c].to_numpy(dtype=float) for c in ("severity", "dice_mean", "dice_sd"))
+                ax.plot(x, y, color=CLASS_COLORS[cls], ls=ARM_STYLES[a_i % len(ARM_STYLES)], marker="o", ms=3.5, lw=1.5)
+                sd = np.nan_to_num(sd)
+                ax.fill_between(x, np.clip(y - sd, 0, 1), np.clip(y + sd, 0, 1), color=CLASS_COLORS[cls], alpha=0.12,
+                                lw=0)
         ax.set_title(str(pert), fontsize=10)
         ax.set_xlabel("severity (0 = clean)")
         ax.set_xticks(sorted(sub["severity"].unique()))
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         if k % ncols == 0:
-            ax.set_ylabel("Dice (mean ± SD over runs)")
+            ax.set_ylabel("Dice (mean, band ± SD over runs)")
     if externals:
         ax = axes[len(perts)]
         conds = ["none", *externals]
@@ -146,21 +150,28 @@ def ensemble_plot(levels: pd.DataFrame, evm: pd.DataFrame, arms: list[str], path
     ens = evm[(evm["aggregate"] == "global") & evm["class"].isin(FOREGROUND)]
     fig = Figure(figsize=(3.4 * len(FOREGROUND), 3.6))
     axes = fig.subplots(1, len(FOREGROUND), squeeze=False)[0]
+    folds = sorted(members["fold"].unique())
+    step = 0.5 / max(1, len(folds))
     for ax, cls in zip(axes, FOREGROUND, strict=True):
         for i, arm in enumerate(arms):
-            m = members[(members["class"] == cls) & (members["arm"] == arm)].sort_values(["fold", "seed"])
-            ax.plot(i - 0.15 + _jitter(len(m), 0.08), m["value"], "o", color=CLASS_COLORS[cls], alpha=0.6, ms=5)
             e = ens[(ens["class"] == cls) & (ens["arm"] == arm)]
-            se = e[e["kind"] == "seeds"]
-            ax.plot(np.full(len(se), i + 0.1), se["ensemble"], "D", color="black", ms=5, mfc="white")
+            for k, fold in enumerate(folds):
+                x0 = i - 0.3 + k * step
+                m = members[(members["class"] == cls) & (members["arm"] == arm) & (members["fold"] == fold)]
+                m = m.sort_values("seed")
+                ax.plot(x0 + _jitter(len(m), 0.03), m["value"], "o", color=CLASS_COLORS[cls], alpha=0.7, ms=5)
+                se = e[(e["kind"] == "seeds") & (e["fold"] == fold)]
+                ax.plot(np.full(len(se), x0 + 0.07), se["ensemble"], "D", color="black", ms=5, mfc="white")
             sf = e[e["kind"] == "seeds+folds"]
-            ax.plot(np.full(len(sf), i + 0.25), sf["ensemble"], "*", color="black", ms=10)
+            ax.plot(np.full(len(sf), i + 0.3), sf["ensemble"], "*", color="black", ms=11)
         ax.set_xticks(range(len(arms)), arms)
+        ax.set_xlim(-0.6, len(arms) - 0.4)
+        ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{cls}: global Dice", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Dice")
     handles = [Line2D([], [], ls="", marker="o", color="0.5", label="member run"),
-               Line2D([], [], ls="", marker="D", color="black", mfc="white", label="seed ensemble (per fold)"),
+               Line2D([], [], ls="", marker="D", color="black", mfc="white", label="seed ensemble (right of its fold's members)"),
                Line2D([], [], ls="", marker="*", color="black", ms=10, label="seeds + folds ensemble")]
     fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 1.04))
     fig.tight_layout(rect=(0, 0, 1, 0.94))
@@ -284,7 +295,7 @@ def training_plot(history: pd.DataFrame, arms: list[str], path: Path) -> str:
     cmap = [f"C{i}" for i in range(10)]
     for ax, arm in zip(axes, arms, strict=True):
         h = history[history["arm"] == arm]
-        for (fold, seed), run in h.groupby(["fold", "seed"], sort=True):
+        for (fold, _seed), run in h.groupby(["fold", "seed"], sort=True):
             run = run.sort_values("epoch")
             for col in loss_cols:
                 ax.plot(run["epoch"], run[col], color=cmap[folds.index(fold) % 10], ls="-" if col == "train_loss" else "--",

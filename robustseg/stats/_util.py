@@ -101,3 +101,18 @@ def resolve_direction(metric: object, higher_is_better: bool | None) -> bool:
     if higher_is_better is not None:
         return bool(higher_is_better)
     return str(metric) not in LOWER_IS_BETTER
+
+
+#: Columns of the study's per-image table that name an evaluation condition; pooling across them is a bug.
+CONDITION_COLUMNS = ("testset", "perturbation", "severity")
+
+
+def check_conditions(df: pd.DataFrame, keys: Sequence[str], where: str) -> None:
+    """Raise ``InputError`` if a condition column varies in ``df`` but is not among the grouping ``keys``."""
+    for col in CONDITION_COLUMNS:
+        if col in df.columns and col not in keys and df[col].nunique(dropna=False) > 1:
+            values = ", ".join(map(str, pd.unique(df[col])[:4]))
+            raise InputError(
+                f"{where}: column {col!r} holds several values ({values}); add {col!r} to the grouping "
+                "columns or filter the table first, so that evaluation conditions are not pooled"
+            )

@@ -12,6 +12,7 @@ from robustseg.stats._util import (
     as_tuple,
     bootstrap_weights,
     check_alpha,
+    check_conditions,
     check_n_boot,
     groups,
     numeric,
@@ -106,6 +107,7 @@ def patient_bootstrap_ci(
         raise InputError(f"{where}: statistic {statistic!r} needs a `value` column")
     extra = [image_col] if image_col else []
     require_columns(per_image, [*by, patient_col, *value_cols, *extra], where)
+    check_conditions(per_image, by, where)
     work = per_image[list(dict.fromkeys([*by, patient_col, *extra]))].copy()
     for col in value_cols:
         work[col] = numeric(per_image, col, where)

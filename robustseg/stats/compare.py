@@ -13,6 +13,7 @@ from robustseg.stats._util import (
     as_tuple,
     bootstrap_weights,
     check_alpha,
+    check_conditions,
     check_n_boot,
     groups,
     numeric,
@@ -116,7 +117,8 @@ def compare_arms(
 
     Pairing: within a group, each arm's rows of an image are first averaged over all its runs (seeds
     and folds; NaN values left out), then images present in both arms are paired, so an image counts
-    once and seeds do not inflate n. Differences are ``a - b``.
+    once and seeds do not inflate n. Differences are ``a - b``. Put ``testset``/``perturbation``/
+    ``severity`` in ``by`` when the table holds several (pooling them raises ``InputError``).
 
     - ``w``, ``pval``: two-sided Wilcoxon signed-rank test (:func:`scipy.stats.wilcoxon`, zero
       differences dropped; all-zero differences give p = 1).
@@ -144,6 +146,7 @@ def compare_arms(
         raise InputError(f"{where}: family_by {list(family_by)} must be a subset of by {list(by)}")
     pat = [patient_col] if patient_col else []
     require_columns(per_image, [*by, arm_col, image_col, seed_col, fold_col, value, *pat], where)
+    check_conditions(per_image, by, where)
     arms_present = set(per_image[arm_col].dropna().astype(str).unique())
     for arm in (arm_a, arm_b):
         if str(arm) not in arms_present:

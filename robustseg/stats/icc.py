@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from robustseg.errors import InputError
-from robustseg.stats._util import as_tuple, check_alpha, groups, numeric, require_columns
+from robustseg.stats._util import as_tuple, check_alpha, check_conditions, groups, numeric, require_columns
 
 ICC_KINDS = ("ICC(1,1)", "ICC(A,1)", "ICC(C,1)", "ICC(1,k)", "ICC(A,k)", "ICC(C,k)")
 _ALIASES = {
@@ -219,6 +219,7 @@ def seed_reproducibility_icc(
     Keep ``fold`` (and ``testset``/``perturbation``/``severity`` if present) in ``by``: seeds are only
     replicates of each other within one fold's training data. Columns as :func:`icc`.
     """
+    check_conditions(per_image, as_tuple(by), "seed_reproducibility_icc")
     return icc(per_image, targets=image_col, raters=seed_col, ratings=value, kind=kind, alpha=alpha, by=by)
 
 

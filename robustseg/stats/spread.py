@@ -9,7 +9,14 @@ import pandas as pd
 
 from robustseg.errors import InputError
 from robustseg.metrics import DEFAULT_EMPTY_POLICY, OVERLAP_METRICS, aggregate_global, aggregate_per_image
-from robustseg.stats._util import as_tuple, groups, numeric, require_columns, resolve_direction
+from robustseg.stats._util import (
+    as_tuple,
+    check_conditions,
+    groups,
+    numeric,
+    require_columns,
+    resolve_direction,
+)
 
 RUN_LEVEL_COLUMNS = ("aggregate", "metric", "value", "n")
 SPREAD_COLUMNS = ("mean", "sd", "sd_seed", "sd_fold", "cv", "cv_seed", "n_runs", "n_seeds", "n_folds")
@@ -61,6 +68,7 @@ def run_level_metrics(
             f"{where}: unknown global metric {unknown[0]!r}; expected one of {', '.join(OVERLAP_METRICS)}"
         )
     keys = [*runs, "class"]
+    check_conditions(per_image, keys, where)
     glob = aggregate_global(per_image, runs, empty_policy)
     glob = glob[[*keys, "n_images", *gm]].melt(
         id_vars=[*keys, "n_images"], var_name="metric", value_name="value"

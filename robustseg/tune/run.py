@@ -204,7 +204,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
         pruner = _make_pruner(spec, max_epochs * len(spec.folds))
         ostudy = optuna.create_study(storage=rdb, study_name=name, directions=spec.directions, sampler=sampler,
                                      pruner=pruner, load_if_exists=True)
-        if existing is None:
+        if "robustseg_identity" not in ostudy.user_attrs:
             ostudy.set_user_attr("robustseg_identity", identity)
             ostudy.set_user_attr("objectives", spec.objective_names)
             ostudy.set_metric_names(spec.objective_names)

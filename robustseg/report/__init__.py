@@ -1,0 +1,113 @@
+"""The study report: ``build_report(runs_dir, out_dir)`` writes ``report.md``, ``figures/*.png``, ``tables/*.csv``.
+
+Everything is computed from the tables a study saved under ``runs_dir`` (see ``robustseg.study``), so
+``robustseg report RUN_DIR`` rebuilds the same report without training. Deterministic: fixed bootstrap
+seeds, sorted groupings, PNGs without date stamps, no clock reads.
+
+Modules: ``load`` (read the run folder), ``aggregate`` (summary, spread, ICC, robustness, arm tables),
+``ensembles`` (ensembles, mismatch, ground-truth-free score), ``compute`` (all tables), ``figures``,
+``sections`` and ``markdown`` (the text), ``repro`` (versions, commit, hardware, wall time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from robustseg.report import figures, sections
+from robustseg.report.compute import Results, compute
+from robustseg.report.load import load_inputs
+from robustseg.report.repro import block
+
+REPORT_NAME = "report.md"
+
+
+def _clear(folder: Path, pattern: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(pattern):
+        old.unlink()
+
+
+def write_tables(res: Results, out: Path) -> list[str]:
+    _clear(out, "*.csv")
+    names = []
+    for name in sorted(res.tables):
+        df = res.tables[name]
+        if isinstance(df, pd.DataFrame) and not df.empty:
+            df.to_csv(out / f"{name}.csv", index=False)
+            names.append(f"{name}.csv")
+    return names
+
+
+def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
+    """Every figure the data allow; a figure that cannot be drawn is None (its section says why)."""
+    _clear(out, "*.png")
+    t = res.tables
+    figs: dict[str, str | None] = dict.fromkeys(
+        ("spread", "robustness", "bland_altman", "ensembles", "mismatch", "structures", "gt_free", "qualitative",
+         "training"))
+    if not res.levels.empty:
+        figs["spread"] = figures.spread_plot(res.levels, res.arms, out / "spread.png")
+    if not t.get("retention", pd.DataFrame()).empty:
+        figs["robustness"] = figures.robustness_plot(t["robustness"], res.arms, out / "robustness.png")
+    if not t.get("bland_altman", pd.DataFrame()).empty:
+        from robustseg.report.aggregate import SMALL, area_columns
+
+        areas, _ = area_columns(res.clean[res.clean["class"].isin(SMALL)])
+        figs["bland_altman"] = figures.bland_altman_plot(areas, t["bland_altman"], res.baseline, res.area_unit,
+                                                         out / "bland_altman.png")
+    if not t.get("ensembles", pd.DataFrame()).empty:
+        figs["ensembles"] = figures.ensemble_plot(res.levels, t["ensembles"], res.arms, out / "ensembles.png")
+    if not t.get("mismatch", pd.DataFrame()).empty:
+        figs["mismatch"] = figures.mismatch_plot(t["mismatch"], res.arms, out / "mismatch.png")
+    if not res.structures.empty:
+        from robustseg.report.compute import STRUCTURE_MEASURES
+
+        figs["structures"] = figures.structures_plot(res.structures, list(STRUCTURE_MEASURES), out / "structures.png")
+    if not t.get("gt_free", pd.DataFrame()).empty:
+        figs["gt_free"] = figures.gt_free_plot(t["gt_free"], res.baseline, out / "gt_free.png")
+    ref = res.inputs.reference
+    if res.picks and ref is not None:
+        figs["qualitative"] = figures.qualitative_plot(ref.images, ref.masks, res.ensembles.panel_probs[res.baseline],
+                                                       res.picks, out / "qualitative.png")
+    if not res.inputs.history.empty:
+        figs["training"] = figures.training_plot(res.inputs.history, res.arms, out / "training.png")
+    return figs
+
+
+def render(res: Results, figs: dict[str, str | None], table_names: list[str]) -> str:
+    inp = res.inputs
+    parts = [
+        sections.header(res),
+        sections.summary(res),
+        sections.spread(res, figs["spread"]),
+        sections.robustness(res, figs["robustness"]),
+        sections.agreement(res, figs["bland_altman"]),
+        sections.ensembles(res, figs["ensembles"]),
+        sections.arm_comparison(res),
+        sections.anomaly(res, figs),
+        sections.qualitative(res, figs["qualitative"]),
+        sections.postprocessing(res),
+        sections.training(res, figs["training"]),
+        block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs),
+        "Tables (CSV, full precision): " + ", ".join(f"[{n}](tables/{n})" for n in table_names) + "\n",
+    ]
+    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+
+def build_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.md`` with ``figures/`` and ``tables/`` from the saved tables of ``runs_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = compute(load_inputs(runs_dir))
+    table_names = write_tables(res, out_dir / "tables")
+    figs = draw_figures(res, out_dir / "figures")
+    path = out_dir / REPORT_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render(res, figs, table_names), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["REPORT_NAME", "build_report"]

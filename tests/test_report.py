@@ -1,0 +1,108 @@
+"""The study report: built from a tiny real study (2 arms x 2 folds x 2 seeds on the phantom)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustseg.config import build_study
+from robustseg.report import build_report
+from robustseg.report import markdown as md
+from robustseg.report.aggregate import order_classes
+from robustseg.report.sections import SECTIONS
+from robustseg.study import collect_tables, run_study
+
+
+@pytest.fixture(scope="module")
+def study_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    study = build_study({
+        "name": "tiny-report", "seeds": [0, 1],
+        "data": {"source": "phantom", "phantom_n": 30, "size": 32},
+        "split": {"k_folds": 2, "test_fraction": 0.3},
+        "model": {"base": 4, "depth": 3},
+        "train": {"max_epochs": 1, "batch_size": 8, "lr": 3e-3},
+        "perturb": {"suite": ["gaussian_noise"], "severities": [1, 3]},
+        "eval": {"boundary": True, "empty_policy": "nan"},
+        "arms": {"hybrid": {}, "ce": {"loss": {"name": "ce"}}},
+        "execution": {"runs_dir": str(tmp / "runs"), "reports_dir": str(tmp / "reports"), "bootstrap": 100,
+                      "threads": 1},
+    })
+    outcome = run_study(study, report=False)
+    assert not outcome.failures, outcome.failures
+    return outcome.runs_dir
+
+
+@pytest.fixture(scope="module")
+def report(study_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report(study_runs, tmp_path_factory.mktemp("out") / "tiny-report")
+
+
+def test_report_has_every_section_figure_and_table(report: Path) -> None:
+    text = report.read_text(encoding="utf-8")
+    for i, title in enumerate(SECTIONS):
+        assert f"## {i + 1}. {title}" in text
+    figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
+    assert {Path(f).name for f in figures} >= {"spread.png", "robustness.png", "bland_altman.png", "ensembles.png",
+                                               "mismatch.png", "gt_free.png", "qualitative.png", "training.png"}
+    for rel in figures:
+        assert (report.parent / rel).is_file(), rel
+    tables = re.findall(r"\((tables/[^)]+\.csv)\)", text)
+    assert "tables/summary.csv" in tables and "tables/arm_comparison.csv" in tables
+    for rel in tables:
+        assert (report.parent / rel).is_file(), rel
+    assert "policy `nan`" in text  # the empty-structure policy is stated next to the numbers
+
+
+def test_rebuild_is_byte_identical(study_runs: Path, report: Path, tmp_path: Path) -> None:
+    again = build_report(study_runs, tmp_path / "again")
+    assert again.read_bytes() == report.read_bytes()
+    for png in sorted((report.parent / "figures").glob("*.png")):
+        assert (again.parent / "figures" / png.name).read_bytes() == png.read_bytes(), png.name
+    for csv in sorted((report.parent / "tables").glob("*.csv")):
+        assert (again.parent / "tables" / csv.name).read_bytes() == csv.read_bytes(), csv.name
+
+
+def test_summary_numbers_recompute_from_per_image_table(study_runs: Path, report: Path) -> None:
+    per = pd.read_csv(study_runs / "tables" / "per_image.csv.gz")
+    clean = per[(per["testset"] == "test") & (per["perturbation"] == "none") & ~per["postprocessed"].astype(bool)]
+    summary = pd.read_csv(report.parent / "tables" / "summary.csv")
+    text = report.read_text(encoding="utf-8")
+    for cls in ("brain", "csp"):
+        rows = clean[(clean["arm"] == "hybrid") & (clean["class"] == cls)]
+        sums = rows.groupby("run_id")[["tp", "fp", "fn"]].sum()
+        den = 2 * sums["tp"] + sums["fp"] + sums["fn"]
+        global_mean = float(np.mean(np.where(den > 0, 2 * sums["tp"] / den.where(den > 0), np.nan)))
+        pooled_per_image = float(np.nanmean(rows["dice"].to_numpy(dtype=float)))
+        row = summary[(summary["arm"] == "hybrid") & (summary["class"] == cls)].iloc[0]
+        assert row["global_mean"] == pytest.approx(global_mean, abs=1e-12)
+        assert row["per_image_estimate"] == pytest.approx(pooled_per_image, abs=1e-12)
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| hybrid | {cls} |"))
+        assert f"{global_mean:.3f} ±" in line
+
+
+def test_failed_run_is_listed(study_runs: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(study_runs, runs)
+    victim = json.loads((runs / "plan.json").read_text())[-1]["run_id"]
+    (runs / victim / "complete.json").unlink()
+    (runs / victim / "failed.json").write_text(json.dumps({"error": "RuntimeError: loss is NaN"}))
+    collect_tables(runs)
+    text = build_report(runs, tmp_path / "out").read_text(encoding="utf-8")
+    assert "did not complete" in text and victim in text and "loss is NaN" in text
+
+
+def test_markdown_formatting_and_ordering() -> None:
+    assert md.num(float("nan")) == "n/a" and md.num(0.12345) == "0.123" and md.num(float("inf")) == "inf"
+    assert md.pm(0.5, float("nan")) == "0.500" and md.pm(0.5, 0.01) == "0.500 ± 0.010"
+    assert md.pvalue(0.0001) == "<0.001" and md.interval(0.1, 0.2, 1) == "[0.1, 0.2]"
+    df = pd.DataFrame({"arm": ["b", "a", "b", "a"], "class": ["lv", "csp", "background", "lv"], "v": [1, 2, 3, 4]})
+    out = order_classes(df, ["b", "a"])
+    assert out["v"].tolist() == [3, 1, 2, 4]
+    assert md.table(pd.DataFrame({"x": ["a|b"]}), {"x": "X"}).splitlines()[2] == "| a\\|b |"
