@@ -118,7 +118,7 @@ SCHEMA: dict[str, tuple[Any, Check]] = {
     "perturb.suite": ("ultrasound", anything),
     "perturb.severities": ([1, 2, 3, 4, 5], int_list(1)),
     "perturb.seed": (0, number(0, integer=True)),
-    "eval.empty_policy": ("nnunet", text),
+    "eval.empty_policy": ("nan", one_of("nan", "one")),
     "eval.postprocess": ("auto", one_of("auto", "on", "off")),
     "eval.min_component_px": (5, number(0, integer=True)),
     "eval.nsd_tolerance_mm": (1.0, number(0.0)),

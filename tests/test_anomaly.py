@@ -77,9 +77,9 @@ def test_structure_features_pinned() -> None:
     assert lv["area_px"] == 100 and lv["area_mm2"] == pytest.approx(25.0)
     assert (lv["centroid_row"], lv["centroid_col"]) == (19.5, 17.0)
     assert [lv[k] for k in ("bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col")] == [10, 15, 30, 20]
-    # second-moment ellipse of a w x h rectangle: axis = sqrt(12 * var) * ... = side * sqrt(16/12)
-    assert lv["major_axis_mm"] == pytest.approx(20 * np.sqrt(4 / 3) * 0.5, rel=0.01)
-    assert lv["minor_axis_mm"] == pytest.approx(5 * np.sqrt(4 / 3) * 0.5, rel=0.01)
+    # second-moment ellipse of a pixel rectangle: axis = 4 * sqrt(variance), variance of 0..s-1 = (s^2 - 1) / 12
+    assert lv["major_axis_mm"] == pytest.approx(4 * np.sqrt((20**2 - 1) / 12) * 0.5, rel=1e-9)
+    assert lv["minor_axis_mm"] == pytest.approx(4 * np.sqrt((5**2 - 1) / 12) * 0.5, rel=1e-9)
     assert lv["ventriculomegaly"] == False  # noqa: E712  (2.9 mm < 10 mm)
     b = f.set_index(["image_id", "class"])
     assert not b.loc[("b", "csp"), "present"] and b.loc[("b", "csp"), "area_px"] == 0
@@ -112,10 +112,9 @@ def test_ensemble_disagreement() -> None:
 
 
 def test_out_of_range_scores() -> None:
-    rng = np.random.default_rng(1)
     lab = np.zeros((12, 30, 30), np.uint8)
-    for i in range(11):
-        s = 6 + rng.integers(-1, 2)
+    for i in range(11):  # squares of 10, 11, 12 px: areas 100, 121, 144
+        s = 10 + i % 3
         lab[i, 5 : 5 + s, 5 : 5 + s] = 2
     train = structure_features(lab[:11], class_names=CLASSES, classes=["csp"], pixel_mm=1.0)
     ranges = fit_reference_ranges(train, features=["area_mm2"])

@@ -178,24 +178,29 @@ def ensemble_plot(levels: pd.DataFrame, evm: pd.DataFrame, arms: list[str], path
     return save(fig, path)
 
 
+MISMATCH_CAP = 5.0
+"""Mismatch scores above this are off the plotted scale (counted under the axis); the boxes use every value."""
+
+
 def mismatch_plot(mismatch: pd.DataFrame, arms: list[str], path: Path) -> str:
     """Distribution of the per-class mismatch score |pred XOR ref| / |ref| over images x runs."""
-    fig = Figure(figsize=(3.4 * len(FOREGROUND), 3.6))
+    fig = Figure(figsize=(3.4 * len(FOREGROUND), 3.8))
     axes = fig.subplots(1, len(FOREGROUND), squeeze=False)[0]
     for ax, cls in zip(axes, FOREGROUND, strict=True):
-        data, n_inf = [], []
+        data, labels = [], []
         for arm in arms:
             v = mismatch.loc[(mismatch["class"] == cls) & (mismatch["arm"] == arm), "score"].to_numpy(dtype=float)
-            n_inf.append(int(np.isinf(v).sum()))
+            n_inf, n_over = int(np.isinf(v).sum()), int((v > MISMATCH_CAP).sum())
             data.append(v[np.isfinite(v)])
+            labels.append(f"{arm}\n(n={v.size}" + (f", {n_over} > {MISMATCH_CAP:g}" if n_over else "")
+                          + (f", {n_inf} inf" if n_inf else "") + ")")
         ax.boxplot(data, positions=range(len(arms)), widths=0.6, medianprops={"color": "black"},
                    flierprops={"marker": ".", "ms": 3, "alpha": 0.5})
-        labels = [a + (f"\n({k} inf)" if k else "") for a, k in zip(arms, n_inf, strict=True)]
-        ax.set_xticks(range(len(arms)), labels)
+        ax.set_xticks(range(len(arms)), labels, fontsize=8)
+        ax.set_ylim(-0.05, MISMATCH_CAP)
         ax.set_title(f"{cls}: mismatch score", fontsize=10)
-        ax.set_yscale("symlog", linthresh=1.0)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("|pred XOR ref| / |ref|  (symlog)")
+    axes[0].set_ylabel("|pred XOR ref| / |ref|")
     fig.tight_layout()
     return save(fig, path)
 
@@ -211,7 +216,7 @@ def structures_plot(features: pd.DataFrame, measures: list[tuple[str, str, str]]
             for src in ("ref", "pred"):
                 v = features.loc[(features["class"] == cls) & (features["group"] == g) & (features["source"] == src), col]
                 data.append(v.dropna().to_numpy(dtype=float))
-                ticks.append(f"{g}\n{'reference' if src == 'ref' else 'predicted'}")
+                ticks.append(f"{g}\n{'reference' if src == 'ref' else 'predicted'}\nn={data[-1].size}")
                 colors.append("0.85" if src == "ref" else CLASS_COLORS[cls])
         bp = ax.boxplot(data, positions=range(len(data)), widths=0.6, patch_artist=True,
                         medianprops={"color": "black"}, flierprops={"marker": ".", "ms": 3})
@@ -259,30 +264,49 @@ def _overlay(ax: object, image: np.ndarray, labels: np.ndarray | None = None) ->
         ax.imshow(rgba, interpolation="nearest")
 
 
+def crop_box(mask: np.ndarray, margin: float = 0.15) -> tuple[slice, slice]:
+    """Square-ish crop around the reference foreground (whole image when it is empty)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return slice(None), slice(None)
+    h, w = mask.shape
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    pad = int(np.ceil(margin * max(r1 - r0, c1 - c0)))
+    return slice(max(0, r0 - pad), min(h, r1 + pad)), slice(max(0, c0 - pad), min(w, c1 + pad))
+
+
 def qualitative_plot(images: np.ndarray, masks: np.ndarray, probs: np.ndarray, picks: list[tuple[str, int, str]],
                      path: Path) -> str:
-    """Rows: chosen test images; columns: image, reference, prediction, CSP and LV probability, mismatch."""
+    """Rows: chosen test images; columns: image, reference, prediction, CSP and LV probability, mismatch.
+
+    Each row is cropped to the reference head (brain + structures) so the small CSP and LV stay visible.
+    """
     cols = ("image", "reference", "prediction", "P(csp)", "P(lv)", "mismatch (pred != ref)")
-    fig = Figure(figsize=(2.2 * len(cols), 2.35 * len(picks) + 0.3))
+    fig = Figure(figsize=(2.1 * len(cols), 2.3 * len(picks) + 0.9), layout="constrained")
     axes = fig.subplots(len(picks), len(cols), squeeze=False)
     csp, lv = CLASS_NAMES.index("csp"), CLASS_NAMES.index("lv")
+    im = None
     for r, (label, i, image_id) in enumerate(picks):
-        pred = probs[i].argmax(axis=0)
-        _overlay(axes[r, 0], images[i])
-        _overlay(axes[r, 1], images[i], masks[i])
-        _overlay(axes[r, 2], images[i], pred)
-        axes[r, 3].imshow(probs[i, csp], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        im = axes[r, 4].imshow(probs[i, lv], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, 5].imshow(pred != masks[i], cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        rs, cs = crop_box(masks[i] > 0)
+        img, ref, p = images[i][rs, cs], masks[i][rs, cs], probs[i][:, rs, cs]
+        pred = p.argmax(axis=0)
+        _overlay(axes[r, 0], img)
+        _overlay(axes[r, 1], img, ref)
+        _overlay(axes[r, 2], img, pred)
+        axes[r, 3].imshow(p[csp], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        im = axes[r, 4].imshow(p[lv], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 5].imshow(pred != ref, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[r, 0].set_ylabel(f"{label}\n{image_id}", fontsize=8)
         for c in range(len(cols)):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             if r == 0:
                 axes[r, c].set_title(cols[c], fontsize=9)
-    fig.colorbar(im, ax=axes[:, 3:5].ravel().tolist(), shrink=0.6, label="probability")
-    handles = [Line2D([], [], ls="", marker="s", color=CLASS_COLORS[c], label=c) for c in FOREGROUND]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.3, -0.01))
+    if im is not None:
+        fig.colorbar(im, ax=axes[:, 3:5].ravel().tolist(), location="bottom", shrink=0.8, label="probability")
+    handles = [Line2D([], [], ls="", marker="s", ms=8, color=CLASS_COLORS[c], label=c) for c in FOREGROUND]
+    fig.legend(handles=handles, loc="outside lower left", ncol=3, frameon=False, title="overlay colours",
+               fontsize=8, title_fontsize=8)
     return save(fig, path)
 
 
