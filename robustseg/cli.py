@@ -49,9 +49,11 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 def cmd_check_data(args: argparse.Namespace) -> int:
     from robustseg.data.check import check_data
 
-    report = check_data(args.data_dir, source=args.source, plane=args.plane, colormap=args.colormap)
-    for title, table in report.tables.items():
-        print_table(table, title=title)
+    source = None if args.source == "auto" else args.source
+    report = check_data(args.data_dir, source=source, plane=args.plane, colormap=args.colormap)
+    print_table(report.summary, title=f"{args.data_dir}")
+    print_table(report.classes, title="classes")
+    print_table(report.sizes, title="image sizes")
     for warning in report.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
     return 0
@@ -68,15 +70,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_folder(args: argparse.Namespace) -> int:
-    from robustseg.evaluate import evaluate_folder, summary_frame, write_evaluation
+    from robustseg.evaluate import evaluate_folder, write_evaluation
 
-    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
+    classes = tuple(c.strip() for c in args.classes.split(","))
     per_image, summary = evaluate_folder(
-        args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=args.colormap
+        args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=args.colormap,
+        empty_policy=args.empty_policy, nsd_tolerance_mm=args.nsd_tolerance_mm, boundary=not args.no_boundary,
     )
     out = Path(args.output) if args.output else Path(args.pred_dir).parent / "evaluation"
     write_evaluation(out, per_image, summary)
-    print_table(summary_frame(summary), title=f"{len(per_image['image_id'].unique())} images")
+    n = per_image["image_id"].nunique()
+    for key, title in (("global", f"global (pooled pixels, {n} images)"), ("per_image", "per-image means"),
+                       ("presence", "presence cases per class")):
+        table = pd.DataFrame.from_dict(summary[key], orient="index").rename_axis("class").reset_index()
+        cols = [c for c in table.columns if not c.endswith(("_std", "_n"))]
+        print_table(table[cols], title=title)
+    console.print(f"empty-structure policy: {summary['empty_policy_text']}")
     console.print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
     return 0
 
@@ -159,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-size-csv")
     s.add_argument("--classes", default="background,brain,csp,lv")
     s.add_argument("--colormap", default="pascal")
+    s.add_argument("--empty-policy", default="nan", choices=["nan", "one"],
+                   help="both reference and prediction empty: nan (nnU-Net, excluded) or one")
+    s.add_argument("--nsd-tolerance-mm", type=float, default=1.0)
+    s.add_argument("--no-boundary", action="store_true", help="skip HD95 / NSD (faster)")
     s.set_defaults(func=cmd_evaluate_folder)
 
     s = sub.add_parser("perturb", help="write perturbed copies of images and a contact sheet")

@@ -223,6 +223,8 @@ def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
         tables.update({"per_image": pd.concat(per_image, ignore_index=True),
                        "features": pd.concat(features, ignore_index=True),
                        "history": pd.concat(history, ignore_index=True)})
+    for name in ("per_image", "features", "history"):  # never leave tables of an earlier plan behind
+        (out_dir / f"{name}.csv.gz").unlink(missing_ok=True)
     for name, df in tables.items():
         df.to_csv(out_dir / f"{name}.csv.gz" if name != "runs" else out_dir / "runs.csv", index=False)
     return tables

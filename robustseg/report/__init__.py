@@ -78,18 +78,25 @@ def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
 
 def render(res: Results, figs: dict[str, str | None], table_names: list[str]) -> str:
     inp = res.inputs
+    if res.clean.empty:
+        body = [sections.heading(i) + "\n_(no completed runs: nothing to report; see the list of runs below)_\n"
+                for i in range(len(sections.SECTIONS) - 1)]
+    else:
+        body = [
+            sections.summary(res),
+            sections.spread(res, figs["spread"]),
+            sections.robustness(res, figs["robustness"]),
+            sections.agreement(res, figs["bland_altman"]),
+            sections.ensembles(res, figs["ensembles"]),
+            sections.arm_comparison(res),
+            sections.anomaly(res, figs),
+            sections.qualitative(res, figs["qualitative"]),
+            sections.postprocessing(res),
+            sections.training(res, figs["training"]),
+        ]
     parts = [
         sections.header(res),
-        sections.summary(res),
-        sections.spread(res, figs["spread"]),
-        sections.robustness(res, figs["robustness"]),
-        sections.agreement(res, figs["bland_altman"]),
-        sections.ensembles(res, figs["ensembles"]),
-        sections.arm_comparison(res),
-        sections.anomaly(res, figs),
-        sections.qualitative(res, figs["qualitative"]),
-        sections.postprocessing(res),
-        sections.training(res, figs["training"]),
+        *body,
         block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs),
         "Tables (CSV, full precision): " + ", ".join(f"[{n}](tables/{n})" for n in table_names) + "\n",
     ]

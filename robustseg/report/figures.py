@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from robustseg.labels import CLASS_NAMES
 
 FOREGROUND = CLASS_NAMES[1:]
 CLASS_COLORS = {"background": "#7f7f7f", "brain": "#1f77b4", "csp": "#2ca02c", "lv": "#d62728"}
 ARM_STYLES = ("-", "--", ":", "-.")
+HATCHES = (None, "//", "..", "xx")
 FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DPI = 110
 
@@ -99,10 +101,11 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
         width = 0.8 / max(1, len(arms) * len(FOREGROUND))
         for a_i, arm in enumerate(arms):
             for c_i, cls in enumerate(FOREGROUND):
-                s = fg[(fg["arm"] == arm) & (fg["class"] == cls)].set_index("perturbation").reindex(conds)
+                s = fg[(fg["arm"] == arm) & (fg["class"] == cls) & fg["perturbation"].isin(conds)]
+                s = s.set_index("perturbation").reindex(conds)
                 x = np.arange(len(conds)) + (a_i * len(FOREGROUND) + c_i - (len(arms) * len(FOREGROUND) - 1) / 2) * width
                 ax.bar(x, s["dice_mean"], width, yerr=s["dice_sd"].fillna(0.0), color=CLASS_COLORS[cls],
-                       hatch="//" if a_i else None, edgecolor="black", lw=0.4)
+                       hatch=HATCHES[a_i % len(HATCHES)], edgecolor="black", lw=0.4)
         ax.set_xticks(range(len(conds)), ["held-out test", *[e.removeprefix("external: ") for e in externals]])
         ax.set_title("external test sets", fontsize=10)
         ax.set_ylim(0, 1.02)
@@ -112,6 +115,9 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
     handles = [Line2D([], [], color=CLASS_COLORS[c], label=c) for c in FOREGROUND]
     if len(arms) > 1:
         handles += [Line2D([], [], color="black", ls=ARM_STYLES[i % len(ARM_STYLES)], label=a) for i, a in enumerate(arms)]
+        if externals:
+            handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)], label=f"{a} (bars)")
+                        for i, a in enumerate(arms)]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save(fig, path)

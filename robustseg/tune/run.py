@@ -210,6 +210,11 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
             ostudy.set_metric_names(spec.objective_names)
         _fail_stale(ostudy)
 
+        threads = study.raw["execution"]["threads"]
+        if threads:  # as in robustseg.runner: the study's thread budget per worker process
+            import torch
+
+            torch.set_num_threads(threads)
         data = load_data(prep.data)
         objective = Objective(spec, asdict(arm), base_values(arm), seed=study.seeds[0], size=prep.data.size,
                               folds=fold_arrays(data, prep.splits, spec.folds),
