@@ -1,6 +1,7 @@
 """Speed benchmark: our Attention U-Net vs MONAI's AttentionUnet at the same widths.
 
-Run: ``python benchmarks/bench_models.py [--size 128] [--batch 8] [--steps 6]``
+Run: ``python benchmarks/bench_models.py [--size 128] [--batch 8] [--steps 6] [--threads N]``
+(on a loaded machine ``--threads 1`` avoids OpenMP spin-waiting against other processes).
 
 Measures, in one process: training-step images/s (forward + backward + Adam step) and inference
 images/s for MONAI fp32 and for ours in fp32, channels-last, bf16 autocast (when the CPU has native
@@ -120,7 +121,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     from monai.networks.nets import AttentionUnet
 
     torch.manual_seed(0)

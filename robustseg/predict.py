@@ -62,11 +62,14 @@ def predict_proba(
     *,
     batch_size: int = 16,
     device: str | torch.device | None = None,
+    amp: str = "auto",
 ) -> np.ndarray:
     """Softmax probabilities ``float32 (N, C, S, S)`` for ``uint8 (N, S, S)`` images.
 
-    Runs in ``inference_mode`` on ``device`` (default: where the model lives); AMP (bf16/fp16) on
-    CUDA, fp32 on CPU; channels-last memory where it helps; BatchNorm folded into the convolutions.
+    Runs in ``inference_mode`` on ``device`` (default: where the model lives) with channels-last memory
+    where it helps and BatchNorm folded into the convolutions. ``amp`` as :func:`robustseg.device.resolve_amp`:
+    ``auto`` = bf16/fp16 on CUDA, fp32 on CPU; ``bf16`` also on CPU (about 1.7x faster on CPUs with
+    native bf16, probabilities differ by ~1e-2).
     """
     images = np.asarray(images_uint8)
     if images.dtype != np.uint8 or images.ndim != 3:
@@ -82,7 +85,7 @@ def predict_proba(
     channels_last = use_channels_last("auto", dev)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    precision = resolve_amp("auto", dev)
+    precision = resolve_amp(amp, dev)
     out: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):

@@ -178,6 +178,27 @@ def test_sqlite_run_resume_failing_trial_and_tuned_study(tmp_path, phantom_dir):
         run_tuning(changed, trials=1, storage=None, timeout=None)
 
 
+def test_hopeless_trial_is_pruned_after_its_first_epoch(tmp_path, phantom_dir):
+    """Two finished trials reached Dice 0.95 at every epoch; a tiny 32 px model cannot, so the median
+    pruner stops the new trial from inside training after epoch 1 of 2."""
+    study_file = write_study(tmp_path, phantom_dir)
+    url = sqlite_url(tmp_path)
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    ostudy = optuna.create_study(storage=url, study_name="tiny", direction="maximize")
+    dists = {"a": optuna.distributions.FloatDistribution(0, 1), "b_share": optuna.distributions.FloatDistribution(0, 1),
+             "oversampling": optuna.distributions.FloatDistribution(1, 10, log=True)}
+    for a in (0.3, 0.6):
+        ostudy.add_trial(optuna.trial.create_trial(params={"a": a, "b_share": 0.5, "oversampling": 3.0},
+                                                   distributions=dists, value=0.95,
+                                                   intermediate_values={1: 0.95, 2: 0.95}))
+    result = run_tuning(load_study(study_file), trials=1, storage=None, timeout=None)
+    new = optuna.load_study(study_name="tiny", storage=url).trials[-1]
+    assert new.state == TrialState.PRUNED and result.n_pruned == 1
+    assert list(new.intermediate_values) == [1] and new.intermediate_values[1] < 0.95
+    assert new.user_attrs["epochs"] == 1
+    assert "pruned trials stopped after 1 epochs" in result.report.read_text()
+
+
 # --- a killed worker --------------------------------------------------------------------------------
 
 

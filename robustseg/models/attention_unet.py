@@ -17,6 +17,7 @@ concatenation is the same tensor the decoder block consumes next, so it costs no
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robustseg.errors import InputError
@@ -35,6 +36,23 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.GroupNorm(groups, channels)
     assert kind == "none", kind
     return nn.Identity()
+
+
+class Pointwise(nn.Conv2d):
+    """1x1 convolution; on channels-last input it runs as one GEMM over the (N*H*W, C) pixel matrix.
+
+    PyTorch routes channels-last 1x1 convolutions on CPU to a slow generic kernel; the GEMM computes
+    the same sums. Parameters and state-dict keys are those of ``nn.Conv2d(in_ch, out_ch, 1)``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, bias: bool = True) -> None:
+        super().__init__(in_ch, out_ch, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            y = F.linear(x.permute(0, 2, 3, 1), self.weight[:, :, 0, 0], self.bias)
+            return y.permute(0, 3, 1, 2)
+        return super().forward(x)
 
 
 class ConvBlock(nn.Sequential):
@@ -64,9 +82,9 @@ class AttentionGate(nn.Module):
         super().__init__()
         self.x_ch = x_ch
         # One 1x1 conv over [x, g] == W_x x + W_g g (+ bias).
-        self.theta = nn.Conv2d(x_ch + g_ch, inter_ch, 1, bias=norm == "none")
+        self.theta = Pointwise(x_ch + g_ch, inter_ch, bias=norm == "none")
         self.theta_norm = _norm(norm, inter_ch)
-        self.psi = nn.Conv2d(inter_ch, 1, 1, bias=True)
+        self.psi = Pointwise(inter_ch, 1, bias=True)
 
     def attention(self, xg: torch.Tensor) -> torch.Tensor:
         """The gate coefficients ``alpha`` in [0, 1], shape (N, 1, H, W), from ``cat([x, g])``."""
@@ -129,7 +147,7 @@ class AttentionUNet(nn.Module):
             self.ups.append(nn.ConvTranspose2d(widths[i + 1], w, 2, stride=2))
             self.gates.append(AttentionGate(w, w, max(w // 2, 1), norm) if attention else nn.Identity())
             self.decoders.append(ConvBlock(2 * w, w, norm, dropout))
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.head = Pointwise(widths[0], num_classes)
 
     @property
     def size_divisor(self) -> int:

@@ -31,6 +31,16 @@ KILLED_PREFIX = "killed_trial_"
 """Study user attribute ``killed_trial_<number>``: why a trial was failed by the heartbeat check."""
 
 
+def _replace_into(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename it over ``path`` (concurrent workers never tear a file)."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def tuned_study_path(study: Study) -> Path:
     folder = study.path.parent if study.path is not None else Path("studies")
     return folder / f"{study.name}.tuned.toml"
@@ -68,9 +78,7 @@ def write_tuned_study(study: Study, spec: TuneSpec, params: Mapping[str, float],
     path.parent.mkdir(parents=True, exist_ok=True)
     body = tomli_w.dumps(tuned_raw(study, spec, params, description))
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(comment + body, encoding="utf-8")
-    os.replace(tmp, path)
+    _replace_into(path, lambda tmp: tmp.write_text(comment + body, encoding="utf-8"))
     return path
 
 
@@ -145,7 +153,7 @@ def _slice_figure(table: pd.DataFrame, spec: TuneSpec, keys: Sequence[str], path
     if not pruned.empty:
         axes[0].legend(fontsize=7, loc="lower left")
     fig.colorbar(sc, ax=axes[-1], label="trial")
-    fig.savefig(path, dpi=110)
+    _replace_into(path, lambda tmp: fig.savefig(tmp, dpi=110))
 
 
 def _importances(ostudy: optuna.Study, spec: TuneSpec) -> tuple[dict[str, float], str]:
@@ -170,7 +178,7 @@ def _bar_figure(values: Mapping[str, float], path: Path, xlabel: str) -> None:
     ax = fig.subplots()
     ax.barh(names, [values[n] for n in names], color="tab:blue")
     ax.set_xlabel(xlabel)
-    fig.savefig(path, dpi=110)
+    _replace_into(path, lambda tmp: fig.savefig(tmp, dpi=110))
 
 
 def _optuna_figure(plot: Any, path: Path, **kw: Any) -> str:
@@ -183,7 +191,7 @@ def _optuna_figure(plot: Any, path: Path, **kw: Any) -> str:
             ax = plot(**kw)
         fig = ax.figure if hasattr(ax, "figure") else np.ravel(ax)[0].figure
         fig.set_size_inches(6.0, 4.0)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        _replace_into(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
         plt.close(fig)
         return ""
     except (ValueError, RuntimeError, IndexError) as exc:
@@ -199,7 +207,7 @@ def write_report_section(ostudy: optuna.Study, spec: TuneSpec, out_dir: Path, *,
     figs.mkdir(parents=True, exist_ok=True)
     tabs.mkdir(parents=True, exist_ok=True)
     table = trials_table(ostudy, spec)
-    table.to_csv(tabs / "trials.csv", index=False)
+    _replace_into(tabs / "trials.csv", lambda tmp: table.to_csv(tmp, index=False))
     target = spec.objective_names[0]
     counts = table["state"].value_counts()
     lines = [f"# Tuning: {summary['study_name']}", ""]
@@ -256,5 +264,5 @@ def write_report_section(ostudy: optuna.Study, spec: TuneSpec, out_dir: Path, *,
     if not failed.empty:
         lines += ["## Failed trials", "", _md_table(failed[["number", "fail_reason"]])]
     md = out_dir / "tune.md"
-    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _replace_into(md, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
     return md

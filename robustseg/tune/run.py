@@ -105,20 +105,22 @@ def make_storage(url: str, spec: TuneSpec) -> optuna.storages.RDBStorage:
         raise InputError(f"--storage {safe_url(url)!r}: cannot open it as an Optuna storage ({first})") from None
 
 
-def _make_pruner(spec: TuneSpec, max_steps: int) -> optuna.pruners.BasePruner:
+def _make_pruner(spec: TuneSpec, max_epochs: int) -> optuna.pruners.BasePruner:
+    """Steps are epochs counted across the tuning folds (fold i, epoch e -> i * max_epochs + e)."""
     o = spec.options
+    warmup = o["pruner_warmup_epochs"] or max(1, max_epochs // 4)
     if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=o["pruner_startup_trials"],
-                                           n_warmup_steps=o["pruner_warmup_epochs"])
+        return optuna.pruners.MedianPruner(n_startup_trials=o["pruner_startup_trials"], n_warmup_steps=warmup)
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, o["pruner_warmup_epochs"]),
-                                              max_resource=max(max_steps, 2), reduction_factor=3)
+        top = max(max_epochs * len(spec.folds), 2)
+        return optuna.pruners.HyperbandPruner(min_resource=min(warmup, top - 1), max_resource=top, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
 def _identity(study: Study, spec: TuneSpec) -> str:
     """Hash of what makes trials comparable: data, split, arm settings, seed, objective, folds."""
     arm = asdict(tuned_arm(study, spec.options["arm"]))
+    arm["train"] = {k: v for k, v in arm["train"].items() if k not in ("device", "num_workers")}  # hardware only
     raw = study.raw
     return stable_hash({"data": raw["data"], "split": raw["split"], "arm": arm, "seed": study.seeds[0],
                         "classes": spec.classes, "parenchyma": spec.parenchyma_classes, "folds": spec.folds,
@@ -201,7 +203,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                              n_startup_trials=spec.options["startup_trials"])
         max_epochs = int(arm.train["max_epochs"])
-        pruner = _make_pruner(spec, max_epochs * len(spec.folds))
+        pruner = _make_pruner(spec, max_epochs)
         ostudy = optuna.create_study(storage=rdb, study_name=name, directions=spec.directions, sampler=sampler,
                                      pruner=pruner, load_if_exists=True)
         if "robustseg_identity" not in ostudy.user_attrs:
@@ -224,7 +226,10 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
             ostudy.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=[guard],
                             gc_after_trial=False)
         _fail_stale(ostudy)
-        result = _finish(study, spec, ostudy, url, started, guard.count)
+        pruning = spec.pruner if spec.pruner == "none" else (
+            f"{spec.pruner} (after {spec.options['pruner_startup_trials']} trials, warm-up "
+            f"{spec.options['pruner_warmup_epochs'] or max(1, max_epochs // 4)} epochs)")
+        result = _finish(study, spec, ostudy, url, started, guard.count, pruning)
     if guard.tripped:
         raise RunError(f"tuning stopped after {guard.streak} consecutive failed trials; last reason: {guard.last}")
     if result.n_complete == 0 and n_trials:
@@ -251,13 +256,15 @@ class _FailureGuard:
             values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.values else ""
             params = ", ".join(f"{k}={v:.4g}" for k, v in effective_params(trial).items())
             extra = f" ({trial.user_attrs.get('fail_reason', '')})" if trial.state == TrialState.FAIL else ""
-            self.console.print(f"trial {trial.number} {trial.state.name.lower()} {values}  {params}{extra}")
+            self.console.print(f"trial {trial.number} {trial.state.name.lower()} {values}  {params}{extra}",
+                               markup=False, highlight=False)
         if self.streak >= self.limit:
             self.tripped = True
             ostudy.stop()
 
 
-def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, started: float, ran: int) -> TuneResult:
+def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, started: float, ran: int,
+            pruning: str) -> TuneResult:
     all_trials = ostudy.get_trials(deepcopy=False)
 
     def count(state: TrialState) -> int:
@@ -282,7 +289,7 @@ def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, starte
     summary = {"study_name": ostudy.study_name, "storage": safe_url(url), "mode": spec.mode,
                "objective": " and ".join(spec.objective_names) + " (validation Dice, mean over folds "
                + ", ".join(str(f) for f in spec.folds) + ")",
-               "sampler": "TPE (multivariate, constant liar)", "pruner": spec.pruner,
+               "sampler": "TPE (multivariate, constant liar)", "pruner": pruning,
                "space": "; ".join(f"{k} {'fixed ' if r.fixed else ''}[{r.low:g}, {r.high:g}]{' log' if r.log else ''}"
                                   for k, r in spec.space.items()),
                "tuned study": str(tuned) if tuned else "(none: no complete trial)"}

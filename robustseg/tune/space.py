@@ -1,5 +1,13 @@
 """The ``[tune]`` table of a study file: validation, the search space and how a trial samples it.
 
+Options (defaults in ``OPTIONS``): ``trials`` (per call), ``timeout`` (s, 0: none), ``seed``,
+``mode`` (``single`` | ``multi``: small structures vs parenchyma, Pareto front), ``pruner`` (``median``
+| ``hyperband`` | ``none``; default median, none in multi mode), ``pruner_startup_trials``,
+``pruner_warmup_epochs`` (epochs before a trial can be pruned; 0: a quarter of ``train.max_epochs``),
+``startup_trials`` (random TPE start-up), ``storage``, ``study_name``, ``arm`` (default the first),
+``heartbeat_interval`` / ``grace_period`` (s), ``retry_killed``, ``max_consecutive_failures``,
+``keep_checkpoints``, ``classes`` (default csp, lv), ``parenchyma_classes`` (brain), ``folds`` ([0]).
+
 Search space (each entry is either a fixed number or a ``[low, high]`` range; a range with
 ``low == high`` is fixed too):
 
@@ -46,8 +54,8 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "seed": (0, "int>=0"),
     "mode": ("single", "mode"),
     "pruner": ("", "pruner"),
-    "pruner_startup_trials": (3, "int>=0"),
-    "pruner_warmup_epochs": (1, "int>=0"),
+    "pruner_startup_trials": (5, "int>=0"),
+    "pruner_warmup_epochs": (0, "int>=0"),
     "startup_trials": (10, "int>=1"),
     "storage": ("", "str"),
     "study_name": ("", "str"),
@@ -95,7 +103,7 @@ class TuneSpec:
 
 
 def _where(study: Study) -> str:
-    return f"{study.path or 'study'} [tune]"
+    return str(study.path or "study")
 
 
 def _bad(study: Study, key: str, value: Any, expected: str) -> InputError:

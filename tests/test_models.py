@@ -1,0 +1,124 @@
+"""Model registry: smoke test over every entry, attention gates, parameter counts, BN folding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustseg.errors import InputError
+from robustseg.models import count_parameters, create, list_models
+from robustseg.models.attention_unet import AttentionUNet
+from robustseg.predict import fold_batchnorm
+
+SMALL_KW = {
+    "attention_unet": {"base": 4, "depth": 3},
+    "unet": {"base": 4, "depth": 3},
+    "timm_unet": {"encoder": "resnet18", "pretrained": False, "decoder_widths": (32, 16, 16, 8)},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def test_every_registry_entry_is_covered():
+    assert sorted(SMALL_KW) == list_models()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_KW))
+def test_forward_backward_smoke(name):
+    torch.manual_seed(0)
+    model = create(name, in_channels=1, num_classes=4, **SMALL_KW[name])
+    x = torch.randn(2, 1, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 4, 32, 32)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(InputError, match="attention_unet, timm_unet, unet"):
+        create("segformer")
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"norm": "layer"}, "norm"), ({"depth": 0}, "depth"), ({"base": 0}, "base"), ({"dropout": 1.5}, "dropout")],
+)
+def test_bad_options_are_input_errors(kw, match):
+    with pytest.raises(InputError, match=match):
+        create("attention_unet", **kw)
+
+
+def test_unet_entry_fixes_attention_off():
+    with pytest.raises(InputError, match="attention"):
+        create("unet", attention=True)
+
+
+def test_unknown_timm_encoder_named():
+    with pytest.raises(InputError, match="no_such_net"):
+        create("timm_unet", encoder="no_such_net")
+
+
+def test_unreachable_pretrained_weights_name_the_encoder(monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        if kwargs.get("pretrained"):
+            raise OSError("could not reach the hub")
+        raise AssertionError("expected a pretrained request")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(InputError, match="resnet18.*pretrained weights could not be loaded"):
+        create("timm_unet", encoder="resnet18", pretrained=True)
+
+
+def test_input_size_must_match_depth():
+    model = create("attention_unet", base=4, depth=3)
+    with pytest.raises(InputError, match="multiples of 8"):
+        model(torch.randn(1, 1, 20, 20))
+
+
+def test_parameter_counts_grow_with_width_and_gates_add_parameters():
+    counts = {b: count_parameters(create("attention_unet", base=b, depth=4)) for b in (8, 16)}
+    plain = count_parameters(create("unet", base=16, depth=4))
+    # Convolution weights scale with width squared: doubling the base gives about 4x the parameters.
+    assert 3.8 < counts[16] / counts[8] < 4.1
+    assert plain < counts[16]
+    # Hand count of the gates at base 16, depth 4: theta (2w -> w/2, no bias) + BN(w/2) + psi (w/2 -> 1, bias).
+    gates = sum(2 * w * (w // 2) + 2 * (w // 2) + (w // 2) + 1 for w in (16, 32, 64, 128))
+    assert counts[16] - plain == gates
+
+
+@pytest.mark.parametrize("norm", ["instance", "group", "none"])
+def test_other_norms_run(norm):
+    model = create("attention_unet", base=4, depth=2, norm=norm, dropout=0.1)
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 4, 16, 16)
+
+
+def test_attention_maps_are_probabilities_at_each_skip_resolution():
+    model: AttentionUNet = create("attention_unet", base=4, depth=3).eval()
+    maps = model.attention_maps(torch.randn(1, 1, 32, 32))
+    assert [m.shape[-1] for m in maps] == [8, 16, 32]
+    assert all(((m >= 0) & (m <= 1)).all() for m in maps)
+
+
+def test_batchnorm_folding_keeps_the_function():
+    torch.manual_seed(0)
+    model = create("attention_unet", base=4, depth=2)
+    model.train()
+    for _ in range(3):  # give the BN layers non-trivial running statistics
+        model(torch.randn(4, 1, 16, 16) * 2 + 1)
+    model.eval()
+    x = torch.randn(2, 1, 16, 16)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,185 @@
+"""One training run: exact reproducibility, outputs, early stopping, NaN handling, prediction, device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import robustseg.train as train_mod
+from robustseg.data.dataset import load_arrays
+from robustseg.device import resolve_amp, select_device
+from robustseg.errors import InputError, RunError
+from robustseg.labels import CLASS_NAMES
+from robustseg.predict import load_model, predict_proba
+from robustseg.train import TrainConfig, train_run
+
+TINY = {"model_kwargs": {"base": 4, "depth": 2}, "batch_size": 8, "max_epochs": 2, "lr": 3e-3}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def arrays(phantom_index):
+    """Phantom at 32 px: first 24 images train, the rest validate."""
+    images, masks = load_arrays(phantom_index, 32)
+    return (images[:24], masks[:24]), (images[24:], masks[24:])
+
+
+def _tensors(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_same_config_and_seed_gives_identical_checkpoints_and_metrics(arrays, tmp_path):
+    cfg = TrainConfig(**TINY, seed=3)
+    r1 = train_run(cfg, *arrays, tmp_path / "a")
+    r2 = train_run(cfg, *arrays, tmp_path / "b")
+    s1, s2 = _tensors(r1.checkpoint), _tensors(r2.checkpoint)
+    assert s1.keys() == s2.keys()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert r1.checkpoint.read_bytes() == r2.checkpoint.read_bytes()
+    pd.testing.assert_frame_equal(r1.history.drop(columns="seconds"), r2.history.drop(columns="seconds"))
+    assert r1.val_dice == r2.val_dice or all(
+        np.isnan(a) and np.isnan(b) or a == b for a, b in zip(r1.val_dice.values(), r2.val_dice.values(), strict=True)
+    )
+    # A different seed gives a different model: the test can fail.
+    r3 = train_run(TrainConfig(**TINY, seed=4), *arrays, tmp_path / "c")
+    s3 = _tensors(r3.checkpoint)
+    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
+
+
+def test_worker_processes_do_not_change_the_result(arrays, tmp_path):
+    base = {**TINY, "max_epochs": 1}
+    r0 = train_run(TrainConfig(**base, num_workers=0), *arrays, tmp_path / "w0")
+    r1 = train_run(TrainConfig(**base, num_workers=1), *arrays, tmp_path / "w1")
+    s0, s1 = _tensors(r0.checkpoint), _tensors(r1.checkpoint)
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)
+
+
+def test_outputs_history_and_prediction(arrays, tmp_path):
+    seen = []
+    res = train_run(TrainConfig(**TINY), *arrays, tmp_path, progress=lambda e, m, d: seen.append((e, m, d)))
+    hist = pd.read_csv(tmp_path / "history.csv")
+    expected = ["epoch", "train_loss", "val_loss", "lr", *[f"val_dice_{c}" for c in CLASS_NAMES], "seconds"]
+    assert list(hist.columns) == expected
+    assert list(hist["epoch"]) == [1, 2] and res.epochs_run == 2
+    assert [e for e, _, _ in seen] == [1, 2] and all(m == 2 for _, m, _ in seen)
+    assert res.best_val_loss == pytest.approx(hist["val_loss"].min())
+    assert res.best_epoch == int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
+    assert set(res.val_dice) == set(CLASS_NAMES)
+
+    model, cfg = load_model(res.checkpoint, "cpu")
+    assert cfg == TrainConfig(**TINY)
+    images = arrays[1][0][:5]
+    proba = predict_proba(model, images, batch_size=2)
+    assert proba.shape == (5, len(CLASS_NAMES), 32, 32) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    x = torch.from_numpy(((images.astype(np.float32) / 255 - 0.5) / 0.5)[:, None])
+    with torch.no_grad():
+        direct = torch.softmax(model.eval()(x), dim=1).numpy()
+    np.testing.assert_allclose(proba, direct, atol=1e-4)
+
+
+def test_early_stopping_and_lr_schedule(arrays, tmp_path, monkeypatch):
+    losses_seq = iter([1.0, 0.9, 0.95, 0.97, 0.99, 1.0])
+
+    def fake_validate(model, criterion, loader, to_dev, precision, num_classes):
+        return next(losses_seq), np.full(num_classes, 0.5)
+
+    monkeypatch.setattr(train_mod, "_validate", fake_validate)
+    cfg = TrainConfig(**{**TINY, "max_epochs": 6}, early_stopping_patience=2, lr_patience=0, lr_factor=0.5)
+    res = train_run(cfg, *arrays, tmp_path)
+    assert res.stopped_early and res.epochs_run == 4 and res.best_epoch == 2
+    assert res.best_val_loss == pytest.approx(0.9)
+    lrs = list(res.history["lr"])  # lr in effect during each epoch; halves after each non-improving epoch
+    assert lrs == pytest.approx([3e-3, 3e-3, 3e-3, 1.5e-3])
+    assert torch.load(res.checkpoint, weights_only=True)["epoch"] == 2
+
+
+def test_non_finite_loss_raises_and_keeps_the_good_checkpoint(arrays, tmp_path, monkeypatch):
+    real_create = train_mod.losses.create
+    calls = {"n": 0}
+
+    def create(name, **kw):
+        inner = real_create(name, **kw)
+
+        class Poisoned(torch.nn.Module):
+            def forward(self, logits, target):
+                calls["n"] += 1
+                value = inner(logits, target)
+                return value * float("nan") if calls["n"] > 5 else value  # epoch 1: 3 train + 2 val calls
+
+        return Poisoned()
+
+    monkeypatch.setattr(train_mod.losses, "create", create)
+    cfg = TrainConfig(**{**TINY, "max_epochs": 3})
+    with pytest.raises(RunError, match=r"non-finite training loss .* epoch 2, step \d"):
+        train_run(cfg, *arrays, tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point())
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": -1.0}, "lr"),
+        ({"model": "nope"}, "model"),
+        ({"loss": "nope"}, "loss"),
+        ({"oversampling": 0.0}, "oversampling"),
+        ({"channels_last": "yes"}, "channels_last"),
+    ],
+)
+def test_config_validation(kw, match):
+    with pytest.raises(InputError, match=match):
+        TrainConfig(**kw)
+
+
+def test_config_round_trip_and_unknown_keys():
+    cfg = TrainConfig(**TINY)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(InputError, match="bogus"):
+        TrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_bad_arrays_are_input_errors(arrays, tmp_path):
+    (ti, tm), val = arrays
+    with pytest.raises(InputError, match="train_arrays"):
+        train_run(TrainConfig(**TINY), (ti.astype(np.float32), tm), val, tmp_path)
+    bad = tm.copy()
+    bad[0, 0, 0] = 9
+    with pytest.raises(InputError, match="mask value 9"):
+        train_run(TrainConfig(**TINY), (ti, bad), val, tmp_path)
+
+
+def test_device_and_precision_choices():
+    assert select_device("cpu").type == "cpu"
+    with pytest.raises(InputError, match="device"):
+        select_device("tpu")
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu).dtype is None
+    assert resolve_amp("bf16", cpu).dtype == torch.bfloat16
+    with pytest.raises(InputError, match="fp16"):
+        resolve_amp("fp16", cpu)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            select_device("cuda")
+        assert select_device("auto").type == "cpu"
+
+
+@pytest.mark.slow
+def test_small_model_learns_the_small_structures(phantom_index, tmp_path):
+    images, masks = load_arrays(phantom_index, 64)
+    cfg = TrainConfig(model_kwargs={"base": 8, "depth": 3}, max_epochs=25, lr=3e-3, lr_patience=3,
+                      early_stopping_patience=8, size=64)
+    res = train_run(cfg, (images[:28], masks[:28]), (images[28:], masks[28:]), tmp_path)
+    assert res.val_dice["csp"] > 0.2 and res.val_dice["lv"] > 0.2, res.val_dice
