@@ -47,7 +47,9 @@ def conv_peak_flops(dtype: torch.dtype = torch.float32) -> float:
         flops = 2 * 8 * ch * ch * 9 * hw * hw
         ctx = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
-        def run(conv: nn.Module = conv, x: torch.Tensor = x, ctx: contextlib.AbstractContextManager = ctx) -> None:
+        def run(
+            conv: nn.Module = conv, x: torch.Tensor = x, ctx: contextlib.AbstractContextManager = ctx
+        ) -> None:
             with torch.inference_mode(), ctx:
                 conv(x)
 
@@ -68,7 +70,11 @@ def model_flops(model: nn.Module, x: torch.Tensor) -> float:
             k = mod.kernel_size[0] * mod.kernel_size[1] * mod.out_channels // mod.groups
             total += 2 * inp[0].numel() * k
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+    ]
     with torch.no_grad():
         model(x)
     for h in handles:
@@ -76,8 +82,9 @@ def model_flops(model: nn.Module, x: torch.Tensor) -> float:
     return float(total)
 
 
-def train_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, *, channels_last: bool,
-               bf16: bool) -> float:
+def train_rate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, *, channels_last: bool, bf16: bool
+) -> float:
     """Training images/s: forward, cross-entropy, backward, Adam step."""
     model = copy.deepcopy(model).train()
     if channels_last:
@@ -98,8 +105,9 @@ def train_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, *
     return x.shape[0] / _time(step, steps)
 
 
-def infer_rate(model: nn.Module, x: torch.Tensor, steps: int, *, channels_last: bool, bf16: bool,
-               fold: bool) -> float:
+def infer_rate(
+    model: nn.Module, x: torch.Tensor, steps: int, *, channels_last: bool, bf16: bool, fold: bool
+) -> float:
     """Inference images/s (eval mode, inference_mode, softmax included)."""
     model = copy.deepcopy(model).eval()
     if fold:
@@ -129,15 +137,19 @@ def main() -> None:
 
     torch.manual_seed(0)
     widths = (16, 32, 64, 128, 256)
-    monai = AttentionUnet(spatial_dims=2, in_channels=1, out_channels=4, channels=widths, strides=(2, 2, 2, 2))
+    monai = AttentionUnet(
+        spatial_dims=2, in_channels=1, out_channels=4, channels=widths, strides=(2, 2, 2, 2)
+    )
     ours = create("attention_unet", base=16, depth=4)
     x = torch.randn(args.batch, 1, args.size, args.size)
     y = torch.randint(0, 4, (args.batch, args.size, args.size))
     bf16 = cpu_supports_bf16()
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[:3]
-    print(f"threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} "
-          f"native_bf16={bf16} loadavg={' '.join(load)}")
+    print(
+        f"threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} "
+        f"native_bf16={bf16} loadavg={' '.join(load)}"
+    )
     print(f"params: monai={count_parameters(monai):,} ours={count_parameters(ours):,}")
     f_m, f_o = model_flops(monai, x[:1]), model_flops(ours, x[:1])
     print(f"forward GFLOP/image: monai={f_m / 1e9:.3f} ours={f_o / 1e9:.3f}")
@@ -149,17 +161,24 @@ def main() -> None:
     base_t = train_rate(monai, x, y, args.steps, channels_last=False, bf16=False)
     base_i = infer_rate(monai, x, args.steps, channels_last=False, bf16=False, fold=False)
     rows.append(("monai fp32", base_t, base_i, f_m, peak32))
-    variants = [("ours fp32", False, False, False), ("ours fp32 channels_last", True, False, False),
-                ("ours fp32 channels_last + BN fold (infer)", True, False, True)]
+    variants = [
+        ("ours fp32", False, False, False),
+        ("ours fp32 channels_last", True, False, False),
+        ("ours fp32 channels_last + BN fold (infer)", True, False, True),
+    ]
     if bf16:
-        variants += [("ours bf16 channels_last", True, True, False),
-                     ("ours bf16 channels_last + BN fold (infer)", True, True, True)]
+        variants += [
+            ("ours bf16 channels_last", True, True, False),
+            ("ours bf16 channels_last + BN fold (infer)", True, True, True),
+        ]
     for name, cl, b16, fold in variants:
         t = float("nan") if fold else train_rate(ours, x, y, args.steps, channels_last=cl, bf16=b16)
         i = infer_rate(ours, x, args.steps, channels_last=cl, bf16=b16, fold=fold)
         rows.append((name, t, i, f_o, peak16 if b16 else peak32))
-    print(f"\n{'variant':44s} {'train img/s':>11s} {'x monai':>8s} {'% peak':>7s} "
-          f"{'infer img/s':>11s} {'x monai':>8s} {'% peak':>7s}")
+    print(
+        f"\n{'variant':44s} {'train img/s':>11s} {'x monai':>8s} {'% peak':>7s} "
+        f"{'infer img/s':>11s} {'x monai':>8s} {'% peak':>7s}"
+    )
     for name, t, i, f, peak in rows:
         # training ~ 3x forward FLOPs (forward + two backward convolutions); fraction of the peak
         # of the variant's own precision (fp32 or bf16).

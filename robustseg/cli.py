@@ -109,7 +109,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if outcome.failures:
         err_console.print(f"[red]{len(outcome.failures)} run(s) failed:[/red]")
         for failure in outcome.failures:
-            err_console.print(f"  {failure}")
+            err_console.print(f"  {failure}", markup=False, highlight=False, soft_wrap=True)
         return 1
     console.print(f"report: {outcome.report}")
     return 0
@@ -210,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RobustsegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print("[red]error:[/red] ", end="")
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -128,6 +128,7 @@ SCHEMA: dict[str, tuple[Any, Check]] = {
     "execution.executor": ("local", one_of("local", "dask")),
     "execution.scheduler": ("", text),
     "execution.threads": (0, number(0, 256, integer=True)),
+    "execution.workers": (1, number(1, 256, integer=True)),
     "execution.runs_dir": ("runs", text),
     "execution.reports_dir": ("reports", text),
     "execution.bootstrap": (2000, number(0, 1000000, integer=True)),

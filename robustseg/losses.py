@@ -29,7 +29,9 @@ from robustseg.errors import InputError
 Weights = Sequence[float] | np.ndarray | torch.Tensor | None
 
 
-def class_weights_from_counts(pixel_counts: Sequence[float] | np.ndarray, smoothing: float = 0.0) -> np.ndarray:
+def class_weights_from_counts(
+    pixel_counts: Sequence[float] | np.ndarray, smoothing: float = 0.0
+) -> np.ndarray:
     """Inverse-frequency class weights, normalised to mean 1 (they sum to the number of classes).
 
     ``f_c = n_c / sum_k n_k``; ``w_c ∝ 1 / (f_c + smoothing)``; then ``w <- C * w / sum(w)``.
@@ -41,7 +43,9 @@ def class_weights_from_counts(pixel_counts: Sequence[float] | np.ndarray, smooth
     if counts.ndim != 1 or counts.size < 2:
         raise InputError(f"pixel_counts={counts.tolist()!r}: expected a 1-D sequence of >= 2 class counts")
     if not np.all(np.isfinite(counts)) or np.any(counts < 0) or counts.sum() <= 0:
-        raise InputError(f"pixel_counts={counts.tolist()!r}: expected finite non-negative counts with a positive sum")
+        raise InputError(
+            f"pixel_counts={counts.tolist()!r}: expected finite non-negative counts with a positive sum"
+        )
     if not (np.isfinite(smoothing) and smoothing >= 0):
         raise InputError(f"class_weight_smoothing={smoothing!r}: expected a finite value >= 0")
     freq = counts / counts.sum()
@@ -56,7 +60,9 @@ def class_weights_from_counts(pixel_counts: Sequence[float] | np.ndarray, smooth
 def _weight_tensor(weights: Weights, name: str) -> torch.Tensor | None:
     if weights is None:
         return None
-    t = torch.as_tensor(np.asarray(weights, dtype=np.float32) if not isinstance(weights, torch.Tensor) else weights)
+    t = torch.as_tensor(
+        np.asarray(weights, dtype=np.float32) if not isinstance(weights, torch.Tensor) else weights
+    )
     t = t.detach().float().flatten()
     if t.numel() < 2 or not torch.isfinite(t).all() or (t < 0).any():
         raise InputError(f"loss {name}={t.tolist()!r}: expected one finite non-negative value per class")

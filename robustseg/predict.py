@@ -39,7 +39,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+def load_model(
+    checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
     """Rebuild the model of a ``checkpoint.pt`` written by :func:`robustseg.train.train_run` (eval mode)."""
     path = Path(checkpoint_path)
     if not path.is_file():
@@ -48,8 +50,9 @@ def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         cfg = TrainConfig.from_dict(ckpt["config"])
-        model = create(cfg.model, in_channels=ckpt["in_channels"], num_classes=ckpt["num_classes"],
-                       **cfg.model_kwargs)
+        model = create(
+            cfg.model, in_channels=ckpt["in_channels"], num_classes=ckpt["num_classes"], **cfg.model_kwargs
+        )
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise InputError(f"checkpoint {path}: not a robustseg checkpoint or incompatible ({exc})") from exc

@@ -181,7 +181,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     device = select_device(cfg.device)
     model, _ = load_model(result.checkpoint, device)
     bs = ev["batch_size"]
-    predict = functools.partial(predict_proba, model, batch_size=bs, device=device)
+    predict = functools.partial(predict_proba, model, batch_size=bs, device=device, amp=cfg.amp)
 
     # Post-processing decided on the validation fold (nnU-Net's rule: keep only if no class gets worse).
     val_ids = data.index["image_id"].iloc[val_idx].tolist()

@@ -17,6 +17,7 @@ This module wires the pieces; it holds no maths. Layout of ``runs/<study>/``:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,15 @@ import pandas as pd
 from robustseg.config import Study
 from robustseg.errors import InputError
 from robustseg.plan import DataSpec, RunSpec, plan_runs, split_fingerprint
-from robustseg.runner import COMPLETE, FAILED, LoadedData, execute_run, load_data, run_state, write_json_atomic
+from robustseg.runner import (
+    COMPLETE,
+    FAILED,
+    LoadedData,
+    execute_run,
+    load_data,
+    run_state,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -59,10 +68,13 @@ def _phantom_path(study: Study, runs_dir: Path) -> Path:
     d = study.raw["data"]
     target = Path(d["path"]) if d["path"] else runs_dir / "data" / f"phantom-n{d['phantom_n']}-s{d['phantom_seed']}"
     if not target.exists():
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         generate_phantom(tmp, n=d["phantom_n"], seed=d["phantom_seed"])
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process generated the same phantom meanwhile (same recipe, same files)
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -104,14 +116,16 @@ def prepare(study: Study) -> Prepared:
                                                 "file": str(study.path) if study.path else None})
     write_json_atomic(runs_dir / "plan.json", [{"run_id": r.run_id, "arm": r.arm, "fold": r.fold, "seed": r.seed}
                                                for r in runs])
-    loaded.index.to_csv(runs_dir / "index.csv", index=False)
+    tmp_index = runs_dir / f"index.tmp-{os.getpid()}.csv"
+    loaded.index.to_csv(tmp_index, index=False)
+    tmp_index.replace(runs_dir / "index.csv")
     _save_reference(runs_dir, loaded, splits)
     return Prepared(study, runs_dir, data, splits, suite, external, runs)
 
 
 def _write_csv_once(path: Path, df: pd.DataFrame) -> None:
     if not path.exists():
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         df.to_csv(tmp, index=False)
         tmp.replace(path)
 
@@ -124,16 +138,18 @@ def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) ->
     test = np.flatnonzero(folds == -1)
     trainval = np.flatnonzero(folds != -1)
     ids = loaded.index["image_id"].to_numpy().astype(str)
-    tmp = runs_dir / "reference.tmp.npz"
+    tmp = runs_dir / f"reference.tmp-{os.getpid()}.npz"
     np.savez_compressed(tmp, image_id=ids[test], images=loaded.images[test], masks=loaded.masks[test],
                         pixel_mm=loaded.pixel_mm[test])
     tmp.replace(runs_dir / "reference.npz")
     feats = structure_features(loaded.masks[trainval], pixel_mm=loaded.pixel_mm[trainval], image_ids=list(ids[trainval]))
-    feats.to_csv(runs_dir / "reference_features.csv.gz", index=False)
+    tmp_csv = runs_dir / f"reference_features.tmp-{os.getpid()}.csv.gz"
+    feats.to_csv(tmp_csv, index=False)
+    tmp_csv.replace(runs_dir / "reference_features.csv.gz")
 
 
 def _executor(study: Study, scheduler: str | None, console: Any) -> Any:
-    from robustseg.executors import DaskExecutor, LocalExecutor
+    from robustseg.executors import DaskExecutor, LocalExecutor, PoolExecutor
 
     ex = study.raw["execution"]
     address = scheduler or (ex["scheduler"] if ex["executor"] == "dask" else "")
@@ -141,6 +157,8 @@ def _executor(study: Study, scheduler: str | None, console: Any) -> Any:
         raise InputError(f"{study.path or 'study'}: executor 'dask' needs 'execution.scheduler' or --scheduler ADDRESS")
     if address:
         return DaskExecutor(address, threads=ex["threads"])
+    if ex["workers"] > 1:
+        return PoolExecutor(ex["workers"], threads=ex["threads"])
     return LocalExecutor(threads=ex["threads"])
 
 

@@ -120,7 +120,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise InputError(f"train: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+            raise InputError(
+                f"train: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+            )
         return cls(**data)
 
 
@@ -156,7 +158,10 @@ def _worker_init(worker_id: int) -> None:
 @contextlib.contextmanager
 def _deterministic() -> Iterator[None]:
     """Deterministic torch algorithms for the duration of a run; previous setting restored after."""
-    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    prev, prev_warn = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     prev_bench = torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
@@ -253,8 +258,17 @@ def train_run(
     precision = resolve_amp(cfg.amp, device)
     channels_last = use_channels_last(cfg.channels_last, device)
     with _deterministic():
-        return _train(cfg, (tr_img, tr_msk), (va_img, va_msk), out, device, precision, channels_last,
-                      num_classes, progress)
+        return _train(
+            cfg,
+            (tr_img, tr_msk),
+            (va_img, va_msk),
+            out,
+            device,
+            precision,
+            channels_last,
+            num_classes,
+            progress,
+        )
 
 
 def _train(cfg, train, val, out, device, precision, channels_last, num_classes, progress) -> TrainResult:
@@ -335,10 +349,19 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
 
         if val_loss < best_loss:
             best_loss, best_epoch, best_dice, wait = val_loss, epoch, dice, 0
-            _save_checkpoint(ckpt_path, model, cfg, {
-                "in_channels": 1, "num_classes": num_classes, "class_names": list(CLASS_NAMES),
-                "epoch": epoch, "val_loss": val_loss, "class_weights": class_weights.tolist(),
-            })
+            _save_checkpoint(
+                ckpt_path,
+                model,
+                cfg,
+                {
+                    "in_channels": 1,
+                    "num_classes": num_classes,
+                    "class_names": list(CLASS_NAMES),
+                    "epoch": epoch,
+                    "val_loss": val_loss,
+                    "class_weights": class_weights.tolist(),
+                },
+            )
         else:
             wait += 1
         _atomic_write_bytes(out / "history.csv", pd.DataFrame(rows).to_csv(index=False).encode())

@@ -72,8 +72,13 @@ def test_dice_matches_monai():
     eps = 1e-5
     ours = losses.create("dice", class_weights=w, eps=eps)(logits, target)
     ref = DiceLoss(
-        softmax=True, to_onehot_y=True, squared_pred=True, batch=True,
-        smooth_nr=eps, smooth_dr=eps, weight=torch.tensor(w),
+        softmax=True,
+        to_onehot_y=True,
+        squared_pred=True,
+        batch=True,
+        smooth_nr=eps,
+        smooth_dr=eps,
+        weight=torch.tensor(w),
     )(logits, target[:, None])
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
 

@@ -50,7 +50,12 @@ def test_unknown_model_lists_valid_names():
 
 @pytest.mark.parametrize(
     ("kw", "match"),
-    [({"norm": "layer"}, "norm"), ({"depth": 0}, "depth"), ({"base": 0}, "base"), ({"dropout": 1.5}, "dropout")],
+    [
+        ({"norm": "layer"}, "norm"),
+        ({"depth": 0}, "depth"),
+        ({"base": 0}, "base"),
+        ({"dropout": 1.5}, "dropout"),
+    ],
 )
 def test_bad_options_are_input_errors(kw, match):
     with pytest.raises(InputError, match=match):

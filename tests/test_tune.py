@@ -295,7 +295,6 @@ def test_postgres_two_workers_one_study(tmp_path, phantom_dir, postgres_url):
 
     ostudy = optuna.load_study(study_name="shared", storage=postgres_url)
     check_trials(ostudy.trials, 4)
-    print("trial seconds:", [round(t.duration.total_seconds(), 1) for t in ostudy.trials if t.duration])
     assert sum(t.state == TrialState.COMPLETE for t in ostudy.trials) >= 1
     # Each worker ran its own 2 trials; a third call continues the same study.
     result = run_tuning(load_study(study_file), trials=1, storage=postgres_url, timeout=None)

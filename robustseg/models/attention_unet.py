@@ -157,7 +157,9 @@ class AttentionUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.size_divisor
         if x.shape[-1] % d or x.shape[-2] % d:
-            raise InputError(f"input size {tuple(x.shape[-2:])}: expected multiples of {d} for depth {self.depth}")
+            raise InputError(
+                f"input size {tuple(x.shape[-2:])}: expected multiples of {d} for depth {self.depth}"
+            )
         skips = []
         for enc in self.encoders[:-1]:
             x = enc(x)

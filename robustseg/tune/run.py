@@ -108,7 +108,7 @@ def make_storage(url: str, spec: TuneSpec) -> optuna.storages.RDBStorage:
 def _make_pruner(spec: TuneSpec, max_epochs: int) -> optuna.pruners.BasePruner:
     """Steps are epochs counted across the tuning folds (fold i, epoch e -> i * max_epochs + e)."""
     o = spec.options
-    warmup = o["pruner_warmup_epochs"] or max(1, max_epochs // 4)
+    warmup = o["pruner_warmup_epochs"] or max(1, max_epochs // 2)
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=o["pruner_startup_trials"], n_warmup_steps=warmup)
     if spec.pruner == "hyperband":
@@ -228,7 +228,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
         _fail_stale(ostudy)
         pruning = spec.pruner if spec.pruner == "none" else (
             f"{spec.pruner} (after {spec.options['pruner_startup_trials']} trials, warm-up "
-            f"{spec.options['pruner_warmup_epochs'] or max(1, max_epochs // 4)} epochs)")
+            f"{spec.options['pruner_warmup_epochs'] or max(1, max_epochs // 2)} epochs)")
         result = _finish(study, spec, ostudy, url, started, guard.count, pruning)
     if guard.tripped:
         raise RunError(f"tuning stopped after {guard.streak} consecutive failed trials; last reason: {guard.last}")

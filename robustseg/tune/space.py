@@ -3,7 +3,8 @@
 Options (defaults in ``OPTIONS``): ``trials`` (per call), ``timeout`` (s, 0: none), ``seed``,
 ``mode`` (``single`` | ``multi``: small structures vs parenchyma, Pareto front), ``pruner`` (``median``
 | ``hyperband`` | ``none``; default median, none in multi mode), ``pruner_startup_trials``,
-``pruner_warmup_epochs`` (epochs before a trial can be pruned; 0: a quarter of ``train.max_epochs``),
+``pruner_warmup_epochs`` (epochs before a trial can be pruned; 0: half of ``train.max_epochs``, since small-structure
+Dice stays near 0 for the first epochs of every trial and says little before),
 ``startup_trials`` (random TPE start-up), ``storage``, ``study_name``, ``arm`` (default the first),
 ``heartbeat_interval`` / ``grace_period`` (s), ``retry_killed``, ``max_consecutive_failures``,
 ``keep_checkpoints``, ``classes`` (default csp, lv), ``parenchyma_classes`` (brain), ``folds`` ([0]).
