@@ -76,6 +76,7 @@ def cmd_evaluate_folder(args: argparse.Namespace) -> int:
     per_image, summary = evaluate_folder(
         args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=args.colormap,
         empty_policy=args.empty_policy, nsd_tolerance_mm=args.nsd_tolerance_mm, boundary=not args.no_boundary,
+        postprocess=args.postprocess, min_component_px=args.min_component_px,
     )
     out = Path(args.output) if args.output else Path(args.pred_dir).parent / "evaluation"
     write_evaluation(out, per_image, summary)
@@ -85,6 +86,8 @@ def cmd_evaluate_folder(args: argparse.Namespace) -> int:
         table = pd.DataFrame.from_dict(summary[key], orient="index").rename_axis("class").reset_index()
         cols = [c for c in table.columns if not c.endswith(("_std", "_n"))]
         print_table(table[cols], title=title)
+    if args.postprocess:
+        print_table(pd.DataFrame(summary["postprocessing"]), title="raw vs post-processed (closing + largest component)")
     console.print(f"empty-structure policy: {summary['empty_policy_text']}")
     console.print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
     return 0
@@ -172,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="both reference and prediction empty: nan (nnU-Net, excluded) or one")
     s.add_argument("--nsd-tolerance-mm", type=float, default=1.0)
     s.add_argument("--no-boundary", action="store_true", help="skip HD95 / NSD (faster)")
+    s.add_argument("--postprocess", action="store_true",
+                   help="also score predictions after closing + keep-largest CSP/LV component, side by side")
+    s.add_argument("--min-component-px", type=int, default=5)
     s.set_defaults(func=cmd_evaluate_folder)
 
     s = sub.add_parser("perturb", help="write perturbed copies of images and a contact sheet")

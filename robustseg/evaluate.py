@@ -26,6 +26,8 @@ from robustseg.metrics import (
     per_image_table,
     presence_counts,
 )
+from robustseg.postprocess import compare_postprocessing
+from robustseg.postprocess import postprocess as postprocess_labels
 
 MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff")
 
@@ -67,13 +69,19 @@ def evaluate_folder(
     empty_policy: str = DEFAULT_EMPTY_POLICY,
     nsd_tolerance_mm: float = 1.0,
     boundary: bool = True,
+    postprocess: bool = False,
+    min_component_px: int = 5,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-image table (docs/architecture.md schema) and a JSON-ready summary for two mask folders.
 
     ``pixel_size_csv`` (columns ``Label``, ``Pixel in mm``) gives mm per pixel by image stem; images it
     does not list, or all images without it, are measured in pixels (``pixel_mm_known`` False).
-    ``progress(done, total)`` is called after each image is read.
+    ``progress(done, total)`` is called after each image is read. With ``postprocess`` the predictions
+    are also scored after closing + keep-largest-component of CSP and LV (classes named ``csp`` / ``lv``):
+    the table gets a ``postprocessed`` column (raw rows False) and the summary a ``postprocessing`` list
+    with raw and post-processed numbers side by side; the other summary entries stay those of the raw
+    predictions.
     """
     from robustseg.data.io import read_mask
 
@@ -117,11 +125,17 @@ def evaluate_folder(
         if progress is not None:
             progress(k + 1, len(ids))
     tables = []
+    small = [k for k, c in enumerate(classes) if c in ("csp", "lv")]
+    if postprocess and not small:
+        raise InputError(f"--postprocess: needs a class named csp or lv among {','.join(classes)}")
+    variants = (False, True) if postprocess else (False,)
     for items in groups.values():
         gid = [i for i, _, _ in items]
-        tables.append(
-            per_image_table(
-                np.stack([p for _, p, _ in items]),
+        pred = np.stack([p for _, p, _ in items])
+        for post in variants:
+            labels = postprocess_labels(pred, classes=small, min_size=min_component_px) if post else pred
+            t = per_image_table(
+                labels,
                 np.stack([r for _, _, r in items]),
                 image_ids=gid,
                 class_names=classes,
@@ -130,16 +144,21 @@ def evaluate_folder(
                 boundary=boundary,
                 nsd_tolerance_mm=nsd_tolerance_mm,
             )
-        )
+            tables.append(t.assign(postprocessed=post) if postprocess else t)
     table = pd.concat(tables, ignore_index=True)
     order = {i: k for k, i in enumerate(ids)}
+    keys = ["postprocessed", "_i", "_c"] if postprocess else ["_i", "_c"]
     table = (
         table.assign(_i=table["image_id"].map(order), _c=table["class"].map({c: k for k, c in enumerate(classes)}))
-        .sort_values(["_i", "_c"])
+        .sort_values(keys)
         .drop(columns=["_i", "_c"])
         .reset_index(drop=True)
     )
-    summary = summarise(table, empty_policy=empty_policy, nsd_tolerance_mm=nsd_tolerance_mm)
+    raw = table[~table["postprocessed"]] if postprocess else table
+    summary = summarise(raw, empty_policy=empty_policy, nsd_tolerance_mm=nsd_tolerance_mm)
+    if postprocess:
+        comparison = compare_postprocessing(raw, table[table["postprocessed"]])
+        summary["postprocessing"] = [{k: _clean(v) for k, v in row.items()} for row in comparison.to_dict("records")]
     summary["pred_dir"], summary["gt_dir"] = str(pred_dir), str(gt_dir)
     summary["pixel_size_csv"] = None if pixel_size_csv is None else str(pixel_size_csv)
     return table, summary
