@@ -17,6 +17,7 @@ The function is self-contained (it loads what it needs from the spec) so a Dask 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -131,6 +132,19 @@ def execute_run(spec: RunSpec, runs_dir: str | Path, *, threads: int = 0,
     run_dir = Path(runs_dir) / spec.run_id
     if run_state(run_dir) == "complete":
         return {"run_id": spec.run_id, "status": "complete", "skipped": True}
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{spec.run_id}.lock", "w") as lock:
+        try:  # one process per run: a second study on the same folder leaves this run alone
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return {"run_id": spec.run_id, "status": "failed", "error": "running in another process (locked)"}
+        if run_state(run_dir) == "complete":  # finished by that other process meanwhile
+            return {"run_id": spec.run_id, "status": "complete", "skipped": True}
+        return _attempt(spec, run_dir, threads, progress)
+
+
+def _attempt(spec: RunSpec, run_dir: Path, threads: int,
+             progress: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, Any]:
     if run_dir.exists():  # a partial or failed earlier attempt: start clean
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -147,6 +161,12 @@ def execute_run(spec: RunSpec, runs_dir: str | Path, *, threads: int = 0,
                     "arm": spec.arm, "fold": spec.fold, "seed": spec.seed, "host": platform.node()})
     write_json_atomic(run_dir / COMPLETE, summary)
     return summary
+
+
+def _version() -> str:
+    from robustseg import __version__
+
+    return __version__
 
 
 def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
@@ -233,6 +253,8 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "best_val_loss": result.best_val_loss, "postprocess_applied": decision["apply"],
         "device": str(device), "torch_threads": torch.get_num_threads(),
+        "python_version": platform.python_version(), "torch_version": torch.__version__,
+        "numpy_version": np.__version__, "robustseg_version": _version(),
         "n_train": int(train_idx.size), "n_val": int(val_idx.size), "n_test": int(test_idx.size),
         "disk_bytes": sum(f.stat().st_size for f in run_dir.iterdir() if f.is_file()),
     }

@@ -283,7 +283,22 @@ def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int 
         matches = [r for r in plan_runs(replace(study, raw=raw), prep.data, prep.splits, prep.suite, prep.external)
                    if r.arm == arm_name and r.fold == fold]
     spec = matches[0]
-    result = execute_run(spec, prep.runs_dir, threads=study.raw["execution"]["threads"])
+    threads = study.raw["execution"]["threads"]
+    if console is None:
+        result = execute_run(spec, prep.runs_dir, threads=threads)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as bar:
+            task = bar.add_task(f"{spec.run_id} epochs", total=None)
+
+            def on_epoch(epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
+                small = " ".join(f"{c} {metrics.get(f'val_dice_{c}', float('nan')):.3f}" for c in ("csp", "lv"))
+                bar.update(task, total=max_epochs, completed=epoch,
+                           description=f"{spec.run_id} val_loss {metrics.get('val_loss', float('nan')):.4f} {small}")
+
+            result = execute_run(spec, prep.runs_dir, threads=threads, progress=on_epoch)
     if result.get("status") == "failed":
         from robustseg.errors import RunError
         raise RunError(f"run {spec.run_id} failed: {result.get('error')}")

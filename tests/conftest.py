@@ -92,3 +92,14 @@ def make_layout1(tmp_path: Path):
         return root
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a torch test on one thread (fast and free of OpenMP spin-waits on a busy 2-core machine)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

@@ -18,12 +18,7 @@ from robustseg.train import TrainConfig, train_run
 TINY = {"model_kwargs": {"base": 4, "depth": 2}, "batch_size": 8, "max_epochs": 2, "lr": 3e-3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -160,28 +160,27 @@ class AttentionUNet(nn.Module):
             raise InputError(
                 f"input size {tuple(x.shape[-2:])}: expected multiples of {d} for depth {self.depth}"
             )
+        x, skips = self._encode(x)
+        for up, gate, dec, skip in zip(self.ups, self.gates, self.decoders, reversed(skips), strict=True):
+            g = up(x)
+            x = dec(gate(skip, g) if self.attention else torch.cat([skip, g], dim=1))
+        return self.head(x)
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the encoder: the bottleneck features and the skip tensors, finest first."""
         skips = []
         for enc in self.encoders[:-1]:
             x = enc(x)
             skips.append(x)
             x = self.pool(x)
-        x = self.encoders[-1](x)
-        for up, gate, dec, skip in zip(self.ups, self.gates, self.decoders, reversed(skips), strict=True):
-            g = up(x)
-            x = dec(gate(skip, g) if self.attention else torch.cat([skip, g], dim=1))
-        return self.head(x)
+        return self.encoders[-1](x), skips
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Gate coefficients per decoder level, coarsest first, each (N, 1, H_i, W_i). Needs gates on."""
         if not self.attention:
             raise InputError("attention_maps: this model was built with attention=False")
-        skips = []
-        for enc in self.encoders[:-1]:
-            x = enc(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.encoders[-1](x)
+        x, skips = self._encode(x)
         maps = []
         for up, gate, dec, skip in zip(self.ups, self.gates, self.decoders, reversed(skips), strict=True):
             g = up(x)

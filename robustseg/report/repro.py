@@ -52,6 +52,11 @@ def block(heading: str, study: dict, study_hash: str, study_file: str | None, ru
             if col in done.columns:
                 hw.append(f"{col} " + ", ".join(sorted(str(v) for v in done[col].dropna().unique())))
         lines.append("- Hardware of the runs: " + "; ".join(hw))
+        sw = [f"{col.removesuffix('_version')} " + ", ".join(sorted(str(v) for v in done[col].dropna().unique()))
+              for col in ("python_version", "robustseg_version", "torch_version", "numpy_version")
+              if col in done.columns]
+        if sw:
+            lines.append("- Packages when the runs ran: " + "; ".join(sw))
         if "seconds" in done.columns:
             lines.append(f"- Wall time of all runs: {done['seconds'].sum():.1f} s (sum over runs)")
         lines.append("")
