@@ -63,9 +63,14 @@ def _structures(inputs: StudyInputs, baseline: str) -> pd.DataFrame:
     ref = f[f["source"] == "ref"].drop_duplicates(["image_id", "class"])
     pred = f[(f["source"] == "pred") & (f["arm"] == baseline)]
     out = pd.concat([ref, pred], ignore_index=True)
-    if "abnormal" in inputs.index.columns and inputs.index["abnormal"].notna().any():
-        lab = inputs.index.set_index("image_id")["abnormal"].astype("boolean")
-        out["group"] = out["image_id"].map(lab).map({True: "abnormal", False: "normal"}).fillna("all")
+    index = inputs.index.set_index("image_id")
+    if "abnormal" in index.columns and index["abnormal"].notna().any():
+        flag = out["image_id"].map(index["abnormal"].astype("boolean"))
+        group = flag.map({True: "abnormal", False: "normal"})
+        if "abnormality" in index.columns:  # name the kind (e.g. absent_csp, enlarged_lv) where the data do
+            kind = out["image_id"].map(index["abnormality"].astype("string"))
+            group = group.where(~(flag.fillna(False) & kind.notna() & (kind != "none")), kind)
+        out["group"] = group.fillna("all").astype(str)
     else:
         out["group"] = "all"
     return out

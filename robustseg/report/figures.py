@@ -213,9 +213,10 @@ def mismatch_plot(mismatch: pd.DataFrame, arms: list[str], path: Path) -> str:
 
 def structures_plot(features: pd.DataFrame, measures: list[tuple[str, str, str]], path: Path) -> str:
     """Box plots of structure measurements, reference vs predicted masks, split by the ``group`` column."""
-    fig = Figure(figsize=(3.6 * len(measures), 3.8))
+    fig = Figure(figsize=(4.8 * len(measures), 3.9))
     axes = fig.subplots(1, len(measures), squeeze=False)[0]
-    groups = [g for g in ("normal", "abnormal", "all") if g in set(features["group"])]
+    present = set(features["group"])
+    groups = [g for g in ("normal", "abnormal", "all") if g in present] + sorted(present - {"normal", "abnormal", "all"})
     for ax, (cls, col, label) in zip(axes, measures, strict=True):
         data, ticks, colors = [], [], []
         for g in groups:
