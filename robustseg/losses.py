@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustseg.errors import InputError
+from robustseg.registry import build
 
 Weights = Sequence[float] | np.ndarray | torch.Tensor | None
 
@@ -188,7 +189,4 @@ def create(name: str, **kw: Any) -> nn.Module:
     """Build loss ``name``; keywords per loss (see module docstring). Unknown names/keys: InputError."""
     if name not in _REGISTRY:
         raise InputError(f"loss {name!r}: unknown; valid names: {', '.join(list_losses())}")
-    try:
-        return _REGISTRY[name](**kw)
-    except TypeError as exc:
-        raise InputError(f"loss {name!r}: bad option(s) {sorted(kw)}: {exc}") from exc
+    return build("loss", name, _REGISTRY[name], (), kw)

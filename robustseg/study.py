@@ -89,10 +89,32 @@ def resolve_suite(study: Study) -> list[tuple[str, int]]:
     return [(n, int(s)) for n, s in resolve(spec) if int(s) in keep]
 
 
+def validate_arms(study: Study) -> None:
+    """Build every arm's training config, loss and model once, so a bad option fails before any training."""
+    from dataclasses import asdict
+
+    from robustseg import losses, models
+    from robustseg.labels import CLASS_NAMES
+    from robustseg.runner import train_config
+
+    where = study.path or "study"
+    for arm in study.arms:
+        try:
+            cfg = train_config(asdict(arm), seed=0, size=int(study.raw["data"]["size"]))
+            kw = dict(cfg.loss_kwargs)
+            if cfg.loss in losses.USES_CLASS_WEIGHTS and "class_weights" not in kw:
+                kw["class_weights"] = [1.0] * len(CLASS_NAMES)
+            losses.create(cfg.loss, **kw)
+            models.create(cfg.model, in_channels=1, num_classes=len(CLASS_NAMES), **cfg.model_kwargs)
+        except InputError as exc:
+            raise InputError(f"{where} [arms.{arm.name}]: {exc}") from None
+
+
 def prepare(study: Study) -> Prepared:
     """Everything before training: data, splits, perturbation list, plan; saved under runs/<study>/."""
     from robustseg.data.splits import make_splits
 
+    validate_arms(study)
     runs_dir = Path(study.raw["execution"]["runs_dir"]) / study.name
     runs_dir.mkdir(parents=True, exist_ok=True)
     d = study.raw["data"]

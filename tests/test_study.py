@@ -149,3 +149,17 @@ def test_run_ids_change_with_the_config() -> None:
     c = plan_runs(build_study({"seeds": [0]}), data, splits.assign(fold=[0, -1, 1]), [])
     assert len({a[0].run_id, b[0].run_id, c[0].run_id}) == 3
     assert a[0].run_id == plan_runs(build_study({"seeds": [0]}), data, splits, [])[0].run_id
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    ("[arms.bad]\nloss.name = 'hybrid'\nloss.a = 0.9\nloss.b = 0.5\n", "[arms.bad]: hybrid loss a=0.9, b=0.5"),
+    ("[arms.bad]\nmodel.widthh = 3\n", "[arms.bad]: model 'attention_unet': unknown option(s) widthh (valid: "),
+    ("[arms.bad]\nloss.name = 'dicee'\n", "[arms.bad]: train.loss = 'dicee'"),
+])
+def test_bad_arm_options_fail_before_training(tmp_path: Path, extra: str, fragment: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_study(tmp_path, extra=extra)
+    assert main(["study", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert fragment in err
+    assert not list((tmp_path / "runs").glob("*/*/spec.json"))

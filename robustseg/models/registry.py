@@ -10,6 +10,7 @@ from torch import nn
 from robustseg.errors import InputError
 from robustseg.models.attention_unet import AttentionUNet
 from robustseg.models.timm_unet import TimmUNet
+from robustseg.registry import build
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "attention_unet": (AttentionUNet, {"attention": True}),
@@ -36,10 +37,7 @@ def create(name: str, *, in_channels: int = 1, num_classes: int = 4, **kw: Any) 
     clash = sorted(set(kw) & set(fixed))
     if clash:
         raise InputError(f"model {name!r}: option(s) {', '.join(clash)} are fixed by this registry entry")
-    try:
-        return factory(in_channels, num_classes, **fixed, **kw)
-    except TypeError as exc:
-        raise InputError(f"model {name!r}: bad option(s) {sorted(kw)}: {exc}") from exc
+    return build("model", name, factory, (in_channels, num_classes), {**fixed, **kw})
 
 
 def count_parameters(model: nn.Module) -> int:
