@@ -287,6 +287,17 @@ def _build_arm(name: str, raw: Mapping[str, Any]) -> ArmSpec:
     )
 
 
+def _accepted_options(table: str, name: str) -> list[str] | None:
+    """Options the registry entry ``name`` of ``table`` (model or loss) accepts; None when any (or unknown)."""
+    from robustseg import losses, models
+
+    registry = models if table == "model" else losses
+    try:
+        return registry.options(name)
+    except InputError:  # an unknown name is reported with the valid ones when the arm is built
+        return None
+
+
 def _check_external(where: str, external: Any) -> tuple[ExternalSet, ...]:
     if not isinstance(external, dict):
         raise InputError(f"{where}: 'data.external' must be a table of tables [data.external.NAME]")
@@ -332,10 +343,12 @@ def build_study(user: Mapping[str, Any], *, where: str = "study", path: Path | N
             raise InputError(f"{where}: 'arms.{arm_name}' must be a table")
         _validate_flat(_flatten(over), f"{where} [arms.{arm_name}]", ARM_TABLES)
         base = copy.deepcopy(raw)
-        for table in OPEN_TABLES:  # a different model / loss does not inherit the other one's keyword arguments
+        for table in OPEN_TABLES:  # a different model / loss inherits only the arguments it accepts
             name = (over.get(table) or {}).get("name")
             if name is not None and name != base[table]["name"]:
-                base[table] = {k: v for k, v in base[table].items() if k == "name" or f"{table}.{k}" in SCHEMA}
+                accepted = _accepted_options(table, name)
+                base[table] = {k: v for k, v in base[table].items()
+                               if k == "name" or f"{table}.{k}" in SCHEMA or accepted is None or k in accepted}
         arms.append(_build_arm(str(arm_name), _deep_merge(base, over)))
     raw["arms"] = copy.deepcopy(arms_raw)
     if tune_raw is not None:

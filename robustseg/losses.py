@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustseg.errors import InputError
-from robustseg.registry import build
+from robustseg.registry import accepted_options, build
 
 Weights = Sequence[float] | np.ndarray | torch.Tensor | None
 
@@ -183,6 +183,13 @@ USES_CLASS_WEIGHTS: frozenset[str] = frozenset({"weighted_ce", "dice", "hybrid"}
 def list_losses() -> list[str]:
     """Names accepted by :func:`create`."""
     return sorted(_REGISTRY)
+
+
+def options(name: str) -> list[str] | None:
+    """Keyword options loss ``name`` accepts (None: any); unknown names raise ``InputError``."""
+    if name not in _REGISTRY:
+        raise InputError(f"loss {name!r}: unknown; valid names: {', '.join(list_losses())}")
+    return accepted_options(_REGISTRY[name])
 
 
 def create(name: str, **kw: Any) -> nn.Module:

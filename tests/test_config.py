@@ -64,11 +64,17 @@ def test_bad_set_override() -> None:
         build_study({}, overrides=["seeds"])
 
 
-def test_arms_override_and_do_not_inherit_other_loss_arguments() -> None:
-    study = build_study({"loss": {"a": 0.3}, "arms": {"ce": {"loss": {"name": "ce"}}, "h": {"loss": {"b": 0.1}}}})
+def test_arms_inherit_only_the_arguments_the_new_entry_accepts() -> None:
+    study = build_study({"loss": {"a": 0.3, "gamma": 3.0}, "model": {"base": 8, "depth": 3},
+                         "arms": {"ce": {"loss": {"name": "ce"}}, "focal": {"loss": {"name": "focal"}},
+                                  "h": {"loss": {"b": 0.1}}, "plain": {"model": {"name": "unet"}},
+                                  "timm": {"model": {"name": "timm_unet", "encoder": "resnet18"}}}})
     arms = {a.name: a for a in study.arms}
     assert arms["ce"].loss == "ce" and arms["ce"].loss_kwargs == {}
-    assert arms["h"].loss == "hybrid" and arms["h"].loss_kwargs == {"a": 0.3, "b": 0.1}
+    assert arms["focal"].loss_kwargs == {"gamma": 3.0}
+    assert arms["h"].loss == "hybrid" and arms["h"].loss_kwargs == {"a": 0.3, "gamma": 3.0, "b": 0.1}
+    assert arms["plain"].model == "unet" and arms["plain"].model_kwargs == {"base": 8, "depth": 3}
+    assert arms["timm"].model_kwargs == {"encoder": "resnet18"}
 
 
 def test_study_file_errors(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from torch import nn
 from robustseg.errors import InputError
 from robustseg.models.attention_unet import AttentionUNet
 from robustseg.models.timm_unet import TimmUNet
-from robustseg.registry import build
+from robustseg.registry import accepted_options, build
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "attention_unet": (AttentionUNet, {"attention": True}),
@@ -38,6 +38,15 @@ def create(name: str, *, in_channels: int = 1, num_classes: int = 4, **kw: Any) 
     if clash:
         raise InputError(f"model {name!r}: option(s) {', '.join(clash)} are fixed by this registry entry")
     return build("model", name, factory, (in_channels, num_classes), {**fixed, **kw})
+
+
+def options(name: str) -> list[str] | None:
+    """Keyword options model ``name`` accepts (None: any); unknown names raise ``InputError``."""
+    if name not in _REGISTRY:
+        raise InputError(f"model {name!r}: unknown; valid names: {', '.join(list_models())}")
+    factory, fixed = _REGISTRY[name]
+    valid = accepted_options(factory, skip=2)
+    return None if valid is None else [v for v in valid if v not in fixed]
 
 
 def count_parameters(model: nn.Module) -> int:
