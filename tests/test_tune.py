@@ -226,6 +226,9 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_study_continues(tmp_path
             except Exception:  # the worker has not created the study / tables yet
                 running = []
         assert worker.poll() is None, worker.communicate()[0][-3000:]
+        # Optuna only fails RUNNING trials that have a heartbeat record; the first is written as the
+        # trial starts, so give it a moment before the kill.
+        time.sleep(0.5)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
         still = optuna.load_study(study_name="tiny", storage=url).get_trials(states=(TrialState.RUNNING,))
@@ -233,7 +236,7 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_study_continues(tmp_path
             killed_number = still[0].number
             break
     assert killed_number is not None, "could not kill the worker in the middle of a trial"
-    time.sleep(2.5)  # past the grace period: the trial's heartbeat is stale
+    time.sleep(3.5)  # past the 2 s grace period, with SQLite's now() truncated to whole seconds
 
     before = len(optuna.load_study(study_name="tiny", storage=url).trials)
     result = run_tuning(load_study(study_file), trials=1, storage=None, timeout=None)
