@@ -319,13 +319,16 @@ def fit_reference_ranges(train_features: pd.DataFrame, features: Sequence[str] =
     return out
 
 
-def out_of_range_scores(features: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
+def out_of_range_scores(features: pd.DataFrame, ranges: pd.DataFrame, *,
+                        min_presence_rate: float = 0.9) -> pd.DataFrame:
     """Robust z-scores of measurements against :func:`fit_reference_ranges` output.
 
     Long table ``image_id, class, feature, value, median, mad, robust_z`` with
     ``robust_z = (value - median) / mad`` (NaN when the value is NaN, e.g. the axis of an absent structure,
-    or when the range is degenerate, ``mad == 0``). An absent structure has area 0, so a normally present
-    structure that is missing gets a large negative area z-score. Use :func:`max_abs_z` for one score per
+    or when the range is degenerate, ``mad == 0``). An absent structure (``present`` False) is scored only
+    when the structure is normally there (training ``presence_rate >= min_presence_rate``): its area 0 then
+    gives a large negative z. Where absence is common (CSP and LV are missing from most trans-thalamic
+    images) an absent structure is not out of range and gets NaN. Use :func:`max_abs_z` for one score per
     image and class.
     """
     need = {"image_id", "class"}
@@ -336,14 +339,21 @@ def out_of_range_scores(features: pd.DataFrame, ranges: pd.DataFrame) -> pd.Data
         raise InputError(f"features hold none of the ranged features {', '.join(pd.unique(ranges['feature']))}")
     long = features.melt(id_vars=["image_id", "class"], value_vars=feats, var_name="feature", value_name="value")
     long["feature"] = long["feature"].astype("str")
-    out = long.merge(ranges[["class", "feature", "median", "mad"]], on=["class", "feature"], how="left")
+    if "present" in features.columns:
+        long = long.merge(features[["image_id", "class", "present"]], on=["image_id", "class"], how="left")
+    cols = ["class", "feature", "median", "mad", *(["presence_rate"] if "presence_rate" in ranges.columns else [])]
+    out = long.merge(ranges[cols], on=["class", "feature"], how="left")
     value = out["value"].to_numpy(dtype=np.float64)
     mad = out["mad"].to_numpy(dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(mad > 0, (value - out["median"].to_numpy(dtype=np.float64)) / mad, np.nan)
+    if "present" in out.columns and "presence_rate" in out.columns:
+        absent = ~out["present"].fillna(True).astype(bool).to_numpy()
+        usual = out["presence_rate"].to_numpy(dtype=np.float64) >= min_presence_rate
+        z = np.where(absent & ~usual, np.nan, z)
     out["value"] = value
     out["robust_z"] = z
-    return out
+    return out.drop(columns=[c for c in ("present", "presence_rate") if c in out.columns])
 
 
 def max_abs_z(scores: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """Plan a study: the runs (arm x fold x seed), what each one depends on, and its id.
 
 A run id is ``<arm>-f<fold>-s<seed>-<hash>`` where the hash covers everything that changes the run's
-result: the arm's model / loss / sampler / training settings, the data identity and input size, the
-exact split assignment of the fold, the seed, the perturbation list and the evaluation options. Two
+result: the arm's model / loss / sampler / training settings, the data identity and input size, a hash
+of the images, masks and pixel sizes as read (so corrected masks never reuse old runs), the exact split
+assignment, the seed, the perturbation list and the evaluation options. Which folds a study runs
+(``split.folds``) is not part of it: running more folds later reuses the finished ones. Two
 studies that differ in any of these never share a run folder; a resumed study finds its finished runs.
 """
 
@@ -64,7 +66,8 @@ def _identity(payload: dict[str, Any], raw: Any) -> dict[str, Any]:
 
 
 def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tuple[str, int]],
-              external: list[tuple[str, DataSpec]] | None = None) -> list[RunSpec]:
+              external: list[tuple[str, DataSpec]] | None = None,
+              fingerprints: dict[str, str] | None = None) -> list[RunSpec]:
     """All runs of a study, in a stable order (arm, fold, seed)."""
     raw = study.raw
     fingerprint = split_fingerprint(splits)
@@ -77,7 +80,8 @@ def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tu
                     "arm": asdict(arm),
                     "data": asdict(data),
                     "external": [{"name": n, "data": asdict(e)} for n, e in external or []],
-                    "split": {**raw["split"], "fingerprint": fingerprint},
+                    "data_fingerprints": dict(fingerprints or {}),
+                    "split": {**{k: v for k, v in raw["split"].items() if k != "folds"}, "fingerprint": fingerprint},
                     "fold": fold,
                     "seed": seed,
                     "perturb": {"pairs": [list(p) for p in suite], "seed": raw["perturb"]["seed"]},

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robustseg.errors import RunError
 from robustseg.labels import CLASS_NAMES
 from robustseg.plan import DataSpec, RunSpec
 
@@ -64,6 +66,15 @@ def load_data(spec: DataSpec) -> LoadedData:
     images.setflags(write=False)
     masks.setflags(write=False)
     return LoadedData(index, images, masks, pixel_mm)
+
+
+def fingerprint(data: LoadedData) -> str:
+    """Hash of what a run reads from a data set: image ids, pixels and masks at input size, pixel sizes."""
+    h = hashlib.sha256()
+    h.update("\n".join(data.index["image_id"].astype(str)).encode())
+    for arr in (data.images, data.masks, np.nan_to_num(data.pixel_mm, nan=-1.0)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -187,7 +198,11 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     data = load_data(DataSpec(**p["data"]))
     splits = pd.read_csv(run_dir.parent / f"splits-{p['split']['fingerprint']}.csv", dtype={"image_id": str, "patient_id": str})
     fold_of = dict(zip(splits["image_id"], splits["fold"], strict=True))
-    folds = data.index["image_id"].map(fold_of).to_numpy()
+    folds_s = data.index["image_id"].map(fold_of)
+    if folds_s.isna().any():
+        missing = data.index["image_id"][folds_s.isna()].tolist()
+        raise RunError(f"{len(missing)} image(s) have no split entry (data changed since the split?): {missing[:5]}")
+    folds = folds_s.to_numpy(dtype=np.int64)
     train_idx = np.flatnonzero((folds != -1) & (folds != spec.fold))
     val_idx = np.flatnonzero(folds == spec.fold)
     test_idx = np.flatnonzero(folds == -1)

@@ -35,6 +35,7 @@ from robustseg.runner import (
     FAILED,
     LoadedData,
     execute_run,
+    fingerprint,
     load_data,
     run_state,
     write_json_atomic,
@@ -130,7 +131,8 @@ def prepare(study: Study) -> Prepared:
     for _, spec in external:
         load_data(spec)  # validate external sets before any training
     suite = resolve_suite(study)
-    runs = plan_runs(study, data, splits, suite, external)
+    prints = {"data": fingerprint(loaded)} | {name: fingerprint(load_data(spec)) for name, spec in external}
+    runs = plan_runs(study, data, splits, suite, external, prints)
 
     fp = split_fingerprint(splits)
     _write_csv_once(runs_dir / f"splits-{fp}.csv", splits)
@@ -302,7 +304,8 @@ def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int 
     if not matches:  # a seed outside the study's list: plan it on the fly
         from dataclasses import replace
         raw = {**study.raw, "seeds": [seed]}
-        matches = [r for r in plan_runs(replace(study, raw=raw), prep.data, prep.splits, prep.suite, prep.external)
+        matches = [r for r in plan_runs(replace(study, raw=raw), prep.data, prep.splits, prep.suite, prep.external,
+                                        prep.runs[0].payload["data_fingerprints"])
                    if r.arm == arm_name and r.fold == fold]
     spec = matches[0]
     threads = study.raw["execution"]["threads"]

@@ -127,3 +127,18 @@ def test_out_of_range_scores() -> None:
     assert z.loc[1, "robust_z"] < -3
     worst = max_abs_z(z)
     assert worst.loc[1, "worst_feature"] == "area_mm2" and worst.loc[1, "max_abs_z"] > 3
+
+
+def test_absent_structure_is_not_out_of_range_where_absence_is_common() -> None:
+    lab = np.zeros((11, 30, 30), np.uint8)
+    for i in range(0, 11, 2):  # CSP in 6 of 11 training images (areas 100, 121, 144): absence is normal
+        s = 10 + (i // 2) % 3
+        lab[i, 5 : 5 + s, 5 : 5 + s] = 2
+    train = structure_features(lab, class_names=CLASSES, classes=["csp"], pixel_mm=1.0)
+    ranges = fit_reference_ranges(train, features=["area_mm2"])
+    test = structure_features(lab[:2], class_names=CLASSES, classes=["csp"], pixel_mm=1.0)  # present, absent
+    z = out_of_range_scores(test, ranges)
+    assert abs(z.loc[0, "robust_z"]) < 3
+    assert np.isnan(z.loc[1, "robust_z"])
+    strict = out_of_range_scores(test, ranges, min_presence_rate=0.5)
+    assert strict.loc[1, "robust_z"] < -3
