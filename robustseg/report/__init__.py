@@ -52,9 +52,9 @@ def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
     if not t.get("retention", pd.DataFrame()).empty:
         figs["robustness"] = figures.robustness_plot(t["robustness"], res.arms, out / "robustness.png")
     if not t.get("bland_altman", pd.DataFrame()).empty:
-        from robustseg.report.aggregate import SMALL, area_columns
+        from robustseg.report.aggregate import run_mean_areas
 
-        areas, _ = area_columns(res.clean[res.clean["class"].isin(SMALL)])
+        areas, _ = run_mean_areas(res.clean)
         figs["bland_altman"] = figures.bland_altman_plot(areas, t["bland_altman"], res.baseline, res.area_unit,
                                                          out / "bland_altman.png")
     if not t.get("ensembles", pd.DataFrame()).empty:

@@ -78,14 +78,26 @@ def seed_icc(clean: pd.DataFrame, per_fold: bool = False) -> pd.DataFrame:
     return out[["measure", *[c for c in out.columns if c != "measure"]]]
 
 
-def reference_agreement(clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """ICC(A,1) and Bland-Altman of predicted vs reference CSP / LV area, every run's prediction a target."""
+def run_mean_areas(clean: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Per arm, class and test image: the predicted CSP / LV area averaged over the arm's runs, and the
+    reference area (one row per image, so agreement statistics count images, not image x run)."""
     with_area, unit = area_columns(clean[clean["class"].isin(SMALL)])
     if with_area.empty:
+        return with_area, unit
+    out = (with_area.groupby(["arm", "class", "image_id"], sort=False)
+           .agg(pred_area=("pred_area", "mean"), ref_area=("ref_area", "first"), n_runs=("pred_area", "size"))
+           .reset_index())
+    return out, unit
+
+
+def reference_agreement(clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """ICC(A,1) and Bland-Altman of predicted (mean over the arm's runs) vs reference CSP / LV area per image."""
+    areas, unit = run_mean_areas(clean)
+    if areas.empty:
         return pd.DataFrame(), pd.DataFrame(), unit
-    icc = stats.reference_agreement_icc(with_area, pred="pred_area", ref="ref_area", by=("arm", "class"),
-                                        targets=("fold", "seed", "image_id"))
-    ba = stats.bland_altman(with_area, pred="pred_area", ref="ref_area", by=("arm", "class"))
+    icc = stats.reference_agreement_icc(areas, pred="pred_area", ref="ref_area", by=("arm", "class"),
+                                        targets=("image_id",))
+    ba = stats.bland_altman(areas, pred="pred_area", ref="ref_area", by=("arm", "class"))
     return icc, ba, unit
 
 

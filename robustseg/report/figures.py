@@ -144,7 +144,7 @@ def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str
         ax.axhline(0, color="0.7", lw=0.8)
         ax.set_xlabel(f"mean of predicted and reference area ({unit})")
         ax.set_ylabel(f"predicted - reference ({unit})")
-        ax.set_title(f"{cls} area, arm {arm} (every run x image)", fontsize=10)
+        ax.set_title(f"{cls} area, arm {arm} (per image, mean over runs)", fontsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return save(fig, path)

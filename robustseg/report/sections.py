@@ -176,8 +176,9 @@ def agreement(res: Results, fig: str | None) -> str:
     ba = res.tables.get("bland_altman", pd.DataFrame())
     if not ref.empty:
         u = res.area_unit
-        out += (f"**Predicted vs reference area** ({u}; ICC(A,1), every run's prediction of every test image is a "
-                "target; the reference study targeted ICC >= 0.9).\n\n" + md.table(ref, _icc_cols(res)) + "\n")
+        out += (f"**Predicted vs reference area** ({u}; ICC(A,1), targets = test images, the prediction "
+                "being each image's predicted area averaged over the arm's runs; the reference study targeted "
+                "ICC >= 0.9).\n\n" + md.table(ref, _icc_cols(res)) + "\n")
         cols = {**_arm_cols(res), "class": "Class", "bias": (f"Bias ({u})", md.fixed(2)),
                 "ci": ("Bias 95% CI", lambda r: md.interval(r["bias_ci_low"], r["bias_ci_high"], 2), True),
                 "loa": ("Limits of agreement", lambda r: md.interval(r["loa_low"], r["loa_high"], 2), True),
