@@ -67,7 +67,9 @@ def header(res: Results) -> str:
         "post-processed) predictions. *Global* Dice pools the pixels of all test images of a run; "
         "*per-image* Dice averages over images. SD (seeds) is the pooled within-fold SD across seeds; "
         f"confidence intervals are 95 % percentile intervals of a patient-level bootstrap ({res.n_boot} "
-        "replicates, patients resampled with all their images and runs).\n",
+        "replicates, patients resampled with all their images and runs). These intervals cover the sampling "
+        "of patients only, with the trained models held fixed; seed-to-seed variation is what the SD "
+        "columns show.\n",
         _policy(res),
     ]
     return "\n".join(lines) + "\n" + failed_runs(res)
