@@ -304,3 +304,24 @@ def test_postgres_two_workers_one_study(tmp_path, phantom_dir, postgres_url):
     assert result.n_trials == 5 and result.storage == postgres_url
     check_trials(optuna.load_study(study_name="shared", storage=postgres_url).trials, 5)
     assert load_study(result.tuned_study).name == "shared-tuned"
+
+
+def test_multi_objective_returns_the_pareto_front(tmp_path, phantom_dir):
+    study_file = write_study(tmp_path, phantom_dir, name="multi", epochs=1)
+    study = load_study(study_file, overrides=["tune.mode=multi"])
+    result = run_tuning(study, trials=3, storage=None, timeout=None)
+    ostudy = optuna.load_study(study_name="multi", storage=sqlite_url(tmp_path, "multi"))
+    assert len(ostudy.directions) == 2 and result.n_trials == 3
+    front = {t.number for t in ostudy.best_trials}
+    assert front and {p["number"] for p in result.pareto} == front
+    assert all(len(p["values"]) == 2 for p in result.pareto)
+    assert "Pareto" in result.report.read_text()
+
+
+def test_hyperband_pruner_runs(tmp_path, phantom_dir):
+    study_file = write_study(tmp_path, phantom_dir, name="hb", epochs=2)
+    result = run_tuning(load_study(study_file, overrides=["tune.pruner=hyperband"]), trials=3, storage=None,
+                        timeout=None)
+    ostudy = optuna.load_study(study_name="hb", storage=sqlite_url(tmp_path, "hb"))
+    assert result.n_trials == 3 and "pruner: hyperband" in result.report.read_text()
+    check_trials(ostudy.trials, 3)
