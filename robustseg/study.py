@@ -117,13 +117,12 @@ def prepare(study: Study) -> Prepared:
 
     validate_arms(study)
     runs_dir = Path(study.raw["execution"]["runs_dir"]) / study.name
-    runs_dir.mkdir(parents=True, exist_ok=True)
     d = study.raw["data"]
-    path = _phantom_path(study, runs_dir) if d["source"] == "phantom" else Path(d["path"])
     if not str(d["path"]) and d["source"] != "phantom":
         raise InputError(f"{study.path or 'study'}: key 'data.path' is required for source {d['source']!r}")
+    path = _phantom_path(study, runs_dir) if d["source"] == "phantom" else Path(d["path"])
     data = DataSpec(d["source"], str(path.resolve()), d["plane"], d["colormap"], int(d["size"]))
-    loaded = load_data(data)
+    loaded = load_data(data)  # bad data fails here, before anything is written under runs/
     s = study.raw["split"]
     splits = make_splits(loaded.index, test_fraction=s["test_fraction"], k_folds=s["k_folds"], seed=s["seed"])
     external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, int(d["size"])))
@@ -134,6 +133,7 @@ def prepare(study: Study) -> Prepared:
     prints = {"data": fingerprint(loaded)} | {name: fingerprint(load_data(spec)) for name, spec in external}
     runs = plan_runs(study, data, splits, suite, external, prints)
 
+    runs_dir.mkdir(parents=True, exist_ok=True)
     fp = split_fingerprint(splits)
     _write_csv_once(runs_dir / f"splits-{fp}.csv", splits)
     write_json_atomic(runs_dir / "study.json", {"study": study.raw, "hash": study.file_hash,

@@ -168,3 +168,10 @@ def test_bad_arm_options_fail_before_training(tmp_path: Path, extra: str, fragme
     err = " ".join(capsys.readouterr().err.split())
     assert fragment in err
     assert not list((tmp_path / "runs").glob("*/*/spec.json"))
+
+
+def test_bad_data_folder_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_study(tmp_path)
+    assert main(["study", str(path), "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'nope'}"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
