@@ -175,3 +175,20 @@ def test_bad_data_folder_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["study", str(path), "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'nope'}"]) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_external_test_set_is_scored_like_the_test_set(tmp_path: Path) -> None:
+    from robustseg.data.phantom import generate_phantom
+    from robustseg.report import build_report
+
+    ext = generate_phantom(tmp_path / "ext", n=8, seed=5, size=(320, 220))
+    extra = f'[data.external.scanner_b]\nsource = "fetal_head"\npath = "{ext}"\n'
+    study = load_study(_write_study(tmp_path, extra=extra), overrides=["seeds=[0]"])
+    outcome = run_study(study, report=False)
+    assert not outcome.failures
+    df = pd.read_csv(outcome.runs_dir / "tables" / "per_image.csv.gz")
+    ext_rows = df[df["testset"] == "scanner_b"]
+    assert ext_rows["image_id"].nunique() == 8 and set(ext_rows["perturbation"]) == {"none"}
+    assert set(df.loc[df["testset"] == "test", "perturbation"]) == {"none", "gaussian_noise"}
+    report = build_report(outcome.runs_dir, tmp_path / "reports").read_text()
+    assert "scanner_b" in report
