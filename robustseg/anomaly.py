@@ -122,11 +122,11 @@ def save_heatmaps(path: str | Path, probs: np.ndarray, image_ids: Sequence[str],
         raise InputError(
             f"probabilities must be (N={len(image_ids)}, C={len(class_names)}, H, W); got shape {probs.shape}"
         )
-    if probs.size and (np.nanmin(probs) < 0 or np.nanmax(probs) > 1 or np.isnan(probs).any()):
+    if probs.size and (np.nanmin(probs) < -1e-6 or np.nanmax(probs) > 1 + 1e-6 or np.isnan(probs).any()):
         raise InputError("probabilities must lie in [0, 1] without NaN")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    q = np.rint(probs * 255.0).astype(np.uint8)
+    q = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
     np.savez_compressed(path, probs_u8=q, image_ids=np.asarray(image_ids, dtype=str), class_names=np.asarray(class_names, dtype=str))
     return path
 

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustseg.errors import RunError
 from robustseg.labels import CLASS_NAMES
 from robustseg.plan import DataSpec, RunSpec
 
@@ -94,15 +93,6 @@ def run_state(run_dir: Path) -> str:
     if (run_dir / FAILED).is_file():
         return "failed"
     return "partial" if run_dir.exists() else "missing"
-
-
-def _quantise(probs: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def dequantise(q: np.ndarray) -> np.ndarray:
-    """uint8-quantised probabilities -> float32 in [0, 1]."""
-    return q.astype(np.float32) / 255.0
 
 
 def train_config(arm: dict[str, Any], seed: int, size: int) -> Any:
@@ -184,7 +174,8 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
              progress: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, Any]:
     import torch
 
-    from robustseg.anomaly import structure_features
+    from robustseg.anomaly import save_heatmaps, structure_features
+    from robustseg.data.splits import folds_for, load_splits
     from robustseg.device import select_device
     from robustseg.perturb import perturb_batch
     from robustseg.postprocess import decide_postprocessing
@@ -196,13 +187,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     p = spec.payload
     ev = p["eval"]
     data = load_data(DataSpec(**p["data"]))
-    splits = pd.read_csv(run_dir.parent / f"splits-{p['split']['fingerprint']}.csv", dtype={"image_id": str, "patient_id": str})
-    fold_of = dict(zip(splits["image_id"], splits["fold"], strict=True))
-    folds_s = data.index["image_id"].map(fold_of)
-    if folds_s.isna().any():
-        missing = data.index["image_id"][folds_s.isna()].tolist()
-        raise RunError(f"{len(missing)} image(s) have no split entry (data changed since the split?): {missing[:5]}")
-    folds = folds_s.to_numpy(dtype=np.int64)
+    folds = folds_for(data.index["image_id"], load_splits(run_dir.parent / f"splits-{p['split']['fingerprint']}.csv"))
     train_idx = np.flatnonzero((folds != -1) & (folds != spec.fold))
     val_idx = np.flatnonzero(folds == spec.fold)
     test_idx = np.flatnonzero(folds == -1)
@@ -242,7 +227,6 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
         structure_features(pred_clean, pixel_mm=test_mm, image_ids=test_ids).assign(source="pred"),
         structure_features(test_masks, pixel_mm=test_mm, image_ids=test_ids).assign(source="ref"),
     ], ignore_index=True)
-    arrays = {"image_id": np.asarray(test_ids), "probs": _quantise(clean)}
 
     for name, severity in p["perturb"]["pairs"]:
         imgs = perturb_batch(test_imgs, name, severity, p["perturb"]["seed"], image_ids=test_ids)
@@ -262,7 +246,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     feats.assign(arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id).to_csv(
         run_dir / "features.csv.gz", index=False)
     if ev["save_probabilities"]:
-        np.savez_compressed(run_dir / "probs.npz", **arrays)
+        save_heatmaps(run_dir / "probs.npz", clean, test_ids)
     return {
         "train_seconds": train_seconds, "eval_seconds": eval_seconds, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,

@@ -156,9 +156,9 @@ def _write_csv_once(path: Path, df: pd.DataFrame) -> None:
 
 def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) -> None:
     from robustseg.anomaly import structure_features
+    from robustseg.data.splits import folds_for
 
-    fold_of = dict(zip(splits["image_id"], splits["fold"], strict=True))
-    folds = loaded.index["image_id"].map(fold_of).to_numpy()
+    folds = folds_for(loaded.index["image_id"], splits)
     test = np.flatnonzero(folds == -1)
     trainval = np.flatnonzero(folds != -1)
     ids = loaded.index["image_id"].to_numpy().astype(str)

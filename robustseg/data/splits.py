@@ -114,6 +114,17 @@ def fold_summary(splits: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+def folds_for(image_ids: pd.Series | list[str], splits: pd.DataFrame) -> np.ndarray:
+    """The fold of each image (int64, -1 = test) in the order given; an image without a split entry is an error."""
+    fold_of = dict(zip(splits["image_id"].astype(str), splits["fold"], strict=True))
+    ids = pd.Series(list(image_ids), dtype="str")
+    folds = ids.map(fold_of)
+    if folds.isna().any():
+        missing = ids[folds.isna()].tolist()
+        raise InputError(f"{len(missing)} image(s) have no split entry (data changed since the split?): {missing[:5]}")
+    return folds.to_numpy(dtype=np.int64)
+
+
 def save_splits(splits: pd.DataFrame, path: str | Path) -> Path:
     """Write the splits as CSV (``image_id, patient_id, fold``) for reuse and audit."""
     path = Path(path)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robustseg.anomaly import load_heatmaps
 from robustseg.errors import InputError
 
 CLEAN = {"testset": "test", "perturbation": "none", "postprocessed": False}
@@ -109,5 +110,5 @@ def load_probs(inputs: StudyInputs, run_id: str) -> tuple[np.ndarray, np.ndarray
     path = inputs.run_dir(run_id) / "probs.npz"
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        return z["image_id"].astype(str), z["probs"].astype(np.float32) / 255.0
+    ids, _, probs = load_heatmaps(path)
+    return np.asarray(ids, dtype=str), probs

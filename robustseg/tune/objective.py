@@ -122,8 +122,9 @@ class Objective:
 
 def fold_arrays(data: Any, splits: Any, folds: Sequence[int]) -> dict[int, tuple[Any, Any]]:
     """(train, val) image/mask arrays of each fold: train on ``fold not in (-1, k)``, validate on ``k``."""
-    fold_of = dict(zip(splits["image_id"], splits["fold"], strict=True))
-    assigned = data.index["image_id"].map(fold_of).to_numpy()
+    from robustseg.data.splits import folds_for
+
+    assigned = folds_for(data.index["image_id"], splits)
     out = {}
     for k in folds:
         tr = np.flatnonzero((assigned != -1) & (assigned != k))
