@@ -15,21 +15,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robustseg.data.index import MASK_EXTS
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
 from robustseg.metrics import (
     DEFAULT_EMPTY_POLICY,
-    aggregate_global,
-    aggregate_per_image,
     check_empty_policy,
-    iou_summary,
     per_image_table,
-    presence_counts,
+    summarise_table,
 )
 from robustseg.postprocess import compare_postprocessing
 from robustseg.postprocess import postprocess as postprocess_labels
 
-MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff")
+MASK_EXTENSIONS: tuple[str, ...] = MASK_EXTS
 
 POLICY_TEXT = {
     "nan": "Dice/IoU/precision/recall/F1/NSD/HD95 are NaN and excluded from per-image means when a structure "
@@ -132,14 +130,16 @@ def evaluate_folder(
     for items in groups.values():
         gid = [i for i, _, _ in items]
         pred = np.stack([p for _, p, _ in items])
+        ref = np.stack([r for _, _, r in items])
+        pixel_mm = np.array([sizes.get(i, np.nan) for i in gid])
         for post in variants:
             labels = postprocess_labels(pred, classes=small, min_size=min_component_px) if post else pred
             t = per_image_table(
                 labels,
-                np.stack([r for _, _, r in items]),
+                ref,
                 image_ids=gid,
                 class_names=classes,
-                pixel_mm=np.array([sizes.get(i, np.nan) for i in gid]),
+                pixel_mm=pixel_mm,
                 empty_policy=empty_policy,
                 boundary=boundary,
                 nsd_tolerance_mm=nsd_tolerance_mm,
@@ -184,7 +184,8 @@ def summarise(
     table: pd.DataFrame, *, empty_policy: str = DEFAULT_EMPTY_POLICY, nsd_tolerance_mm: float | None = None
 ) -> dict[str, Any]:
     """JSON-ready summary of a per-image table: global, per-image and presence counts per class, mIoU/FWIoU."""
-    iou = iou_summary(table, empty_policy=empty_policy).iloc[0]
+    tables = summarise_table(table, empty_policy=empty_policy)
+    iou = tables["iou_summary"].iloc[0]
     known = table.drop_duplicates("image_id")["pixel_mm_known"]
     return {
         "n_images": int(table["image_id"].nunique()),
@@ -193,9 +194,9 @@ def summarise(
         "empty_policy_text": POLICY_TEXT[empty_policy],
         "nsd_tolerance_mm": nsd_tolerance_mm,
         "images_with_pixel_size": int(known.sum()),
-        "global": _records(aggregate_global(table, empty_policy=empty_policy)),
-        "per_image": _records(aggregate_per_image(table)),
-        "presence": _records(presence_counts(table)),
+        "global": _records(tables["global"]),
+        "per_image": _records(tables["per_image"]),
+        "presence": _records(tables["presence"]),
         "iou_summary": {k: _clean(v) for k, v in iou.items()},
     }
 

@@ -14,6 +14,7 @@ which keeps the severity -> degradation curve monotone and the contact sheet eas
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from robustseg.data.index import IMAGE_EXTS
 from robustseg.errors import InputError
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -50,8 +52,7 @@ def derive_seed(seed: int, name: str) -> int:
 
 def image_seed(seed: int, image_id: object) -> int:
     """A per-image seed from the run seed and the image id (crc32), independent of batch position."""
-    ss = np.random.SeedSequence([zlib.crc32(str(image_id).encode("utf-8")), *_seed_words(seed)])
-    return int(ss.generate_state(1, dtype=np.uint32)[0])
+    return derive_seed(seed, str(image_id))
 
 
 # ------------------------------------------------------------------------------- geometry (fan images)
@@ -325,6 +326,14 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+@functools.cache
+def _compose(name: str, severity: int) -> A.Compose:
+    """The albumentations Compose of one registry entry at one severity, built once and re-seeded per call."""
+    entry = PERTURBATIONS[name]
+    assert entry.build is not None
+    return A.Compose([entry.build(entry.values[severity - 1])], seed=0)
+
+
 def apply(image: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
     """Perturb a grayscale uint8 ``(H, W)`` image; identical output for identical arguments.
 
@@ -334,13 +343,14 @@ def apply(image: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndar
     if (name, severity) == CLEAN:
         return image.copy()
     entry = _entry(name)
-    value = entry.values[_check_severity(severity, name) - 1]
+    severity = _check_severity(severity, name)
     stream = derive_seed(seed, name)
     if entry.function is not None:
-        out = entry.function(image, value, np.random.default_rng(stream))
+        out = entry.function(image, entry.values[severity - 1], np.random.default_rng(stream))
     else:
-        assert entry.build is not None
-        out = A.Compose([entry.build(value)], seed=stream)(image=image)["image"]
+        compose = _compose(name, severity)
+        compose.set_random_seed(stream)
+        out = compose(image=image)["image"]
     out = np.asarray(out)
     if out.ndim == 3:
         out = out[..., 0]
@@ -537,7 +547,7 @@ def contact_sheet(
     return out_png
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_IMAGE_SUFFIXES = IMAGE_EXTS
 
 
 def perturb_folder(

@@ -116,7 +116,7 @@ def compare_postprocessing(
     Columns ``*by, class, <metric>_raw, <metric>_post, delta`` (per-image means, NaN excluded) and
     ``global_<metric>_raw``, ``global_<metric>_post`` (pooled counts).
     """
-    from robustseg.metrics import aggregate_global, aggregate_per_image
+    from robustseg.metrics import OVERLAP_METRICS, aggregate_global, aggregate_per_image
 
     by = [by] if isinstance(by, str) else list(by)
     keys = [*by, "class"]
@@ -125,7 +125,7 @@ def compare_postprocessing(
     out = pi_raw.merge(pi_post, on=keys, suffixes=("_raw", "_post"), validate="one_to_one")
     out = out.rename(columns={f"{metric}_mean_raw": f"{metric}_raw", f"{metric}_mean_post": f"{metric}_post"})
     out["delta"] = out[f"{metric}_post"] - out[f"{metric}_raw"]
-    if metric in ("dice", "iou", "precision", "recall", "f1"):
+    if metric in OVERLAP_METRICS:
         g_raw = aggregate_global(raw_table, by)[[*keys, metric]].rename(columns={metric: f"global_{metric}_raw"})
         g_post = aggregate_global(post_table, by)[[*keys, metric]].rename(columns={metric: f"global_{metric}_post"})
         out = out.merge(g_raw, on=keys).merge(g_post, on=keys)

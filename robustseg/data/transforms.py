@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,10 +21,10 @@ def _check_size(size: int) -> int:
     return int(size)
 
 
-def preprocess(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resize the longest side to ``size`` and zero-pad to ``size x size`` (mask nearest, padded with 0)."""
-    size = _check_size(size)
-    tf = A.Compose(
+@functools.cache
+def _preprocess_compose(size: int) -> A.Compose:
+    """The fixed (deterministic) resize + pad Compose for one ``size``, built once."""
+    return A.Compose(
         [
             A.LongestMaxSize(
                 max_size=size, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST
@@ -33,6 +34,12 @@ def preprocess(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[n
             ),
         ]
     )
+
+
+def preprocess(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize the longest side to ``size`` and zero-pad to ``size x size`` (mask nearest, padded with 0)."""
+    size = _check_size(size)
+    tf = _preprocess_compose(size)
     if mask is None:
         out = tf(image=np.ascontiguousarray(image))
         return out["image"].astype(np.uint8), None

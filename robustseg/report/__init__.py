@@ -52,10 +52,7 @@ def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
     if not t.get("retention", pd.DataFrame()).empty:
         figs["robustness"] = figures.robustness_plot(t["robustness"], res.arms, out / "robustness.png")
     if not t.get("bland_altman", pd.DataFrame()).empty:
-        from robustseg.report.aggregate import run_mean_areas
-
-        areas, _ = run_mean_areas(res.clean)
-        figs["bland_altman"] = figures.bland_altman_plot(areas, t["bland_altman"], res.baseline, res.area_unit,
+        figs["bland_altman"] = figures.bland_altman_plot(res.areas, t["bland_altman"], res.baseline, res.area_unit,
                                                          out / "bland_altman.png")
     if not t.get("ensembles", pd.DataFrame()).empty:
         figs["ensembles"] = figures.ensemble_plot(res.levels, t["ensembles"], res.arms, out / "ensembles.png")

@@ -90,21 +90,23 @@ def run_mean_areas(clean: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return out, unit
 
 
-def reference_agreement(clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """ICC(A,1) and Bland-Altman of predicted (mean over the arm's runs) vs reference CSP / LV area per image."""
+def reference_agreement(clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    """ICC(A,1) and Bland-Altman of predicted (mean over the arm's runs) vs reference CSP / LV area per image;
+    also returns the ``run_mean_areas`` table they were computed from, and its unit."""
     areas, unit = run_mean_areas(clean)
     if areas.empty:
-        return pd.DataFrame(), pd.DataFrame(), unit
+        return pd.DataFrame(), pd.DataFrame(), areas, unit
     icc = stats.reference_agreement_icc(areas, pred="pred_area", ref="ref_area", by=("arm", "class"),
                                         targets=("image_id",))
     ba = stats.bland_altman(areas, pred="pred_area", ref="ref_area", by=("arm", "class"))
-    return icc, ba, unit
+    return icc, ba, areas, unit
 
 
 def summary_table(clean: pd.DataFrame, index: pd.DataFrame, levels: pd.DataFrame, n_boot: int,
-                  icc_table: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+                  icc_table: pd.DataFrame, arms: list[str], presence: pd.DataFrame) -> pd.DataFrame:
     """Per arm and class: global and per-image Dice (mean, seed SD, fold SD over runs), pooled estimate
-    with patient-bootstrap CI, seed ICC of per-image Dice with its Koo-Li reading, presence counts."""
+    with patient-bootstrap CI, seed ICC of per-image Dice with its Koo-Li reading, presence counts
+    (``presence``: the ``presence_table`` of ``clean``)."""
     with_pat = stats.attach_patients(clean, index)
     spreads = spread_table(levels[levels["metric"] == "dice"])
     rows = []
@@ -124,7 +126,6 @@ def summary_table(clean: pd.DataFrame, index: pd.DataFrame, levels: pd.DataFrame
         out = out.merge(icc, on=["arm", "class"], how="left")
     else:
         out = out.assign(icc_dice=np.nan, icc_ci_low=np.nan, icc_ci_high=np.nan, icc_reading="n/a (one seed)")
-    presence = presence_table(clean)
     out = out.merge(presence, on=["arm", "class"], how="left")
     return order_classes(out, arms)
 
@@ -145,9 +146,8 @@ def robustness_tables(per_image: pd.DataFrame, baseline: str) -> dict[str, pd.Da
     curves = robustness_summary(pd.concat([test, ext], ignore_index=True))
     out = {"robustness": curves}
     if (test["perturbation"] != "none").any():
-        pert = test
-        out["corruption_error"] = corruption_error(pert, baseline)
-        out["mce"] = mean_corruption_error(pert, baseline)
+        out["corruption_error"] = corruption_error(test, baseline)
+        out["mce"] = mean_corruption_error(test, baseline)
     return out
 
 

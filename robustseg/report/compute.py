@@ -31,6 +31,8 @@ class Results:
     levels: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     area_unit: str = "px"
+    areas: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Run-mean predicted vs reference CSP / LV area per arm, class and image (``aggregate.run_mean_areas``)."""
     ensembles: EnsembleResults = field(default_factory=EnsembleResults)
     picks: list[tuple[str, int, str]] = field(default_factory=list)
     structures: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -42,7 +44,7 @@ def _picks(inputs: StudyInputs, ens: EnsembleResults, arm: str) -> tuple[list[tu
 
     if arm not in ens.panel_probs or inputs.reference is None:
         return [], pd.DataFrame()
-    table = score_probs(inputs, ens.panel_probs[arm], inputs.reference.image_id)
+    table = score_probs(inputs, ens.panel_probs[arm])
     fg = table[table["class"] != "background"]
     per = fg.groupby("image_id", sort=True)["dice"].mean().dropna().rename("mean_fg_dice").reset_index()
     if per.empty:
@@ -106,9 +108,10 @@ def compute(inputs: StudyInputs) -> Results:
     t["spread"] = agg.order_classes(agg.spread_table(res.levels), arms)
     t["icc_seed"] = agg.seed_icc(clean)
     t["icc_seed_per_fold"] = agg.seed_icc(clean, per_fold=True)
-    t["summary"] = agg.summary_table(clean, inputs.index, res.levels, n_boot, t["icc_seed"], arms)
-    t["presence"] = agg.order_classes(agg.presence_table(clean), arms)
-    icc_ref, ba, res.area_unit = agg.reference_agreement(clean)
+    presence = agg.presence_table(clean)
+    t["summary"] = agg.summary_table(clean, inputs.index, res.levels, n_boot, t["icc_seed"], arms, presence)
+    t["presence"] = agg.order_classes(presence, arms)
+    icc_ref, ba, res.areas, res.area_unit = agg.reference_agreement(clean)
     t["icc_reference"], t["bland_altman"] = icc_ref, ba
     t.update(agg.robustness_tables(inputs.per_image, res.baseline))
     t["retention"] = agg.retention_table(t["robustness"])

@@ -51,15 +51,14 @@ def _typical_ref_pixels(inputs: StudyInputs) -> dict[str, float] | None:
     return {str(c): float(v) for c, v in present.groupby("class")["area_px"].median().items()}
 
 
-def score_probs(inputs: StudyInputs, probs: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
+def score_probs(inputs: StudyInputs, probs: np.ndarray) -> pd.DataFrame:
+    """Score ``probs`` (in the order of ``reference.npz``) against the reference masks."""
     from robustseg.runner import score
 
     ref = inputs.reference
     assert ref is not None
-    pos = {k: i for i, k in enumerate(ref.image_id)}
-    order = np.array([pos[i] for i in ids])
     ev = dict(inputs.study.get("eval", {}))
-    return score(probs, ref.masks[order], list(ids), ref.pixel_mm[order], ev)
+    return score(probs, ref.masks, list(ref.image_id), ref.pixel_mm, ev)
 
 
 def _aligned(inputs: StudyInputs, run_id: str) -> np.ndarray | None:
@@ -109,7 +108,7 @@ def build_ensembles(inputs: StudyInputs, runs: pd.DataFrame) -> EnsembleResults:
             arm_sum = fold_sum if arm_sum is None else arm_sum + fold_sum
             arm_n += len(members)
             if len(members) >= 2:
-                tables.append(score_probs(inputs, fold_sum / len(members), ids)
+                tables.append(score_probs(inputs, fold_sum / len(members))
                               .assign(arm=arm, fold=fold, seed=-1, kind="seeds", n_members=len(members)))
                 disagree.append(_disagreement(members, ids).assign(arm=arm, fold=fold))
             del members
@@ -117,8 +116,8 @@ def build_ensembles(inputs: StudyInputs, runs: pd.DataFrame) -> EnsembleResults:
             continue
         mean = arm_sum / arm_n
         if arm_n >= 2 and arm_runs["fold"].nunique() >= 2:
-            tables.append(score_probs(inputs, mean, ids).assign(arm=arm, fold=-1, seed=-1, kind="seeds+folds",
-                                                           n_members=arm_n))
+            tables.append(score_probs(inputs, mean).assign(arm=arm, fold=-1, seed=-1, kind="seeds+folds",
+                                                      n_members=arm_n))
         pred = mean.argmax(axis=1).astype(np.uint8)
         feats.append(anomaly.structure_features(pred, image_ids=list(ids), pixel_mm=ref.pixel_mm).assign(arm=arm))
         overall.append(anomaly.overall_anomaly_scores(pred, ref.masks, image_ids=list(ids)).assign(arm=arm))

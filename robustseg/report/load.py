@@ -17,9 +17,6 @@ import pandas as pd
 from robustseg.anomaly import load_heatmaps
 from robustseg.errors import InputError
 
-CLEAN = {"testset": "test", "perturbation": "none", "postprocessed": False}
-"""The primary condition: held-out test set, unperturbed, raw (not post-processed) predictions."""
-
 _ID_COLUMNS = {"image_id": str, "patient_id": str, "run_id": str, "arm": str}
 
 

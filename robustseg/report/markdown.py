@@ -84,7 +84,3 @@ def table(df: pd.DataFrame, columns: Mapping[str, str | tuple[str, Formatter] | 
 
 def figure(path: str, alt: str) -> str:
     return f"![{alt}]({path})\n"
-
-
-def bullet_list(items: list[str]) -> str:
-    return "".join(f"- {i}\n" for i in items)

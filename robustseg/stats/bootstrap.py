@@ -130,7 +130,7 @@ def patient_bootstrap_ci(
                 boots = weighted_median(v, bootstrap_weights(codes, n_boot, rng))
             else:
                 per_pat = sub.groupby(codes, sort=True)[value_cols].sum().to_numpy()  # (P, k)
-                counts = rng.multinomial(n_pat, np.full(n_pat, 1.0 / n_pat), size=n_boot).astype(np.float64)
+                counts = bootstrap_weights(np.arange(n_pat), n_boot, rng)  # (B, P) patient counts
                 if statistic == "mean":
                     n_rows_pat = np.bincount(codes, minlength=n_pat).astype(np.float64)
                     est = float(per_pat[:, 0].sum() / n_rows_pat.sum())

@@ -99,25 +99,17 @@ def icc_from_matrix(x: np.ndarray, kind: str, alpha: float = 0.05) -> dict[str, 
     df1, df_w, df_e = n - 1, n * (k - 1), (n - 1) * (k - 1)
     q = 1 - alpha / 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        if kind in ("ICC(1,1)", "ICC(1,k)"):
-            f_val, df2 = msb / msw, df_w
+        if kind in ("ICC(1,1)", "ICC(1,k)", "ICC(C,1)", "ICC(C,k)"):
+            # one-way (within-target error) or consistency (residual error): only the error term differs
+            ms, df2 = (msw, df_w) if kind.startswith("ICC(1,") else (mse, df_e)
+            f_val = msb / ms
             fl = f_val / sps.f.ppf(q, df1, df2)
             fu = f_val * sps.f.ppf(q, df2, df1)
-            if kind == "ICC(1,1)":
-                icc = (msb - msw) / (msb + (k - 1) * msw)
+            if kind.endswith(",1)"):
+                icc = (msb - ms) / (msb + (k - 1) * ms)
                 low, high = (fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)
             else:
-                icc = (msb - msw) / msb
-                low, high = 1 - 1 / fl, 1 - 1 / fu
-        elif kind in ("ICC(C,1)", "ICC(C,k)"):
-            f_val, df2 = msb / mse, df_e
-            fl = f_val / sps.f.ppf(q, df1, df2)
-            fu = f_val * sps.f.ppf(q, df2, df1)
-            if kind == "ICC(C,1)":
-                icc = (msb - mse) / (msb + (k - 1) * mse)
-                low, high = (fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)
-            else:
-                icc = (msb - mse) / msb
+                icc = (msb - ms) / msb
                 low, high = 1 - 1 / fl, 1 - 1 / fu
         else:  # absolute agreement, McGraw & Wong case 2A: Satterthwaite-approximated F bounds
             f_val, df2 = msb / mse, df_e

@@ -25,7 +25,7 @@ import tomli_w
 from optuna.trial import FrozenTrial, TrialState
 
 from robustseg.config import Study
-from robustseg.tune.space import SPACE_KEYS, TuneSpec, tuned_arm
+from robustseg.tune.space import LOG_SCALE, SPACE_KEYS, TuneSpec, apply_params, tuned_arm
 
 KILLED_PREFIX = "killed_trial_"
 """Study user attribute ``killed_trial_<number>``: why a trial was failed by the heartbeat check."""
@@ -57,13 +57,11 @@ def tuned_raw(study: Study, spec: TuneSpec, params: Mapping[str, float], descrip
                    **copy.deepcopy(dict(arm.loss_kwargs))}
     raw["sampler"] = {**raw["sampler"], "oversampling": arm.oversampling}
     raw["train"] = copy.deepcopy(dict(arm.train))
-    for key in ("a", "b", "gamma"):
-        if key in params:
-            raw["loss"][key] = float(params[key])
-    if "oversampling" in params:
-        raw["sampler"]["oversampling"] = float(params["oversampling"])
-    if "lr" in params:
-        raw["train"]["lr"] = float(params["lr"])
+    placed = apply_params({"loss_kwargs": raw["loss"], "oversampling": raw["sampler"]["oversampling"],
+                           "train": raw["train"]},
+                          {k: float(params[k]) for k in SPACE_KEYS if k in params})
+    raw["loss"], raw["sampler"]["oversampling"], raw["train"] = (placed["loss_kwargs"], placed["oversampling"],
+                                                                  placed["train"])
     for key in ("arms", "tune"):
         raw.pop(key, None)
     if not raw["data"].get("external"):
@@ -146,7 +144,7 @@ def _slice_figure(table: pd.DataFrame, spec: TuneSpec, keys: Sequence[str], path
         sc = ax.scatter(done[key], done[target], c=done["number"], cmap="viridis", s=22)
         if not pruned.empty:
             ax.scatter(pruned[key], np.zeros(len(pruned)), marker="x", color="grey", s=18, label="pruned (at 0)")
-        if key in ("oversampling", "lr"):
+        if key in LOG_SCALE:
             ax.set_xscale("log")
         ax.set_xlabel(key)
         ax.set_ylabel(target)
@@ -199,8 +197,12 @@ def _optuna_figure(plot: Any, path: Path, **kw: Any) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
-def write_report_section(ostudy: optuna.Study, spec: TuneSpec, out_dir: Path, *, summary: Mapping[str, Any]) -> Path:
-    """Write ``tune.md`` + ``figures/*.png`` + ``tables/trials.csv`` into ``out_dir``; returns the Markdown."""
+def write_report_section(ostudy: optuna.Study, spec: TuneSpec, out_dir: Path, *, summary: Mapping[str, Any],
+                         best: FrozenTrial | None) -> Path:
+    """Write ``tune.md`` + ``figures/*.png`` + ``tables/trials.csv`` into ``out_dir``; returns the Markdown.
+
+    ``best`` is ``pick_best(ostudy, spec)`` (None: no complete trial).
+    """
     import optuna.visualization.matplotlib as ovm
 
     figs, tabs = out_dir / "figures", out_dir / "tables"
@@ -221,7 +223,6 @@ def write_report_section(ostudy: optuna.Study, spec: TuneSpec, out_dir: Path, *,
                      f"{full:.3g}")
     lines.append("")
 
-    best = pick_best(ostudy, spec)
     if best is not None:
         lines += ["## Best parameters", "", f"Trial {best.number}: "
                   + ", ".join(f"{n} = {v:.4f}" for n, v in zip(spec.objective_names, best.values, strict=True)), ""]
@@ -252,7 +253,7 @@ def write_report_section(ostudy: optuna.Study, spec: TuneSpec, out_dir: Path, *,
     else:
         lines += [f"_Importances not computed: {why}._", ""]
 
-    keys = [k for k in ("a", "b", "oversampling", "gamma", "lr") if k in spec.space and not spec.space[k].fixed]
+    keys = [k for k in SPACE_KEYS if k in spec.space and not spec.space[k].fixed]
     done = table[table["state"] == "COMPLETE"]
     if keys and not done.empty:
         _slice_figure(table, spec, keys, figs / "slice.png")

@@ -105,10 +105,15 @@ def make_storage(url: str, spec: TuneSpec) -> optuna.storages.RDBStorage:
         raise InputError(f"--storage {safe_url(url)!r}: cannot open it as an Optuna storage ({first})") from None
 
 
+def _warmup(spec: TuneSpec, max_epochs: int) -> int:
+    """Epochs before a trial can be pruned: ``tune.pruner_warmup_epochs``, 0 meaning half of ``max_epochs``."""
+    return spec.options["pruner_warmup_epochs"] or max(1, max_epochs // 2)
+
+
 def _make_pruner(spec: TuneSpec, max_epochs: int) -> optuna.pruners.BasePruner:
     """Steps are epochs counted across the tuning folds (fold i, epoch e -> i * max_epochs + e)."""
     o = spec.options
-    warmup = o["pruner_warmup_epochs"] or max(1, max_epochs // 2)
+    warmup = _warmup(spec, max_epochs)
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=o["pruner_startup_trials"], n_warmup_steps=warmup)
     if spec.pruner == "hyperband":
@@ -149,12 +154,6 @@ def _quiet_optuna() -> Iterator[None]:
             yield
     finally:
         optuna.logging.set_verbosity(previous)
-
-
-def _fail_stale(ostudy: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(ostudy)
 
 
 def run_tuning(study: Study, *, trials: int | None = None, storage: str | None = None, timeout: float | None = None,
@@ -210,7 +209,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
             ostudy.set_user_attr("robustseg_identity", identity)
             ostudy.set_user_attr("objectives", spec.objective_names)
             ostudy.set_metric_names(spec.objective_names)
-        _fail_stale(ostudy)
+        optuna.storages.fail_stale_trials(ostudy)  # _quiet_optuna() hides its ExperimentalWarning
 
         threads = study.raw["execution"]["threads"]
         if threads:  # as in robustseg.runner: the study's thread budget per worker process
@@ -225,10 +224,10 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
         if n_trials:
             ostudy.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=[guard],
                             gc_after_trial=False)
-        _fail_stale(ostudy)
+        optuna.storages.fail_stale_trials(ostudy)  # _quiet_optuna() hides its ExperimentalWarning
         pruning = spec.pruner if spec.pruner == "none" else (
             f"{spec.pruner} (after {spec.options['pruner_startup_trials']} trials, warm-up "
-            f"{spec.options['pruner_warmup_epochs'] or max(1, max_epochs // 2)} epochs)")
+            f"{_warmup(spec, max_epochs)} epochs)")
         result = _finish(study, spec, ostudy, url, started, guard.count, pruning)
     if guard.tripped:
         raise RunError(f"tuning stopped after {guard.streak} consecutive failed trials; last reason: {guard.last}")
@@ -293,7 +292,7 @@ def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, starte
                "space": "; ".join(f"{k} {'fixed ' if r.fixed else ''}[{r.low:g}, {r.high:g}]{' log' if r.log else ''}"
                                   for k, r in spec.space.items()),
                "tuned study": str(tuned) if tuned else "(none: no complete trial)"}
-    report = write_report_section(ostudy, spec, reports, summary=summary)
+    report = write_report_section(ostudy, spec, reports, summary=summary, best=best)
     return TuneResult(
         study_name=ostudy.study_name, storage=safe_url(url), best_params=best_params, best_value=best_value,
         best_trial=best.number if best is not None else None, tuned_study=tuned, report=report,

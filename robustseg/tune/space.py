@@ -220,9 +220,7 @@ def suggest(trial: Any, spec: TuneSpec, base: Mapping[str, float]) -> dict[str, 
     if "a" in sp:
         a = draw("a", sp["a"])
         b_high = min(sp["b"].high, 1.0 - a)
-        if sp["b"].fixed:
-            b = sp["b"].low
-        elif b_high <= sp["b"].low:
+        if sp["b"].fixed or b_high <= sp["b"].low:
             b = sp["b"].low
         else:
             b = sp["b"].low + trial.suggest_float("b_share", 0.0, 1.0) * (b_high - sp["b"].low)
