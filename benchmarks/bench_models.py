@@ -20,9 +20,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from robustseg.device import cpu_supports_bf16
-from robustseg.models import count_parameters, create
-from robustseg.predict import fold_batchnorm
+from robustseg.nn.device import cpu_supports_bf16
+from robustseg.nn.models import count_parameters, create
+from robustseg.nn.predict import fold_batchnorm
 
 
 def _time(fn: Callable[[], None], steps: int, warmup: int = 2) -> float:

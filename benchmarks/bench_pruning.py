@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustseg.config import build_study
-from robustseg.study import prepare
+from robustseg.pipeline.study import prepare
 from robustseg.tune import run_tuning
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robustseg.anomaly import (
+from robustseg.errors import InputError
+from robustseg.qc.anomaly import (
     anomaly_scores,
     ensemble_disagreement,
     fit_reference_ranges,
@@ -17,7 +18,6 @@ from robustseg.anomaly import (
     save_heatmaps,
     structure_features,
 )
-from robustseg.errors import InputError
 
 CLASSES = ("background", "brain", "csp", "lv")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from robustseg.boundary import boundary_metrics, boundary_pixels
 from robustseg.metrics import per_image_table
+from robustseg.metrics.boundary import boundary_metrics, boundary_pixels
 
 
 def shifted_squares() -> tuple[np.ndarray, np.ndarray]:

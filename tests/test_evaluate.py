@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from robustseg.errors import InputError
-from robustseg.evaluate import evaluate_folder, write_evaluation
 from robustseg.labels import PASCAL_COLORMAP
 from robustseg.metrics import per_image_table
+from robustseg.metrics.folder import evaluate_folder, write_evaluation
 
 CLASSES = ("background", "brain", "csp", "lv")
 COLOURS = {v: k for k, v in PASCAL_COLORMAP.items()}
@@ -116,7 +116,7 @@ def test_postprocess_side_by_side(tmp_path):
     import numpy as np
 
     from robustseg.data.io import write_mask
-    from robustseg.evaluate import evaluate_folder
+    from robustseg.metrics.folder import evaluate_folder
 
     ref = np.zeros((32, 32), np.uint8)
     ref[4:28, 4:28] = 1

@@ -10,8 +10,8 @@ import torch
 from monai.losses import DiceLoss
 from monai.losses import FocalLoss as MonaiFocal
 
-from robustseg import losses
 from robustseg.errors import InputError
+from robustseg.nn import losses
 
 # Two pixels, two classes. Logits chosen so softmax gives p = (0.8, 0.2) and (0.4, 0.6).
 P = torch.tensor([[0.8, 0.2], [0.4, 0.6]])

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from robustseg.errors import InputError
-from robustseg.models import count_parameters, create, list_models
-from robustseg.models.attention_unet import AttentionUNet
-from robustseg.predict import fold_batchnorm
+from robustseg.nn.models import count_parameters, create, list_models
+from robustseg.nn.models.attention_unet import AttentionUNet
+from robustseg.nn.predict import fold_batchnorm
 
 SMALL_KW = {
     "attention_unet": {"base": 4, "depth": 3},

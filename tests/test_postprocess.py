@@ -7,7 +7,7 @@ import pytest
 
 from robustseg.errors import InputError
 from robustseg.metrics import per_image_table
-from robustseg.postprocess import decide_postprocessing, postprocess
+from robustseg.metrics.postprocess import decide_postprocessing, postprocess
 
 CLASSES = ("background", "brain", "csp", "lv")
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from robustseg.config import build_study
+from robustseg.pipeline.study import collect_tables, run_study
 from robustseg.report import build_report
 from robustseg.report import markdown as md
 from robustseg.report.aggregate import order_classes
 from robustseg.report.sections import SECTIONS
-from robustseg.study import collect_tables, run_study
 
 
 @pytest.fixture(scope="module")

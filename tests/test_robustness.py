@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustseg import robustness as R
 from robustseg.errors import InputError
+from robustseg.qc import robustness as R
 
 # (arm, seed, perturbation, severity) -> per-image Dice of class csp; fold is 0 throughout
 DICE = {

@@ -16,7 +16,7 @@ import pytest
 
 from robustseg.cli import main
 from robustseg.config import build_study, load_study
-from robustseg.study import run_study
+from robustseg.pipeline.study import run_study
 
 TINY = """
 name = "tiny"
@@ -145,7 +145,7 @@ def test_bad_inputs_exit_2(tmp_path: Path) -> None:
 
 
 def test_run_ids_change_with_the_config() -> None:
-    from robustseg.plan import DataSpec, plan_runs
+    from robustseg.pipeline.plan import DataSpec, plan_runs
 
     splits = pd.DataFrame({"image_id": ["a", "b", "c"], "patient_id": ["p", "q", "r"], "fold": [-1, 0, 1]})
     data = DataSpec("folder", "/x", "Trans-thalamic", "pascal", 32)

@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-import robustseg.train as train_mod
-from robustseg.data.dataset import load_arrays
-from robustseg.device import resolve_amp, select_device
+import robustseg.nn.train as train_mod
 from robustseg.errors import InputError, RunError
 from robustseg.labels import CLASS_NAMES
-from robustseg.predict import load_model, predict_proba
-from robustseg.train import TrainConfig, train_run
+from robustseg.nn.dataset import load_arrays
+from robustseg.nn.device import resolve_amp, select_device
+from robustseg.nn.predict import load_model, predict_proba
+from robustseg.nn.train import TrainConfig, train_run
 
 TINY = {"model_kwargs": {"base": 4, "depth": 2}, "batch_size": 8, "max_epochs": 2, "lr": 3e-3}
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from robustseg.data.dataset import SegDataset, item_seed, load_arrays
-from robustseg.data.sampler import make_sampler, oversampling_weights
 from robustseg.data.transforms import AugmentConfig, make_augment, normalize, preprocess
 from robustseg.errors import InputError
+from robustseg.nn.dataset import SegDataset, item_seed, load_arrays
+from robustseg.nn.sampler import make_sampler, oversampling_weights
 
 
 def _pair(h=30, w=50):

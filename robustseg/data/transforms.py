@@ -6,10 +6,10 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import albumentations as A
 import cv2
 import numpy as np
 
+from robustseg._lazy import albumentations as A
 from robustseg.errors import InputError
 
 Augment = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]

@@ -1,6 +1,6 @@
 """The study report: ``build_report(runs_dir, out_dir)`` writes ``report.md``, ``figures/*.png``, ``tables/*.csv``.
 
-Everything is computed from the tables a study saved under ``runs_dir`` (see ``robustseg.study``), so
+Everything is computed from the tables a study saved under ``runs_dir`` (see ``robustseg.pipeline.study``), so
 ``robustseg report RUN_DIR`` rebuilds the same report without training. Deterministic: fixed bootstrap
 seeds, sorted groupings, PNGs without date stamps, no clock reads.
 

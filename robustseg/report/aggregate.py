@@ -1,7 +1,7 @@
 """Study-level tables of the report: summary, spread, ICC, Bland-Altman, robustness, arm comparison.
 
 Every function takes the saved per-image table (plus the index where patients are needed) and returns a
-tidy DataFrame; the maths lives in ``robustseg.stats``, ``robustseg.metrics`` and ``robustseg.robustness``.
+tidy DataFrame; the maths lives in ``robustseg.stats``, ``robustseg.metrics`` and ``robustseg.qc.robustness``.
 Nothing is rounded here.
 """
 
@@ -12,7 +12,7 @@ import pandas as pd
 
 from robustseg import stats
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
-from robustseg.robustness import corruption_error, mean_corruption_error, robustness_summary
+from robustseg.qc.robustness import corruption_error, mean_corruption_error, robustness_summary
 
 RUN = ("arm", "fold", "seed")
 SPREAD_METRICS = ("dice", "iou", "hd95_mm", "nsd")

@@ -2,7 +2,7 @@
 
 Reads each run's clean test-set probabilities (``probs.npz``), averages them over the seeds of a fold
 (seed ensemble) and over every run of an arm (seeds + folds), and scores the ensembles exactly like a
-single model (``robustseg.runner.score``: argmax, then ``robustseg.metrics.per_image_table``). Memory
+single model (``robustseg.pipeline.runner.score``: argmax, then ``robustseg.metrics.per_image_table``). Memory
 stays at one running sum per ensemble plus the members of one fold for the disagreement score.
 """
 
@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from robustseg import anomaly, stats
+from robustseg import stats
 from robustseg.labels import CLASS_NAMES
+from robustseg.qc import anomaly
 from robustseg.report.aggregate import SMALL
 from robustseg.report.load import StudyInputs, load_probs
 
@@ -53,7 +54,7 @@ def _typical_ref_pixels(inputs: StudyInputs) -> dict[str, float] | None:
 
 def score_probs(inputs: StudyInputs, probs: np.ndarray) -> pd.DataFrame:
     """Score ``probs`` (in the order of ``reference.npz``) against the reference masks."""
-    from robustseg.runner import score
+    from robustseg.pipeline.runner import score
 
     ref = inputs.reference
     assert ref is not None

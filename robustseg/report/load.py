@@ -1,4 +1,4 @@
-"""Read everything a report needs from a study's run folder (written by ``robustseg.study``).
+"""Read everything a report needs from a study's run folder (written by ``robustseg.pipeline.study``).
 
 Nothing here computes; missing optional inputs become empty tables so a report of a partial study
 still renders and says what is missing.
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustseg.anomaly import load_heatmaps
 from robustseg.errors import InputError
+from robustseg.qc.anomaly import load_heatmaps
 
 _ID_COLUMNS = {"image_id": str, "patient_id": str, "run_id": str, "arm": str}
 

@@ -76,7 +76,7 @@ def header(res: Results) -> str:
 
 
 def _policy(res: Results) -> str:
-    from robustseg.evaluate import POLICY_TEXT
+    from robustseg.metrics.folder import POLICY_TEXT
 
     policy = res.inputs.study.get("eval", {}).get("empty_policy", "nan")
     text = POLICY_TEXT.get(policy, f"policy {policy!r}")

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
-from robustseg.metrics import DEFAULT_EMPTY_POLICY, OVERLAP_METRICS, aggregate_global, aggregate_per_image
+from robustseg.metrics._common import DEFAULT_EMPTY_POLICY, OVERLAP_METRICS
+from robustseg.metrics.table import aggregate_global, aggregate_per_image
 from robustseg.stats._util import (
     as_tuple,
     check_conditions,

@@ -56,8 +56,8 @@ class Objective:
         self.on_epoch = on_epoch
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        from robustseg.runner import train_config
-        from robustseg.train import train_run
+        from robustseg.nn.train import train_run
+        from robustseg.pipeline.runner import train_config
 
         spec = self.spec
         try:

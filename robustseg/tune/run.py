@@ -159,8 +159,8 @@ def _quiet_optuna() -> Iterator[None]:
 def run_tuning(study: Study, *, trials: int | None = None, storage: str | None = None, timeout: float | None = None,
                console: Any = None) -> TuneResult:
     """Run ``trials`` more trials of the study's tuning job, then write the tuned study and the report."""
-    from robustseg.runner import load_data
-    from robustseg.study import prepare
+    from robustseg.pipeline.runner import load_data
+    from robustseg.pipeline.study import prepare
 
     started = time.time()
     spec = parse_tune(study)
@@ -212,7 +212,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
         optuna.storages.fail_stale_trials(ostudy)  # _quiet_optuna() hides its ExperimentalWarning
 
         threads = study.raw["execution"]["threads"]
-        if threads:  # as in robustseg.runner: the study's thread budget per worker process
+        if threads:  # as in robustseg.pipeline.runner: the study's thread budget per worker process
             import torch
 
             torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustseg.errors import InputError
-from robustseg.models.attention_unet import ConvBlock
+from robustseg.nn.models.attention_unet import ConvBlock
 
 
 def _create_encoder(encoder: str, in_channels: int, pretrained: bool) -> nn.Module:

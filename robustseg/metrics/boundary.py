@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from robustseg.metrics import DEFAULT_EMPTY_POLICY, _check_labels, _pixel_sizes, check_empty_policy
+from robustseg.metrics._common import DEFAULT_EMPTY_POLICY, _check_labels, _pixel_sizes, check_empty_policy
 
 _SLACK = 1e-9
 

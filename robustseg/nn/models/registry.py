@@ -7,10 +7,10 @@ from typing import Any
 
 from torch import nn
 
+from robustseg._registry import accepted_options, build
 from robustseg.errors import InputError
-from robustseg.models.attention_unet import AttentionUNet
-from robustseg.models.timm_unet import TimmUNet
-from robustseg.registry import accepted_options, build
+from robustseg.nn.models.attention_unet import AttentionUNet
+from robustseg.nn.models.timm_unet import TimmUNet
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "attention_unet": (AttentionUNet, {"attention": True}),

@@ -289,7 +289,7 @@ def _build_arm(name: str, raw: Mapping[str, Any]) -> ArmSpec:
 
 def _accepted_options(table: str, name: str) -> list[str] | None:
     """Options the registry entry ``name`` of ``table`` (model or loss) accepts; None when any (or unknown)."""
-    from robustseg import losses, models
+    from robustseg.nn import losses, models
 
     registry = models if table == "model" else losses
     try:

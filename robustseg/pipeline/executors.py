@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from robustseg.errors import InputError
-from robustseg.plan import RunSpec
-from robustseg.runner import execute_run
+from robustseg.pipeline.plan import RunSpec
+from robustseg.pipeline.runner import execute_run
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
 

@@ -61,7 +61,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from robustseg.config import load_study
-    from robustseg.study import train_one
+    from robustseg.pipeline.study import train_one
 
     study = load_study(args.study, overrides=args.set)
     result = train_one(study, arm=args.arm, fold=args.fold, seed=args.seed, console=console)
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_folder(args: argparse.Namespace) -> int:
-    from robustseg.evaluate import evaluate_folder, write_evaluation
+    from robustseg.metrics.folder import evaluate_folder, write_evaluation
 
     classes = tuple(c.strip() for c in args.classes.split(","))
     per_image, summary = evaluate_folder(
@@ -104,7 +104,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from robustseg.config import load_study
-    from robustseg.study import run_study
+    from robustseg.pipeline.study import run_study
 
     path = Path(args.study) if args.study else QUICKSTART
     study = load_study(path, overrides=args.set)
@@ -129,7 +129,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from robustseg.study import report_from_run_dir
+    from robustseg.pipeline.study import report_from_run_dir
 
     out = report_from_run_dir(args.run_dir, console=console)
     console.print(f"report: {out}")

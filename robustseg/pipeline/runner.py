@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.labels import CLASS_NAMES
-from robustseg.plan import DataSpec, RunSpec
+from robustseg.pipeline.plan import DataSpec, RunSpec
 
 COMPLETE = "complete.json"
 FAILED = "failed.json"
@@ -55,8 +55,8 @@ class LoadedData:
 @functools.lru_cache(maxsize=4)
 def load_data(spec: DataSpec) -> LoadedData:
     """Index + preprocessed arrays of a data set (cached per process: workers load once)."""
-    from robustseg.data.dataset import load_arrays
     from robustseg.data.index import load_index
+    from robustseg.nn.dataset import load_arrays
 
     index = load_index(spec.source, spec.path, plane=spec.plane, colormap=spec.colormap)
     images, masks = load_arrays(index, spec.size, spec.colormap)
@@ -97,7 +97,7 @@ def run_state(run_dir: Path) -> str:
 
 def train_config(arm: dict[str, Any], seed: int, size: int) -> Any:
     """The ``TrainConfig`` of an arm (``dataclasses.asdict(ArmSpec)``) for one seed and input size."""
-    from robustseg.train import TrainConfig
+    from robustseg.nn.train import TrainConfig
 
     train = dict(arm["train"])
     if not train.get("samples_per_epoch"):
@@ -113,7 +113,7 @@ def score(probs: np.ndarray, masks: np.ndarray, image_ids: list[str], pixel_mm: 
           ev: dict[str, Any], *, postprocess: bool = False) -> pd.DataFrame:
     """Per-image table of argmax predictions (optionally post-processed) against reference masks."""
     from robustseg.metrics import per_image_table
-    from robustseg.postprocess import postprocess as postprocess_labels
+    from robustseg.metrics.postprocess import postprocess as postprocess_labels
 
     pred = probs.argmax(axis=1).astype(np.uint8)
     if postprocess:
@@ -174,13 +174,13 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
              progress: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, Any]:
     import torch
 
-    from robustseg.anomaly import save_heatmaps, structure_features
     from robustseg.data.splits import folds_for, load_splits
-    from robustseg.device import select_device
+    from robustseg.metrics.postprocess import decide_postprocessing
+    from robustseg.nn.device import select_device
+    from robustseg.nn.predict import load_model, predict_proba
+    from robustseg.nn.train import train_run
     from robustseg.perturb import perturb_batch
-    from robustseg.postprocess import decide_postprocessing
-    from robustseg.predict import load_model, predict_proba
-    from robustseg.train import train_run
+    from robustseg.qc.anomaly import save_heatmaps, structure_features
 
     if threads:
         torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ This module wires the pieces; it holds no maths. Layout of ``runs/<study>/``:
                           ensembles and figures can be rebuilt without the data folder
 - ``reference_features.csv.gz``  structure measurements of the training/validation reference masks
                           (the normal range for the ground-truth-free anomaly score)
-- ``<run_id>/``           one folder per run (see ``robustseg.runner``)
+- ``<run_id>/``           one folder per run (see ``robustseg.pipeline.runner``)
 - ``tables/``             the collected per-image, feature, history and run tables
 """
 
@@ -29,8 +29,8 @@ import pandas as pd
 
 from robustseg.config import Study
 from robustseg.errors import InputError
-from robustseg.plan import DataSpec, RunSpec, plan_runs, split_fingerprint
-from robustseg.runner import (
+from robustseg.pipeline.plan import DataSpec, RunSpec, plan_runs, split_fingerprint
+from robustseg.pipeline.runner import (
     COMPLETE,
     FAILED,
     LoadedData,
@@ -94,9 +94,9 @@ def validate_arms(study: Study) -> None:
     """Build every arm's training config, loss and model once, so a bad option fails before any training."""
     from dataclasses import asdict
 
-    from robustseg import losses, models
     from robustseg.labels import CLASS_NAMES
-    from robustseg.runner import train_config
+    from robustseg.nn import losses, models
+    from robustseg.pipeline.runner import train_config
 
     where = study.path or "study"
     for arm in study.arms:
@@ -155,8 +155,8 @@ def _write_csv_once(path: Path, df: pd.DataFrame) -> None:
 
 
 def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) -> None:
-    from robustseg.anomaly import structure_features
     from robustseg.data.splits import folds_for
+    from robustseg.qc.anomaly import structure_features
 
     folds = folds_for(loaded.index["image_id"], splits)
     test = np.flatnonzero(folds == -1)
@@ -173,7 +173,7 @@ def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) ->
 
 
 def _executor(study: Study, scheduler: str | None, console: Any) -> Any:
-    from robustseg.executors import DaskExecutor, LocalExecutor, PoolExecutor
+    from robustseg.pipeline.executors import DaskExecutor, LocalExecutor, PoolExecutor
 
     ex = study.raw["execution"]
     address = scheduler or (ex["scheduler"] if ex["executor"] == "dask" else "")
@@ -213,7 +213,7 @@ def run_study(study: Study, *, resume: bool = True, scheduler: str | None = None
 
 
 def _run_with_progress(executor: Any, pending: list[RunSpec], runs_dir: Path, console: Any, total: int) -> list[dict]:
-    from robustseg.executors import LocalExecutor
+    from robustseg.pipeline.executors import LocalExecutor
 
     if console is None:
         return list(executor.map(pending, runs_dir))

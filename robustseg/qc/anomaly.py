@@ -25,7 +25,8 @@ from skimage.measure import regionprops
 
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
-from robustseg.metrics import _check_labels, _pixel_sizes, confusion_counts
+from robustseg.metrics._common import _check_labels, _pixel_sizes
+from robustseg.metrics.overlap import confusion_counts
 
 VENTRICULOMEGALY_MM = 10.0
 """Atrial width (LV minor axis) at or above which the LV counts as dilated."""

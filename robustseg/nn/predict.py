@@ -11,11 +11,11 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from robustseg.data.transforms import normalize
-from robustseg.device import resolve_amp, select_device, use_channels_last
 from robustseg.errors import InputError
-from robustseg.models import AttentionUNet, create
-from robustseg.models.attention_unet import AttentionGate
-from robustseg.train import TrainConfig
+from robustseg.nn.device import resolve_amp, select_device, use_channels_last
+from robustseg.nn.models import AttentionUNet, create
+from robustseg.nn.models.attention_unet import AttentionGate
+from robustseg.nn.train import TrainConfig
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -42,7 +42,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def load_model(
     checkpoint_path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, TrainConfig]:
-    """Rebuild the model of a ``checkpoint.pt`` written by :func:`robustseg.train.train_run` (eval mode)."""
+    """Rebuild the model of a ``checkpoint.pt`` written by :func:`robustseg.nn.train.train_run` (eval mode)."""
     path = Path(checkpoint_path)
     if not path.is_file():
         raise InputError(f"checkpoint {path}: file not found")
@@ -70,7 +70,7 @@ def predict_proba(
     """Softmax probabilities ``float32 (N, C, S, S)`` for ``uint8 (N, S, S)`` images.
 
     Runs in ``inference_mode`` on ``device`` (default: where the model lives) with channels-last memory
-    where it helps and BatchNorm folded into the convolutions. ``amp`` as :func:`robustseg.device.resolve_amp`:
+    where it helps and BatchNorm folded into the convolutions. ``amp`` as :func:`robustseg.nn.device.resolve_amp`:
     ``auto`` = bf16/fp16 on CUDA, fp32 on CPU; ``bf16`` also on CPU (about 1.7x faster on CPUs with
     native bf16, probabilities differ by ~1e-2).
     """

@@ -27,13 +27,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from robustseg import losses, models
-from robustseg.data.dataset import SegDataset
-from robustseg.data.sampler import make_sampler, oversampling_weights
 from robustseg.data.transforms import make_augment
-from robustseg.device import pin_memory, resolve_amp, select_device, use_channels_last
 from robustseg.errors import InputError, RunError
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+from robustseg.nn import losses, models
+from robustseg.nn.dataset import SegDataset
+from robustseg.nn.device import pin_memory, resolve_amp, select_device, use_channels_last
+from robustseg.nn.sampler import make_sampler, oversampling_weights
 
 Arrays = tuple[np.ndarray, np.ndarray]
 Progress = Callable[[int, int, dict[str, float]], None]

@@ -18,14 +18,10 @@ import pandas as pd
 from robustseg.data.index import MASK_EXTS
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
-from robustseg.metrics import (
-    DEFAULT_EMPTY_POLICY,
-    check_empty_policy,
-    per_image_table,
-    summarise_table,
-)
-from robustseg.postprocess import compare_postprocessing
-from robustseg.postprocess import postprocess as postprocess_labels
+from robustseg.metrics._common import DEFAULT_EMPTY_POLICY, check_empty_policy
+from robustseg.metrics.postprocess import compare_postprocessing
+from robustseg.metrics.postprocess import postprocess as postprocess_labels
+from robustseg.metrics.table import per_image_table, summarise_table
 
 MASK_EXTENSIONS: tuple[str, ...] = MASK_EXTS
 

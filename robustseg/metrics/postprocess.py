@@ -116,7 +116,8 @@ def compare_postprocessing(
     Columns ``*by, class, <metric>_raw, <metric>_post, delta`` (per-image means, NaN excluded) and
     ``global_<metric>_raw``, ``global_<metric>_post`` (pooled counts).
     """
-    from robustseg.metrics import OVERLAP_METRICS, aggregate_global, aggregate_per_image
+    from robustseg.metrics._common import OVERLAP_METRICS
+    from robustseg.metrics.table import aggregate_global, aggregate_per_image
 
     by = [by] if isinstance(by, str) else list(by)
     keys = [*by, "class"]

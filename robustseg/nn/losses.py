@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustseg._registry import accepted_options, build
 from robustseg.errors import InputError
-from robustseg.registry import accepted_options, build
 
 Weights = Sequence[float] | np.ndarray | torch.Tensor | None
 

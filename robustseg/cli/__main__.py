@@ -1,0 +1,5 @@
+import sys
+
+from robustseg.cli.main import main
+
+sys.exit(main())
