@@ -11,6 +11,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from robustseg.cli.progress import ProgressRenderer
 from robustseg.errors import RobustsegError
 
 console = Console()
@@ -64,8 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robustseg.pipeline.study import train_one
 
     study = load_study(args.study, overrides=args.set)
-    result = train_one(study, arm=args.arm, fold=args.fold, seed=args.seed, console=console)
-    console.print(f"run {result['run_id']} -> {result['run_dir']}")
+    with ProgressRenderer(console, err_console) as progress:
+        result = train_one(study, arm=args.arm, fold=args.fold, seed=args.seed, on_event=progress)
+    console.print(f"run {result.run_id} {result.status.value}")
     return 0
 
 
@@ -108,7 +110,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     path = Path(args.study) if args.study else QUICKSTART
     study = load_study(path, overrides=args.set)
-    outcome = run_study(study, resume=args.resume, scheduler=args.scheduler, console=console)
+    with ProgressRenderer(console, err_console) as progress:
+        outcome = run_study(study, scheduler=args.scheduler, on_event=progress)
     if outcome.failures:
         err_console.print(f"[red]{len(outcome.failures)} run(s) failed:[/red]")
         for failure in outcome.failures:
@@ -131,7 +134,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from robustseg.pipeline.study import report_from_run_dir
 
-    out = report_from_run_dir(args.run_dir, console=console)
+    out = report_from_run_dir(args.run_dir)
     console.print(f"report: {out}")
     return 0
 

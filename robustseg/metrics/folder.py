@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robustseg._io import write_csv, write_text
 from robustseg.data.index import MASK_EXTS
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
@@ -204,10 +205,6 @@ def write_evaluation(out_dir: str | Path, per_image: pd.DataFrame, summary: dict
     csv_path, json_path = out / "per_image.csv", out / "summary.json"
     table = per_image.copy()
     table.insert(0, "image", table["image_id"])
-    tmp = csv_path.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(csv_path)
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    tmp.replace(json_path)
+    write_csv(csv_path, table)
+    write_text(json_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return csv_path, json_path

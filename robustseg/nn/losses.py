@@ -16,7 +16,7 @@ autocast) and averaged over the pixels of the whole batch, as in the reference s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,8 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustseg._registry import accepted_options, build
+from robustseg._registry import Registry
 from robustseg.errors import InputError
+
+LOSSES: Registry[Any] = Registry("loss")
+"""Loss registry; entries register below with ``@LOSSES.register(name)``."""
 
 Weights = Sequence[float] | np.ndarray | torch.Tensor | None
 
@@ -75,6 +78,7 @@ def _check_classes(logits: torch.Tensor, w: torch.Tensor | None, name: str) -> N
         raise InputError(f"loss {name}: {w.numel()} values given for {logits.shape[1]} classes")
 
 
+@LOSSES.register("ce")
 class CrossEntropy(nn.Module):
     """(Class-weighted) cross-entropy averaged over all pixels (see module docstring)."""
 
@@ -88,6 +92,7 @@ class CrossEntropy(nn.Module):
         return nll / target.numel()
 
 
+@LOSSES.register("focal")
 class FocalLoss(nn.Module):
     """Softmax focal loss with focusing ``gamma`` and per-class ``alpha`` (None: all ones)."""
 
@@ -108,6 +113,7 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
+@LOSSES.register("dice")
 class SoftDiceLoss(nn.Module):
     """Weighted soft Dice with squared denominators, pixels pooled over the batch."""
 
@@ -133,6 +139,7 @@ class SoftDiceLoss(nn.Module):
         return 1.0 - (self.weight * d).sum() / self.weight.sum()
 
 
+@LOSSES.register("hybrid")
 class HybridLoss(nn.Module):
     """``(1 - a - b) * CE + b * Focal + a * Dice`` (a: Dice share, b: focal share)."""
 
@@ -162,19 +169,12 @@ class HybridLoss(nn.Module):
         return total
 
 
+@LOSSES.register("weighted_ce")
 def _weighted_ce(class_weights: Weights = None) -> nn.Module:
     if class_weights is None:
         raise InputError("loss 'weighted_ce': needs class_weights (computed from the training split)")
     return CrossEntropy(class_weights)
 
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "ce": CrossEntropy,
-    "weighted_ce": _weighted_ce,
-    "focal": FocalLoss,
-    "dice": SoftDiceLoss,
-    "hybrid": HybridLoss,
-}
 
 USES_CLASS_WEIGHTS: frozenset[str] = frozenset({"weighted_ce", "dice", "hybrid"})
 """Losses that receive ``class_weights`` from the training split when training builds them."""
@@ -182,18 +182,14 @@ USES_CLASS_WEIGHTS: frozenset[str] = frozenset({"weighted_ce", "dice", "hybrid"}
 
 def list_losses() -> list[str]:
     """Names accepted by :func:`create`."""
-    return sorted(_REGISTRY)
+    return LOSSES.names()
 
 
 def options(name: str) -> list[str] | None:
     """Keyword options loss ``name`` accepts (None: any); unknown names raise ``InputError``."""
-    if name not in _REGISTRY:
-        raise InputError(f"loss {name!r}: unknown; valid names: {', '.join(list_losses())}")
-    return accepted_options(_REGISTRY[name])
+    return LOSSES.options(name)
 
 
 def create(name: str, **kw: Any) -> nn.Module:
     """Build loss ``name``; keywords per loss (see module docstring). Unknown names/keys: InputError."""
-    if name not in _REGISTRY:
-        raise InputError(f"loss {name!r}: unknown; valid names: {', '.join(list_losses())}")
-    return build("loss", name, _REGISTRY[name], (), kw)
+    return LOSSES.create(name, **kw)

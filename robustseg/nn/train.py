@@ -12,9 +12,7 @@ import contextlib
 import dataclasses
 import io
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from robustseg._io import atomic_write
 from robustseg.data.transforms import make_augment
 from robustseg.errors import InputError, RunError
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
@@ -191,17 +190,7 @@ def _check_arrays(arrays: Arrays, name: str, num_classes: int) -> Arrays:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _save_checkpoint(path: Path, model: nn.Module, cfg: TrainConfig, extra: dict[str, Any]) -> None:

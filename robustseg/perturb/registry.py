@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from robustseg._lazy import albumentations as A
+from robustseg._registry import Registry
 from robustseg.errors import InputError
 from robustseg.perturb.seeding import CLEAN, SEVERITIES, Perturb, derive_seed, image_seed
 from robustseg.perturb.ultrasound import ShadowParams, acoustic_shadow, depth_attenuation
@@ -144,7 +145,10 @@ _ENTRIES: tuple[Perturbation, ...] = (
     ),
 )
 
-PERTURBATIONS: dict[str, Perturbation] = {p.name: p for p in _ENTRIES}
+PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
+"""The perturbation registry (a read-only mapping name -> :class:`Perturbation`, in registration order)."""
+for _p in _ENTRIES:
+    PERTURBATIONS.add(_p.name, _p)
 
 SUITES: dict[str, tuple[str, ...]] = {
     "ultrasound": (
@@ -169,9 +173,9 @@ def list_suites() -> list[str]:
 
 
 def _entry(name: str) -> Perturbation:
-    if not isinstance(name, str) or name not in PERTURBATIONS:
-        raise InputError(f"perturbation {name!r}: unknown; expected one of {list_perturbations()}")
-    return PERTURBATIONS[name]
+    if not isinstance(name, str):
+        raise InputError(f"perturbation {name!r}: expected a name, one of {', '.join(list_perturbations())}")
+    return PERTURBATIONS.lookup(name)
 
 
 def _check_severity(severity: object, name: str = "") -> int:

@@ -1,7 +1,10 @@
-"""Executors: where runs execute. Both call the same ``runner.execute_run``, so results are identical.
+"""Executors: where runs execute. All call the same ``runner.execute_run``, so results are identical.
 
-- ``LocalExecutor``: in this process, one run after another, with rich progress over runs and epochs.
-- ``PoolExecutor``: ``execution.workers > 1`` local processes side by side (progress over runs).
+Every executor follows :class:`Executor`: ``map(specs, runs_dir, on_event)`` yields one
+:class:`RunResult` per spec as runs finish, and ``close()`` releases its resources.
+
+- ``LocalExecutor``: in this process, one run after another; forwards per-epoch events.
+- ``PoolExecutor``: ``execution.workers > 1`` local processes side by side (events per finished run).
 - ``DaskExecutor``: sends each run to an existing Dask cluster (``--scheduler tcp://host:8786``; for
   example one started by dask-jobqueue on Slurm). Workers need the package installed and the runs
   folder and data on a shared file system.
@@ -9,31 +12,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from robustseg.errors import InputError
+from robustseg.pipeline.artifacts import RunResult, RunStatus
+from robustseg.pipeline.events import OnEvent
 from robustseg.pipeline.plan import RunSpec
 from robustseg.pipeline.runner import execute_run
 
-Progress = Callable[[RunSpec, dict[str, Any]], None]
+
+class Executor(Protocol):
+    def map(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent | None = None) -> Iterator[RunResult]:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def _lost(run_id: str, exc: BaseException, what: str) -> RunResult:
+    return RunResult(run_id, RunStatus.FAILED, error=f"{what} lost: {type(exc).__name__}: {exc}")
 
 
 class LocalExecutor:
-    """Runs in-process, sequentially. ``on_epoch(spec, epoch, max_epochs, metrics)`` drives progress bars."""
+    """Runs in-process, sequentially; per-epoch events reach ``on_event``."""
 
-    def __init__(self, threads: int = 0, on_epoch: Callable[..., None] | None = None) -> None:
+    def __init__(self, threads: int = 0) -> None:
         self.threads = threads
-        self.on_epoch = on_epoch
 
-    def map(self, specs: Sequence[RunSpec], runs_dir: Path) -> Iterator[dict[str, Any]]:
+    def map(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent | None = None) -> Iterator[RunResult]:
         for spec in specs:
-            callback = None
-            if self.on_epoch is not None:
-                def callback(epoch: int, max_epochs: int, metrics: dict[str, float], _s: RunSpec = spec) -> None:
-                    self.on_epoch(_s, epoch, max_epochs, metrics)
-            yield execute_run(spec, runs_dir, threads=self.threads, progress=callback)
+            yield execute_run(spec, runs_dir, threads=self.threads, on_event=on_event)
+
+    def close(self) -> None:
+        pass
 
 
 class PoolExecutor:
@@ -47,7 +60,7 @@ class PoolExecutor:
         self.workers = workers
         self.threads = threads or 1
 
-    def map(self, specs: Sequence[RunSpec], runs_dir: Path) -> Iterator[dict[str, Any]]:
+    def map(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent | None = None) -> Iterator[RunResult]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -58,8 +71,10 @@ class PoolExecutor:
                 try:
                     yield future.result()
                 except Exception as exc:  # the worker process died (killed, out of memory): record, go on
-                    yield {"run_id": futures[future].run_id, "status": "failed",
-                           "error": f"worker process lost: {type(exc).__name__}: {exc}"}
+                    yield _lost(futures[future].run_id, exc, "worker process")
+
+    def close(self) -> None:
+        pass
 
 
 class DaskExecutor:
@@ -76,7 +91,7 @@ class DaskExecutor:
             raise InputError(f"--scheduler {address}: cannot connect to a Dask scheduler ({exc})") from None
         self.threads = threads
 
-    def map(self, specs: Sequence[RunSpec], runs_dir: Path) -> Iterator[dict[str, Any]]:
+    def map(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent | None = None) -> Iterator[RunResult]:
         from distributed import as_completed
 
         runs_dir = Path(runs_dir).resolve()
@@ -88,8 +103,7 @@ class DaskExecutor:
             try:
                 yield future.result()
             except Exception as exc:  # the worker died (killed, out of memory): record, go on
-                yield {"run_id": future.key.removeprefix("robustseg-"), "status": "failed",
-                       "error": f"worker lost: {type(exc).__name__}: {exc}"}
+                yield _lost(future.key.removeprefix("robustseg-"), exc, "worker")
 
     def close(self) -> None:
         self.client.close()

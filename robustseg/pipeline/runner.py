@@ -19,80 +19,23 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
-import json
-import os
 import platform
 import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from robustseg._io import write_json
 from robustseg.labels import CLASS_NAMES
+from robustseg.pipeline.artifacts import COMPLETE, FAILED, SPEC, RunResult, RunStatus, run_state
+from robustseg.pipeline.events import EpochEnd, OnEvent, ignore
+from robustseg.pipeline.inputs import load_data
 from robustseg.pipeline.plan import DataSpec, RunSpec
-
-COMPLETE = "complete.json"
-FAILED = "failed.json"
-
-
-@dataclass(frozen=True)
-class LoadedData:
-    """A data set read once and preprocessed to the model's input size."""
-
-    index: pd.DataFrame
-    images: np.ndarray
-    masks: np.ndarray
-    pixel_mm: np.ndarray
-    """mm per pixel at input size (NaN where unknown): original pixel size x (longest side / size)."""
-
-
-@functools.lru_cache(maxsize=4)
-def load_data(spec: DataSpec) -> LoadedData:
-    """Index + preprocessed arrays of a data set (cached per process: workers load once)."""
-    from robustseg.data.index import load_index
-    from robustseg.nn.dataset import load_arrays
-
-    index = load_index(spec.source, spec.path, plane=spec.plane, colormap=spec.colormap)
-    images, masks = load_arrays(index, spec.size, spec.colormap)
-    longest = np.maximum(index["height"].to_numpy(), index["width"].to_numpy()).astype(np.float64)
-    pixel_mm = index["pixel_mm"].to_numpy(dtype=np.float64) * longest / spec.size
-    images.setflags(write=False)
-    masks.setflags(write=False)
-    return LoadedData(index, images, masks, pixel_mm)
-
-
-def fingerprint(data: LoadedData) -> str:
-    """Hash of what a run reads from a data set: image ids, pixels and masks at input size, pixel sizes."""
-    h = hashlib.sha256()
-    h.update("\n".join(data.index["image_id"].astype(str)).encode())
-    for arr in (data.images, data.masks, np.nan_to_num(data.pixel_mm, nan=-1.0)):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file, fsync it, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def run_state(run_dir: Path) -> str:
-    """``complete``, ``failed``, ``partial`` (killed mid-run) or ``missing``."""
-    if (run_dir / COMPLETE).is_file():
-        return "complete"
-    if (run_dir / FAILED).is_file():
-        return "failed"
-    return "partial" if run_dir.exists() else "missing"
 
 
 def train_config(arm: dict[str, Any], seed: int, size: int) -> Any:
@@ -125,43 +68,50 @@ def score(probs: np.ndarray, masks: np.ndarray, image_ids: list[str], pixel_mm: 
 
 
 def execute_run(spec: RunSpec, runs_dir: str | Path, *, threads: int = 0,
-                progress: Callable[[int, int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Run ``spec`` into ``runs_dir/run_id``. Returns a summary dict; never raises for run failures.
+                on_event: OnEvent | None = None) -> RunResult:
+    """Run ``spec`` into ``runs_dir/run_id``; never raises for failures inside the run.
 
-    Failures are written to ``failed.json`` and returned with ``status == "failed"``.
+    A finished run is skipped (:attr:`RunStatus.SKIPPED`); a failure is written to ``failed.json`` and
+    returned as :attr:`RunStatus.FAILED`. ``on_event`` receives an :class:`EpochEnd` per training epoch.
     """
     run_dir = Path(runs_dir) / spec.run_id
     if run_state(run_dir) == "complete":
-        return {"run_id": spec.run_id, "status": "complete", "skipped": True}
+        return RunResult(spec.run_id, RunStatus.SKIPPED)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f".{spec.run_id}.lock", "w") as lock:
         try:  # one process per run: a second study on the same folder leaves this run alone
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            return {"run_id": spec.run_id, "status": "failed", "error": "running in another process (locked)"}
+            return RunResult(spec.run_id, RunStatus.FAILED, error="running in another process (locked)")
         if run_state(run_dir) == "complete":  # finished by that other process meanwhile
-            return {"run_id": spec.run_id, "status": "complete", "skipped": True}
-        return _attempt(spec, run_dir, threads, progress)
+            return RunResult(spec.run_id, RunStatus.SKIPPED)
+        return _attempt(spec, run_dir, threads, on_event or ignore)
 
 
-def _attempt(spec: RunSpec, run_dir: Path, threads: int,
-             progress: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, Any]:
+def _attempt(spec: RunSpec, run_dir: Path, threads: int, on_event: OnEvent) -> RunResult:
     if run_dir.exists():  # a partial or failed earlier attempt: start clean
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    write_json_atomic(run_dir / "spec.json", spec.payload)
+    write_json(run_dir / SPEC, spec.payload)
     started = time.time()
+
+    def progress(epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
+        on_event(EpochEnd(spec.run_id, epoch, max_epochs, dict(metrics)))
+
     try:
         summary = _execute(spec, run_dir, threads=threads, progress=progress)
     except Exception as exc:  # recorded, never swallowed: the caller lists failures and exits non-zero
-        failure = {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                   "traceback": traceback.format_exc(), "seconds": time.time() - started}
-        write_json_atomic(run_dir / FAILED, failure)
-        return failure
-    summary.update({"run_id": spec.run_id, "status": "complete", "seconds": time.time() - started,
+        error = f"{type(exc).__name__}: {exc}"
+        seconds = time.time() - started
+        failure = {"run_id": spec.run_id, "status": "failed", "error": error,
+                   "traceback": traceback.format_exc(), "seconds": seconds}
+        write_json(run_dir / FAILED, failure)
+        return RunResult(spec.run_id, RunStatus.FAILED, error=error, seconds=seconds, summary=failure)
+    seconds = time.time() - started
+    summary.update({"run_id": spec.run_id, "status": "complete", "seconds": seconds,
                     "arm": spec.arm, "fold": spec.fold, "seed": spec.seed, "host": platform.node()})
-    write_json_atomic(run_dir / COMPLETE, summary)
-    return summary
+    write_json(run_dir / COMPLETE, summary)
+    return RunResult(spec.run_id, RunStatus.COMPLETE, seconds=seconds, summary=summary)
 
 
 def _version() -> str:
@@ -212,7 +162,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     decision = {"apply": bool(decided.apply) if ev["postprocess"] == "auto" else ev["postprocess"] == "on",
                 "rule_says": bool(decided.apply), "setting": ev["postprocess"], "reason": decided.reason,
                 "comparison": decided.comparison.to_dict("records")}
-    write_json_atomic(run_dir / "postprocess.json", decision)
+    write_json(run_dir / "postprocess.json", decision)
 
     tables = []
     test_ids = data.index["image_id"].iloc[test_idx].tolist()

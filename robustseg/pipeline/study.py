@@ -16,7 +16,6 @@ This module wires the pieces; it holds no maths. Layout of ``runs/<study>/``:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -27,25 +26,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robustseg._io import atomic_write, read_json, write_csv, write_json
 from robustseg.config import Study
 from robustseg.errors import InputError
+from robustseg.pipeline.artifacts import COMPLETE, FAILED, RunResult, RunStatus, run_state
+from robustseg.pipeline.events import OnEvent, RunFinished, RunStarted, ignore
+from robustseg.pipeline.inputs import LoadedData, fingerprint, load_data
 from robustseg.pipeline.plan import DataSpec, RunSpec, plan_runs, split_fingerprint
-from robustseg.pipeline.runner import (
-    COMPLETE,
-    FAILED,
-    LoadedData,
-    execute_run,
-    fingerprint,
-    load_data,
-    run_state,
-    write_json_atomic,
-)
+from robustseg.pipeline.runner import execute_run
 
 
 @dataclass
 class StudyOutcome:
     runs_dir: Path
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[RunResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     report: Path | None = None
     seconds: float = 0.0
@@ -136,22 +130,18 @@ def prepare(study: Study) -> Prepared:
     runs_dir.mkdir(parents=True, exist_ok=True)
     fp = split_fingerprint(splits)
     _write_csv_once(runs_dir / f"splits-{fp}.csv", splits)
-    write_json_atomic(runs_dir / "study.json", {"study": study.raw, "hash": study.file_hash,
+    write_json(runs_dir / "study.json", {"study": study.raw, "hash": study.file_hash,
                                                 "file": str(study.path) if study.path else None})
-    write_json_atomic(runs_dir / "plan.json", [{"run_id": r.run_id, "arm": r.arm, "fold": r.fold, "seed": r.seed}
+    write_json(runs_dir / "plan.json", [{"run_id": r.run_id, "arm": r.arm, "fold": r.fold, "seed": r.seed}
                                                for r in runs])
-    tmp_index = runs_dir / f"index.tmp-{os.getpid()}.csv"
-    loaded.index.to_csv(tmp_index, index=False)
-    tmp_index.replace(runs_dir / "index.csv")
+    write_csv(runs_dir / "index.csv", loaded.index)
     _save_reference(runs_dir, loaded, splits)
     return Prepared(study, runs_dir, data, splits, suite, external, runs)
 
 
 def _write_csv_once(path: Path, df: pd.DataFrame) -> None:
     if not path.exists():
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        df.to_csv(tmp, index=False)
-        tmp.replace(path)
+        write_csv(path, df)
 
 
 def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) -> None:
@@ -162,17 +152,17 @@ def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) ->
     test = np.flatnonzero(folds == -1)
     trainval = np.flatnonzero(folds != -1)
     ids = loaded.index["image_id"].to_numpy().astype(str)
-    tmp = runs_dir / f"reference.tmp-{os.getpid()}.npz"
-    np.savez_compressed(tmp, image_id=ids[test], images=loaded.images[test], masks=loaded.masks[test],
-                        pixel_mm=loaded.pixel_mm[test])
-    tmp.replace(runs_dir / "reference.npz")
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, image_id=ids[test], images=loaded.images[test], masks=loaded.masks[test],
+                                pixel_mm=loaded.pixel_mm[test])
+
+    atomic_write(runs_dir / "reference.npz", save)
     feats = structure_features(loaded.masks[trainval], pixel_mm=loaded.pixel_mm[trainval], image_ids=list(ids[trainval]))
-    tmp_csv = runs_dir / f"reference_features.tmp-{os.getpid()}.csv.gz"
-    feats.to_csv(tmp_csv, index=False)
-    tmp_csv.replace(runs_dir / "reference_features.csv.gz")
+    write_csv(runs_dir / "reference_features.csv.gz", feats)
 
 
-def _executor(study: Study, scheduler: str | None, console: Any) -> Any:
+def _executor(study: Study, scheduler: str | None) -> Any:
     from robustseg.pipeline.executors import DaskExecutor, LocalExecutor, PoolExecutor
 
     ex = study.raw["execution"]
@@ -186,25 +176,27 @@ def _executor(study: Study, scheduler: str | None, console: Any) -> Any:
     return LocalExecutor(threads=ex["threads"])
 
 
-def run_study(study: Study, *, resume: bool = True, scheduler: str | None = None, console: Any = None,
+def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent | None = None,
               report: bool = True) -> StudyOutcome:
     """Run every pending run of the plan, then collect tables and write the report.
 
-    Finished runs (``complete.json``) are always skipped; partial or failed ones are run again.
-    ``resume`` is accepted for the CLI contract (resuming is always on and always safe).
+    Finished runs (``complete.json``) are always reused; partial or failed ones are run again.
+    ``on_event`` receives :mod:`robustseg.pipeline.events` (run counts, epochs, finished runs).
     """
+    on_event = on_event or ignore
     started = time.time()
     prep = prepare(study)
     outcome = StudyOutcome(prep.runs_dir)
     pending = [r for r in prep.runs if run_state(prep.runs_dir / r.run_id) != "complete"]
-    executor = _executor(study, scheduler, console)
+    on_event(RunStarted(total=len(prep.runs), done=len(prep.runs) - len(pending)))
+    executor = _executor(study, scheduler)
     try:
-        results = _run_with_progress(executor, pending, prep.runs_dir, console, total=len(prep.runs))
+        for result in executor.map(pending, prep.runs_dir, on_event):
+            outcome.results.append(result)
+            on_event(RunFinished(result))
     finally:
-        if hasattr(executor, "close"):
-            executor.close()
-    outcome.results = results
-    outcome.failures = [f"{r['run_id']}: {r.get('error', '?')}" for r in results if r.get("status") == "failed"]
+        executor.close()
+    outcome.failures = [f"{r.run_id}: {r.error or '?'}" for r in outcome.results if r.status is RunStatus.FAILED]
     collect_tables(prep.runs_dir)
     if report:
         outcome.report = write_report(prep.runs_dir, study)
@@ -212,51 +204,22 @@ def run_study(study: Study, *, resume: bool = True, scheduler: str | None = None
     return outcome
 
 
-def _run_with_progress(executor: Any, pending: list[RunSpec], runs_dir: Path, console: Any, total: int) -> list[dict]:
-    from robustseg.pipeline.executors import LocalExecutor
-
-    if console is None:
-        return list(executor.map(pending, runs_dir))
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
-        runs_task = bar.add_task("runs", total=total, completed=total - len(pending))
-        epoch_task = bar.add_task("epochs", total=1, visible=isinstance(executor, LocalExecutor))
-
-        def on_epoch(spec: RunSpec, epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
-            loss = metrics.get("val_loss", float("nan"))
-            bar.update(epoch_task, total=max_epochs, completed=epoch,
-                       description=f"{spec.run_id} val_loss {loss:.4f}")
-
-        if isinstance(executor, LocalExecutor):
-            executor.on_epoch = on_epoch
-        for result in executor.map(pending, runs_dir):
-            results.append(result)
-            bar.advance(runs_task)
-            status = result.get("status")
-            if status == "failed":
-                console.print(f"[red]failed[/red] {result['run_id']}: {result.get('error')}")
-    return results
-
-
 def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
     """Concatenate the tables of the plan's finished runs into ``runs_dir/tables/``."""
-    plan = json.loads((runs_dir / "plan.json").read_text())
+    plan = read_json(runs_dir / "plan.json")
     per_image, features, history, runs = [], [], [], []
     for entry in plan:
         run_dir = runs_dir / entry["run_id"]
         state = run_state(run_dir)
         info = {**entry, "status": state}
         if state == "complete":
-            info.update({k: v for k, v in json.loads((run_dir / COMPLETE).read_text()).items()
+            info.update({k: v for k, v in read_json(run_dir / COMPLETE).items()
                          if not isinstance(v, dict | list)})
             per_image.append(pd.read_csv(run_dir / "per_image.csv.gz"))
             features.append(pd.read_csv(run_dir / "features.csv.gz"))
             history.append(pd.read_csv(run_dir / "history.csv").assign(**entry))
         elif state == "failed":
-            info["error"] = json.loads((run_dir / FAILED).read_text()).get("error")
+            info["error"] = read_json(run_dir / FAILED).get("error")
         runs.append(info)
     out_dir = runs_dir / "tables"
     out_dir.mkdir(exist_ok=True)
@@ -268,7 +231,7 @@ def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
     for name in ("per_image", "features", "history"):  # never leave tables of an earlier plan behind
         (out_dir / f"{name}.csv.gz").unlink(missing_ok=True)
     for name, df in tables.items():
-        df.to_csv(out_dir / f"{name}.csv.gz" if name != "runs" else out_dir / "runs.csv", index=False)
+        write_csv(out_dir / f"{name}.csv.gz" if name != "runs" else out_dir / "runs.csv", df)
     return tables
 
 
@@ -276,12 +239,12 @@ def write_report(runs_dir: Path, study: Study | None = None) -> Path:
     """Build ``reports/<study>/report.md`` from the saved tables of ``runs_dir``."""
     from robustseg.report import build_report
 
-    saved = json.loads((runs_dir / "study.json").read_text())["study"]
+    saved = read_json(runs_dir / "study.json")["study"]
     reports_dir = Path(saved["execution"]["reports_dir"]) / saved["name"]
     return build_report(runs_dir, reports_dir)
 
 
-def report_from_run_dir(run_dir: str | Path, console: Any = None) -> Path:
+def report_from_run_dir(run_dir: str | Path) -> Path:
     """``robustseg report RUN_DIR``: rebuild the report from saved tables, without training."""
     runs_dir = Path(run_dir)
     if not (runs_dir / "study.json").is_file() or not (runs_dir / "plan.json").is_file():
@@ -292,7 +255,7 @@ def report_from_run_dir(run_dir: str | Path, console: Any = None) -> Path:
 
 
 def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int | None = None,
-              console: Any = None) -> dict[str, Any]:
+              on_event: OnEvent | None = None) -> RunResult:
     """``robustseg train``: prepare the study and execute the one run (arm, fold, seed)."""
     arm_name = arm or study.arms[0].name
     study.arm(arm_name)  # validates the name
@@ -308,23 +271,8 @@ def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int 
                                         prep.runs[0].payload["data_fingerprints"])
                    if r.arm == arm_name and r.fold == fold]
     spec = matches[0]
-    threads = study.raw["execution"]["threads"]
-    if console is None:
-        result = execute_run(spec, prep.runs_dir, threads=threads)
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:
-            task = bar.add_task(f"{spec.run_id} epochs", total=None)
-
-            def on_epoch(epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
-                small = " ".join(f"{c} {metrics.get(f'val_dice_{c}', float('nan')):.3f}" for c in ("csp", "lv"))
-                bar.update(task, total=max_epochs, completed=epoch,
-                           description=f"{spec.run_id} val_loss {metrics.get('val_loss', float('nan')):.4f} {small}")
-
-            result = execute_run(spec, prep.runs_dir, threads=threads, progress=on_epoch)
-    if result.get("status") == "failed":
+    result = execute_run(spec, prep.runs_dir, threads=study.raw["execution"]["threads"], on_event=on_event)
+    if result.status is RunStatus.FAILED:
         from robustseg.errors import RunError
-        raise RunError(f"run {spec.run_id} failed: {result.get('error')}")
-    return {**result, "run_dir": prep.runs_dir / spec.run_id}
+        raise RunError(f"run {spec.run_id} failed: {result.error}")
+    return result

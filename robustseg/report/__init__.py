@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustseg._io import write_text
 from robustseg.report import figures, sections
 from robustseg.report.compute import Results, compute
 from robustseg.report.load import load_inputs
@@ -108,9 +109,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
     table_names = write_tables(res, out_dir / "tables")
     figs = draw_figures(res, out_dir / "figures")
     path = out_dir / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(res, figs, table_names), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, render(res, figs, table_names))
     return path
 
 

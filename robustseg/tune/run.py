@@ -159,7 +159,7 @@ def _quiet_optuna() -> Iterator[None]:
 def run_tuning(study: Study, *, trials: int | None = None, storage: str | None = None, timeout: float | None = None,
                console: Any = None) -> TuneResult:
     """Run ``trials`` more trials of the study's tuning job, then write the tuned study and the report."""
-    from robustseg.pipeline.runner import load_data
+    from robustseg.pipeline.inputs import load_data
     from robustseg.pipeline.study import prepare
 
     started = time.time()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustseg.errors import InputError
+from robustseg.nn.models.registry import MODELS
 
 NORMS = ("batch", "instance", "group", "none")
 
@@ -97,6 +98,8 @@ class AttentionGate(nn.Module):
         return torch.cat([x * alpha, g], dim=1)
 
 
+@MODELS.register("attention_unet", fixed={"attention": True}, positional=2)
+@MODELS.register("unet", fixed={"attention": False}, positional=2)
 class AttentionUNet(nn.Module):
     """U-Net with optional additive attention gates on every skip connection.
 

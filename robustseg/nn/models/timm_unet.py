@@ -13,6 +13,7 @@ from torch import nn
 
 from robustseg.errors import InputError
 from robustseg.nn.models.attention_unet import ConvBlock
+from robustseg.nn.models.registry import MODELS
 
 
 def _create_encoder(encoder: str, in_channels: int, pretrained: bool) -> nn.Module:
@@ -33,6 +34,7 @@ def _create_encoder(encoder: str, in_channels: int, pretrained: bool) -> nn.Modu
         raise InputError(f"model encoder={encoder!r}: cannot build with features_only ({exc})") from exc
 
 
+@MODELS.register("timm_unet", positional=2)
 class TimmUNet(nn.Module):
     """U-Net decoder over a timm feature-pyramid encoder.
 

@@ -1,0 +1,47 @@
+"""A data set as a run reads it: index + preprocessed arrays (cached per process), and its fingerprint."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from robustseg.pipeline.plan import DataSpec
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """A data set read once and preprocessed to the model's input size."""
+
+    index: pd.DataFrame
+    images: np.ndarray
+    masks: np.ndarray
+    pixel_mm: np.ndarray
+    """mm per pixel at input size (NaN where unknown): original pixel size x (longest side / size)."""
+
+
+@functools.lru_cache(maxsize=4)
+def load_data(spec: DataSpec) -> LoadedData:
+    """Index + preprocessed arrays of a data set (cached per process: workers load once)."""
+    from robustseg.data.index import load_index
+    from robustseg.nn.dataset import load_arrays
+
+    index = load_index(spec.source, spec.path, plane=spec.plane, colormap=spec.colormap)
+    images, masks = load_arrays(index, spec.size, spec.colormap)
+    longest = np.maximum(index["height"].to_numpy(), index["width"].to_numpy()).astype(np.float64)
+    pixel_mm = index["pixel_mm"].to_numpy(dtype=np.float64) * longest / spec.size
+    images.setflags(write=False)
+    masks.setflags(write=False)
+    return LoadedData(index, images, masks, pixel_mm)
+
+
+def fingerprint(data: LoadedData) -> str:
+    """Hash of what a run reads from a data set: image ids, pixels and masks at input size, pixel sizes."""
+    h = hashlib.sha256()
+    h.update("\n".join(data.index["image_id"].astype(str)).encode())
+    for arr in (data.images, data.masks, np.nan_to_num(data.pixel_mm, nan=-1.0)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
