@@ -23,17 +23,17 @@ def test_defaults_follow_the_reference_protocol() -> None:
     study = build_study({})
     arm = study.arms[0]
     assert (arm.model, arm.loss, arm.oversampling) == ("attention_unet", "hybrid", 3.0)
-    assert arm.train["lr"] == 1e-4 and arm.train["early_stopping_patience"] == 10
-    assert arm.train["lr_factor"] == 0.5 and arm.train["lr_patience"] == 5 and arm.train["lr_min"] == 1e-6
-    assert study.raw["data"]["size"] == 256
+    assert arm.train.lr == 1e-4 and arm.train.early_stopping_patience == 10
+    assert arm.train.lr_factor == 0.5 and arm.train.lr_patience == 5 and arm.train.lr_min == 1e-6
+    assert study.data.size == 256
 
 
 def test_set_overrides_parse_toml_values() -> None:
     study = build_study({"name": "x"}, overrides=["seeds=[3,4]", "data.path=/data/fhb", "train.lr=0.01",
                                                   "split.k_folds=3"])
     assert study.seeds == [3, 4]
-    assert study.raw["data"]["path"] == "/data/fhb"
-    assert study.arms[0].train["lr"] == 0.01
+    assert study.data.path == "/data/fhb"
+    assert study.arms[0].train.lr == 0.01
     assert study.folds == [0, 1, 2]
     assert parse_override("eval.boundary=false") == ("eval.boundary", False)
 
