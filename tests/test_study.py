@@ -159,7 +159,7 @@ def test_run_ids_change_with_the_config() -> None:
 @pytest.mark.parametrize(("extra", "fragment"), [
     ("[arms.bad]\nloss.name = 'hybrid'\nloss.a = 0.9\nloss.b = 0.5\n", "[arms.bad]: hybrid loss a=0.9, b=0.5"),
     ("[arms.bad]\nmodel.widthh = 3\n", "[arms.bad]: model 'attention_unet': unknown option(s) widthh (valid: "),
-    ("[arms.bad]\nloss.name = 'dicee'\n", "[arms.bad]: train.loss = 'dicee'"),
+    ("[arms.bad]\nloss.name = 'dicee'\n", "[arms.bad]: key 'loss.name' = 'dicee'; expected one of "),
 ])
 def test_bad_arm_options_fail_before_training(tmp_path: Path, extra: str, fragment: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -90,7 +90,10 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 
 def validate(model: type[M], data: Any, where: str, prefix: tuple[str, ...] = ()) -> M:
-    """``model.model_validate(data)``; the first error becomes a one-line ``InputError`` (see module doc)."""
+    """``model.model_validate(data)``; the first error becomes a one-line ``InputError`` (see module doc).
+
+    ``prefix`` is put before the keys of ``model`` (e.g. ``("train",)`` for an arm's merged train table).
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -98,8 +101,26 @@ def validate(model: type[M], data: Any, where: str, prefix: tuple[str, ...] = ()
 
 
 def error_message(err: Mapping[str, Any], model: type[BaseModel], data: Any, where: str,
-                  prefix: tuple[str, ...] = ()) -> str:
-    """One line for one pydantic error: file, dotted key, value and what was expected."""
+                  prefix: tuple[str, ...] = (), keys: Mapping[str, str] | None = None) -> str:
+    """One line for one pydantic error: file, dotted key, value and what was expected.
+
+    ``keys`` renames top-level fields to the study keys they come from (``TrainConfig.loss`` is ``loss.name``);
+    an empty ``where`` leaves the file out (the caller names it).
+    """
+    line = _line(_message(err, model, data, where, prefix), where)
+    if keys:
+        for field, key in keys.items():
+            line = line.replace(f"key '{field}'", f"key '{key}'", 1)
+    return line
+
+
+def _line(message: str, where: str) -> str:
+    return message if where else message.split(": ", 1)[1]
+
+
+def _message(err: Mapping[str, Any], model: type[BaseModel], data: Any, where: str,
+             prefix: tuple[str, ...]) -> str:
+    where = where or "-"
     path, field, owner = _walk(model, err["loc"])
     if path[:1] == ["arms"] and len(path) >= 2 and owner is not StudyConfig:  # [arms.NAME] tables
         where, path = f"{where} [arms.{path[1]}]", path[2:]

@@ -47,6 +47,12 @@ Arrays = tuple[np.ndarray, np.ndarray]
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
+_STUDY_KEYS = {"model": "model.name", "loss": "loss.name", "class_weight_smoothing": "loss.class_weight_smoothing",
+               "oversampling": "sampler.oversampling", "size": "data.size", "seed": "seed",
+               **{k: f"train.{k}" for k in TrainTable.model_fields}}
+"""The study key each ``TrainConfig`` field comes from (named in error messages)."""
+
+
 class TrainConfig(TrainTable):
     """Everything that changes the result of one run: the ``[train]`` table plus the arm's model, loss and
     sampler, the seed and the input size. Validated by the study schema (``robustseg.config.schema``);
@@ -67,7 +73,7 @@ class TrainConfig(TrainTable):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise InputError(error_message(exc.errors(include_url=False)[0], type(self), data, "TrainConfig")) from None
+            raise InputError(error_message(exc.errors(include_url=False)[0], type(self), data, "", keys=_STUDY_KEYS)) from None
 
     @field_validator("model")
     @classmethod
