@@ -313,3 +313,19 @@ def test_wheel_ships_the_studies(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("robustseg-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"robustseg/studies/{n}.toml" for n in ("quickstart", "thesis", "loss-ablation")} <= names
+
+
+def test_tune_keys_that_depend_on_the_arm_are_checked_at_load() -> None:
+    with pytest.raises(InputError, match=r"key 'tune.lr' = \[1e-07, 0.01\]; expected values >= train.lr_min"):
+        build_study({"tune": {"lr": [1e-7, 1e-2]}})
+    with pytest.raises(InputError, match="key 'tune.arm' = 'nope'"):
+        build_study({"arms": {"x": {}}, "tune": {"arm": "nope"}})
+    assert build_study({"tune": {"lr": [1e-6, 1e-2]}}).tune.lr == [1e-6, 1e-2]
+
+
+def test_old_checkpoint_configs_still_load() -> None:
+    from robustseg.nn.train import TrainConfig
+
+    old = {**TrainConfig().to_dict(), "samples_per_epoch": None, "grad_clip": None}  # written before 0.2
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.samples_per_epoch == 0 and cfg.grad_clip == 0  # one pass per epoch, no clipping
