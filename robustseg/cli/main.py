@@ -17,8 +17,6 @@ from robustseg.errors import RobustsegError
 console = Console()
 err_console = Console(stderr=True)
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "studies" / "quickstart.toml"
-
 
 def print_table(df: pd.DataFrame, title: str | None = None, digits: int = 4) -> None:
     """Print a DataFrame as a rich table (numbers rounded for display only)."""
@@ -108,8 +106,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from robustseg.config import load_study
     from robustseg.pipeline.study import run_study
 
-    path = Path(args.study) if args.study else QUICKSTART
-    study = load_study(path, overrides=args.set)
+    study = load_study(args.study, overrides=args.set)  # no file: the packaged quickstart
     with ProgressRenderer(console, err_console) as progress:
         outcome = run_study(study, scheduler=args.scheduler, on_event=progress)
     if outcome.failures:
@@ -142,73 +139,84 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 
 
+SET_HELP = "override a study key with a TOML value, e.g. --set train.max_epochs=5 --set seeds=[0,1] (repeatable)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from robustseg.perturb import list_perturbations, list_suites
+
     p = argparse.ArgumentParser(prog="robustseg", description="Is your segmentation result real? Seeds, folds, perturbations, reliability.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("phantom", help="write a synthetic trans-thalamic data set in the real layout")
-    s.add_argument("out_dir")
-    s.add_argument("--n", type=int, default=200)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("out_dir", help="folder to write (Large-Scale Fetal Head Biometry layout)")
+    s.add_argument("--n", type=int, default=200, help="number of images (default 200)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the phantom (default 0)")
     s.set_defaults(func=cmd_phantom)
 
     s = sub.add_parser("check-data", help="validate a data set and print class / patient statistics")
-    s.add_argument("data_dir")
-    s.add_argument("--source", default="auto", choices=["auto", "fetal_head", "phantom", "folder"])
-    s.add_argument("--plane", default="Trans-thalamic")
-    s.add_argument("--colormap", default="pascal")
+    s.add_argument("data_dir", help="data set folder")
+    s.add_argument("--source", default="auto", choices=["auto", "fetal_head", "phantom", "folder"],
+                   help="data set layout (default: detected)")
+    s.add_argument("--plane", default="Trans-thalamic", help="plane folder of a fetal-head data set (default Trans-thalamic)")
+    s.add_argument("--colormap", default="pascal", help="mask colours: pascal or rgb (default pascal)")
     s.set_defaults(func=cmd_check_data)
 
     s = sub.add_parser("train", help="train one run (arm x fold x seed) of a study")
-    s.add_argument("study")
-    s.add_argument("--arm")
-    s.add_argument("--fold", type=int, default=0)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("study", help="study file (TOML)")
+    s.add_argument("--arm", help="arm to train (default: the first)")
+    s.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
+    s.add_argument("--seed", type=int, help="training seed (default: the study's first)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate-folder", help="score saved masks against references")
-    s.add_argument("pred_dir")
-    s.add_argument("gt_dir")
-    s.add_argument("-o", "--output")
-    s.add_argument("--pixel-size-csv")
-    s.add_argument("--classes", default="background,brain,csp,lv")
-    s.add_argument("--colormap", default="pascal")
+    s.add_argument("pred_dir", help="folder of predicted masks")
+    s.add_argument("gt_dir", help="folder of reference masks (same file names)")
+    s.add_argument("-o", "--output", help="output folder (default: PRED_DIR/../evaluation)")
+    s.add_argument("--pixel-size-csv", help="CSV of pixel sizes in mm (columns Label, Pixel in mm) for HD95 / NSD in mm")
+    s.add_argument("--classes", default="background,brain,csp,lv", help="class names by label, comma-separated")
+    s.add_argument("--colormap", default="pascal", help="mask colours: pascal or rgb (default pascal)")
     s.add_argument("--empty-policy", default="nan", choices=["nan", "one"],
                    help="both reference and prediction empty: nan (nnU-Net, excluded) or one")
-    s.add_argument("--nsd-tolerance-mm", type=float, default=1.0)
+    s.add_argument("--nsd-tolerance-mm", type=float, default=1.0, help="NSD boundary tolerance in mm (default 1.0)")
     s.add_argument("--no-boundary", action="store_true", help="skip HD95 / NSD (faster)")
     s.add_argument("--postprocess", action="store_true",
                    help="also score predictions after closing + keep-largest CSP/LV component, side by side")
-    s.add_argument("--min-component-px", type=int, default=5)
+    s.add_argument("--min-component-px", type=int, default=5,
+                   help="post-processing: smallest component kept, in pixels (default 5)")
     s.set_defaults(func=cmd_evaluate_folder)
 
     s = sub.add_parser("perturb", help="write perturbed copies of images and a contact sheet")
-    s.add_argument("image_dir")
-    s.add_argument("out_dir")
-    s.add_argument("--suite", default="all")
-    s.add_argument("--severity", type=int)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("image_dir", help="folder of images")
+    s.add_argument("out_dir", help="folder to write the perturbed images and contact_sheet.png")
+    s.add_argument("--suite", default="all", metavar="SUITE",
+                   help=f"a suite ({', '.join(list_suites())}) or one perturbation ({', '.join(list_perturbations())}); "
+                        "default all")
+    s.add_argument("--severity", type=int, help="only this severity, 1-5 (default: all)")
+    s.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0)")
     s.add_argument("--size", type=int, help="resize + pad to the model input size first (the calibration used 256)")
     s.set_defaults(func=cmd_perturb)
 
     s = sub.add_parser("study", help="run a whole study (arms x folds x seeds), then write its report")
-    s.add_argument("study", nargs="?")
-    s.add_argument("--resume", action="store_true", help="skip finished runs (always safe; the default behaviour)")
+    s.description = ("Run every run of a study that has not finished yet, then write its report. Finished runs "
+                     "(same run id: same settings, data and split) are always reused, so an interrupted study "
+                     "continues where it stopped; change a setting or delete runs/<study>/ to run again.")
+    s.add_argument("study", nargs="?", help="study file (TOML); default: the packaged quickstart (phantom, CPU)")
     s.add_argument("--scheduler", help="address of a Dask scheduler to send runs to")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     s.set_defaults(func=cmd_study)
 
     s = sub.add_parser("tune", help="tune the imbalance knobs with Optuna")
-    s.add_argument("study")
-    s.add_argument("--trials", type=int)
-    s.add_argument("--storage")
-    s.add_argument("--timeout", type=float)
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("study", help="study file (TOML) with a [tune] table")
+    s.add_argument("--trials", type=int, help="trials to run in this call (default: tune.trials)")
+    s.add_argument("--storage", help="Optuna storage URL (default: tune.storage or runs/<study>/tune.db)")
+    s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds (default: tune.timeout)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("report", help="rebuild the report of a study from its saved tables")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="a study's run folder, runs/<study>")
     s.set_defaults(func=cmd_report)
     return p
 

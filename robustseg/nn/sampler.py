@@ -6,13 +6,19 @@ import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
+from robustseg.config.schema import OVERSAMPLING_MAX, OVERSAMPLING_MIN
 from robustseg.errors import InputError
 
 
 def oversampling_weights(has_small: np.ndarray, factor: float) -> np.ndarray:
-    """Per-image sampling weights: 1 for other images, ``factor`` for images containing CSP or LV."""
-    if not np.isfinite(factor) or factor <= 0:
-        raise InputError(f"oversampling factor {factor!r}: expected a finite number > 0")
+    """Per-image sampling weights: 1 for other images, ``factor`` for images containing CSP or LV.
+
+    ``factor`` is in [1, 1000] as ``sampler.oversampling`` in the study schema (1: no oversampling; below 1
+    would under-sample the images that hold the small structures).
+    """
+    if not (np.isfinite(factor) and OVERSAMPLING_MIN <= factor <= OVERSAMPLING_MAX):
+        raise InputError(f"oversampling factor {factor!r}: expected a number in [{OVERSAMPLING_MIN:g}, "
+                         f"{OVERSAMPLING_MAX:g}] (1: no oversampling)")
     flags = np.asarray(has_small, dtype=bool).ravel()
     return np.where(flags, float(factor), 1.0).astype(np.float64)
 

@@ -9,23 +9,31 @@ deterministic algorithms are switched on for the duration of the run.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, ValidationError, field_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
 from robustseg._io import atomic_write
+from robustseg.config.load import error_message
+from robustseg.config.schema import (
+    DataTable,
+    LossTable,
+    ModelTable,
+    SamplerTable,
+    TrainTable,
+)
 from robustseg.data.transforms import make_augment
 from robustseg.errors import InputError, RunError
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
@@ -38,90 +46,60 @@ Arrays = tuple[np.ndarray, np.ndarray]
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
-def _reference_loss_kwargs() -> dict[str, Any]:
-    return {"a": 0.4, "b": 0.2, "gamma": 2.0}
+_STUDY_KEYS = {"model": "model.name", "loss": "loss.name", "class_weight_smoothing": "loss.class_weight_smoothing",
+               "oversampling": "sampler.oversampling", "size": "data.size", "seed": "seed",
+               **{k: f"train.{k}" for k in TrainTable.model_fields}}
+"""The study key each ``TrainConfig`` field comes from (named in error messages)."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that changes the result of one run (defaults: the reference study)."""
+class TrainConfig(TrainTable):
+    """Everything that changes the result of one run: the ``[train]`` table plus the arm's model, loss and
+    sampler, the seed and the input size. Validated by the study schema (``robustseg.config.schema``);
+    bad values raise ``InputError``. Defaults: the reference study (the schema's defaults).
+    """
 
-    model: str = "attention_unet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    loss: str = "hybrid"
-    loss_kwargs: dict[str, Any] = field(default_factory=_reference_loss_kwargs)
-    class_weight_smoothing: float = 0.0
-    oversampling: float = 3.0
-    batch_size: int = 8
-    max_epochs: int = 100
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    lr_factor: float = 0.5
-    lr_patience: int = 5
-    lr_min: float = 1e-6
-    early_stopping_patience: int = 10
-    grad_clip: float | None = 1.0
-    amp: str = "auto"
-    device: str = "auto"
-    num_workers: int = 0
-    augment: bool = True
-    seed: int = 0
-    size: int = 256
-    samples_per_epoch: int | None = None
-    channels_last: bool | str = "auto"
+    # the arm's other tables and the input size: the schema's fields (bounds and defaults) reused
+    model: str = ModelTable.model_fields["name"]
+    model_kwargs: dict[str, Any] = {}
+    loss: str = LossTable.model_fields["name"]
+    loss_kwargs: dict[str, Any] = {}
+    class_weight_smoothing: float | int = LossTable.model_fields["class_weight_smoothing"]
+    oversampling: float | int = SamplerTable.model_fields["oversampling"]
+    seed: Annotated[int, Field(ge=0)] = 0
+    size: int = DataTable.model_fields["size"]
 
-    def __post_init__(self) -> None:
-        def bad(key: str, expected: str) -> InputError:
-            return InputError(f"train.{key} = {getattr(self, key)!r}: expected {expected}")
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise InputError(error_message(exc.errors(include_url=False)[0], type(self), data, "", keys=_STUDY_KEYS)) from None
 
-        for key in ("batch_size", "max_epochs"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(key, "an integer >= 1")
-        for key in ("lr_patience", "early_stopping_patience", "num_workers", "seed"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise bad(key, "an integer >= 0")
-        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
-            raise bad("lr", "a finite number > 0")
-        if not (0 < self.lr_factor < 1):
-            raise bad("lr_factor", "a number in (0, 1)")
-        if not (0 <= self.lr_min <= self.lr):
-            raise bad("lr_min", "a number in [0, lr]")
-        if not (self.weight_decay >= 0):
-            raise bad("weight_decay", "a number >= 0")
-        if not (self.class_weight_smoothing >= 0):
-            raise bad("class_weight_smoothing", "a number >= 0")
-        if not (self.oversampling > 0 and math.isfinite(self.oversampling)):
-            raise bad("oversampling", "a finite number > 0 (1 = no oversampling)")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise bad("grad_clip", "a number > 0 or none")
-        if self.samples_per_epoch is not None and (
-            not isinstance(self.samples_per_epoch, int) or self.samples_per_epoch < 1
-        ):
-            raise bad("samples_per_epoch", "an integer >= 1 or none")
-        if self.channels_last not in (True, False, "auto"):
-            raise bad("channels_last", "true, false or 'auto'")
-        if self.model not in models.list_models():
-            raise bad("model", f"one of {', '.join(models.list_models())}")
-        if self.loss not in losses.list_losses():
-            raise bad("loss", f"one of {', '.join(losses.list_losses())}")
-        if not isinstance(self.model_kwargs, dict) or not isinstance(self.loss_kwargs, dict):
-            raise InputError("train.model_kwargs / train.loss_kwargs: expected tables (dicts)")
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in models.list_models():
+            raise ValueError(f"one of {', '.join(models.list_models())}")
+        return name
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        if name not in losses.list_losses():
+            raise ValueError(f"one of {', '.join(losses.list_losses())}")
+        return name
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/TOML-friendly dict of every field."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise InputError naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise InputError(
-                f"train: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
-            )
+        """Inverse of :meth:`to_dict`; unknown keys raise InputError naming them.
+
+        Checkpoints written before the schema moved to pydantic stored ``None`` for "one pass per epoch"
+        (``samples_per_epoch``) and "no clipping" (``grad_clip``); both are 0 now.
+        """
+        data = {k: (0 if v is None and k in ("samples_per_epoch", "grad_clip") else v) for k, v in data.items()}
         return cls(**data)
 
 
@@ -317,7 +295,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
             if not torch.isfinite(loss):
                 raise RunError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step}")
             scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
+            if cfg.grad_clip > 0:  # 0: no clipping
                 scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(opt)

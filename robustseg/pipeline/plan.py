@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from robustseg import __version__
-from robustseg.config import Study, stable_hash
+from robustseg.config import DataTable, Study, stable_hash
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,11 @@ def split_fingerprint(splits: pd.DataFrame) -> str:
     return stable_hash(pairs)
 
 
-def _identity(payload: dict[str, Any], raw: Any) -> dict[str, Any]:
+def _identity(payload: dict[str, Any], data: DataTable) -> dict[str, Any]:
     """What the run id hashes: the payload, with a generated phantom named by its recipe, not its folder."""
     if payload["data"]["source"] != "phantom":
         return payload
-    recipe = f"phantom:n={raw['data']['phantom_n']}:seed={raw['data']['phantom_seed']}"
+    recipe = f"phantom:n={data.phantom_n}:seed={data.phantom_seed}"
     return {**payload, "data": {**payload["data"], "path": recipe}}
 
 
@@ -69,7 +69,6 @@ def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tu
               external: list[tuple[str, DataSpec]] | None = None,
               fingerprints: dict[str, str] | None = None) -> list[RunSpec]:
     """All runs of a study, in a stable order (arm, fold, seed)."""
-    raw = study.raw
     fingerprint = split_fingerprint(splits)
     runs = []
     for arm in study.arms:
@@ -77,16 +76,16 @@ def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tu
             for seed in study.seeds:
                 payload = {
                     "version": ".".join(__version__.split(".")[:2]),
-                    "arm": asdict(arm),
+                    "arm": arm.to_dict(),
                     "data": asdict(data),
                     "external": [{"name": n, "data": asdict(e)} for n, e in external or []],
                     "data_fingerprints": dict(fingerprints or {}),
-                    "split": {**{k: v for k, v in raw["split"].items() if k != "folds"}, "fingerprint": fingerprint},
+                    "split": {**study.split.model_dump(exclude={"folds"}), "fingerprint": fingerprint},
                     "fold": fold,
                     "seed": seed,
-                    "perturb": {"pairs": [list(p) for p in suite], "seed": raw["perturb"]["seed"]},
-                    "eval": raw["eval"],
+                    "perturb": {"pairs": [list(p) for p in suite], "seed": study.perturb.seed},
+                    "eval": study.eval.model_dump(),
                 }
-                run_id = f"{_slug(arm.name)}-f{fold}-s{seed}-{stable_hash(_identity(payload, raw), 10)}"
+                run_id = f"{_slug(arm.name)}-f{fold}-s{seed}-{stable_hash(_identity(payload, study.data), 10)}"
                 runs.append(RunSpec(study.name, arm.name, fold, seed, run_id, payload))
     return runs

@@ -39,16 +39,13 @@ from robustseg.pipeline.plan import DataSpec, RunSpec
 
 
 def train_config(arm: dict[str, Any], seed: int, size: int) -> Any:
-    """The ``TrainConfig`` of an arm (``dataclasses.asdict(ArmSpec)``) for one seed and input size."""
+    """The ``TrainConfig`` of an arm (``ArmSpec.to_dict()``, as in a run's spec.json) for one seed and input size."""
     from robustseg.nn.train import TrainConfig
 
-    train = dict(arm["train"])
-    if not train.get("samples_per_epoch"):
-        train["samples_per_epoch"] = None
     return TrainConfig(
         model=arm["model"], model_kwargs=dict(arm["model_kwargs"]), loss=arm["loss"], loss_kwargs=dict(arm["loss_kwargs"]),
         class_weight_smoothing=arm["class_weight_smoothing"], oversampling=arm["oversampling"],
-        seed=seed, size=size, **train,
+        seed=seed, size=size, **arm["train"],
     )
 
 

@@ -60,12 +60,12 @@ def _phantom_path(study: Study, runs_dir: Path) -> Path:
     """Generate the study's phantom once (into a temporary folder renamed into place)."""
     from robustseg.data.phantom import generate_phantom
 
-    d = study.raw["data"]
-    target = Path(d["path"]) if d["path"] else runs_dir / "data" / f"phantom-n{d['phantom_n']}-s{d['phantom_seed']}"
+    d = study.data
+    target = Path(d.path) if d.path else runs_dir / "data" / f"phantom-n{d.phantom_n}-s{d.phantom_seed}"
     if not target.exists():
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        generate_phantom(tmp, n=d["phantom_n"], seed=d["phantom_seed"])
+        generate_phantom(tmp, n=d.phantom_n, seed=d.phantom_seed)
         try:
             tmp.rename(target)
         except OSError:  # another process generated the same phantom meanwhile (same recipe, same files)
@@ -77,17 +77,15 @@ def resolve_suite(study: Study) -> list[tuple[str, int]]:
     """The (perturbation, severity) pairs of the study, restricted to ``perturb.severities``."""
     from robustseg.perturb import resolve_suite as resolve
 
-    spec = study.raw["perturb"]["suite"]
+    spec = study.perturb.suite
     if spec in ("", "none", []):
         return []
-    keep = set(study.raw["perturb"]["severities"])
+    keep = set(study.perturb.severities)
     return [(n, int(s)) for n, s in resolve(spec) if int(s) in keep]
 
 
 def validate_arms(study: Study) -> None:
     """Build every arm's training config, loss and model once, so a bad option fails before any training."""
-    from dataclasses import asdict
-
     from robustseg.labels import CLASS_NAMES
     from robustseg.nn import losses, models
     from robustseg.pipeline.runner import train_config
@@ -95,7 +93,7 @@ def validate_arms(study: Study) -> None:
     where = study.path or "study"
     for arm in study.arms:
         try:
-            cfg = train_config(asdict(arm), seed=0, size=int(study.raw["data"]["size"]))
+            cfg = train_config(arm.to_dict(), seed=0, size=study.data.size)
             kw = dict(cfg.loss_kwargs)
             if cfg.loss in losses.USES_CLASS_WEIGHTS and "class_weights" not in kw:
                 kw["class_weights"] = [1.0] * len(CLASS_NAMES)
@@ -110,16 +108,16 @@ def prepare(study: Study) -> Prepared:
     from robustseg.data.splits import make_splits
 
     validate_arms(study)
-    runs_dir = Path(study.raw["execution"]["runs_dir"]) / study.name
-    d = study.raw["data"]
-    if not str(d["path"]) and d["source"] != "phantom":
-        raise InputError(f"{study.path or 'study'}: key 'data.path' is required for source {d['source']!r}")
-    path = _phantom_path(study, runs_dir) if d["source"] == "phantom" else Path(d["path"])
-    data = DataSpec(d["source"], str(path.resolve()), d["plane"], d["colormap"], int(d["size"]))
+    runs_dir = Path(study.execution.runs_dir) / study.name
+    d = study.data
+    if not d.path and d.source != "phantom":
+        raise InputError(f"{study.path or 'study'}: key 'data.path' is required for source {d.source!r}")
+    path = _phantom_path(study, runs_dir) if d.source == "phantom" else Path(d.path)
+    data = DataSpec(d.source, str(path.resolve()), d.plane, d.colormap, d.size)
     loaded = load_data(data)  # bad data fails here, before anything is written under runs/
-    s = study.raw["split"]
-    splits = make_splits(loaded.index, test_fraction=s["test_fraction"], k_folds=s["k_folds"], seed=s["seed"])
-    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, int(d["size"])))
+    s = study.split
+    splits = make_splits(loaded.index, test_fraction=s.test_fraction, k_folds=s.k_folds, seed=s.seed)
+    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size))
                 for e in study.external]
     for _, spec in external:
         load_data(spec)  # validate external sets before any training
@@ -165,15 +163,15 @@ def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) ->
 def _executor(study: Study, scheduler: str | None) -> Any:
     from robustseg.pipeline.executors import DaskExecutor, LocalExecutor, PoolExecutor
 
-    ex = study.raw["execution"]
-    address = scheduler or (ex["scheduler"] if ex["executor"] == "dask" else "")
-    if ex["executor"] == "dask" and not address:
+    ex = study.execution
+    address = scheduler or (ex.scheduler if ex.executor == "dask" else "")
+    if ex.executor == "dask" and not address:
         raise InputError(f"{study.path or 'study'}: executor 'dask' needs 'execution.scheduler' or --scheduler ADDRESS")
     if address:
-        return DaskExecutor(address, threads=ex["threads"])
-    if ex["workers"] > 1:
-        return PoolExecutor(ex["workers"], threads=ex["threads"])
-    return LocalExecutor(threads=ex["threads"])
+        return DaskExecutor(address, threads=ex.threads)
+    if ex.workers > 1:
+        return PoolExecutor(ex.workers, threads=ex.threads)
+    return LocalExecutor(threads=ex.threads)
 
 
 def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent | None = None,
@@ -266,12 +264,12 @@ def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int 
     matches = [r for r in prep.runs if r.arm == arm_name and r.fold == fold and r.seed == seed]
     if not matches:  # a seed outside the study's list: plan it on the fly
         from dataclasses import replace
-        raw = {**study.raw, "seeds": [seed]}
-        matches = [r for r in plan_runs(replace(study, raw=raw), prep.data, prep.splits, prep.suite, prep.external,
+        config = study.config.model_copy(update={"seeds": [seed]})
+        matches = [r for r in plan_runs(replace(study, config=config), prep.data, prep.splits, prep.suite, prep.external,
                                         prep.runs[0].payload["data_fingerprints"])
                    if r.arm == arm_name and r.fold == fold]
     spec = matches[0]
-    result = execute_run(spec, prep.runs_dir, threads=study.raw["execution"]["threads"], on_event=on_event)
+    result = execute_run(spec, prep.runs_dir, threads=study.execution.threads, on_event=on_event)
     if result.status is RunStatus.FAILED:
         from robustseg.errors import RunError
         raise RunError(f"run {spec.run_id} failed: {result.error}")

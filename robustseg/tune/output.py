@@ -56,7 +56,7 @@ def tuned_raw(study: Study, spec: TuneSpec, params: Mapping[str, float], descrip
     raw["loss"] = {"name": arm.loss, "class_weight_smoothing": arm.class_weight_smoothing,
                    **copy.deepcopy(dict(arm.loss_kwargs))}
     raw["sampler"] = {**raw["sampler"], "oversampling": arm.oversampling}
-    raw["train"] = copy.deepcopy(dict(arm.train))
+    raw["train"] = arm.train.model_dump()
     placed = apply_params({"loss_kwargs": raw["loss"], "oversampling": raw["sampler"]["oversampling"],
                            "train": raw["train"]},
                           {k: float(params[k]) for k in SPACE_KEYS if k in params})

@@ -27,7 +27,7 @@ import socket
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +124,9 @@ def _make_pruner(spec: TuneSpec, max_epochs: int) -> optuna.pruners.BasePruner:
 
 def _identity(study: Study, spec: TuneSpec) -> str:
     """Hash of what makes trials comparable: data, split, arm settings, seed, objective, folds."""
-    arm = asdict(tuned_arm(study, spec.options["arm"]))
+    arm = tuned_arm(study, spec.options["arm"]).to_dict()
     arm["train"] = {k: v for k, v in arm["train"].items() if k not in ("device", "num_workers")}  # hardware only
-    raw = study.raw
+    raw = study.raw  # the plain resolved tables: the identity hash of existing tuning studies stays the same
     return stable_hash({"data": raw["data"], "split": raw["split"], "arm": arm, "seed": study.seeds[0],
                         "classes": spec.classes, "parenchyma": spec.parenchyma_classes, "folds": spec.folds,
                         "mode": spec.mode})
@@ -171,7 +171,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise InputError(f"--timeout {timeout!r}: expected a number of seconds > 0")
 
-    runs_dir = Path(study.raw["execution"]["runs_dir"]) / study.name
+    runs_dir = Path(study.execution.runs_dir) / study.name
     with _file_lock(runs_dir / ".tune-prepare.lock"):
         prep = prepare(study)
     arm = tuned_arm(study, spec.options["arm"])
@@ -201,7 +201,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
             seed = int(stable_hash([seed, socket.gethostname(), os.getpid()], 8), 16)
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                              n_startup_trials=spec.options["startup_trials"])
-        max_epochs = int(arm.train["max_epochs"])
+        max_epochs = arm.train.max_epochs
         pruner = _make_pruner(spec, max_epochs)
         ostudy = optuna.create_study(storage=rdb, study_name=name, directions=spec.directions, sampler=sampler,
                                      pruner=pruner, load_if_exists=True)
@@ -211,13 +211,13 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
             ostudy.set_metric_names(spec.objective_names)
         optuna.storages.fail_stale_trials(ostudy)  # _quiet_optuna() hides its ExperimentalWarning
 
-        threads = study.raw["execution"]["threads"]
+        threads = study.execution.threads
         if threads:  # as in robustseg.pipeline.runner: the study's thread budget per worker process
             import torch
 
             torch.set_num_threads(threads)
         data = load_data(prep.data)
-        objective = Objective(spec, asdict(arm), base_values(arm), seed=study.seeds[0], size=prep.data.size,
+        objective = Objective(spec, arm.to_dict(), base_values(arm), seed=study.seeds[0], size=prep.data.size,
                               folds=fold_arrays(data, prep.splits, spec.folds),
                               trials_dir=prep.runs_dir / "tune" / name)
         guard = _FailureGuard(spec.options["max_consecutive_failures"], console)
@@ -279,12 +279,12 @@ def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, starte
         header = (f"Written by 'robustseg tune' from {study.path or study.name}: best trial {best.number} of "
                   f"Optuna study {ostudy.study_name!r} ({values}).\nRun it with: robustseg study <this file>")
         tuned = write_tuned_study(study, spec, best_params, header=header,
-                                  description=f"{study.raw['description'] or study.name} (tuned: trial {best.number}, {values})")
+                                  description=f"{study.description or study.name} (tuned: trial {best.number}, {values})")
     pareto = []
     if spec.mode == "multi" and best is not None:
         pareto = [{"number": t.number, "values": list(t.values), "params": effective_params(t)}
                   for t in sorted(ostudy.best_trials, key=lambda t: -t.values[0])]
-    reports = Path(study.raw["execution"]["reports_dir"]) / study.name / "tune"
+    reports = Path(study.execution.reports_dir) / study.name / "tune"
     summary = {"study_name": ostudy.study_name, "storage": safe_url(url), "mode": spec.mode,
                "objective": " and ".join(spec.objective_names) + " (validation Dice, mean over folds "
                + ", ".join(str(f) for f in spec.folds) + ")",

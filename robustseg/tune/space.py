@@ -1,6 +1,7 @@
-"""The ``[tune]`` table of a study file: validation, the search space and how a trial samples it.
+"""The ``[tune]`` table of a study file: the search space and how a trial samples it.
 
-Options (defaults in ``OPTIONS``): ``trials`` (per call), ``timeout`` (s, 0: none), ``seed``,
+The table is validated with the rest of the study (``robustseg.config.schema.TuneTable``: keys, bounds,
+defaults); this module turns it into a ``TuneSpec``. Options: ``trials`` (per call), ``timeout`` (s, 0: none), ``seed``,
 ``mode`` (``single`` | ``multi``: small structures vs parenchyma, Pareto front), ``pruner`` (``median``
 | ``hyperband`` | ``none``; default median, none in multi mode), ``pruner_startup_trials``,
 ``pruner_warmup_epochs`` (epochs before a trial can be pruned; 0: half of ``train.max_epochs``, since small-structure
@@ -35,39 +36,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustseg.config import Study
-from robustseg.errors import InputError
-from robustseg.labels import CLASS_NAMES
+from robustseg.config.schema import RANGE_LIMITS
 
-SPACE_KEYS = ("a", "b", "oversampling", "gamma", "lr")
-LOG_SCALE = {"oversampling", "lr"}
-DEFAULT_SPACE: dict[str, list[float]] = {"a": [0.0, 1.0], "b": [0.0, 1.0], "oversampling": [1.0, 10.0]}
-LIMITS: dict[str, tuple[float, float | None]] = {
-    "a": (0.0, 1.0), "b": (0.0, 1.0), "oversampling": (1.0, 1000.0), "gamma": (0.0, 20.0), "lr": (0.0, 10.0),
-}
-PRUNERS = ("median", "hyperband", "none")
-MODES = ("single", "multi")
+SPACE_KEYS = tuple(RANGE_LIMITS)
+LOG_SCALE = {k for k, (_, _, log) in RANGE_LIMITS.items() if log}
 GAMMA_LOSSES = ("hybrid", "focal")
-
-# key -> (default, kind) for the scalar options; kind is checked by _check_option.
-OPTIONS: dict[str, tuple[Any, str]] = {
-    "trials": (20, "int>=1"),
-    "timeout": (0.0, "num>=0"),
-    "seed": (0, "int>=0"),
-    "mode": ("single", "mode"),
-    "pruner": ("", "pruner"),
-    "pruner_startup_trials": (5, "int>=0"),
-    "pruner_warmup_epochs": (0, "int>=0"),
-    "startup_trials": (10, "int>=1"),
-    "storage": ("", "str"),
-    "study_name": ("", "str"),
-    "arm": ("", "str"),
-    "heartbeat_interval": (60, "int>=1"),
-    "grace_period": (0, "int>=0"),
-    "retry_killed": (0, "int>=0"),
-    "max_consecutive_failures": (5, "int>=1"),
-    "keep_checkpoints": (False, "bool"),
-}
-LIST_OPTIONS = ("classes", "parenchyma_classes", "folds")
+OPTION_KEYS = ("trials", "timeout", "seed", "pruner_startup_trials", "pruner_warmup_epochs", "startup_trials",
+               "storage", "study_name", "arm", "heartbeat_interval", "grace_period", "retry_killed",
+               "max_consecutive_failures", "keep_checkpoints")
+"""The scalar options of ``[tune]`` passed on in ``TuneSpec.options`` (bounds and defaults: ``TuneTable``)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +60,7 @@ class Range:
 
 @dataclass(frozen=True)
 class TuneSpec:
-    """The validated ``[tune]`` table."""
+    """The search space and options of a study's (validated) ``[tune]`` table."""
 
     space: Mapping[str, Range]
     classes: tuple[str, ...] = ("csp", "lv")
@@ -103,108 +80,25 @@ class TuneSpec:
         return [small] if self.mode == "single" else [small, "dice_" + "_".join(self.parenchyma_classes)]
 
 
-def _where(study: Study) -> str:
-    return str(study.path or "study")
-
-
-def _bad(study: Study, key: str, value: Any, expected: str) -> InputError:
-    return InputError(f"{_where(study)}: key 'tune.{key}' = {value!r}; expected {expected}")
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_option(study: Study, key: str, value: Any, kind: str) -> Any:
-    ok = {
-        "int>=1": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-        "int>=0": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-        "num>=0": _is_num(value) and value >= 0,
-        "mode": value in MODES,
-        "pruner": value in PRUNERS or value == "",
-        "str": isinstance(value, str),
-        "bool": isinstance(value, bool),
-    }[kind]
-    if not ok:
-        expected = {
-            "int>=1": "an integer >= 1", "int>=0": "an integer >= 0", "num>=0": "a number >= 0",
-            "mode": "one of " + ", ".join(repr(m) for m in MODES),
-            "pruner": "one of " + ", ".join(repr(p) for p in PRUNERS), "str": "a string", "bool": "true or false",
-        }[kind]
-        raise _bad(study, key, value, expected)
-    return value
-
-
-def _parse_range(study: Study, key: str, value: Any) -> Range:
-    lo_lim, hi_lim = LIMITS[key]
-    log = key in LOG_SCALE
-    if _is_num(value):
-        low = high = float(value)
-    elif isinstance(value, list) and len(value) == 2 and all(_is_num(v) for v in value) and value[0] <= value[1]:
-        low, high = float(value[0]), float(value[1])
-    else:
-        raise _bad(study, key, value, "a number or a range [low, high] with low <= high")
-    bounds_ok = low >= lo_lim and (hi_lim is None or high <= hi_lim) and (not log or low > 0)
-    if not bounds_ok:
-        lo_text = f"> {lo_lim}" if log else f">= {lo_lim}"
-        raise _bad(study, key, value, f"values {lo_text} and <= {hi_lim}")
-    return Range(low, high, log)
-
-
-def _parse_classes(study: Study, key: str, value: Any) -> tuple[str, ...]:
-    valid = CLASS_NAMES[1:]
-    if not (isinstance(value, list) and value and all(v in valid for v in value) and len(set(value)) == len(value)):
-        raise _bad(study, key, value, "a non-empty list of distinct class names from " + ", ".join(valid))
-    return tuple(value)
+def _range(key: str, value: float | list[float]) -> Range:
+    low, high = (value, value) if not isinstance(value, list) else value
+    return Range(float(low), float(high), key in LOG_SCALE)
 
 
 def parse_tune(study: Study) -> TuneSpec:
-    """Validate ``study.raw['tune']`` (absent: all defaults) and the arm it tunes."""
-    table = study.raw.get("tune", {}) or {}
-    known = set(OPTIONS) | set(LIST_OPTIONS) | set(SPACE_KEYS)
-    for key in table:
-        if key not in known:
-            raise InputError(f"{_where(study)}: unknown key 'tune.{key}' (valid keys here: {', '.join(sorted(known))})")
-    options = {k: _check_option(study, k, table.get(k, default), kind) for k, (default, kind) in OPTIONS.items()}
-    mode = options.pop("mode")
-    pruner = options.pop("pruner") or ("median" if mode == "single" else "none")
-    if mode == "multi" and pruner != "none":
-        raise _bad(study, "pruner", pruner, "'none' with mode = 'multi' (Optuna cannot prune multi-objective trials)")
-
-    space = {k: _parse_range(study, k, v) for k, v in DEFAULT_SPACE.items()}
-    space.update({k: _parse_range(study, k, table[k]) for k in SPACE_KEYS if k in table})
-    if space["a"].high + space["b"].low > 1.0:
-        raise InputError(f"{_where(study)}: keys 'tune.a' and 'tune.b' = {table.get('a')!r}, {table.get('b')!r}; "
-                         "expected ranges with a_high + b_low <= 1 (the hybrid loss needs a + b <= 1)")
-
-    classes = _parse_classes(study, "classes", table.get("classes", ["csp", "lv"]))
-    parenchyma = _parse_classes(study, "parenchyma_classes", table.get("parenchyma_classes", ["brain"]))
-    k = study.raw["split"]["k_folds"]
-    folds = table.get("folds", [0])
-    if not (isinstance(folds, list) and folds and len(set(folds)) == len(folds)
-            and all(isinstance(f, int) and not isinstance(f, bool) and 0 <= f < k for f in folds)):
-        raise _bad(study, "folds", folds, f"a non-empty list of distinct fold numbers in [0, {k - 1}]")
-
-    arm = tuned_arm(study, options["arm"])
-    if arm.loss != "hybrid":
-        if "a" in table or "b" in table:
-            raise InputError(f"{_where(study)}: tuning 'a'/'b' needs loss 'hybrid' (arm {arm.name!r} uses {arm.loss!r}); "
-                             "set tune.a and tune.b only with [loss] name = 'hybrid'")
+    """The search space of ``study.tune`` (validated when the study was loaded; absent: all defaults)."""
+    table = study.tune
+    space = {k: _range(k, getattr(table, k)) for k in SPACE_KEYS if getattr(table, k) is not None}
+    if tuned_arm(study, table.arm).loss != "hybrid":
         del space["a"], space["b"]  # the default space: nothing to tune in a non-hybrid loss
-    if "gamma" in table and arm.loss not in GAMMA_LOSSES:
-        raise _bad(study, "gamma", table["gamma"], f"no gamma: arm {arm.name!r} uses loss {arm.loss!r}, "
-                   f"which has no focal term ({', '.join(GAMMA_LOSSES)} do)")
-    return TuneSpec(space=space, classes=classes, parenchyma_classes=parenchyma, folds=tuple(folds), mode=mode,
-                    pruner=pruner, options=options)
+    return TuneSpec(space=space, classes=tuple(table.classes), parenchyma_classes=tuple(table.parenchyma_classes),
+                    folds=tuple(table.folds), mode=table.mode, pruner=table.pruner_name,
+                    options={k: getattr(table, k) for k in OPTION_KEYS})
 
 
 def tuned_arm(study: Study, name: str) -> Any:
-    """The arm whose settings a trial starts from (``tune.arm``, default the first arm)."""
-    if not name:
-        return study.arms[0]
-    if name not in {a.name for a in study.arms}:
-        raise _bad(study, "arm", name, "one of " + ", ".join(repr(a.name) for a in study.arms))
-    return study.arm(name)
+    """The arm whose settings a trial starts from (``tune.arm``, default the first; checked at load)."""
+    return study.arm(name) if name else study.arms[0]
 
 
 def suggest(trial: Any, spec: TuneSpec, base: Mapping[str, float]) -> dict[str, float]:
@@ -238,8 +132,8 @@ def check_params(params: Mapping[str, float]) -> None:
     """Reject infeasible values (e.g. from an enqueued trial) with a reason naming them."""
     problems = []
     for key, value in params.items():
-        lo, hi = LIMITS[key]
-        if not math.isfinite(value) or value < lo or (hi is not None and value > hi) or (key in LOG_SCALE and value <= 0):
+        lo, hi, log = RANGE_LIMITS[key]
+        if not math.isfinite(value) or value < lo or value > hi or (log and value <= 0):
             problems.append(f"{key}={value!r} outside [{lo}, {hi}]")
     if "a" in params and params["a"] + params["b"] > 1.0 + 1e-9:
         problems.append(f"a + b = {params['a'] + params['b']:.4g} > 1")
@@ -256,12 +150,12 @@ def base_values(arm: Any) -> dict[str, float]:
     if arm.loss in GAMMA_LOSSES:
         out["gamma"] = float(arm.loss_kwargs.get("gamma", 2.0))
     out["oversampling"] = float(arm.oversampling)
-    out["lr"] = float(arm.train["lr"])
+    out["lr"] = float(arm.train.lr)
     return out
 
 
 def apply_params(arm: Mapping[str, Any], params: Mapping[str, float]) -> dict[str, Any]:
-    """An arm dict (``dataclasses.asdict(ArmSpec)``) with the trial's values placed in it."""
+    """An arm dict (``ArmSpec.to_dict()``) with the trial's values placed in it."""
     out = {**arm, "loss_kwargs": dict(arm["loss_kwargs"]), "train": dict(arm["train"])}
     for key in ("a", "b", "gamma"):
         if key in params:

@@ -1,0 +1,300 @@
+"""The study file schema: one frozen pydantic model per table, the only place keys, defaults and bounds live.
+
+Every table is closed (``extra="forbid"``) except ``[model]`` and ``[loss]``, whose extra keys are the
+keyword options of the chosen registry entry (checked by that registry when the arm is built).
+Values are strict: an integer key takes an integer, a number key takes an integer or a float (kept as
+written, so run ids do not depend on ``1`` vs ``1.0`` being normalised), booleans only ``true`` / ``false``.
+Non-finite numbers are rejected everywhere.
+
+Bounds that two parts of the package share (oversampling, learning rate) are constants here, so the study
+file, training and tuning cannot drift apart again:
+
+- ``train.lr`` > 0: Adam with lr = 0 never moves.
+- ``train.lr_factor`` in (0, 1): ReduceLROnPlateau needs factor < 1, and 0 would drop to ``lr_min`` at once.
+- ``sampler.oversampling`` in [1, 1000]: the sampling weight of images that contain CSP or LV relative to
+  the others; 1 means no oversampling. Values below 1 would *under*-sample the images holding the small
+  structures, the opposite of what the option is for, and are rejected (the tuning range has the same floor).
+- ``train.grad_clip`` >= 0: the maximum gradient norm; 0 switches clipping off (TOML has no ``none``).
+- ``train.samples_per_epoch`` >= 0: images drawn per epoch; 0 means one pass (the training set's size).
+"""
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from robustseg.labels import CLASS_NAMES
+
+OVERSAMPLING_MIN, OVERSAMPLING_MAX = 1.0, 1000.0
+"""Sampling weight of images with CSP / LV (1: no oversampling); shared by the schema, sampler and tuning."""
+TUNE_LR_MAX = 10.0
+
+_CLOSED = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+_OPEN = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def key_error(key: str, value: Any, expected: str) -> PydanticCustomError:
+    """An error about ``key`` (relative to the table being validated) that the message adapter reports as is."""
+    return PydanticCustomError("study_key", "{expected}", {"key": key, "value": value, "expected": expected})
+
+
+def distinct(values: list[Any]) -> list[Any]:
+    """No repeated entries (reported with the list's own description)."""
+    if len(set(values)) != len(values):
+        raise PydanticCustomError("not_distinct", "repeated entries")
+    return values
+
+
+Number = float | int
+"""A finite number: an integer or a float, kept as written."""
+
+
+def int_list(lo: int) -> Any:
+    """A non-empty list of distinct integers >= ``lo``."""
+    return Annotated[list[Annotated[int, Field(ge=lo)]], Field(min_length=1), AfterValidator(distinct)]
+
+
+def name_list(choices: tuple[str, ...]) -> Any:
+    """A non-empty list of distinct names from ``choices``."""
+    return Annotated[list[Literal[choices]], Field(min_length=1), AfterValidator(distinct)]  # type: ignore[valid-type]
+
+
+Colormap = Annotated[str | dict[str, Any], Field(json_schema_extra={"expected": "a colormap name or a table"})]
+
+
+class Table(BaseModel):
+    """A closed table: unknown keys are errors."""
+
+    model_config = _CLOSED
+
+
+class ExternalTable(Table):
+    """``[data.external.NAME]``: an extra test set, scored next to the held-out test set (never trained on)."""
+
+    source: Literal["fetal_head", "folder"] = "folder"
+    path: Annotated[str, Field(min_length=1, json_schema_extra={"expected": "a folder (required)"})]
+    plane: str = "Trans-thalamic"
+    colormap: Colormap = "pascal"
+
+
+class DataTable(Table):
+    source: Literal["phantom", "fetal_head", "folder"] = "phantom"
+    path: str = ""
+    plane: str = "Trans-thalamic"
+    colormap: Colormap = "pascal"
+    size: Annotated[int, Field(ge=16, le=4096)] = 256
+    phantom_n: Annotated[int, Field(ge=10, le=100000)] = 200
+    phantom_seed: Annotated[int, Field(ge=0)] = 0
+    external: dict[str, ExternalTable] = {}
+
+
+class SplitTable(Table):
+    test_fraction: Annotated[Number, Field(ge=0.01, le=0.9)] = 0.2
+    k_folds: Annotated[int, Field(ge=2, le=50)] = 5
+    folds: Annotated[list[int], Field(json_schema_extra={"expected": "a list of distinct fold numbers"})] = []
+    """Folds to run (empty: all ``k_folds``)."""
+    seed: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _folds_in_range(self) -> Self:
+        k = self.k_folds
+        if any(not 0 <= f < k for f in self.folds) or len(set(self.folds)) != len(self.folds):
+            raise key_error("folds", self.folds, f"a list of distinct fold numbers in [0, {k - 1}]")
+        return self
+
+
+class ModelTable(BaseModel):
+    """``[model]``: the registry entry and its own options (extra keys, checked by the model registry)."""
+
+    model_config = _OPEN
+    name: str = "attention_unet"
+
+
+class LossTable(BaseModel):
+    """``[loss]``: the registry entry, class-weight smoothing, and the loss's own options (extra keys)."""
+
+    model_config = _OPEN
+    name: str = "hybrid"
+    class_weight_smoothing: Annotated[Number, Field(ge=0)] = 0.0
+
+
+class SamplerTable(Table):
+    oversampling: Annotated[Number, Field(ge=OVERSAMPLING_MIN, le=OVERSAMPLING_MAX)] = 3.0
+
+
+class TrainTable(Table):
+    """``[train]``: what one training run consumes (``robustseg.nn.train.TrainConfig`` extends this model)."""
+
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    max_epochs: Annotated[int, Field(ge=1, le=100000)] = 100
+    lr: Annotated[Number, Field(gt=0)] = 1e-4
+    weight_decay: Annotated[Number, Field(ge=0)] = 0.0
+    lr_factor: Annotated[Number, Field(gt=0, lt=1)] = 0.5
+    lr_patience: Annotated[int, Field(ge=0)] = 5
+    lr_min: Annotated[Number, Field(ge=0)] = 1e-6
+    early_stopping_patience: Annotated[int, Field(ge=0)] = 10
+    """Epochs without a better validation loss before stopping; 0: never stop early."""
+    grad_clip: Annotated[Number, Field(ge=0)] = 1.0
+    """Maximum gradient norm; 0: no clipping."""
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: Annotated[int, Field(ge=0, le=64)] = 0
+    augment: bool = True
+    samples_per_epoch: Annotated[int, Field(ge=0)] = 0
+    """Images drawn per epoch; 0: one pass (the size of the training set)."""
+    channels_last: Literal["auto"] | bool = "auto"
+
+    @model_validator(mode="after")
+    def _lr_min_below_lr(self) -> Self:
+        if self.lr_min > self.lr:
+            raise key_error("lr_min", self.lr_min, f"a number in [0, lr] (lr = {self.lr!r})")
+        return self
+
+
+class PerturbTable(Table):
+    suite: Annotated[str | list[Any] | dict[str, Any], Field(
+        json_schema_extra={"expected": "a suite or perturbation name, a list of names / [name, severity] pairs, "
+                                       "or a table name -> severities"})] = "ultrasound"
+    severities: int_list(1) = [1, 2, 3, 4, 5]
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class EvalTable(Table):
+    empty_policy: Literal["nan", "one"] = "nan"
+    postprocess: Literal["auto", "on", "off"] = "auto"
+    min_component_px: Annotated[int, Field(ge=0)] = 5
+    nsd_tolerance_mm: Annotated[Number, Field(ge=0)] = 1.0
+    boundary: bool = True
+    save_probabilities: bool = True
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+
+
+class ExecutionTable(Table):
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str = ""
+    threads: Annotated[int, Field(ge=0, le=256)] = 0
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
+    runs_dir: str = "runs"
+    reports_dir: str = "reports"
+    bootstrap: Annotated[int, Field(ge=0, le=1000000)] = 2000
+
+
+# --- [tune] ---------------------------------------------------------------------------------------
+
+RANGE_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "a": (0.0, 1.0, False),
+    "b": (0.0, 1.0, False),
+    "oversampling": (OVERSAMPLING_MIN, OVERSAMPLING_MAX, True),
+    "gamma": (0.0, 20.0, False),
+    "lr": (0.0, TUNE_LR_MAX, True),
+}
+"""Tunable key -> (low, high, log scale). Log-scale ranges need low > 0; the others low >= their floor."""
+
+
+def _range(key: str) -> Any:
+    lo, hi, log = RANGE_LIMITS[key]
+    lo_text = f"> {lo:g}" if log and lo == 0 else f">= {lo:g}"
+    expected = f"a number or a range [low, high] with low <= high, values {lo_text} and <= {hi:g}"
+
+    def check(value: Number | list[Number]) -> Number | list[Number]:
+        pair = value if isinstance(value, list) else [value, value]
+        ok = len(pair) == 2 and pair[0] <= pair[1] and pair[0] >= lo and pair[1] <= hi and (not log or pair[0] > 0)
+        if not ok:
+            raise ValueError(expected)
+        return value
+
+    return Annotated[Number | list[Number], AfterValidator(check), Field(json_schema_extra={"expected": expected})]
+
+
+class TuneTable(Table):
+    """``[tune]``: Optuna options and the search space (see ``robustseg.tune.space`` for how it is sampled)."""
+
+    trials: Annotated[int, Field(ge=1)] = 20
+    timeout: Annotated[Number, Field(ge=0)] = 0.0
+    """Seconds per call; 0: none."""
+    seed: Annotated[int, Field(ge=0)] = 0
+    mode: Literal["single", "multi"] = "single"
+    pruner: Literal["", "median", "hyperband", "none"] = ""
+    """Empty: ``median`` in single mode, ``none`` in multi mode."""
+    pruner_startup_trials: Annotated[int, Field(ge=0)] = 5
+    pruner_warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    startup_trials: Annotated[int, Field(ge=1)] = 10
+    storage: str = ""
+    study_name: str = ""
+    arm: str = ""
+    heartbeat_interval: Annotated[int, Field(ge=1)] = 60
+    grace_period: Annotated[int, Field(ge=0)] = 0
+    retry_killed: Annotated[int, Field(ge=0)] = 0
+    max_consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    keep_checkpoints: bool = False
+    classes: name_list(CLASS_NAMES[1:]) = ["csp", "lv"]
+    parenchyma_classes: name_list(CLASS_NAMES[1:]) = ["brain"]
+    folds: int_list(0) = [0]
+    a: _range("a") = [0.0, 1.0]
+    b: _range("b") = [0.0, 1.0]
+    oversampling: _range("oversampling") = [1.0, 10.0]
+    gamma: _range("gamma") | None = None
+    lr: _range("lr") | None = None
+
+    @property
+    def pruner_name(self) -> str:
+        return self.pruner or ("median" if self.mode == "single" else "none")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.mode == "multi" and self.pruner_name != "none":
+            raise key_error("pruner", self.pruner,
+                            "'none' with mode = 'multi' (Optuna cannot prune multi-objective trials)")
+        a_high = self.a[1] if isinstance(self.a, list) else self.a
+        b_low = self.b[0] if isinstance(self.b, list) else self.b
+        if a_high + b_low > 1.0:
+            raise key_error("a", self.a, f"a range with a_high + b_low <= 1 (tune.b = {self.b!r}; the hybrid loss "
+                                         "needs a + b <= 1)")
+        return self
+
+
+# --- arms and the whole file ----------------------------------------------------------------------
+
+
+class ArmTables(Table):
+    """``[arms.NAME]``: overrides of the arm tables, merged over the study's before validation."""
+
+    model: dict[str, Any] = {}
+    loss: dict[str, Any] = {}
+    sampler: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+
+
+ARM_TABLES = ("model", "loss", "sampler", "train")
+ARM_MODELS: dict[str, type[BaseModel]] = {"model": ModelTable, "loss": LossTable, "sampler": SamplerTable,
+                                          "train": TrainTable}
+
+
+class StudyConfig(Table):
+    """A whole study file (defaults + file + ``--set`` overrides)."""
+
+    name: str = ""
+    description: str = ""
+    seeds: int_list(0) = [0, 1, 2]
+    data: DataTable = DataTable()
+    split: SplitTable = SplitTable()
+    model: ModelTable = ModelTable()
+    loss: LossTable = LossTable()
+    sampler: SamplerTable = SamplerTable()
+    train: TrainTable = TrainTable()
+    perturb: PerturbTable = PerturbTable()
+    eval: EvalTable = EvalTable()
+    execution: ExecutionTable = ExecutionTable()
+    arms: dict[str, ArmTables] = {}
+    tune: TuneTable | None = None
+
+    @model_validator(mode="after")
+    def _tune_folds(self) -> Self:
+        k = self.split.k_folds
+        if self.tune is not None and any(f >= k for f in self.tune.folds):
+            raise key_error("tune.folds", self.tune.folds, f"a non-empty list of distinct fold numbers in [0, {k - 1}]")
+        return self
+
+
+TABLES = tuple(name for name, f in StudyConfig.model_fields.items()
+               if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)) + ("arms", "tune")
