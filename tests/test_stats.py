@@ -25,6 +25,7 @@ from robustseg.stats import (
     holm,
     icc,
     koo_li,
+    koo_li_interval,
     patient_bootstrap_ci,
     rank_biserial,
     rank_correlation,
@@ -318,7 +319,9 @@ def test_koo_li_thresholds():
     ]  # fmt: skip
     assert koo_li(float("nan")) == "n/a"
     row = icc(long_ratings(SHROUT_FLEISS), "target", "rater", "score", kind="ICC3k").iloc[0]
-    assert row["reading"] == "excellent"
+    # Koo & Li read the category from the CI, not the point estimate (0.91 alone would read "excellent")
+    assert koo_li(row["icc"]) == "excellent" and row["reading"] == "moderate to excellent"
+    assert koo_li_interval(0.76, 0.88) == "good" and koo_li_interval(0.4, float("nan")) == "n/a"
 
 
 def test_reference_agreement_penalises_bias():

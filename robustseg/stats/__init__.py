@@ -13,30 +13,52 @@ from robustseg.stats.icc import (
     icc,
     icc_from_matrix,
     koo_li,
+    koo_li_interval,
     reference_agreement_icc,
     seed_reproducibility_icc,
 )
-from robustseg.stats.ranks import auroc, auroc_table, rank_correlation
+from robustseg.stats.ranks import auroc, auroc_ci, auroc_table, rank_correlation
+from robustseg.stats.runlevel import (
+    DICE_ALL,
+    compare_runs,
+    dice_all_images,
+    ranking_stability,
+    run_level_test,
+    run_values,
+)
+from robustseg.stats.seeds import fleiss_kappa, icc_a1_interval, pooled_seed_icc, presence_agreement
 from robustseg.stats.spread import ensemble_vs_members, run_level_metrics, spread
 
 __all__ = [
+    "DICE_ALL",
     "REFERENCE_AGREEMENT_KIND",
     "SEED_REPRODUCIBILITY_KIND",
     "attach_patients",
     "auroc",
+    "auroc_ci",
     "auroc_table",
     "bland_altman",
     "compare_arms",
+    "compare_runs",
+    "dice_all_images",
     "ensemble_vs_members",
+    "fleiss_kappa",
     "holm",
     "icc",
+    "icc_a1_interval",
     "icc_from_matrix",
     "koo_li",
+    "koo_li_interval",
     "patient_bootstrap_ci",
+    "pooled_seed_icc",
+    "presence_agreement",
     "rank_biserial",
     "rank_correlation",
+    "ranking_stability",
     "reference_agreement_icc",
     "run_level_metrics",
+    "run_level_test",
+    "run_values",
     "seed_reproducibility_icc",
     "spread",
 ]
