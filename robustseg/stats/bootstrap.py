@@ -67,8 +67,8 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-METHODS = ("percentile", "bca", "t_cluster")
-DEFAULT_METHOD = "t_cluster"
+METHODS = ("percentile", "bca", "t_cluster", "t_jackknife", "studentized")
+DEFAULT_METHOD = "studentized"
 """Interval used by the report: chosen by ``benchmarks/calibration.py`` (coverage at 20 patients)."""
 
 
@@ -89,6 +89,36 @@ def _bca(boots: np.ndarray, est: float, jack: np.ndarray, alpha: float) -> tuple
     adj = sps.norm.cdf(z0 + (z0 + z) / (1 - acc * (z0 + z)))
     low, high = np.quantile(b, adj)
     return float(low), float(high)
+
+
+def _t_jackknife(jack: np.ndarray, est: float, alpha: float) -> tuple[float, float]:
+    """``est -/+ t_{P-1} se`` with the leave-one-patient-out jackknife SE."""
+    j = jack[np.isfinite(jack)]
+    if j.size < 2 or not np.isfinite(est):
+        return float("nan"), float("nan")
+    se = float(np.sqrt((j.size - 1) / j.size * ((j - j.mean()) ** 2).sum()))
+    q = float(sps.t.ppf(1 - alpha / 2, j.size - 1))
+    return est - q * se, est + q * se
+
+
+def _studentized(num: np.ndarray, den: np.ndarray, est: float, counts: np.ndarray, alpha: float
+                 ) -> tuple[float, float]:
+    """Bootstrap-t interval of a ratio of per-patient sums, each replicate studentized by its linearised SE."""
+    n_pat = num.size
+    if n_pat < 2 or not np.isfinite(est):
+        return float("nan"), float("nan")
+    scale = n_pat / (n_pat - 1)
+    se = float(np.sqrt(scale * ((num - est * den) ** 2).sum()) / den.sum())
+    d_b = counts @ den
+    e_b = _ratio(counts @ num, d_b)
+    ss = counts @ (num**2) - 2 * e_b * (counts @ (num * den)) + e_b**2 * (counts @ (den**2))
+    se_b = _ratio(np.sqrt(scale * np.maximum(ss, 0.0)), d_b)
+    t_b = _ratio(e_b - est, se_b)
+    t_b = t_b[np.isfinite(t_b)]
+    if t_b.size == 0 or se == 0:
+        return est, est
+    lo_q, hi_q = np.quantile(t_b, [alpha / 2, 1 - alpha / 2])
+    return float(est - hi_q * se), float(est - lo_q * se)
 
 
 def _t_cluster(num: np.ndarray, den: np.ndarray, est: float, alpha: float) -> tuple[float, float]:
@@ -153,8 +183,8 @@ def patient_bootstrap_ci(
         raise InputError(f"{where}: unknown statistic {statistic!r}; expected one of {', '.join(STATISTICS)}")
     if method not in METHODS:
         raise InputError(f"{where}: unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    if method == "t_cluster" and statistic == "median":
-        raise InputError(f"{where}: method 't_cluster' has no median; use 'percentile' or 'bca'")
+    if method in ("t_cluster", "studentized") and statistic == "median":
+        raise InputError(f"{where}: method {method!r} has no median; use 'percentile', 'bca' or 't_jackknife'")
     check_alpha(alpha, where)
     check_n_boot(n_boot, where)
     by = as_tuple(by)
@@ -187,7 +217,7 @@ def patient_bootstrap_ci(
                 v = sub[value].to_numpy()
                 est = float(np.median(v))
                 boots = weighted_median(v, bootstrap_weights(codes, n_boot, rng))
-                if method == "bca":
+                if method in ("bca", "t_jackknife"):
                     jack = np.array([np.median(v[codes != p]) if (codes != p).any() else np.nan
                                      for p in range(n_pat)])
             else:
@@ -203,12 +233,16 @@ def patient_bootstrap_ci(
                     den = 2 * t + p + f if statistic == "global_dice" else t + p + f
                 est = float(_ratio(np.array(num.sum()), np.array(den.sum())))
                 boots = _ratio(counts @ num, counts @ den)
-                if method == "bca":
+                if method in ("bca", "t_jackknife"):
                     jack = _ratio(loo @ num, loo @ den)
         if method == "percentile":
             low, high = percentile_ci(boots, alpha)
         elif method == "bca":
             low, high = _bca(boots, est, jack, alpha)
+        elif method == "t_jackknife":
+            low, high = _t_jackknife(jack, est, alpha)
+        elif method == "studentized":
+            low, high = _studentized(num, den, est, counts, alpha)
         else:
             low, high = _t_cluster(num, den, est, alpha)
         rows.append(

@@ -155,14 +155,15 @@ def seed_sd(classes: Mapping[str, ClassModel] | None = None, *, n_patients: int 
 
 def verdict_rates(n_studies: int, *, shift_in_seed_sd: float = 0.0, n_folds: int = 2, n_seeds: int = 5,
                   n_patients: int = 20, seed: int = 0, alpha: float = 0.05,
-                  classes: Mapping[str, ClassModel] | None = None) -> pd.DataFrame:
+                  classes: Mapping[str, ClassModel] | None = None, per_image_v01: bool = False) -> pd.DataFrame:
     """Share of simulated studies whose run-level comparison of arms ``a`` and ``b`` gives a difference verdict.
 
     Arm ``b`` shifts Dice on images with the structure so that its run-level ``dice_all_images`` exceeds
     ``a``'s by about ``shift_in_seed_sd`` seed SDs (:func:`seed_sd`; the shift is divided by the share of
     images with the structure); 0 is the null (same recipe, different seeds). Holm over the three
     structures, as in the report. Returns ``class, shift_in_seed_sd, n_folds, n_seeds, n_studies,
-    verdict_rate, correct_direction_rate, alpha``.
+    verdict_rate, correct_direction_rate, alpha``; with ``per_image_v01`` also ``verdict_rate_v01``, the
+    rate of v0.1's per-image Wilcoxon verdict (:func:`robustseg.stats.compare_arms`, for contrast).
 
     Examples
     --------
@@ -175,6 +176,7 @@ def verdict_rates(n_studies: int, *, shift_in_seed_sd: float = 0.0, n_folds: int
     rng = np.random.default_rng(seed)
     hits = {c: 0 for c in classes}
     right = {c: 0 for c in classes}
+    old = {c: 0 for c in classes}
     for _ in range(n_studies):
         s = int(rng.integers(2**31))
         # one class model per structure with its own shift
@@ -189,9 +191,16 @@ def verdict_rates(n_studies: int, *, shift_in_seed_sd: float = 0.0, n_folds: int
             if r.verdict.endswith("better"):
                 hits[r[0]] += 1
                 right[r[0]] += int(r.verdict == "b better")
+        if per_image_v01:
+            from robustseg.stats.compare import compare_arms
+
+            v01 = compare_arms(t, value="dice", arm_a="a", arm_b="b", by=("class",), n_boot=1, alpha=alpha)
+            for r in v01.itertuples(index=False):
+                old[r[0]] += int(r.verdict.endswith("better"))
     return pd.DataFrame([{"class": c, "shift_in_seed_sd": float(shift_in_seed_sd), "n_folds": n_folds,
                           "n_seeds": n_seeds, "n_studies": n_studies, "verdict_rate": hits[c] / n_studies,
-                          "correct_direction_rate": right[c] / n_studies, "alpha": alpha} for c in classes])
+                          "correct_direction_rate": right[c] / n_studies, "alpha": alpha,
+                          **({"verdict_rate_v01": old[c] / n_studies} if per_image_v01 else {})} for c in classes])
 
 
 @dataclass(frozen=True)
@@ -235,7 +244,9 @@ def icc_coverage(n_studies: int, *, n_images: int = 30, n_folds: int = 3, n_seed
                  model: IccModel = IccModel(), alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
     """Coverage of the pooled seed-ICC interval (:func:`pooled_seed_icc`) over simulated studies.
 
-    Returns one row: ``n_images, n_folds, n_seeds, n_studies, truth, mean_icc, coverage, mean_width, alpha``.
+    Returns one row: ``n_images, n_folds, n_seeds, n_studies, truth, mean_icc, coverage, mean_width,
+    coverage_v01, alpha``; ``coverage_v01`` is that of v0.1's ICC with targets = image x fold and raters =
+    seed labels (for contrast).
 
     Examples
     --------
@@ -244,17 +255,22 @@ def icc_coverage(n_studies: int, *, n_images: int = 30, n_folds: int = 3, n_seed
     (True, 0.652)
     """
     rng = np.random.default_rng(seed)
-    est, cover, width = [], [], []
+    from robustseg.stats.icc import icc
+
+    est, cover, width, old = [], [], [], []
     for _ in range(n_studies):
         t = simulate_seed_table(int(rng.integers(2**31)), n_images=n_images, n_folds=n_folds, n_seeds=n_seeds,
                                 model=model)
-        r = pooled_seed_icc(t, value="value", by=()).iloc[0]
+        r = pooled_seed_icc(t, value="value", by=(), alpha=alpha).iloc[0]
+        v01 = icc(t, targets=("fold", "image_id"), raters="seed", ratings="value", alpha=alpha).iloc[0]
+        old.append(v01["ci_low"] <= model.truth <= v01["ci_high"])
         est.append(r["icc"])
         cover.append(r["ci_low"] <= model.truth <= r["ci_high"])
         width.append(r["ci_high"] - r["ci_low"])
     return pd.DataFrame([{"n_images": n_images, "n_folds": n_folds, "n_seeds": n_seeds, "n_studies": n_studies,
                           "truth": model.truth, "mean_icc": float(np.mean(est)), "coverage": float(np.mean(cover)),
-                          "mean_width": float(np.mean(width)), "alpha": alpha}])
+                          "mean_width": float(np.mean(width)), "coverage_v01": float(np.mean(old)),
+                          "alpha": alpha}])
 
 
 def bootstrap_coverage(n_studies: int, *, n_patients: int = 20, cls: str = "csp",
