@@ -25,6 +25,8 @@ SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
 BOOT_SEED = 0
 CI_METHOD = stats.bootstrap.DEFAULT_METHOD
 """Patient-level interval of the summary (``stats.patient_bootstrap_ci``; chosen by benchmarks/calibration.py)."""
+ALPHA = 0.05
+"""Significance level of the report's tests and intervals."""
 FEW_PATIENTS = 30
 """Below this many test patients the report says that the test set limits what can be concluded."""
 
@@ -123,7 +125,10 @@ def reference_agreement(clean: pd.DataFrame, ensemble: pd.DataFrame | None = Non
 
     Returns ``icc``, ``bland_altman`` (summary rows; column ``prediction``), ``icc_runs``,
     ``bland_altman_runs``, ``areas`` (the points of the Bland-Altman figure: the ensemble's where it
-    exists, else every run's), ``unit``.
+    exists, else every run's), ``unit``. Single-run summary rows hold the mean over runs of every column
+    (``icc_min``/``icc_max``, ``bias_min``/``bias_max``, ``loa_low_min``/``loa_high_max``: extremes over runs)
+    except ``slope_p``, which is NaN there: ``n_runs_proportional_bias`` counts the runs with
+    ``slope_p < 0.05``.
     """
     rows, unit = _area_rows(clean)
     empty = {"icc": pd.DataFrame(), "bland_altman": pd.DataFrame(), "icc_runs": pd.DataFrame(),
@@ -175,6 +180,9 @@ def _summarise_runs(per_run: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     out[f"{head}_min"], out[f"{head}_max"] = g[head].min(), g[head].max()
     if "loa_low" in cols:
         out["loa_low_min"], out["loa_high_max"] = g["loa_low"].min(), g["loa_high"].max()
+    if "slope_p" in cols:  # a mean of p-values means nothing: count the runs with a proportional bias instead
+        out["slope_p"] = np.nan
+        out["n_runs_proportional_bias"] = g["slope_p"].apply(lambda p: int((p < ALPHA).sum()))
     out["n_runs"] = g.size()
     return out.reset_index()
 

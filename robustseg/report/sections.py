@@ -81,10 +81,14 @@ def header(res: Results) -> str:
 def _ci_text() -> str:
     from robustseg.stats.bootstrap import DEFAULT_METHOD
 
-    return {"t_cluster": "ratio estimators with a linearised cluster-robust SE per patient and a t quantile on "
-                         "patients - 1 df, which kept nominal coverage at 20 patients in benchmarks/calibration.py "
-                         "where the percentile bootstrap did not",
-            "bca": "BCa patient bootstrap", "percentile": "percentile patient bootstrap"}[DEFAULT_METHOD]
+    texts = {
+        "studentized": "studentized patient bootstrap: each replicate's ratio of per-patient sums is divided by its "
+                       "own cluster-robust SE (bootstrap-t), the interval that kept nominal coverage at 20 patients "
+                       "in benchmarks/calibration.py where the percentile interval did not",
+        "t_cluster": "ratio estimators with a linearised cluster-robust SE and a t quantile on patients - 1 df",
+        "t_jackknife": "leave-one-patient-out jackknife SE with a t quantile on patients - 1 df",
+        "bca": "BCa patient bootstrap", "percentile": "percentile patient bootstrap"}
+    return texts[DEFAULT_METHOD]
 
 
 def _policy(res: Results) -> str:
@@ -217,7 +221,7 @@ def agreement(res: Results, fig: str | None) -> str:
     ba = res.tables.get("bland_altman", pd.DataFrame())
     if not ref.empty:
         u = res.area_unit
-        run_range = lambda r: (f"{md.num(r['icc_min'])}-{md.num(r['icc_max'])}"  # noqa: E731
+        run_range = lambda r: (f"{md.num(r['icc_min'])} to {md.num(r['icc_max'])}"  # noqa: E731
                                if r["prediction"] == "single run" else "")
         cols = _icc_cols(res, {"prediction": "Prediction"}) | {
             "range": ("Range over runs", run_range, True), "n_both_absent": ("Both absent (left out)", md.fixed(1))}
@@ -231,7 +235,10 @@ def agreement(res: Results, fig: str | None) -> str:
                 "loa": ("Limits of agreement [95% CIs]", lambda r: (
                     f"{md.num(r['loa_low'], 2)} {md.interval(r['loa_low_ci_low'], r['loa_low_ci_high'], 2)} to "
                     f"{md.num(r['loa_high'], 2)} {md.interval(r['loa_high_ci_low'], r['loa_high_ci_high'], 2)}"), True),
-                "slope": ("Proportional bias: slope", md.fixed(3)), "slope_p": ("p", md.pvalue),
+                "slope": ("Proportional bias: slope", md.fixed(3)),
+                "slope_p": ("p (single run: runs with p < 0.05)", lambda r: md.pvalue(r["slope_p"])
+                            if r["prediction"] != "single run"
+                            else f"{md.integer(r['n_runs_proportional_bias'])} of {md.integer(r['n_runs'])} runs", True),
                 "n": ("n", md.fixed(1))}
         out += ("Bland-Altman (predicted - reference, same images; single run: mean over runs of each run's values). "
                 "Limits of agreement with exact 95% CIs; proportional bias = slope of the difference regressed on "

@@ -1,7 +1,13 @@
-"""Statistics over tidy tables: seed/fold spread, patient bootstrap CIs, ICC, arm comparisons, ranks.
+"""Statistics over tidy tables: seed/fold spread, patient-level CIs, ICC, arm comparisons, ranks.
 
 Every function takes a long DataFrame plus column names and returns a tidy DataFrame with documented
 columns (``ci_low``/``ci_high`` floats, ``alpha`` a parameter); nothing is rounded here.
+
+Modules: ``spread`` (run-level values, seed/fold SD, ensembles vs members), ``bootstrap`` (patient-level
+intervals), ``icc`` (ICC forms, Koo & Li, Bland-Altman), ``seeds`` (seed ICC pooled over folds, presence
+kappa), ``runlevel`` (run-level arm comparison, ranking stability), ``compare`` (v0.1 per-image Wilcoxon,
+Holm), ``ranks`` (AUROC with DeLong CI, Spearman), ``simulate`` (simulated studies for calibration).
+Every public function has a doctested ``Examples`` section (``tests/test_stats.py`` runs them).
 """
 
 from robustseg.stats.bootstrap import attach_patients, patient_bootstrap_ci

@@ -46,6 +46,13 @@ def attach_patients(
     """Return ``per_image`` with ``patient_col`` looked up from the dataset index by ``image_col``.
 
     Raises ``InputError`` naming an image of ``per_image`` that the index lacks.
+
+    Examples
+    --------
+    >>> per = pd.DataFrame({"image_id": ["a", "b"], "dice": [0.5, 0.7]})
+    >>> idx = pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["p1", "p1"]})
+    >>> attach_patients(per, idx)["patient_id"].tolist()
+    ['p1', 'p1']
     """
     where = "attach_patients"
     require_columns(per_image, [image_col], where + " (per-image table)")

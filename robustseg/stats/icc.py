@@ -101,7 +101,13 @@ def koo_li_interval(low: float, high: float) -> str:
 
 
 def canonical_kind(kind: str) -> str:
-    """Map an ICC name (pingouin 0.7 style or Shrout-Fleiss alias) to pingouin 0.7's ``ICC(X,y)`` name."""
+    """Map an ICC name (pingouin 0.7 style or Shrout-Fleiss alias) to pingouin 0.7's ``ICC(X,y)`` name.
+
+    Examples
+    --------
+    >>> canonical_kind("ICC2"), canonical_kind("ICC(3,k)")
+    ('ICC(A,1)', 'ICC(C,k)')
+    """
     name = _ALIASES.get(kind, kind)
     if name not in ICC_KINDS:
         valid = ", ".join([*ICC_KINDS, *_ALIASES])
@@ -110,7 +116,14 @@ def canonical_kind(kind: str) -> str:
 
 
 def icc_from_matrix(x: np.ndarray, kind: str, alpha: float = 0.05) -> dict[str, float]:
-    """ICC of a complete ``(n_targets, n_raters)`` matrix: ``icc, ci_low, ci_high, f, df1, df2, pval``."""
+    """ICC of a complete ``(n_targets, n_raters)`` matrix: ``icc, ci_low, ci_high, f, df1, df2, pval``.
+
+    Examples
+    --------
+    >>> x = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7.]])
+    >>> round(icc_from_matrix(x, "ICC(C,1)")["icc"], 2)
+    0.71
+    """
     kind = canonical_kind(kind)
     n, k = x.shape
     grand = x.mean()
@@ -243,7 +256,16 @@ def seed_reproducibility_icc(
     """ICC across seeds of a per-image value (Dice, predicted area, ...): targets = images, raters = seeds.
 
     Keep ``fold`` (and ``testset``/``perturbation``/``severity`` if present) in ``by``: seeds are only
-    replicates of each other within one fold's training data. Columns as :func:`icc`.
+    replicates of each other within one fold's training data. Columns as :func:`icc`. To pool folds use
+    :func:`robustseg.stats.pooled_seed_icc` (seeds nested in folds), not ``fold`` x image targets.
+
+    Examples
+    --------
+    >>> rows = [{"arm": "a", "fold": 0, "class": "lv", "image_id": i, "seed": s, "dice": 0.1 * i + 0.01 * s}
+    ...         for i in range(5) for s in range(3)]
+    >>> r = seed_reproducibility_icc(pd.DataFrame(rows)).iloc[0]
+    >>> int(r["n_targets"]), int(r["n_raters"]), bool(r["icc"] > 0.95)
+    (5, 3, True)
     """
     check_conditions(per_image, as_tuple(by), "seed_reproducibility_icc")
     return icc(per_image, targets=image_col, raters=seed_col, ratings=value, kind=kind, alpha=alpha, by=by)
@@ -262,6 +284,13 @@ def reference_agreement_icc(
 
     Each row is one target (``targets`` columns, e.g. image_id, or image_id + seed to count every run's
     prediction); the two columns become the raters ``pred`` and ``ref``. Columns as :func:`icc`.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"arm": "a", "class": "csp", "image_id": range(5), "ref": [10.0, 20, 30, 40, 50],
+    ...                    "pred": [12.0, 19, 33, 41, 52]})
+    >>> round(float(reference_agreement_icc(df, "pred", "ref")["icc"].iloc[0]), 2)
+    0.99
     """
     by, tcols = as_tuple(by), as_tuple(targets)
     require_columns(df, [*by, *tcols, pred, ref], "reference_agreement_icc")

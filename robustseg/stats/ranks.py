@@ -36,6 +36,11 @@ def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[object] | np.nd
 
     Rank-based (Mann-Whitney U / (n_pos n_neg)) with average ranks, so tied scores count one half.
     Raises ``InputError`` for NaN scores, non-binary labels, mismatched lengths or a missing class.
+
+    Examples
+    --------
+    >>> auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+    0.75
     """
     where = "auroc"
     s = np.asarray(scores, dtype=np.float64)
@@ -135,6 +140,12 @@ def rank_correlation(df: pd.DataFrame, x: str, y: str, by: Sequence[str] = ()) -
 
     Returns columns ``*by, rho, pval`` (two-sided, :func:`scipy.stats.spearmanr`), ``n, method``;
     rho and pval are NaN with fewer than 3 pairs or a constant column.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"x": [1, 2, 3, 4], "y": [1, 3, 2, 4]})
+    >>> round(float(rank_correlation(df, "x", "y")["rho"].iloc[0]), 6)
+    0.8
     """
     where = "rank_correlation"
     by = as_tuple(by)
