@@ -109,7 +109,7 @@ def summary(res: Results) -> str:
             "p": ("Per-image Dice, mean ± SD (seeds)", lambda r: md.pm(r["per_image_mean"], r["per_image_sd_seed"]), True),
             "pci": ("Per-image, pooled [95% CI]", lambda r: _pooled(r, "per_image"), True),
             "pres": ("Presence both/ref/pred/neither", _presence, True),
-            "icc": ("ICC seeds (per-image Dice) [95% CI]", lambda r: _with_ci(r["icc_dice"], r["icc_ci_low"], r["icc_ci_high"]),
+            "icc": ("ICC seeds (Dice, structure present) [95% CI]", lambda r: _with_ci(r["icc_dice"], r["icc_ci_low"], r["icc_ci_high"]),
                     True),
             "icc_reading": "Koo-Li reading (from the CI)"}
     return (heading(0) + "\n" + md.table(t, cols) +
