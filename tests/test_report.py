@@ -106,3 +106,29 @@ def test_markdown_formatting_and_ordering() -> None:
     out = order_classes(df, ["b", "a"])
     assert out["v"].tolist() == [3, 1, 2, 4]
     assert md.table(pd.DataFrame({"x": ["a|b"]}), {"x": "X"}).splitlines()[2] == "| a\\|b |"
+
+
+def test_report_statistics_tables(report: Path) -> None:
+    """Issue 12: run-level arm comparison, pooled seed ICC with n / n_dropped, presence kappa, labelled agreement."""
+    tables = report.parent / "tables"
+    text = report.read_text(encoding="utf-8")
+    arm = pd.read_csv(tables / "arm_comparison.csv")
+    assert set(arm["class"]) == {"brain", "csp", "lv"} and (arm["measure"] == "dice_all_images").all()
+    assert {"diff", "ci_low", "ci_high", "pval", "p_holm", "p_a_better_runs", "p_a_better_boot", "verdict",
+            "n_runs_a", "n_folds"} <= set(arm.columns)
+    assert (arm["n_runs_a"] == 4).all() and (arm["n_folds"] == 2).all()
+    ranking = pd.read_csv(tables / "arm_ranking.csv")
+    assert {"kendall_tau_mean", "p_first"} <= set(ranking.columns) and len(ranking) == 6
+    seed = pd.read_csv(tables / "icc_seed.csv")
+    assert seed["kind"].str.contains("pooled over folds").all()
+    assert {"n_targets", "n_dropped", "n_ref_absent", "n_runs", "n_folds"} <= set(seed.columns)
+    dice = seed[seed["measure"].str.startswith("dice")]
+    assert (dice["n_targets"] + dice["n_dropped"] == 9).all()  # 9 test images
+    assert {"kappa", "n_disagree"} <= set(pd.read_csv(tables / "presence_kappa.csv").columns)
+    ref = pd.read_csv(tables / "icc_reference.csv")
+    assert set(ref["prediction"]) == {"single run", "ensemble (all runs)"} and "n_both_absent" in ref.columns
+    ba = pd.read_csv(tables / "bland_altman.csv")
+    assert {"loa_low_ci_low", "loa_high_ci_high", "slope", "slope_p"} <= set(ba.columns)
+    assert len(pd.read_csv(tables / "icc_reference_runs.csv")) == 16  # 8 runs x CSP, LV
+    assert {"degradation_mean", "wm_dice_mean"} <= set(pd.read_csv(tables / "degradation.csv").columns)
+    assert "Fleiss' kappa" in text and "Ranking stability" in text and "test patients** (fewer than 30)" in text

@@ -65,7 +65,8 @@ def test_run_means_skip_undefined(table):
 def test_summary_mean_sd_and_retention(table):
     s = R.robustness_summary(table)
     assert list(s.columns) == ["arm", "class", "perturbation", "severity", "n_runs", "dice_mean", "dice_sd",
-                               "hd95_mm_mean", "hd95_mm_sd", "retention_mean", "retention_sd"]
+                               "hd95_mm_mean", "hd95_mm_sd", "retention_mean", "retention_sd", "dice_fixed_mean",
+                               "n_fixed"]
     clean = _row(s, arm="A", **{"class": "csp"}, perturbation="none")
     assert clean["dice_mean"] == pytest.approx(0.75)
     assert clean["dice_sd"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
@@ -123,3 +124,37 @@ def test_corruption_error_undefined_and_unknown_baseline(table):
     assert ce.loc[ce["arm"] == "A", "ce"].isna().all()
     with pytest.raises(InputError, match=r"\['A', 'B'\]"):
         R.corruption_error(table, "C")
+
+
+def test_retention_on_fixed_image_set_cannot_exceed_one_when_every_image_got_worse():
+    # image i0/i1 have CSP; i2/i3 do not. Under the perturbation every CSP image gets worse, and the false
+    # positives on i2/i3 (Dice 0 under the nan policy) vanish (NaN): the defined set shrinks to the CSP images.
+    rows = []
+    clean = {"i0": (100, 0.9), "i1": (100, 0.5), "i2": (0, 0.0), "i3": (0, 0.0)}
+    pert = {"i0": 0.85, "i1": 0.45, "i2": np.nan, "i3": np.nan}
+    for img, (ref, d) in clean.items():
+        rows.append({"image_id": img, "arm": "A", "seed": 0, "fold": 0, "class": "csp", "perturbation": "none",
+                     "severity": 0, "ref_pixels": ref, "dice": d, "hd95_mm": 1.0})
+        rows.append({"image_id": img, "arm": "A", "seed": 0, "fold": 0, "class": "csp", "perturbation": "blur",
+                     "severity": 1, "ref_pixels": ref, "dice": pert[img], "hd95_mm": 1.0})
+    s = R.robustness_summary(pd.DataFrame(rows))
+    blur = _row(s, perturbation="blur")
+    naive = blur["dice_mean"] / _row(s, perturbation="none")["dice_mean"]
+    assert naive == pytest.approx(0.65 / 0.35)  # 1.86: what a ratio of means over changing image sets reports
+    assert blur["retention_mean"] == pytest.approx(0.65 / 0.7) and blur["retention_mean"] < 1
+    assert blur["n_fixed"] == 2 and blur["dice_fixed_mean"] == pytest.approx(0.65)
+
+
+def test_severity_weighted_rood_by_hand(table):
+    out = R.severity_weighted(table)
+    r = _row(out, arm="A", **{"class": "csp"}, perturbation="speckle")
+    w1, w2 = 2 / 3, 4 / 9
+    runs = [(0.7, 0.6, 0.4), (0.8, 0.6, 0.3)]  # clean (fixed set), severity 1, severity 2 per seed
+    deg = [(w1 * (c - a) + w2 * (c - b)) / (w1 + w2) for c, a, b in runs]
+    wm = [(c + w1 * a + w2 * b) / (1 + w1 + w2) for c, a, b in runs]
+    assert r["degradation_mean"] == pytest.approx(np.mean(deg)) and r["wm_dice_mean"] == pytest.approx(np.mean(wm))
+    assert r["degradation_sd"] == pytest.approx(np.std(deg, ddof=1)) and r["n_severities"] == 2 and r["n_runs"] == 2
+    b = _row(out, arm="B", **{"class": "csp"}, perturbation="jpeg")
+    assert b["degradation_mean"] == pytest.approx(0.05) and b["weight_base"] == pytest.approx(2 / 3)
+    with pytest.raises(InputError, match="perturbation"):
+        R.severity_weighted(table, by=("arm", "class"))

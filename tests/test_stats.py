@@ -25,6 +25,7 @@ from robustseg.stats import (
     holm,
     icc,
     koo_li,
+    koo_li_interval,
     patient_bootstrap_ci,
     rank_biserial,
     rank_correlation,
@@ -318,7 +319,9 @@ def test_koo_li_thresholds():
     ]  # fmt: skip
     assert koo_li(float("nan")) == "n/a"
     row = icc(long_ratings(SHROUT_FLEISS), "target", "rater", "score", kind="ICC3k").iloc[0]
-    assert row["reading"] == "excellent"
+    # Koo & Li read the category from the CI, not the point estimate (0.91 alone would read "excellent")
+    assert koo_li(row["icc"]) == "excellent" and row["reading"] == "moderate to excellent"
+    assert koo_li_interval(0.76, 0.88) == "good" and koo_li_interval(0.4, float("nan")) == "n/a"
 
 
 def test_reference_agreement_penalises_bias():
@@ -530,3 +533,272 @@ def test_pooling_evaluation_conditions_is_refused():
     assert set(out["perturbation"]) == {"none", "speckle"}
     with pytest.raises(InputError, match="'perturbation'"):
         compare_arms(two.assign(arm=np.where(two["seed"] == 0, "A", "B")), arm_a="A", arm_b="B")
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 12: run-level arm comparison, pooled seed ICC, presence kappa, agreement, intervals, calibration
+# --------------------------------------------------------------------------------------------------
+
+
+def test_stats_docstring_examples_run():
+    """Every public function of robustseg.stats has an ``Examples`` section; run them all as doctests."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import robustseg.stats as pkg
+
+    attempted = 0
+    for info in pkgutil.iter_modules(pkg.__path__):
+        module = importlib.import_module(f"robustseg.stats.{info.name}")
+        res = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, f"doctest failures in robustseg.stats.{info.name}"
+        attempted += res.attempted
+    for name in ("run_level_test", "compare_runs", "pooled_seed_icc", "presence_agreement", "auroc_ci",
+                 "bland_altman", "patient_bootstrap_ci", "ranking_stability", "koo_li_interval"):
+        assert "Examples" in (getattr(pkg, name).__doc__ or ""), name
+    assert attempted >= 40
+
+
+def test_run_level_test_welch_and_fold_blocking():
+    from robustseg.stats import run_level_test
+
+    rng = np.random.default_rng(30)
+    a, b = rng.normal(0.8, 0.02, 6), rng.normal(0.78, 0.03, 5)
+    r = run_level_test(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False)
+    assert r["p"] == pytest.approx(ref.pvalue) and r["t"] == pytest.approx(ref.statistic)
+    assert r["se"] == pytest.approx(np.sqrt(a.var(ddof=1) / 6 + b.var(ddof=1) / 5))
+    # a fold effect shared by both arms: unblocked it hides a real difference, blocked it does not
+    fold_effect = np.repeat([0.0, 0.1, -0.1], 4)
+    folds = np.repeat([0, 1, 2], 4)
+    xa = 0.80 + fold_effect + rng.normal(0, 0.005, 12)
+    xb = 0.79 + fold_effect + rng.normal(0, 0.005, 12)
+    plain = run_level_test(xa, xb)
+    blocked = run_level_test(xa, xb, folds_a=folds, folds_b=folds)
+    assert plain["p"] > 0.05 and blocked["p"] < 1e-4 and blocked["n_blocks"] == 3.0
+    assert blocked["diff"] == pytest.approx(xa.mean() - xb.mean())
+    # one run per arm: no variance, no test; missing folds on one side are left out
+    assert np.isnan(run_level_test([0.8], [0.7])["p"])
+    part = run_level_test(xa, xb[4:], folds_a=folds, folds_b=folds[4:])
+    assert part["n_a"] == 8.0 and part["n_blocks"] == 2.0
+
+
+def fp_painting_table(seed: int = 31) -> pd.DataFrame:
+    """40 images (13 with CSP); arm ``paint`` paints a 39-pixel blob on 23 of the 27 CSP-free images."""
+    rng = np.random.default_rng(seed)
+    painted = set(range(13, 36))
+    rows = []
+    for arm in ("clean", "paint"):
+        for fold in (0, 1):
+            for s in range(3):
+                for i in range(40):
+                    if i < 13:
+                        tp = 82 + int(rng.integers(-3, 4))
+                        fp = fn = 100 - tp
+                    else:
+                        tp = fn = 0
+                        fp = 39 if (arm == "paint" and i in painted) else 0
+                    den = 2 * tp + fp + fn
+                    rows.append({"arm": arm, "fold": fold, "seed": s, "class": "csp", "image_id": f"i{i:02d}",
+                                 "patient_id": f"p{i // 2}", "tp": tp, "fp": fp, "fn": fn, "ref_pixels": tp + fn,
+                                 "pred_pixels": tp + fp, "dice": 2 * tp / den if den else np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_false_positive_painting_arm_is_found_worse():
+    from robustseg.stats import compare_runs
+
+    df = fp_painting_table()
+    sums = df.groupby("arm")[["tp", "fp", "fn"]].sum()
+    global_dice = 2 * sums["tp"] / (2 * sums["tp"] + sums["fp"] + sums["fn"])
+    assert global_dice["clean"] == pytest.approx(0.82, abs=0.01) and global_dice["paint"] == pytest.approx(0.61, abs=0.01)
+    # v0.1: NaN pairs (both empty for the clean arm) are dropped, so the blobs are invisible
+    old = compare_arms(df, "dice", arm_a="clean", arm_b="paint", n_boot=50).iloc[0]
+    assert old["n_pairs"] == 13 and old["verdict"] == "no difference beyond seed noise"
+    new = compare_runs(df, arms=["clean", "paint"], n_boot=200).iloc[0]
+    assert new["measure"] == "dice_all_images" and new["n_images"] == 40
+    assert new["verdict"] == "clean better" and new["p_holm"] < 0.001 and new["t"] > 0
+    assert new["p_a_better_runs"] == 1.0 and new["p_a_better_boot"] > 0.99
+
+
+def test_compare_runs_holm_over_whole_table_and_direction():
+    from robustseg.stats import compare_runs
+
+    rng = np.random.default_rng(32)
+    rows = []
+    for arm, shift in (("x", 0.0), ("y", 0.02), ("z", 0.0)):
+        for fold in (0, 1):
+            for s in range(4):
+                off = rng.normal(0, 0.01)
+                for cls in ("csp", "lv"):
+                    for i in range(20):
+                        rows.append({"arm": arm, "fold": fold, "seed": s + 10 * fold, "class": cls,
+                                     "image_id": f"i{i}", "patient_id": i // 2,
+                                     "hd95_mm": 5 - 50 * shift + off + rng.normal(0, 0.05)})
+    out = compare_runs(pd.DataFrame(rows), "hd95_mm", arms=["x", "y", "z"], n_boot=100)
+    assert len(out) == 6 and set(zip(out["arm_a"], out["arm_b"], strict=True)) == {("x", "y"), ("x", "z"), ("y", "z")}
+    np.testing.assert_allclose(out["p_holm"], multipletests(out["pval"], method="holm")[1])
+    xy = out[(out["arm_a"] == "x") & (out["arm_b"] == "y")]
+    assert (xy["verdict"] == "y better").all() and (xy["t"] > 0).all()  # lower HD95 is better: sign and verdict agree
+    assert not out["higher_is_better"].any()
+    with pytest.raises(InputError, match="'w'"):
+        compare_runs(pd.DataFrame(rows), "hd95_mm", arms=["x", "w"])
+
+
+def test_ranking_stability_tau_and_first_place():
+    from robustseg.stats import ranking_stability
+
+    rng = np.random.default_rng(33)
+    rows = [{"arm": arm, "fold": 0, "seed": 0, "class": "lv", "image_id": f"i{i}", "patient_id": i, "dice": v}
+            for arm, mu in (("a", 0.70), ("b", 0.69), ("c", 0.40))
+            for i, v in enumerate(mu + rng.normal(0, 0.1, 25))]
+    out = ranking_stability(pd.DataFrame(rows), value="dice", n_boot=400).set_index("arm")
+    assert out.loc["c", "rank"] == 3.0 and out.loc["c", "p_first"] == 0.0
+    assert 0.2 < out.loc["a", "p_first"] < 0.95 and out["p_first"].sum() == pytest.approx(1.0)
+    assert 0.3 < out["kendall_tau_mean"].iloc[0] < 1.0
+
+
+def seed_table(rng: np.random.Generator, folds=(0, 1, 2), seeds=(0, 1, 2, 3), n_images=25) -> pd.DataFrame:
+    img = rng.normal(0, 1, n_images)
+    rows = []
+    for fold in folds:
+        fo = rng.normal(0, 0.5)
+        for s in seeds:
+            so = rng.normal(0, 0.3)
+            for i in range(n_images):
+                rows.append({"arm": "A", "class": "lv", "fold": fold, "seed": s, "image_id": f"i{i}",
+                             "dice": img[i] + fo + so + rng.normal(0, 0.5)})
+    return pd.DataFrame(rows)
+
+
+def test_pooled_seed_icc_invariant_to_seed_labels_and_failed_runs():
+    from robustseg.stats import pooled_seed_icc
+
+    df = seed_table(np.random.default_rng(34))
+    base = pooled_seed_icc(df).iloc[0]
+    rng = np.random.default_rng(35)
+    for _ in range(5):  # any relabelling within folds, including other seed numbers in some folds
+        relabelled = df.copy()
+        for fold in (0, 1, 2):
+            sel = relabelled["fold"] == fold
+            perm = dict(zip(range(4), rng.permutation(4) + 100 * fold * int(rng.integers(0, 2)), strict=True))
+            relabelled.loc[sel, "seed"] = relabelled.loc[sel, "seed"].map(perm)
+        again = pooled_seed_icc(relabelled.sample(frac=1.0, random_state=1)).iloc[0]
+        for col in ("icc", "ci_low", "ci_high", "var_image", "var_seed", "var_error"):
+            assert again[col] == pytest.approx(base[col], rel=1e-12)
+    assert (base["n_targets"], base["n_folds"], base["n_runs"], base["df_image"]) == (25, 3, 12, 24.0)
+    failed = pooled_seed_icc(df[~((df["fold"] == 1) & (df["seed"] == 2))]).iloc[0]
+    assert (failed["n_folds"], failed["n_runs"], failed["n_targets"]) == (3, 11, 25) and np.isfinite(failed["icc"])
+    holed = df.copy()
+    holed.loc[(holed["fold"] == 0) & (holed["seed"] == 1) & (holed["image_id"] == "i3"), "dice"] = np.nan
+    r = pooled_seed_icc(holed).iloc[0]
+    assert (r["n_incomplete"], r["n_targets"], r["n_dropped"]) == (1, 25, 0)
+
+
+def test_pooled_seed_icc_one_fold_equals_textbook_icc():
+    from robustseg.stats import pooled_seed_icc
+
+    df = seed_table(np.random.default_rng(36), folds=(0,))
+    pooled = pooled_seed_icc(df).iloc[0]
+    ref = icc(df, targets="image_id", raters="seed", ratings="dice", kind="ICC(A,1)").iloc[0]
+    for col in ("icc", "ci_low", "ci_high"):
+        assert pooled[col] == pytest.approx(ref[col], rel=1e-10)
+    assert pooled["reading"] == ref["reading"]
+
+
+def test_fleiss_kappa_matches_statsmodels_and_presence_agreement():
+    from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss
+
+    from robustseg.stats import fleiss_kappa, presence_agreement
+
+    rng = np.random.default_rng(37)
+    yes = rng.integers(0, 6, 30)
+    table = np.column_stack([yes, 5 - yes])
+    assert fleiss_kappa(table)[0] == pytest.approx(sm_fleiss(table, method="fleiss"))
+    rows = [{"arm": "A", "class": "csp", "fold": f, "seed": s, "image_id": f"i{i}",
+             "pred_pixels": int((i + s * (i == 2)) % 3 != 0) * 10}
+            for f in (0, 1) for s in range(3) for i in range(6)]
+    out = presence_agreement(pd.DataFrame(rows)).iloc[0]
+    assert out["n_subjects"] == 12 and out["n_images"] == 6 and out["n_runs"] == 6
+    assert out["n_disagree"] == 2  # image i2 in both folds
+    agree = presence_agreement(pd.DataFrame(rows).assign(pred_pixels=5)).iloc[0]
+    assert np.isnan(agree["kappa"]) and agree["n_disagree"] == 0 and agree["n_all_present"] == 12
+
+
+def test_bland_altman_limits_ci_and_proportional_bias():
+    rng = np.random.default_rng(38)
+    ref = rng.uniform(20, 80, 400)
+    df = pd.DataFrame({"ref": ref, "pred": ref * 1.2 + rng.normal(0, 2, 400)})
+    r = bland_altman(df, "pred", "ref").iloc[0]
+    m, d = (df["pred"] + df["ref"]) / 2, df["pred"] - df["ref"]
+    fit = sps.linregress(m, d)
+    assert r["slope"] == pytest.approx(fit.slope) and r["slope_p"] == pytest.approx(fit.pvalue) and r["slope_p"] < 1e-10
+    # Bland & Altman (1999) approximation: SE of a limit ~ sqrt(3 sd^2 / n)
+    half = 1.96 * np.sqrt(3 * r["sd"] ** 2 / 400)
+    assert r["loa_high_ci_high"] - r["loa_high_ci_low"] == pytest.approx(2 * half, rel=0.05)
+    assert r["loa_low_ci_low"] < r["loa_low"] < r["loa_low_ci_high"] < r["bias"]
+    flat = bland_altman(pd.DataFrame({"ref": ref, "pred": ref + 1 + rng.normal(0, 2, 400)}), "pred", "ref").iloc[0]
+    assert flat["slope_p"] > 0.001
+
+
+def test_auroc_delong_against_explicit_formula():
+    from robustseg.stats import auroc_ci
+
+    rng = np.random.default_rng(39)
+    y = np.r_[np.ones(5), np.zeros(36)].astype(bool)
+    s = np.round(np.where(y, rng.normal(1, 1, 41), rng.normal(0, 1, 41)), 1)  # ties included
+    r = auroc_ci(s, y)
+    x, z = s[y], s[~y]
+    psi = (x[:, None] > z[None, :]) + 0.5 * (x[:, None] == z[None, :])
+    se = np.sqrt(psi.mean(axis=1).var(ddof=1) / 5 + psi.mean(axis=0).var(ddof=1) / 36)
+    assert r["auroc"] == pytest.approx(psi.mean()) and r["se"] == pytest.approx(se)
+    assert 0 < r["ci_low"] < r["auroc"] < r["ci_high"] < 1
+    perfect = auroc_ci([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
+    assert perfect["auroc"] == 1.0 and 0 < perfect["ci_low"] < perfect["ci_high"] < 1
+    table = auroc_table(pd.DataFrame({"s": s, "y": y}), "s", "y")
+    assert table["ci_low"].iloc[0] == pytest.approx(r["ci_low"])
+
+
+def test_interval_methods():
+    rng = np.random.default_rng(40)
+    df = pd.DataFrame({"patient_id": np.repeat(np.arange(15), 2), "image_id": np.arange(30),
+                       "dice": np.clip(rng.normal(0.7, 0.15, 30), 0, 1)})
+    out = {m: patient_bootstrap_ci(df, by=(), n_boot=2000, method=m).iloc[0]
+           for m in ("percentile", "bca", "t_cluster", "t_jackknife", "studentized")}
+    per = df.groupby("patient_id")["dice"].agg(["sum", "count"])
+    est = per["sum"].sum() / per["count"].sum()
+    se = np.sqrt(15 / 14 * ((per["sum"] - est * per["count"]) ** 2).sum()) / per["count"].sum()
+    q = sps.t.ppf(0.975, 14)
+    assert (out["t_cluster"]["ci_low"], out["t_cluster"]["ci_high"]) == (pytest.approx(est - q * se),
+                                                                       pytest.approx(est + q * se))
+    for m, r in out.items():
+        assert r["method"] == m and r["ci_low"] < r["estimate"] < r["ci_high"], m
+    # the t-based intervals are wider than the percentile one at few patients (its undercoverage)
+    width = {m: r["ci_high"] - r["ci_low"] for m, r in out.items()}
+    assert width["t_cluster"] > width["percentile"] and width["studentized"] > width["percentile"]
+    with pytest.raises(InputError, match="no median"):
+        patient_bootstrap_ci(df, by=(), statistic="median", method="t_cluster")
+    with pytest.raises(InputError, match="unknown method"):
+        patient_bootstrap_ci(df, by=(), method="magic")
+
+
+@pytest.mark.slow
+def test_calibration_null_and_power_small():
+    from robustseg.stats.simulate import verdict_rates
+
+    null = verdict_rates(100, n_folds=2, n_seeds=5, seed=41)
+    assert (null["verdict_rate"] <= 0.12).all(), null
+    power = verdict_rates(40, shift_in_seed_sd=2.0, n_folds=2, n_seeds=5, seed=42)
+    assert (power["correct_direction_rate"] >= 0.6).all(), power
+
+
+def test_calibration_icc_and_interval_coverage_small():
+    from robustseg.stats.bootstrap import DEFAULT_METHOD
+    from robustseg.stats.simulate import bootstrap_coverage, icc_coverage
+
+    cov = icc_coverage(100, n_images=30, n_folds=3, n_seeds=5, seed=43).iloc[0]
+    assert cov["coverage"] >= 0.85 and cov["coverage_v01"] < cov["coverage"]
+    boot = bootstrap_coverage(100, n_patients=20, methods=(DEFAULT_METHOD,), n_boot=400, seed=44,
+                              truth_patients=5000)
+    assert (boot["coverage"] >= 0.85).all(), boot

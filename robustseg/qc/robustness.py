@@ -8,6 +8,12 @@ of an arm; every number is first averaged over the images of a run, then across 
 
 NaN Dice (a structure absent from reference and prediction, under a policy that leaves it undefined)
 and non-finite HD95 (empty prediction or reference) are left out of the means, never counted as 0.
+
+Retention and the severity-weighted summaries use a *fixed image set* per run: the images whose
+reference has the structure in the clean condition (``ref_pixels > 0``; without that column, the images
+with a defined clean Dice). Dice is defined on all of them in every condition, so the set cannot change
+with the condition, and retention is at most 1 when every image got worse (a mean over whichever images
+happen to have a defined Dice could exceed 1).
 """
 
 from __future__ import annotations
@@ -37,10 +43,37 @@ def _keys(by: Sequence[str]) -> list[str]:
     return by
 
 
-def run_means(df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbation", "severity")) -> pd.DataFrame:
-    """Mean Dice and HD95 per run: columns ``*by, seed, fold, dice, hd95_mm, n_images``.
+def _present(df: pd.DataFrame) -> np.ndarray:
+    if "ref_pixels" in df.columns:
+        return pd.to_numeric(df["ref_pixels"], errors="coerce").to_numpy(dtype=float) > 0
+    return np.isfinite(pd.to_numeric(df["dice"], errors="coerce").to_numpy(dtype=float))
 
-    ``n_images`` counts the rows with a defined Dice.
+
+def _fixed_set(df: pd.DataFrame, by: list[str]) -> np.ndarray:
+    """Per row: is the image in its run's fixed set (reference has the structure in the clean condition)?
+
+    Images the run has no clean row for (an external test set entered as a condition) are judged by
+    their own reference.
+    """
+    if "perturbation" not in df.columns or "image_id" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    keys = [k for k in by if k not in _CONDITION] + [*RUN_KEYS, "image_id"]
+    is_clean = (df["perturbation"] == CLEAN_NAME).to_numpy()
+    clean = df[is_clean]
+    fixed = clean.loc[_present(clean), keys].drop_duplicates().assign(_fixed=True)
+    seen = clean[keys].drop_duplicates().assign(_seen=True)
+    merged = df[keys].merge(fixed, on=keys, how="left").merge(seen, on=keys, how="left")
+    in_clean = merged["_fixed"].fillna(False).to_numpy(dtype=bool)
+    unseen = ~merged["_seen"].fillna(False).to_numpy(dtype=bool)
+    return in_clean | (unseen & _present(df))
+
+
+def run_means(df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbation", "severity")) -> pd.DataFrame:
+    """Mean Dice and HD95 per run: columns ``*by, seed, fold, dice, hd95_mm, n_images, dice_fixed, n_fixed``.
+
+    ``n_images`` counts the rows with a defined Dice; ``dice_fixed`` is the mean Dice over the run's fixed
+    image set (see the module docstring; NaN without an ``image_id`` / clean condition), ``n_fixed`` its
+    size.
     """
     by = _keys(by)
     _require(df, [*by, *RUN_KEYS, "dice", "hd95_mm"])
@@ -48,24 +81,28 @@ def run_means(df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbati
     work["dice"] = pd.to_numeric(work["dice"], errors="coerce").astype(float)
     hd = pd.to_numeric(work["hd95_mm"], errors="coerce").astype(float)
     work["hd95_mm"] = hd.where(np.isfinite(hd))
+    work["dice_fixed"] = work["dice"].where(_fixed_set(df, by))
     grouped = work.groupby([*by, *RUN_KEYS], sort=True, observed=True, dropna=False)
-    out = grouped.agg(dice=("dice", "mean"), hd95_mm=("hd95_mm", "mean"), n_images=("dice", "count"))
+    out = grouped.agg(dice=("dice", "mean"), hd95_mm=("hd95_mm", "mean"), n_images=("dice", "count"),
+                      dice_fixed=("dice_fixed", "mean"), n_fixed=("dice_fixed", "count"))
     return out.reset_index()
 
 
 def _with_retention(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Add ``retention`` = run Dice / the same run's clean Dice (NaN without a clean row or clean Dice 0)."""
+    """Add ``retention`` = the run's fixed-set Dice / the same run's clean fixed-set Dice (NaN without a
+    clean row or clean Dice 0)."""
     if not all(k in by for k in _CONDITION):
         runs = runs.copy()
         runs["retention"] = np.nan
         return runs
     ref_keys = [k for k in by if k not in _CONDITION] + list(RUN_KEYS)
-    clean = runs.loc[runs["perturbation"] == CLEAN_NAME, [*ref_keys, "dice"]].rename(columns={"dice": "clean_dice"})
+    clean = runs.loc[runs["perturbation"] == CLEAN_NAME, [*ref_keys, "dice_fixed"]]
+    clean = clean.rename(columns={"dice_fixed": "clean_dice"})
     if clean.duplicated(ref_keys).any():
         raise InputError("robustness table: more than one clean ('none') condition per run; expected severity 0 only")
     merged = runs.merge(clean, on=ref_keys, how="left", validate="many_to_one")
     denom = merged["clean_dice"].where(merged["clean_dice"] > 0)
-    merged["retention"] = merged["dice"] / denom
+    merged["retention"] = merged["dice_fixed"] / denom
     return merged.drop(columns="clean_dice")
 
 
@@ -79,6 +116,8 @@ def _across_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         hd95_mm_sd=("hd95_mm", "std"),
         retention_mean=("retention", "mean"),
         retention_sd=("retention", "std"),
+        **({"dice_fixed_mean": ("dice_fixed", "mean")} if "dice_fixed" in runs.columns else {}),
+        **({"n_fixed": ("n_fixed", "max")} if "n_fixed" in runs.columns else {}),
     )
     return out.reset_index()
 
@@ -88,9 +127,18 @@ def robustness_summary(
 ) -> pd.DataFrame:
     """Per ``by`` group: mean and SD across runs of the run-mean Dice, HD95 and Dice retention.
 
-    Columns: ``*by, n_runs, dice_mean, dice_sd, hd95_mm_mean, hd95_mm_sd, retention_mean, retention_sd``.
-    ``retention`` is a run's perturbed Dice over the same run's clean Dice (same arm, class, seed, fold);
-    it is 1 for the clean rows and NaN when ``by`` lacks ``perturbation`` / ``severity``.
+    Columns: ``*by, n_runs, dice_mean, dice_sd, hd95_mm_mean, hd95_mm_sd, retention_mean, retention_sd,
+    dice_fixed_mean, n_fixed``. ``retention`` is a run's perturbed Dice over the same run's clean Dice
+    (same arm, class, seed, fold), both on the run's fixed image set; it is 1 for the clean rows and NaN
+    when ``by`` lacks ``perturbation`` / ``severity``. ``n_fixed``: the largest fixed-set size of the runs.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"arm": "a", "class": "csp", "seed": 0, "fold": 0, "image_id": ["i0", "i1"] * 2,
+    ...                    "perturbation": ["none", "none", "noise", "noise"], "severity": [0, 0, 1, 1],
+    ...                    "ref_pixels": [10, 0, 10, 0], "dice": [0.8, np.nan, 0.6, 0.0], "hd95_mm": 1.0})
+    >>> robustness_summary(df)[["perturbation", "dice_mean", "retention_mean"]].round(3).values.tolist()
+    [['noise', 0.3, 0.75], ['none', 0.8, 1.0]]
     """
     by = _keys(by)
     runs = _with_retention(run_means(df, by), by)
@@ -165,6 +213,53 @@ def corruption_error(df: pd.DataFrame, baseline_arm: str) -> pd.DataFrame:
     return out.drop(columns=["rel", "base_rel"])
 
 
+ROOD_ALPHA = 2.0 / 3.0
+"""ROOD-MRI's severity weight base: severity s gets weight ``alpha**s`` (Boone et al. 2023)."""
+
+
+def severity_weighted(df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbation"),
+                      alpha: float = ROOD_ALPHA) -> pd.DataFrame:
+    """ROOD-MRI style severity-weighted Dice and degradation per perturbation, on each run's fixed image set.
+
+    Per run, with clean fixed-set Dice ``c``, perturbed ``d_s`` and weights ``w_s = alpha**s`` over the
+    severities present: ``wm_dice = (c + sum_s w_s d_s) / (1 + sum_s w_s)`` (clean weighted 1) and
+    ``degradation = sum_s w_s (c - d_s) / sum_s w_s`` (0 = unaffected, > 0 = worse). Then mean and SD
+    (ddof=1) across runs. Columns: ``*by, n_severities, n_runs, wm_dice_mean, wm_dice_sd,
+    degradation_mean, degradation_sd, weight_base``.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"arm": "a", "class": "csp", "seed": 0, "fold": 0, "image_id": "i0",
+    ...                    "perturbation": ["none", "noise", "noise"], "severity": [0, 1, 2],
+    ...                    "ref_pixels": 10, "dice": [0.9, 0.6, 0.3], "hd95_mm": 1.0})
+    >>> r = severity_weighted(df).iloc[0]
+    >>> round(float(r["degradation_mean"]), 4), round(float(r["wm_dice_mean"]), 4)
+    (0.42, 0.6789)
+    """
+    by = _keys(by)
+    if "perturbation" not in by or "severity" in by:
+        raise InputError(f"by={by!r}: expected 'perturbation' and not 'severity' among the grouping columns")
+    if not 0 < alpha:
+        raise InputError(f"severity_weighted: alpha must be positive, got {alpha!r}")
+    full = [*by, "severity"]
+    runs = run_means(df, full)
+    base = [k for k in by if k != "perturbation"] + list(RUN_KEYS)
+    clean = runs.loc[runs["perturbation"] == CLEAN_NAME, [*base, "dice_fixed"]].rename(columns={"dice_fixed": "c"})
+    pert = runs[runs["perturbation"] != CLEAN_NAME].merge(clean, on=base, how="inner")
+    pert = pert[np.isfinite(pert["dice_fixed"]) & np.isfinite(pert["c"])]
+    pert = pert.assign(w=alpha ** pert["severity"].astype(float))
+    pert = pert.assign(wd=pert["w"] * pert["dice_fixed"], wdeg=pert["w"] * (pert["c"] - pert["dice_fixed"]))
+    per_run = pert.groupby([*by, *RUN_KEYS], sort=True, observed=True).agg(
+        w=("w", "sum"), wd=("wd", "sum"), wdeg=("wdeg", "sum"), c=("c", "first"), n_sev=("severity", "nunique"))
+    per_run["wm_dice"] = (per_run["c"] + per_run["wd"]) / (1 + per_run["w"])
+    per_run["degradation"] = per_run["wdeg"] / per_run["w"]
+    out = per_run.reset_index().groupby(by, sort=True, observed=True).agg(
+        n_severities=("n_sev", "max"), n_runs=("wm_dice", "size"), wm_dice_mean=("wm_dice", "mean"),
+        wm_dice_sd=("wm_dice", "std"), degradation_mean=("degradation", "mean"),
+        degradation_sd=("degradation", "std"))
+    return out.reset_index().assign(weight_base=float(alpha))
+
+
 def mean_corruption_error(df: pd.DataFrame, baseline_arm: str) -> pd.DataFrame:
     """mCE per arm and class: the mean of ``corruption_error`` over perturbations (NaN CEs skipped).
 
@@ -187,4 +282,5 @@ __all__ = [
     "robustness_summary",
     "run_means",
     "severity_mean",
+    "severity_weighted",
 ]

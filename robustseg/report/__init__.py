@@ -52,9 +52,11 @@ def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
         figs["spread"] = figures.spread_plot(res.levels, res.arms, out / "spread.png")
     if not t.get("retention", pd.DataFrame()).empty:
         figs["robustness"] = figures.robustness_plot(t["robustness"], res.arms, out / "robustness.png")
-    if not t.get("bland_altman", pd.DataFrame()).empty:
-        figs["bland_altman"] = figures.bland_altman_plot(res.areas, t["bland_altman"], res.baseline, res.area_unit,
-                                                         out / "bland_altman.png")
+    if not t.get("bland_altman", pd.DataFrame()).empty and not res.areas.empty:
+        ba = t["bland_altman"]
+        kind = "ensemble (all runs)" if res.areas_label == "all-runs ensemble" else "single run"
+        figs["bland_altman"] = figures.bland_altman_plot(res.areas, ba[ba["prediction"] == kind], res.baseline,
+                                                         res.area_unit, out / "bland_altman.png", res.areas_label)
     if not t.get("ensembles", pd.DataFrame()).empty:
         figs["ensembles"] = figures.ensemble_plot(res.levels, t["ensembles"], res.arms, out / "ensembles.png")
     if not t.get("mismatch", pd.DataFrame()).empty:

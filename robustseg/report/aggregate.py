@@ -12,12 +12,23 @@ import pandas as pd
 
 from robustseg import stats
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
-from robustseg.qc.robustness import corruption_error, mean_corruption_error, robustness_summary
+from robustseg.qc.robustness import (
+    corruption_error,
+    mean_corruption_error,
+    robustness_summary,
+    severity_weighted,
+)
 
 RUN = ("arm", "fold", "seed")
 SPREAD_METRICS = ("dice", "iou", "hd95_mm", "nsd")
 SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
 BOOT_SEED = 0
+CI_METHOD = stats.bootstrap.DEFAULT_METHOD
+"""Patient-level interval of the summary (``stats.patient_bootstrap_ci``; chosen by benchmarks/calibration.py)."""
+ALPHA = 0.05
+"""Significance level of the report's tests and intervals."""
+FEW_PATIENTS = 30
+"""Below this many test patients the report says that the test set limits what can be concluded."""
 
 
 def order_classes(df: pd.DataFrame, arms: list[str] | None = None, first: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -56,50 +67,124 @@ def area_columns(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def seed_icc(clean: pd.DataFrame, per_fold: bool = False) -> pd.DataFrame:
-    """ICC(A,1) across seeds of per-image Dice and of predicted CSP / LV area.
+    """ICC(A,1) across seeds of per-image Dice and of predicted CSP / LV area, per arm and class.
 
-    Targets are (fold, image): seeds are replicates only within one fold's training data. With
-    ``per_fold`` one ICC per fold instead. Column ``measure`` says which value.
+    Seeds are nested in folds (``stats.pooled_seed_icc``: per-fold variance components pooled, targets =
+    test images, a failed run removes only itself). Dice uses only images whose reference has the
+    structure (elsewhere Dice is undefined or 0/1 by convention): ``n_ref_absent`` counts the images left
+    out for that reason, ``n_dropped`` every image left out. With ``per_fold`` one ICC per fold instead
+    (``stats.icc``). Column ``measure`` says which value.
     """
-    if clean.empty or clean["seed"].nunique() < 2:
+    if clean.empty or clean.groupby("fold")["seed"].nunique().max() < 2:
         return pd.DataFrame()
     with_area, unit = area_columns(clean)
-    by = ("arm", "fold", "class") if per_fold else ("arm", "class")
-    targets = ("image_id",) if per_fold else ("fold", "image_id")
-    parts = []
-    dice = stats.icc(clean, targets=targets, raters="seed", ratings="dice", by=by,
-                     kind=stats.SEED_REPRODUCIBILITY_KIND)
-    parts.append(dice.assign(measure="dice"))
+    present = clean[clean["ref_pixels"] > 0]
+    n_all = clean.groupby(["arm", "class"])["image_id"].nunique()
+    n_present = present.groupby(["arm", "class"])["image_id"].nunique().reindex(n_all.index, fill_value=0)
+    absent = (n_all - n_present).rename("n_ref_absent").reset_index()
     small = with_area[with_area["class"].isin(SMALL)]
-    area = stats.icc(small, targets=targets, raters="seed", ratings="pred_area", by=by,
-                     kind=stats.SEED_REPRODUCIBILITY_KIND)
-    parts.append(area.assign(measure=f"predicted area ({unit})"))
-    out = pd.concat(parts, ignore_index=True)
+    if per_fold:
+        dice = stats.icc(present, targets="image_id", raters="seed", ratings="dice", by=("arm", "fold", "class"),
+                         kind=stats.SEED_REPRODUCIBILITY_KIND)
+        area = stats.icc(small, targets="image_id", raters="seed", ratings="pred_area",
+                         by=("arm", "fold", "class"), kind=stats.SEED_REPRODUCIBILITY_KIND)
+    else:
+        dice = stats.pooled_seed_icc(present, value="dice", by=("arm", "class"))
+        area = stats.pooled_seed_icc(small, value="pred_area", by=("arm", "class"))
+    dice = dice.merge(absent, on=["arm", "class"], how="left")
+    dice["n_dropped"] = dice["n_dropped"] + dice["n_ref_absent"]
+    area["n_ref_absent"] = 0
+    out = pd.concat([dice.assign(measure="dice (reference present)"), area.assign(measure=f"predicted area ({unit})")],
+                    ignore_index=True)
     return out[["measure", *[c for c in out.columns if c != "measure"]]]
 
 
-def run_mean_areas(clean: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Per arm, class and test image: the predicted CSP / LV area averaged over the arm's runs, and the
-    reference area (one row per image, so agreement statistics count images, not image x run)."""
-    with_area, unit = area_columns(clean[clean["class"].isin(SMALL)])
-    if with_area.empty:
-        return with_area, unit
-    out = (with_area.groupby(["arm", "class", "image_id"], sort=False)
-           .agg(pred_area=("pred_area", "mean"), ref_area=("ref_area", "first"), n_runs=("pred_area", "size"))
-           .reset_index())
-    return out, unit
+def presence_kappa(clean: pd.DataFrame) -> pd.DataFrame:
+    """Fleiss' kappa of the seeds of each fold on CSP / LV presence (``stats.presence_agreement``)."""
+    small = clean[clean["class"].isin(SMALL)]
+    if small.empty or small.groupby("fold")["seed"].nunique().max() < 2:
+        return pd.DataFrame()
+    return stats.presence_agreement(small, by=("arm", "class"))
 
 
-def reference_agreement(clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
-    """ICC(A,1) and Bland-Altman of predicted (mean over the arm's runs) vs reference CSP / LV area per image;
-    also returns the ``run_mean_areas`` table they were computed from, and its unit."""
-    areas, unit = run_mean_areas(clean)
-    if areas.empty:
-        return pd.DataFrame(), pd.DataFrame(), areas, unit
-    icc = stats.reference_agreement_icc(areas, pred="pred_area", ref="ref_area", by=("arm", "class"),
-                                        targets=("image_id",))
-    ba = stats.bland_altman(areas, pred="pred_area", ref="ref_area", by=("arm", "class"))
-    return icc, ba, areas, unit
+def _area_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """CSP / LV rows with areas; flags the rows where reference or prediction has the structure."""
+    with_area, unit = area_columns(table[table["class"].isin(SMALL)])
+    return with_area.assign(_any=(with_area["ref_pixels"] > 0) | (with_area["pred_pixels"] > 0)), unit
+
+
+def reference_agreement(clean: pd.DataFrame, ensemble: pd.DataFrame | None = None
+                        ) -> dict[str, pd.DataFrame | str]:
+    """ICC(A,1) and Bland-Altman of predicted vs reference CSP / LV area, per single run and for the ensemble.
+
+    Only images where the reference or the prediction has the structure count (``n_both_absent`` counts
+    the rest, which agree trivially). *Single run*: the statistics of every run on its own (one trained
+    model, as a user would deploy), summarised as mean, min and max over the arm's runs
+    (``tables/icc_reference_runs.csv`` and ``bland_altman_runs.csv`` per run). *Ensemble*: the all-runs
+    ensemble of ``ensemble`` (the per-image table of kind ``seeds+folds``) when there is one.
+
+    Returns ``icc``, ``bland_altman`` (summary rows; column ``prediction``), ``icc_runs``,
+    ``bland_altman_runs``, ``areas`` (the points of the Bland-Altman figure: the ensemble's where it
+    exists, else every run's), ``unit``. Single-run summary rows hold the mean over runs of every column
+    (``icc_min``/``icc_max``, ``bias_min``/``bias_max``, ``loa_low_min``/``loa_high_max``: extremes over runs)
+    except ``slope_p``, which is NaN there: ``n_runs_proportional_bias`` counts the runs with
+    ``slope_p < 0.05``.
+    """
+    rows, unit = _area_rows(clean)
+    empty = {"icc": pd.DataFrame(), "bland_altman": pd.DataFrame(), "icc_runs": pd.DataFrame(),
+             "bland_altman_runs": pd.DataFrame(), "areas": pd.DataFrame(), "unit": unit}
+    if rows.empty:
+        return empty
+    both_absent = (~rows["_any"]).groupby([rows[c] for c in RUN + ("class",)]).sum().rename("n_both_absent")
+    used = rows[rows["_any"]]
+    by_run = ("arm", "fold", "seed", "class")
+    icc_runs = stats.reference_agreement_icc(used, pred="pred_area", ref="ref_area", by=by_run, targets=("image_id",))
+    ba_runs = stats.bland_altman(used, pred="pred_area", ref="ref_area", by=by_run)
+    icc_runs = icc_runs.merge(both_absent.reset_index(), on=list(by_run), how="left")
+    ba_runs = ba_runs.merge(both_absent.reset_index(), on=list(by_run), how="left")
+    icc_sum = _summarise_runs(icc_runs, ["icc", "ci_low", "ci_high", "n_targets", "n_both_absent"])
+    ba_sum = _summarise_runs(ba_runs, ["bias", "sd", "loa_low", "loa_high", "bias_ci_low", "bias_ci_high",
+                                       "loa_low_ci_low", "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high",
+                                       "slope", "slope_p", "n", "n_both_absent"])
+    icc_sum["reading"] = [stats.koo_li_interval(lo, hi) for lo, hi in zip(icc_sum["ci_low"], icc_sum["ci_high"],
+                                                                          strict=True)]
+    icc_parts, ba_parts, areas = [icc_sum.assign(prediction="single run")], [ba_sum.assign(prediction="single run")], used
+    if ensemble is not None and not ensemble.empty and {"pixel_mm", "pred_pixels"} <= set(ensemble.columns):
+        e = ensemble[ensemble["kind"] == "seeds+folds"] if "kind" in ensemble.columns else ensemble
+        e_rows, _ = _area_rows(e)
+        if not e_rows.empty:
+            absent_e = (~e_rows["_any"]).groupby([e_rows["arm"], e_rows["class"]]).sum().rename("n_both_absent")
+            e_used = e_rows[e_rows["_any"]]
+            icc_e = stats.reference_agreement_icc(e_used, pred="pred_area", ref="ref_area", by=("arm", "class"),
+                                                  targets=("image_id",))
+            ba_e = stats.bland_altman(e_used, pred="pred_area", ref="ref_area", by=("arm", "class"))
+            icc_parts.append(icc_e.merge(absent_e.reset_index(), on=["arm", "class"], how="left")
+                             .assign(prediction="ensemble (all runs)", n_runs=1))
+            ba_parts.append(ba_e.merge(absent_e.reset_index(), on=["arm", "class"], how="left")
+                            .assign(prediction="ensemble (all runs)", n_runs=1))
+            areas = e_used
+    icc_out = pd.concat(icc_parts, ignore_index=True)
+    ba_out = pd.concat(ba_parts, ignore_index=True)
+    front = ["prediction", "arm", "class"]
+    return {"icc": icc_out[front + [c for c in icc_out.columns if c not in front]],
+            "bland_altman": ba_out[front + [c for c in ba_out.columns if c not in front]],
+            "icc_runs": icc_runs, "bland_altman_runs": ba_runs,
+            "areas": areas.drop(columns="_any"), "unit": unit}
+
+
+def _summarise_runs(per_run: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Mean over an arm's runs of each column, with ``<col>_min`` / ``<col>_max`` for the statistic itself."""
+    g = per_run.groupby(["arm", "class"], sort=False)
+    out = g[cols].mean()
+    head = cols[0]
+    out[f"{head}_min"], out[f"{head}_max"] = g[head].min(), g[head].max()
+    if "loa_low" in cols:
+        out["loa_low_min"], out["loa_high_max"] = g["loa_low"].min(), g["loa_high"].max()
+    if "slope_p" in cols:  # a mean of p-values means nothing: count the runs with a proportional bias instead
+        out["slope_p"] = np.nan
+        out["n_runs_proportional_bias"] = g["slope_p"].apply(lambda p: int((p < ALPHA).sum()))
+    out["n_runs"] = g.size()
+    return out.reset_index()
 
 
 def summary_table(clean: pd.DataFrame, index: pd.DataFrame, levels: pd.DataFrame, n_boot: int,
@@ -113,14 +198,15 @@ def summary_table(clean: pd.DataFrame, index: pd.DataFrame, levels: pd.DataFrame
     for aggregate, statistic in (("global", "global_dice"), ("per_image", "mean")):
         sp = spreads[spreads["aggregate"] == aggregate][["arm", "class", "mean", "sd_seed", "sd_fold", "n_runs"]]
         ci = stats.patient_bootstrap_ci(with_pat, value="dice", by=("arm", "class"), n_boot=max(n_boot, 1),
-                                        seed=BOOT_SEED, statistic=statistic)
+                                        seed=BOOT_SEED, statistic=statistic, method=CI_METHOD)
         ci = ci[["arm", "class", "estimate", "ci_low", "ci_high", "n_patients", "n_images"]]
         part = sp.merge(ci, on=["arm", "class"], how="left")
         part.columns = ["arm", "class", *[f"{aggregate}_{c}" for c in part.columns[2:]]]
         rows.append(part)
     out = rows[0].merge(rows[1], on=["arm", "class"], how="outer")
     if not icc_table.empty:
-        icc = icc_table[icc_table["measure"] == "dice"][["arm", "class", "icc", "ci_low", "ci_high", "reading"]]
+        icc = icc_table[icc_table["measure"].str.startswith("dice")][["arm", "class", "icc", "ci_low", "ci_high",
+                                                                      "reading"]]
         icc = icc.rename(columns={"icc": "icc_dice", "ci_low": "icc_ci_low", "ci_high": "icc_ci_high",
                                   "reading": "icc_reading"})
         out = out.merge(icc, on=["arm", "class"], how="left")
@@ -138,7 +224,8 @@ def presence_table(clean: pd.DataFrame) -> pd.DataFrame:
 
 
 def robustness_tables(per_image: pd.DataFrame, baseline: str) -> dict[str, pd.DataFrame]:
-    """Dice per severity (perturbed and external test sets next to clean), retention and (m)CE."""
+    """Dice per severity (perturbed and external test sets next to clean), retention, (m)CE and the ROOD-style
+    severity-weighted Dice and degradation (``degradation``)."""
     raw = per_image[~per_image["postprocessed"].astype(bool)]
     test = raw[raw["testset"] == "test"]
     external = raw[raw["testset"] != "test"]
@@ -148,6 +235,7 @@ def robustness_tables(per_image: pd.DataFrame, baseline: str) -> dict[str, pd.Da
     if (test["perturbation"] != "none").any():
         out["corruption_error"] = corruption_error(test, baseline)
         out["mce"] = mean_corruption_error(test, baseline)
+        out["degradation"] = severity_weighted(test)
     return out
 
 
@@ -162,18 +250,33 @@ def retention_table(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def arm_comparisons(clean: pd.DataFrame, index: pd.DataFrame, arms: list[str], n_boot: int) -> pd.DataFrame:
-    """Paired per-image comparison of every arm against the baseline (first arm), per class and metric."""
+    """Run-level comparison of every pair of arms on CSP, LV and brain (``stats.compare_runs``).
+
+    Measure: per-image Dice over every test image with both-empty = 1 (``stats.dice_all_images``), so a
+    false positive on a structure-absent image counts; each run's value is its mean over the test
+    images; Holm over every row (all arm pairs x the three structures; background left out).
+    """
     if len(arms) < 2:
         return pd.DataFrame()
-    with_pat = stats.attach_patients(clean, index)
-    parts = []
-    for other in arms[1:]:
-        for metric in ("dice", "hd95_mm"):
-            if metric not in with_pat.columns or with_pat[metric].notna().sum() == 0:
-                continue
-            parts.append(stats.compare_arms(with_pat, value=metric, arm_a=other, arm_b=arms[0], by=("class",),
-                                            patient_col="patient_id", n_boot=max(n_boot, 1), seed=BOOT_SEED))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    with_pat = stats.attach_patients(clean[clean["class"] != "background"], index)
+    return stats.compare_runs(with_pat, arms=arms, by=("class",), patient_col="patient_id",
+                              n_boot=max(n_boot, 1), seed=BOOT_SEED)
+
+
+def arm_ranking(clean: pd.DataFrame, index: pd.DataFrame, arms: list[str], n_boot: int) -> pd.DataFrame:
+    """Arm ranking per structure and its stability under a patient bootstrap (``stats.ranking_stability``)."""
+    if len(arms) < 2:
+        return pd.DataFrame()
+    with_pat = stats.attach_patients(clean[clean["class"] != "background"], index)
+    return stats.ranking_stability(with_pat, arms=arms, by=("class",), patient_col="patient_id",
+                                   n_boot=max(n_boot, 1), seed=BOOT_SEED)
+
+
+def n_test_patients(clean: pd.DataFrame, index: pd.DataFrame) -> int:
+    """Distinct patients among the clean test images."""
+    if clean.empty:
+        return 0
+    return int(stats.attach_patients(clean.drop_duplicates("image_id")[["image_id"]], index)["patient_id"].nunique())
 
 
 def postprocessing_table(per_image: pd.DataFrame, arms: list[str]) -> pd.DataFrame:

@@ -32,7 +32,11 @@ class Results:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     area_unit: str = "px"
     areas: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """Run-mean predicted vs reference CSP / LV area per arm, class and image (``aggregate.run_mean_areas``)."""
+    """Predicted vs reference CSP / LV area per arm, class and image of the Bland-Altman figure (the all-runs
+    ensemble's where there is one, else every run's; ``aggregate.reference_agreement``)."""
+    areas_label: str = ""
+    n_patients: int = 0
+    """Distinct patients among the clean test images."""
     ensembles: EnsembleResults = field(default_factory=EnsembleResults)
     picks: list[tuple[str, int, str]] = field(default_factory=list)
     structures: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -108,19 +112,25 @@ def compute(inputs: StudyInputs) -> Results:
     t["spread"] = agg.order_classes(agg.spread_table(res.levels), arms)
     t["icc_seed"] = agg.seed_icc(clean)
     t["icc_seed_per_fold"] = agg.seed_icc(clean, per_fold=True)
+    t["presence_kappa"] = agg.presence_kappa(clean)
+    res.n_patients = agg.n_test_patients(clean, inputs.index)
     presence = agg.presence_table(clean)
     t["summary"] = agg.summary_table(clean, inputs.index, res.levels, n_boot, t["icc_seed"], arms, presence)
     t["presence"] = agg.order_classes(presence, arms)
-    icc_ref, ba, res.areas, res.area_unit = agg.reference_agreement(clean)
-    t["icc_reference"], t["bland_altman"] = icc_ref, ba
     t.update(agg.robustness_tables(inputs.per_image, res.baseline))
     t["retention"] = agg.retention_table(t["robustness"])
     t["arm_comparison"] = agg.arm_comparisons(clean, inputs.index, arms, n_boot)
+    t["arm_ranking"] = agg.arm_ranking(clean, inputs.index, arms, n_boot)
     t["postprocessing"] = agg.postprocessing_table(inputs.per_image, arms)
     complete = inputs.plan[inputs.plan["run_id"].isin(set(clean["run_id"]))]
     res.ensembles = build_ensembles(inputs, complete)
     t["ensembles"] = ensemble_vs_members(res.levels, res.ensembles)
     t["ensemble_per_image"] = res.ensembles.per_image
+    ref_agree = agg.reference_agreement(clean, res.ensembles.per_image)
+    t["icc_reference"], t["bland_altman"] = ref_agree["icc"], ref_agree["bland_altman"]
+    t["icc_reference_runs"], t["bland_altman_runs"] = ref_agree["icc_runs"], ref_agree["bland_altman_runs"]
+    res.areas, res.area_unit = ref_agree["areas"], ref_agree["unit"]
+    res.areas_label = ("all-runs ensemble" if "kind" in res.areas.columns else "every run") if not res.areas.empty else ""
     t["mismatch"] = res.ensembles.mismatch
     t["disagreement"] = res.ensembles.disagreement
     t["gt_free"] = gt_free_scores(inputs, res.ensembles)
@@ -129,8 +139,9 @@ def compute(inputs: StudyInputs) -> Results:
     t["structures"] = structure_summary(res.structures)
     res.picks, t["qualitative"] = _picks(inputs, res.ensembles, res.baseline)
     firsts = {"icc_seed": ("measure",), "icc_seed_per_fold": ("measure",), "ensembles": ("kind",),
-              "gt_free_checks": ("score",), "arm_comparison": ("metric",)}
+              "gt_free_checks": ("score",), "icc_reference": ("prediction",), "bland_altman": ("prediction",)}
     for name, df in t.items():
-        if isinstance(df, pd.DataFrame) and not df.empty and "arm" in df.columns and name != "run_level":
+        if (isinstance(df, pd.DataFrame) and not df.empty and "arm" in df.columns
+                and name not in ("run_level", "arm_ranking")):
             t[name] = agg.order_classes(df, arms, firsts.get(name, ()))
     return res

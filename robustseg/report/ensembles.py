@@ -192,7 +192,8 @@ def gt_free_scores(inputs: StudyInputs, ens: EnsembleResults) -> pd.DataFrame:
 
 
 def gt_free_checks(scores: pd.DataFrame) -> pd.DataFrame:
-    """Spearman correlation of each GT-free score with the mismatch score, and AUROC against ``abnormal``."""
+    """Spearman correlation of each GT-free score with the mismatch score, and AUROC against ``abnormal`` with its
+    DeLong CI on the logit scale (``auroc_ci_low``, ``auroc_ci_high``)."""
     if scores.empty:
         return pd.DataFrame()
     rows = []
@@ -202,7 +203,9 @@ def gt_free_checks(scores: pd.DataFrame) -> pd.DataFrame:
         if "abnormal" in scores.columns and scores["abnormal"].notna().any():
             lab = scores.assign(abnormal=scores["abnormal"].astype("boolean"))
             au = stats.auroc_table(lab, score=col, label="abnormal", by=("arm",))
-            part = part.merge(au[["arm", "auroc", "n_pos", "n_neg"]], on="arm", how="left")
+            au = au.rename(columns={"ci_low": "auroc_ci_low", "ci_high": "auroc_ci_high"})
+            part = part.merge(au[["arm", "auroc", "auroc_ci_low", "auroc_ci_high", "n_pos", "n_neg"]], on="arm",
+                              how="left")
         rows.append(part.assign(score=col))
     out = pd.concat(rows, ignore_index=True)
     return out[["arm", "score", *[c for c in out.columns if c not in ("arm", "score")]]]

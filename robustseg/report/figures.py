@@ -123,8 +123,10 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
     return save(fig, path)
 
 
-def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str, path: Path) -> str:
-    """Bland-Altman (difference vs mean of predicted and reference area) per small class, one arm."""
+def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str, path: Path,
+                      label: str = "mean over runs") -> str:
+    """Bland-Altman (difference vs mean of predicted and reference area) per small class, one arm; ``label``
+    names the prediction plotted (e.g. the all-runs ensemble)."""
     classes = [c for c in ("csp", "lv") if c in set(areas["class"])]
     fig = Figure(figsize=(4.6 * len(classes), 3.8))
     axes = fig.subplots(1, len(classes), squeeze=False)[0]
@@ -144,7 +146,7 @@ def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str
         ax.axhline(0, color="0.7", lw=0.8)
         ax.set_xlabel(f"mean of predicted and reference area ({unit})")
         ax.set_ylabel(f"predicted - reference ({unit})")
-        ax.set_title(f"{cls} area, arm {arm} (per image, mean over runs)", fontsize=10)
+        ax.set_title(f"{cls} area, arm {arm} (per image, {label})", fontsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return save(fig, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from robustseg.report import markdown as md
+from robustseg.report.aggregate import FEW_PATIENTS
 from robustseg.report.compute import Results
 from robustseg.report.ensembles import RANGE_Z
 
@@ -66,13 +67,28 @@ def header(res: Results) -> str:
         "Unless a table says otherwise, numbers are for the clean held-out test set with raw (not "
         "post-processed) predictions. *Global* Dice pools the pixels of all test images of a run; "
         "*per-image* Dice averages over images. SD (seeds) is the pooled within-fold SD across seeds; "
-        f"confidence intervals are 95 % percentile intervals of a patient-level bootstrap ({res.n_boot} "
-        "replicates, patients resampled with all their images and runs). These intervals cover the sampling "
-        "of patients only, with the trained models held fixed; seed-to-seed variation is what the SD "
-        "columns show.\n",
+        f"confidence intervals of Dice are 95 % patient-level intervals ({_ci_text()}, patients taken with all "
+        "their images and runs). These intervals cover the sampling of patients only, with the trained models "
+        "held fixed; seed-to-seed variation is what the SD columns show, and the arm comparison tests it.\n",
         _policy(res),
     ]
+    if 0 < res.n_patients < FEW_PATIENTS:
+        lines.append(f"> **Only {res.n_patients} test patients** (fewer than {FEW_PATIENTS}): intervals are wide and "
+                     "small differences between arms cannot be resolved; read the numbers as indicative.\n")
     return "\n".join(lines) + "\n" + failed_runs(res)
+
+
+def _ci_text() -> str:
+    from robustseg.stats.bootstrap import DEFAULT_METHOD
+
+    texts = {
+        "studentized": "studentized patient bootstrap: each replicate's ratio of per-patient sums is divided by its "
+                       "own cluster-robust SE (bootstrap-t), the interval that kept nominal coverage at 20 patients "
+                       "in benchmarks/calibration.py where the percentile interval did not",
+        "t_cluster": "ratio estimators with a linearised cluster-robust SE and a t quantile on patients - 1 df",
+        "t_jackknife": "leave-one-patient-out jackknife SE with a t quantile on patients - 1 df",
+        "bca": "BCa patient bootstrap", "percentile": "percentile patient bootstrap"}
+    return texts[DEFAULT_METHOD]
 
 
 def _policy(res: Results) -> str:
@@ -93,14 +109,15 @@ def summary(res: Results) -> str:
             "p": ("Per-image Dice, mean ± SD (seeds)", lambda r: md.pm(r["per_image_mean"], r["per_image_sd_seed"]), True),
             "pci": ("Per-image, pooled [95% CI]", lambda r: _pooled(r, "per_image"), True),
             "pres": ("Presence both/ref/pred/neither", _presence, True),
-            "icc": ("ICC seeds (per-image Dice) [95% CI]", lambda r: _with_ci(r["icc_dice"], r["icc_ci_low"], r["icc_ci_high"]),
+            "icc": ("ICC seeds (Dice, structure present) [95% CI]", lambda r: _with_ci(r["icc_dice"], r["icc_ci_low"], r["icc_ci_high"]),
                     True),
-            "icc_reading": "Koo-Li reading"}
+            "icc_reading": "Koo-Li reading (from the CI)"}
     return (heading(0) + "\n" + md.table(t, cols) +
             "\n*Mean ± SD*: over the runs of the arm (SD across seeds within folds). *Pooled [95% CI]*: the value "
             "over all image x run rows of the arm (global: pixels summed over every run; per-image: mean of every "
-            "image x run value) with its patient-bootstrap interval. ICC(A,1) across seeds, targets = test image "
-            "within fold. Full table: `tables/summary.csv`.\n")
+            "image x run value) with its patient-level interval. ICC(A,1) across seeds, seeds nested in folds "
+            "(per-fold variance components pooled), targets = test images whose reference has the structure; the "
+            "Koo & Li reading is taken from the CI, as they recommend. Full table: `tables/summary.csv`.\n")
 
 
 def _pooled(r: pd.Series, agg: str) -> str:
@@ -142,13 +159,24 @@ def robustness(res: Results, fig: str | None) -> str:
     if not ce.empty:
         ret = ret.merge(ce[["arm", "class", "perturbation", "ce", "relative_ce"]], on=["arm", "class", "perturbation"],
                         how="left")
+    deg = res.tables.get("degradation", pd.DataFrame())
+    if not deg.empty:
+        ret = ret.merge(deg[["arm", "class", "perturbation", "wm_dice_mean", "degradation_mean"]],
+                        on=["arm", "class", "perturbation"], how="left")
     cols = {**_arm_cols(res), "class": "Class", "perturbation": "Condition",
             "dice": ("Mean Dice over severities", md.fixed(3)), "retention": ("Retention", md.fixed(3)),
             "n_severities": ("Severities", md.integer)}
+    if "degradation_mean" in ret.columns:
+        cols |= {"wm_dice_mean": ("Weighted Dice (ROOD)", md.fixed(3)),
+                 "degradation_mean": ("Degradation (ROOD)", md.fixed(3))}
     if "ce" in ret.columns and len(res.arms) > 1:
         cols |= {"ce": ("CE vs baseline", md.fixed(3)), "relative_ce": ("Relative CE", md.fixed(3))}
-    out += ("Retention = perturbed Dice / the same run's clean Dice (averaged per run, then over runs and severities). "
-            "External test sets appear as conditions `external: NAME` (severity 0).\n\n" + md.table(ret, cols))
+    out += ("Retention = perturbed Dice / the same run's clean Dice on a fixed image set (the images whose reference "
+            "has the structure), averaged per run, then over runs and severities; it cannot exceed 1 when every image "
+            "got worse. ROOD-style (Boone et al. 2023) severity weights 2/3^s: *weighted Dice* includes the clean "
+            "value with weight 1, *degradation* is the weighted mean loss of Dice against clean (0 = unaffected). "
+            "External test sets appear as conditions `external: NAME` (severity 0; their own images with the "
+            "structure).\n\n" + md.table(ret, cols))
     mce = res.tables.get("mce", pd.DataFrame())
     if not mce.empty and len(res.arms) > 1:
         mce = mce[mce["class"] != "background"]
@@ -160,32 +188,61 @@ def robustness(res: Results, fig: str | None) -> str:
 
 
 def _icc_cols(res: Results, extra: dict | None = None) -> dict:
-    return {**_arm_cols(res), **(extra or {}), "class": "Class", "icc": ("ICC", md.fixed(3)),
-            "ci": ("95% CI", lambda r: md.interval(r["ci_low"], r["ci_high"]), True), "reading": "Koo-Li",
-            "n_targets": ("Targets", md.integer), "n_raters": ("Raters", md.integer)}
+    return {**(extra or {}), **_arm_cols(res), "class": "Class", "icc": ("ICC", md.fixed(3)),
+            "ci": ("95% CI", lambda r: md.interval(r["ci_low"], r["ci_high"]), True), "reading": "Koo-Li (CI)",
+            "n_targets": ("Images", md.integer)}
 
 
 def agreement(res: Results, fig: str | None) -> str:
     out = heading(3) + "\n"
     seed = res.tables.get("icc_seed", pd.DataFrame())
     if seed.empty:
-        out += "Seed reproducibility needs at least two seeds; this study has one.\n\n"
+        out += "Seed reproducibility needs at least two seeds in a fold; this study has one.\n\n"
     else:
         seed = seed[seed["class"] != "background"]
-        out += ("**Seed reproducibility** (ICC(A,1): targets = test image within fold, raters = seeds). Per fold: "
-                "`tables/icc_seed_per_fold.csv`.\n\n" + md.table(seed, _icc_cols(res, {"measure": "Measure"})) + "\n")
+        cols = _icc_cols(res, {"measure": "Measure"}) | {
+            "n_dropped": ("Images left out", md.integer), "n_runs": ("Runs", md.integer),
+            "n_folds": ("Folds", md.integer)}
+        out += ("**Seed reproducibility** (ICC(A,1), seeds nested in folds: each fold's images x seeds table gives "
+                "variance components, pooled over folds, so seed labels do not matter and a failed run removes only "
+                "itself; targets = test images, CI with images - 1 df). Dice only on images whose reference has the "
+                "structure (*images left out* counts the others and any incomplete ones). Per fold: "
+                "`tables/icc_seed_per_fold.csv`.\n\n" + md.table(seed, cols) + "\n")
+    kappa = res.tables.get("presence_kappa", pd.DataFrame())
+    if not kappa.empty:
+        cols = {**_arm_cols(res), "class": "Class", "kappa": ("Fleiss' kappa", md.fixed(3)),
+                "n_disagree": ("Images x folds where seeds disagree", md.integer),
+                "n_subjects": ("Images x folds", md.integer), "n_all_present": ("All seeds: present", md.integer),
+                "n_all_absent": ("All seeds: absent", md.integer)}
+        out += ("**Presence agreement across seeds** (does the model find the structure at all?): Fleiss' kappa "
+                "of the seeds of each fold on predicted presence, subjects = image x fold (n/a when the seeds never "
+                "disagree).\n\n" + md.table(kappa, cols) + "\n")
     ref = res.tables.get("icc_reference", pd.DataFrame())
     ba = res.tables.get("bland_altman", pd.DataFrame())
     if not ref.empty:
         u = res.area_unit
-        out += (f"**Predicted vs reference area** ({u}; ICC(A,1), targets = test images, the prediction "
-                "being each image's predicted area averaged over the arm's runs; the reference study targeted "
-                "ICC >= 0.9).\n\n" + md.table(ref, _icc_cols(res)) + "\n")
-        cols = {**_arm_cols(res), "class": "Class", "bias": (f"Bias ({u})", md.fixed(2)),
+        run_range = lambda r: (f"{md.num(r['icc_min'])} to {md.num(r['icc_max'])}"  # noqa: E731
+                               if r["prediction"] == "single run" else "")
+        cols = _icc_cols(res, {"prediction": "Prediction"}) | {
+            "range": ("Range over runs", run_range, True), "n_both_absent": ("Both absent (left out)", md.fixed(1))}
+        out += (f"**Predicted vs reference area** ({u}; ICC(A,1), targets = test images where the reference or the "
+                "prediction has the structure; images where both are empty agree trivially and are counted apart). "
+                "*Single run*: every trained model on its own, mean over the arm's runs (range alongside; per run: "
+                "`tables/icc_reference_runs.csv`). *Ensemble*: the mean softmax of all the arm's runs. The "
+                "reference study targeted ICC >= 0.9.\n\n" + md.table(ref, cols) + "\n")
+        cols = {"prediction": "Prediction", **_arm_cols(res), "class": "Class", "bias": (f"Bias ({u})", md.fixed(2)),
                 "ci": ("Bias 95% CI", lambda r: md.interval(r["bias_ci_low"], r["bias_ci_high"], 2), True),
-                "loa": ("Limits of agreement", lambda r: md.interval(r["loa_low"], r["loa_high"], 2), True),
-                "n": ("n", md.integer)}
-        out += "Bland-Altman (predicted - reference):\n\n" + md.table(ba, cols) + "\n"
+                "loa": ("Limits of agreement [95% CIs]", lambda r: (
+                    f"{md.num(r['loa_low'], 2)} {md.interval(r['loa_low_ci_low'], r['loa_low_ci_high'], 2)} to "
+                    f"{md.num(r['loa_high'], 2)} {md.interval(r['loa_high_ci_low'], r['loa_high_ci_high'], 2)}"), True),
+                "slope": ("Proportional bias: slope", md.fixed(3)),
+                "slope_p": ("p (single run: runs with p < 0.05)", lambda r: md.pvalue(r["slope_p"])
+                            if r["prediction"] != "single run"
+                            else f"{md.integer(r['n_runs_proportional_bias'])} of {md.integer(r['n_runs'])} runs", True),
+                "n": ("n", md.fixed(1))}
+        out += ("Bland-Altman (predicted - reference, same images; single run: mean over runs of each run's values). "
+                "Limits of agreement with exact 95% CIs; proportional bias = slope of the difference regressed on "
+                "the mean of the two areas.\n\n" + md.table(ba, cols) + "\n")
     if fig:
         out += md.figure(f"figures/{fig}", "Bland-Altman plot of predicted vs reference area")
     return out
@@ -217,15 +274,32 @@ def arm_comparison(res: Results) -> str:
     t = res.tables.get("arm_comparison", pd.DataFrame())
     if len(res.arms) < 2 or t.empty:
         return out + "_(one arm: nothing to compare)_\n"
-    t = t[t["class"] != "background"]
-    cols = {"class": "Class", "metric": "Metric", "pair": ("Arms (a vs b)", lambda r: f"{r['arm_a']} vs {r['arm_b']}", True),
-            "d": ("Mean diff a-b [95% CI]", lambda r: f"{md.num(r['mean_diff'])} "
-                  f"{md.interval(r['mean_diff_ci_low'], r['mean_diff_ci_high'])}", True),
-            "n_pairs": ("Images", md.integer), "pval": ("p (Wilcoxon)", md.pvalue), "p_holm": ("p (Holm)", md.pvalue),
-            "rbc": ("Rank-biserial", md.fixed(2)), "seed_sd_diff": ("Seed-noise SD", md.fixed(3)), "verdict": "Verdict"}
-    return out + ("Paired per image (each arm's value averaged over its runs), two-sided Wilcoxon signed-rank, Holm "
-                  "across classes per metric pair; a difference counts only if also larger than twice the "
-                  "seed-to-seed SD of the difference.\n\n" + md.table(t, cols))
+    cols = {"class": "Class", "pair": ("Arms (a vs b)", lambda r: f"{r['arm_a']} vs {r['arm_b']}", True),
+            "m": ("Mean a / b", lambda r: f"{md.num(r['mean_a'])} / {md.num(r['mean_b'])}", True),
+            "d": ("Diff a-b [95% CI]", lambda r: f"{md.num(r['diff'])} {md.interval(r['ci_low'], r['ci_high'])}", True),
+            "runs": ("Runs a / b", lambda r: f"{md.integer(r['n_runs_a'])} / {md.integer(r['n_runs_b'])}", True),
+            "pval": ("p", md.pvalue), "p_holm": ("p (Holm)", md.pvalue),
+            "p_a_better_runs": ("P(run a > run b)", md.fixed(2)), "p_a_better_boot": ("P(a > b), bootstrap", md.fixed(2)),
+            "verdict": "Verdict"}
+    out += ("Measure: per-image Dice over **every** test image, with an empty reference and an empty prediction "
+            "counted as 1 (for this comparison only), so a false positive on an image without the structure counts "
+            "as Dice 0 against the arm. Each run contributes one value (its mean over the test images), so the test "
+            "sees seed noise: Welch t on the run values, blocked by fold (difference = mean over folds of the "
+            "per-fold differences; SE from the seed-to-seed variance within folds); the verdict's direction and "
+            "significance come from the same t. Holm over every row of the table (all arm pairs x CSP/LV/brain). "
+            "*P(run a > run b)*: share of same-fold run pairs where a's run is better; *bootstrap*: share of "
+            "patient-bootstrap replicates where a's mean is better. Full table: `tables/arm_comparison.csv`.\n\n"
+            + md.table(t, cols))
+    rk = res.tables.get("arm_ranking", pd.DataFrame())
+    if not rk.empty:
+        cols = {"class": "Class", "arm": "Arm", "value": ("Mean Dice (all images)", md.fixed(3)),
+                "rank": ("Rank", md.fixed(1)), "mean_rank_boot": ("Mean rank, bootstrap", md.fixed(2)),
+                "p_first": ("P(rank 1)", md.fixed(2)), "kendall_tau_mean": ("Kendall tau (mean)", md.fixed(2)),
+                "kendall_tau_q05": ("Kendall tau (5%)", md.fixed(2))}
+        out += ("\n**Ranking stability** (as challengeR): arms ranked on the test set and on patient-bootstrap "
+                "replicates; Kendall tau between the two rankings (1 = the ranking never changes).\n\n"
+                + md.table(rk, cols))
+    return out
 
 
 def anomaly(res: Results, figs: dict[str, str | None]) -> str:
@@ -259,7 +333,8 @@ def anomaly(res: Results, figs: dict[str, str | None]) -> str:
     cols = {**_arm_cols(res), "score": "Score", "spearman_rho": ("Spearman rho vs mismatch", md.fixed(3)),
             "spearman_p": ("p", md.pvalue), "n": ("Images", md.integer)}
     if "auroc" in gf.columns:
-        cols |= {"auroc": ("AUROC abnormal", md.fixed(3)),
+        cols |= {"auroc": ("AUROC abnormal [95% CI]", lambda r: _with_ci(r["auroc"], r.get("auroc_ci_low"),
+                                                                         r.get("auroc_ci_high")), True),
                  "np": ("abnormal / normal", lambda r: f"{md.integer(r['n_pos'])} / {md.integer(r['n_neg'])}", True)}
     scores = res.tables.get("gt_free", pd.DataFrame())
     n_out = int(scores["out_of_range"].sum()) if "out_of_range" in scores else 0

@@ -55,7 +55,13 @@ NO_DIFFERENCE = "no difference beyond seed noise"
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values; NaN entries stay NaN and do not count as tests."""
+    """Holm (1979) step-down adjusted p-values; NaN entries stay NaN and do not count as tests.
+
+    Examples
+    --------
+    >>> holm([0.01, 0.04, 0.03]).round(3).tolist()
+    [0.03, 0.06, 0.06]
+    """
     p = np.asarray(pvalues, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
@@ -76,6 +82,11 @@ def rank_biserial(diff: np.ndarray) -> float:
 
     ``(R+ - R-) / (R+ + R-)`` with ranks of ``|diff|`` (ties averaged); +1 when every difference is
     positive. NaN when no difference is non-zero.
+
+    Examples
+    --------
+    >>> rank_biserial(np.array([1.0, 2.0, -0.5, 0.0]))
+    0.6666666666666666
     """
     d = np.asarray(diff, dtype=np.float64)
     d = d[np.isfinite(d) & (d != 0)]
@@ -113,7 +124,11 @@ def compare_arms(
     higher_is_better: bool | None = None,
     family_by: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Paired per-image comparison of ``arm_a`` against ``arm_b`` for each group of ``by``.
+    """Paired per-image comparison of ``arm_a`` against ``arm_b`` for each group of ``by`` (v0.1).
+
+    The report's arm comparison is :func:`robustseg.stats.compare_runs` (run level, so seed noise is in
+    the test, and on every image). This per-image Wilcoxon holds the trained models fixed: its p-values
+    describe these models on these images, and it drops the images where either arm's value is NaN.
 
     Pairing: within a group, each arm's rows of an image are first averaged over all its runs (seeds
     and folds; NaN values left out), then images present in both arms are paired, so an image counts
@@ -137,6 +152,13 @@ def compare_arms(
       ``"not testable"`` without pairs; else ``"no difference beyond seed noise"``.
 
     Returns columns ``*by`` plus ``COMPARE_COLUMNS``.
+
+    Examples
+    --------
+    >>> rows = [{"arm": arm, "fold": 0, "seed": s, "class": "csp", "image_id": i, "dice": base + 0.01 * i + 0.001 * s}
+    ...         for arm, base in (("a", 0.8), ("b", 0.7)) for s in (0, 1) for i in range(8)]
+    >>> compare_arms(pd.DataFrame(rows), arm_a="a", arm_b="b", n_boot=100)[["n_pairs", "verdict"]].values.tolist()
+    [[8, 'a better']]
     """
     where = "compare_arms"
     check_alpha(alpha, where)

@@ -59,11 +59,19 @@ ICC_COLUMNS = (
     "reading",
     "alpha",
 )
-BLAND_ALTMAN_COLUMNS = ("bias", "sd", "loa_low", "loa_high", "bias_ci_low", "bias_ci_high", "n", "alpha")
+BLAND_ALTMAN_COLUMNS = ("bias", "sd", "loa_low", "loa_high", "bias_ci_low", "bias_ci_high", "loa_low_ci_low",
+                        "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high", "slope", "slope_ci_low",
+                        "slope_ci_high", "slope_p", "n", "alpha")
 
 
 def koo_li(value: float) -> str:
-    """Koo & Li (2016) reading of an ICC: poor < 0.5 <= moderate < 0.75 <= good < 0.9 <= excellent."""
+    """Koo & Li (2016) category of one ICC value: poor < 0.5 <= moderate < 0.75 <= good < 0.9 <= excellent.
+
+    Examples
+    --------
+    >>> koo_li(0.8), koo_li(float("nan"))
+    ('good', 'n/a')
+    """
     if value is None or not np.isfinite(value):
         return "n/a"
     if value < 0.5:
@@ -75,8 +83,31 @@ def koo_li(value: float) -> str:
     return "excellent"
 
 
+def koo_li_interval(low: float, high: float) -> str:
+    """Koo & Li (2016) reading of an ICC from its confidence interval, as they recommend.
+
+    The category of the interval when both ends fall in one (``"good"``), else the span
+    (``"moderate to excellent"``); ``"n/a"`` when an end is NaN.
+
+    Examples
+    --------
+    >>> koo_li_interval(0.83, 0.94), koo_li_interval(0.76, 0.88), koo_li_interval(float("nan"), 0.9)
+    ('good to excellent', 'good', 'n/a')
+    """
+    lo, hi = koo_li(low), koo_li(high)
+    if "n/a" in (lo, hi):
+        return "n/a"
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
 def canonical_kind(kind: str) -> str:
-    """Map an ICC name (pingouin 0.7 style or Shrout-Fleiss alias) to pingouin 0.7's ``ICC(X,y)`` name."""
+    """Map an ICC name (pingouin 0.7 style or Shrout-Fleiss alias) to pingouin 0.7's ``ICC(X,y)`` name.
+
+    Examples
+    --------
+    >>> canonical_kind("ICC2"), canonical_kind("ICC(3,k)")
+    ('ICC(A,1)', 'ICC(C,k)')
+    """
     name = _ALIASES.get(kind, kind)
     if name not in ICC_KINDS:
         valid = ", ".join([*ICC_KINDS, *_ALIASES])
@@ -85,7 +116,14 @@ def canonical_kind(kind: str) -> str:
 
 
 def icc_from_matrix(x: np.ndarray, kind: str, alpha: float = 0.05) -> dict[str, float]:
-    """ICC of a complete ``(n_targets, n_raters)`` matrix: ``icc, ci_low, ci_high, f, df1, df2, pval``."""
+    """ICC of a complete ``(n_targets, n_raters)`` matrix: ``icc, ci_low, ci_high, f, df1, df2, pval``.
+
+    Examples
+    --------
+    >>> x = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7.]])
+    >>> round(icc_from_matrix(x, "ICC(C,1)")["icc"], 2)
+    0.71
+    """
     kind = canonical_kind(kind)
     n, k = x.shape
     grand = x.mean()
@@ -156,7 +194,16 @@ def icc(
     (target, rater) pair raises ``InputError``. Fewer than 2 complete targets or 2 raters give NaN.
 
     Returns columns ``*by, kind, icc, ci_low, ci_high`` (``1 - alpha`` CI), ``f, df1, df2, pval``
-    (F test of the ICC against 0), ``n_targets, n_raters, n_dropped, reading`` (:func:`koo_li`), ``alpha``.
+    (F test of the ICC against 0), ``n_targets, n_raters, n_dropped, reading`` (:func:`koo_li_interval`
+    of the CI, as Koo & Li recommend), ``alpha``.
+
+    Examples
+    --------
+    >>> x = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7.]])
+    >>> long = pd.DataFrame({"t": np.repeat(np.arange(6), 4), "r": np.tile(np.arange(4), 6), "y": x.ravel()})
+    >>> row = icc(long, "t", "r", "y", kind="ICC(A,1)").iloc[0]
+    >>> round(float(row["icc"]), 2), int(row["n_targets"]), row["reading"]
+    (0.29, 6, 'poor to good')
     """
     where = "icc"
     check_alpha(alpha, where)
@@ -190,7 +237,7 @@ def icc(
                 "n_targets": n,
                 "n_raters": k,
                 "n_dropped": int(len(wide) - n),
-                "reading": koo_li(res["icc"]),
+                "reading": koo_li_interval(res["ci_low"], res["ci_high"]),
                 "alpha": float(alpha),
             }
         )
@@ -209,7 +256,16 @@ def seed_reproducibility_icc(
     """ICC across seeds of a per-image value (Dice, predicted area, ...): targets = images, raters = seeds.
 
     Keep ``fold`` (and ``testset``/``perturbation``/``severity`` if present) in ``by``: seeds are only
-    replicates of each other within one fold's training data. Columns as :func:`icc`.
+    replicates of each other within one fold's training data. Columns as :func:`icc`. To pool folds use
+    :func:`robustseg.stats.pooled_seed_icc` (seeds nested in folds), not ``fold`` x image targets.
+
+    Examples
+    --------
+    >>> rows = [{"arm": "a", "fold": 0, "class": "lv", "image_id": i, "seed": s, "dice": 0.1 * i + 0.01 * s}
+    ...         for i in range(5) for s in range(3)]
+    >>> r = seed_reproducibility_icc(pd.DataFrame(rows)).iloc[0]
+    >>> int(r["n_targets"]), int(r["n_raters"]), bool(r["icc"] > 0.95)
+    (5, 3, True)
     """
     check_conditions(per_image, as_tuple(by), "seed_reproducibility_icc")
     return icc(per_image, targets=image_col, raters=seed_col, ratings=value, kind=kind, alpha=alpha, by=by)
@@ -228,6 +284,13 @@ def reference_agreement_icc(
 
     Each row is one target (``targets`` columns, e.g. image_id, or image_id + seed to count every run's
     prediction); the two columns become the raters ``pred`` and ``ref``. Columns as :func:`icc`.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"arm": "a", "class": "csp", "image_id": range(5), "ref": [10.0, 20, 30, 40, 50],
+    ...                    "pred": [12.0, 19, 33, 41, 52]})
+    >>> round(float(reference_agreement_icc(df, "pred", "ref")["icc"].iloc[0]), 2)
+    0.99
     """
     by, tcols = as_tuple(by), as_tuple(targets)
     require_columns(df, [*by, *tcols, pred, ref], "reference_agreement_icc")
@@ -248,23 +311,51 @@ def bland_altman(
 
     Differences are ``pred - ref``. Returns columns ``*by, bias`` (mean difference), ``sd`` (ddof=1),
     ``loa_low, loa_high`` (``bias -/+ z_{1-alpha/2} sd``, 1.96 sd for alpha = 0.05), ``bias_ci_low,
-    bias_ci_high`` (t interval of the mean difference), ``n, alpha``.
+    bias_ci_high`` (t interval of the mean difference), ``loa_low_ci_low, loa_low_ci_high,
+    loa_high_ci_low, loa_high_ci_high`` (exact ``1 - alpha`` intervals of each limit from the noncentral
+    t distribution, Carkeet 2015), ``slope, slope_ci_low, slope_ci_high, slope_p`` (proportional bias:
+    least-squares regression of the difference on the mean of ``pred`` and ``ref``, t interval and
+    two-sided p of the slope against 0; NaN with fewer than 3 pairs or a constant mean), ``n, alpha``.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"ref": [10.0, 20, 30, 40, 50], "pred": [11.0, 22, 33, 44, 55]})
+    >>> r = bland_altman(df, "pred", "ref").iloc[0]
+    >>> round(float(r["bias"]), 2), round(float(r["slope"]), 3), bool(r["slope_p"] < 0.001), int(r["n"])
+    (3.0, 0.095, True, 5)
+    >>> bool(r["loa_high_ci_low"] < r["loa_high"] < r["loa_high_ci_high"])
+    True
     """
     where = "bland_altman"
     check_alpha(alpha, where)
     by = as_tuple(by)
     require_columns(df, [*by, pred, ref], where)
     work = df[list(by)].copy()
-    work["_d"] = numeric(df, pred, where) - numeric(df, ref, where)
+    p_val, r_val = numeric(df, pred, where), numeric(df, ref, where)
+    work["_d"] = p_val - r_val
+    work["_m"] = (p_val + r_val) / 2
     z = float(sps.norm.ppf(1 - alpha / 2))
+    nan = float("nan")
     rows = []
     for key, sub in groups(work, by):
-        d = sub["_d"].to_numpy()
-        d = d[np.isfinite(d)]
+        d, m = sub["_d"].to_numpy(), sub["_m"].to_numpy()
+        ok = np.isfinite(d) & np.isfinite(m)
+        d, m = d[ok], m[ok]
         n = d.size
-        bias = float(d.mean()) if n else float("nan")
-        sd = float(d.std(ddof=1)) if n >= 2 else float("nan")
-        half = float(sps.t.ppf(1 - alpha / 2, n - 1)) * sd / np.sqrt(n) if n >= 2 else float("nan")
+        bias = float(d.mean()) if n else nan
+        sd = float(d.std(ddof=1)) if n >= 2 else nan
+        half = float(sps.t.ppf(1 - alpha / 2, n - 1)) * sd / np.sqrt(n) if n >= 2 else nan
+        loa = dict.fromkeys(("loa_low_ci_low", "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high"), nan)
+        if n >= 2:
+            q_lo, q_hi = sps.nct.ppf([alpha / 2, 1 - alpha / 2], n - 1, z * np.sqrt(n))
+            loa = {"loa_high_ci_low": bias + sd * q_lo / np.sqrt(n), "loa_high_ci_high": bias + sd * q_hi / np.sqrt(n),
+                   "loa_low_ci_low": bias - sd * q_hi / np.sqrt(n), "loa_low_ci_high": bias - sd * q_lo / np.sqrt(n)}
+        slope = dict.fromkeys(("slope", "slope_ci_low", "slope_ci_high", "slope_p"), nan)
+        if n >= 3 and np.ptp(m) > 0:
+            fit = sps.linregress(m, d)
+            q = float(sps.t.ppf(1 - alpha / 2, n - 2))
+            slope = {"slope": float(fit.slope), "slope_ci_low": float(fit.slope - q * fit.stderr),
+                     "slope_ci_high": float(fit.slope + q * fit.stderr), "slope_p": float(fit.pvalue)}
         rows.append(
             {
                 **key,
@@ -274,6 +365,8 @@ def bland_altman(
                 "loa_high": bias + z * sd,
                 "bias_ci_low": bias - half,
                 "bias_ci_high": bias + half,
+                **{k: float(v) for k, v in loa.items()},
+                **slope,
                 "n": n,
                 "alpha": float(alpha),
             }

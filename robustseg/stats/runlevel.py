@@ -1,53 +1,457 @@
-"""Run-level difference between two arms: seed (and fold) noise is in the error term.
+"""Run-level comparison of study arms: seed (and fold) noise is in the error term.
 
-Each trained model (run) contributes one number (e.g. its global Dice of CSP on the test set). The
-difference of the arm means is tested with Welch's t on those run-level values, with standard error
-``sqrt(sd_a**2 / R_a + sd_b**2 / R_b)``, so adding runs shrinks the SE and seed noise cannot pass for
-an effect (a per-image test holds the trained models fixed and does).
+Each trained model (run) contributes one number per class: the mean over *every* test image of a
+per-image measure. The default measure is :func:`dice_all_images`, Dice with an empty reference and an
+empty prediction counted as 1 (for this comparison only), so a false positive on a structure-absent
+image scores 0 and counts against the arm; a per-image table under the ``nan`` empty policy drops those
+images from its ``dice`` column, and an arm that paints blobs on empty images would look as good as one
+that does not.
+
+The difference of the arm means is tested with a Welch t on the run-level values. When both arms were
+trained on the same folds, the test is blocked by fold: the difference is the mean over folds of the
+per-fold differences, and each arm's variance is its pooled within-fold (seed-to-seed) variance, so a
+fold effect shared by both arms leaves the test. The standard error shrinks as runs are added
+(``sqrt(sd_a**2 / R_a + sd_b**2 / R_b)`` without folds), unlike a per-image test that holds the trained
+models fixed and mistakes seed noise for an effect. The verdict's direction and its significance come
+from the same t statistic; p-values are Holm-adjusted over every row of the comparison table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import combinations
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
+
+from robustseg.errors import InputError
+from robustseg.stats._util import (
+    as_tuple,
+    bootstrap_weights,
+    check_alpha,
+    check_conditions,
+    check_n_boot,
+    groups,
+    numeric,
+    require_columns,
+    resolve_direction,
+)
+
+DICE_ALL = "dice_all_images"
+"""Name of the per-image measure of :func:`dice_all_images` (a column of ``run_values``' input)."""
+
+RUN_COMPARE_COLUMNS = (
+    "measure",
+    "arm_a",
+    "arm_b",
+    "mean_a",
+    "mean_b",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "se",
+    "df",
+    "t",
+    "pval",
+    "p_holm",
+    "n_runs_a",
+    "n_runs_b",
+    "n_folds",
+    "blocked",
+    "n_images",
+    "n_patients",
+    "p_a_better_runs",
+    "p_a_better_boot",
+    "verdict",
+    "higher_is_better",
+    "alpha",
+    "n_boot",
+)
+RANKING_COLUMNS = ("arm", "value", "rank", "mean_rank_boot", "p_first", "kendall_tau_mean", "kendall_tau_q05",
+                   "n_arms", "n_boot")
+NO_DIFFERENCE = "no difference detected"
+NOT_TESTABLE = "not testable (fewer than 2 runs per arm)"
+
+
+def _fold_moments(x: np.ndarray, f: np.ndarray, folds: list) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Per-fold means and counts, pooled within-fold sum of squares and its degrees of freedom."""
+    means, counts, ss, dof = [], [], 0.0, 0
+    for fold in folds:
+        v = x[f == fold]
+        means.append(v.mean())
+        counts.append(v.size)
+        ss += float(((v - v.mean()) ** 2).sum())
+        dof += v.size - 1
+    return np.asarray(means), np.asarray(counts, dtype=np.float64), ss, dof
 
 
 def run_level_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
-                   alpha: float = 0.05) -> dict[str, float]:
-    """Welch test of ``mean(a) - mean(b)`` over run-level values.
+                   alpha: float = 0.05, folds_a: Sequence[object] | None = None,
+                   folds_b: Sequence[object] | None = None) -> dict[str, float]:
+    """Welch test of ``mean(a) - mean(b)`` over run-level values, blocked by fold when folds are given.
+
+    Without folds: ``diff = mean(a) - mean(b)``, ``se = sqrt(var_a / R_a + var_b / R_b)`` (ddof=1),
+    Welch-Satterthwaite ``df``. With ``folds_a`` and ``folds_b`` (the fold of each value): only folds
+    that both arms have are used; ``diff`` is the mean over those F folds of the per-fold differences of
+    means, ``se**2 = sum_f (s_a**2 / R_af + s_b**2 / R_bf) / F**2`` with ``s**2`` each arm's pooled
+    within-fold variance (its df = runs - folds), and the Satterthwaite ``df`` from those. One fold gives
+    the unblocked test.
 
     Returns ``diff``, ``se``, ``df``, ``t``, ``p`` (two-sided), ``ci_low``, ``ci_high`` (``1 - alpha``),
-    ``n_a``, ``n_b``. NaN values are dropped; fewer than two runs on either side gives NaN statistics.
+    ``n_a``, ``n_b`` (runs used), ``n_blocks`` (folds used; 1 without folds). NaN values are dropped; too
+    few runs for a variance (fewer than two on either side, or no fold with two runs) gives NaN
+    statistics except ``diff``.
 
     Examples
     --------
     >>> r = run_level_test([0.80, 0.82, 0.84], [0.70, 0.72, 0.74])
     >>> round(r["diff"], 3), round(r["se"], 4), r["p"] < 0.01
     (0.1, 0.0163, True)
+    >>> r = run_level_test([0.80, 0.82, 0.90, 0.92], [0.78, 0.80, 0.88, 0.90],
+    ...                    folds_a=[0, 0, 1, 1], folds_b=[0, 0, 1, 1])
+    >>> round(r["diff"], 3), round(r["se"], 4), round(r["df"], 6), r["n_blocks"]
+    (0.02, 0.01, 4.0, 2.0)
     """
+    check_alpha(alpha, "run_level_test")
     xa = np.asarray(a, dtype=np.float64)
     xb = np.asarray(b, dtype=np.float64)
-    xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
+    blocked = folds_a is not None and folds_b is not None
+    if blocked:
+        fa, fb = np.asarray(folds_a, dtype=object), np.asarray(folds_b, dtype=object)
+        if fa.shape != xa.shape or fb.shape != xb.shape:
+            raise InputError(f"run_level_test: folds must match the values in length, got {fa.shape} for "
+                             f"{xa.shape} and {fb.shape} for {xb.shape}")
+        ka, kb = np.isfinite(xa), np.isfinite(xb)
+        xa, fa, xb, fb = xa[ka], fa[ka], xb[kb], fb[kb]
+        shared = sorted(set(fa.tolist()) & set(fb.tolist()), key=str)
+        sa, sb = np.isin(fa, shared), np.isin(fb, shared)
+        xa, fa, xb, fb = xa[sa], fa[sa], xb[sb], fb[sb]
+    else:
+        xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
+        shared = [0]
+        fa, fb = np.zeros(xa.size, dtype=object), np.zeros(xb.size, dtype=object)
+        fa[:], fb[:] = 0, 0
     na, nb = xa.size, xb.size
-    out = {"diff": float("nan"), "se": float("nan"), "df": float("nan"), "t": float("nan"), "p": float("nan"),
-           "ci_low": float("nan"), "ci_high": float("nan"), "n_a": float(na), "n_b": float(nb)}
-    if na < 2 or nb < 2:
-        if na and nb:
-            out["diff"] = float(xa.mean() - xb.mean())
+    nan = float("nan")
+    out = {"diff": nan, "se": nan, "df": nan, "t": nan, "p": nan, "ci_low": nan, "ci_high": nan,
+           "n_a": float(na), "n_b": float(nb), "n_blocks": float(len(shared) if na and nb else 0)}
+    if not (na and nb):
         return out
-    va, vb = xa.var(ddof=1) / na, xb.var(ddof=1) / nb
-    diff = float(xa.mean() - xb.mean())
+    ma, ca, ssa, dfa = _fold_moments(xa, fa, shared)
+    mb, cb, ssb, dfb = _fold_moments(xb, fb, shared)
+    n_f = len(shared)
+    diff = float((ma - mb).mean())
+    out["diff"] = diff
+    if dfa < 1 or dfb < 1:
+        return out
+    wa = float((1.0 / ca).sum()) / n_f**2
+    wb = float((1.0 / cb).sum()) / n_f**2
+    va, vb = ssa / dfa * wa, ssb / dfb * wb
     se = float(np.sqrt(va + vb))
-    out.update(diff=diff, se=se)
+    out["se"] = se
     if se == 0.0:
-        out.update(df=float(na + nb - 2), t=float("inf") * np.sign(diff) if diff else float("nan"),
+        out.update(df=float(dfa + dfb), t=float("inf") * np.sign(diff) if diff else nan,
                    p=0.0 if diff else 1.0, ci_low=diff, ci_high=diff)
         return out
-    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    df = (va + vb) ** 2 / (va**2 / dfa + vb**2 / dfb)
     t = diff / se
     q = sps.t.ppf(1 - alpha / 2, df)
     out.update(df=float(df), t=float(t), p=float(2 * sps.t.sf(abs(t), df)),
                ci_low=float(diff - q * se), ci_high=float(diff + q * se))
     return out
+
+
+def dice_all_images(per_image: pd.DataFrame, tp: str = "tp", fp: str = "fp", fn: str = "fn") -> np.ndarray:
+    """Per-image Dice ``2 TP / (2 TP + FP + FN)`` defined on every image: 1 when reference and prediction
+    are both empty, so a false positive on a structure-absent image scores 0.
+
+    Used for arm comparisons and retention only; the report's Dice columns keep the study's empty policy.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"tp": [8, 0, 0], "fp": [2, 30, 0], "fn": [2, 0, 0]})
+    >>> dice_all_images(df).tolist()
+    [0.8, 0.0, 1.0]
+    """
+    where = "dice_all_images"
+    require_columns(per_image, [tp, fp, fn], where)
+    t, p, f = (numeric(per_image, c, where) for c in (tp, fp, fn))
+    den = 2 * t + p + f
+    out = np.ones(den.shape)
+    np.divide(2 * t, den, out=out, where=den > 0)
+    out[~np.isfinite(den)] = np.nan
+    return out
+
+
+def run_values(
+    per_image: pd.DataFrame,
+    value: str = DICE_ALL,
+    *,
+    runs: Sequence[str] = ("arm", "fold", "seed"),
+    by: Sequence[str] = ("class",),
+    image_col: str = "image_id",
+) -> pd.DataFrame:
+    """One value per run and group of ``by``: the mean of ``value`` over the run's images (NaN left out).
+
+    ``value == "dice_all_images"`` is computed from ``tp, fp, fn`` by :func:`dice_all_images` when the
+    table has no such column. Returns columns ``*by, *runs, value, n_images``.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"arm": "a", "fold": 0, "seed": [0, 0, 1, 1], "class": "csp",
+    ...                    "image_id": ["i0", "i1", "i0", "i1"], "tp": [8, 0, 8, 0], "fp": [2, 0, 2, 9],
+    ...                    "fn": [2, 0, 2, 0]})
+    >>> rv = run_values(df)
+    >>> rv["seed"].tolist(), rv["value"].round(3).tolist(), rv["n_images"].tolist()
+    ([0, 1], [0.9, 0.4], [2, 2])
+    """
+    where = "run_values"
+    runs, by = as_tuple(runs), as_tuple(by)
+    keys = [*by, *runs]
+    work = per_image[list(dict.fromkeys([*keys, image_col]))].copy()
+    if value == DICE_ALL and value not in per_image.columns:
+        require_columns(per_image, [*keys, image_col], where)
+        work["_v"] = dice_all_images(per_image)
+    else:
+        require_columns(per_image, [*keys, image_col, value], where)
+        work["_v"] = numeric(per_image, value, where)
+    check_conditions(per_image, keys, where)
+    out = work.groupby(keys, sort=True, dropna=False).agg(value=("_v", "mean"), n_images=("_v", "count"))
+    return out.reset_index()
+
+
+def _image_means(sub: pd.DataFrame, arms: list[str], arm_col: str, image_col: str) -> pd.DataFrame:
+    """Per image (rows) and arm (columns): the value averaged over the arm's runs."""
+    means = sub.groupby([image_col, arm_col], sort=True)["_v"].mean().unstack(arm_col)
+    return means.reindex(columns=arms)
+
+
+def _boot_arm_means(means: pd.DataFrame, patients: pd.Series, n_boot: int, seed: int) -> np.ndarray:
+    """``(n_boot, n_arms)`` arm means under a patient bootstrap of the images (mean of image means)."""
+    codes = pd.factorize(patients.reindex(means.index), sort=True)[0]
+    w = bootstrap_weights(codes, n_boot, np.random.default_rng(seed))
+    x = means.to_numpy(dtype=np.float64)
+    ok = np.isfinite(x)
+    num = w @ np.where(ok, x, 0.0)
+    den = w @ ok.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def _p_runs_better(va: np.ndarray, fa: np.ndarray, vb: np.ndarray, fb: np.ndarray, hib: bool) -> float:
+    """P(a run of A beats a run of B), over pairs of runs trained on the same fold (ties count one half)."""
+    wins, pairs = 0.0, 0
+    for fold in set(fa.tolist()) & set(fb.tolist()):
+        x, y = va[fa == fold][:, None], vb[fb == fold][None, :]
+        d = (x - y) if hib else (y - x)
+        wins += float((d > 0).sum() + 0.5 * (d == 0).sum())
+        pairs += d.size
+    return wins / pairs if pairs else float("nan")
+
+
+def compare_runs(
+    per_image: pd.DataFrame,
+    value: str = DICE_ALL,
+    *,
+    arms: Sequence[str] | None = None,
+    arm_col: str = "arm",
+    by: Sequence[str] = ("class",),
+    image_col: str = "image_id",
+    seed_col: str = "seed",
+    fold_col: str = "fold",
+    patient_col: str | None = "patient_id",
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+    higher_is_better: bool | None = None,
+) -> pd.DataFrame:
+    """Run-level comparison of every pair of arms per group of ``by``, Holm over the whole table.
+
+    Each run's value is the mean of ``value`` over its images (:func:`run_values`; the default
+    ``dice_all_images`` counts a false positive on a structure-absent image as Dice 0). Every pair
+    ``(arm_a, arm_b)`` of ``arms`` (plan order; default: sorted arms of the table) is tested with
+    :func:`run_level_test`, blocked by fold. Columns after ``by``:
+
+    - ``measure``, ``arm_a``, ``arm_b``, ``mean_a``, ``mean_b`` (mean over runs), ``diff`` (blocked
+      difference a - b) with its ``ci_low``/``ci_high`` (t interval), ``se``, ``df``, ``t``, ``pval``;
+    - ``p_holm``: Holm-adjusted over *every row* of the result (all arm pairs x groups: filter the
+      background class out before calling if it should not count);
+    - ``n_runs_a``, ``n_runs_b``, ``n_folds`` (folds both arms have), ``blocked`` (more than one fold);
+    - ``n_images``, ``n_patients``: images (patients) with a value in both arms;
+    - ``p_a_better_runs``: the probability that a run of A beats a run of B trained on the same fold
+      (Bouthillier et al. 2021; ties count one half);
+    - ``p_a_better_boot``: the fraction of patient-bootstrap replicates (images resampled by patient,
+      ``n_boot`` draws, generator seeded with ``seed``; by image when ``patient_col`` is None) in
+      which A's mean over images of the run-averaged value is better than B's;
+    - ``verdict``: ``"<arm> better"`` when ``p_holm < alpha`` (the arm the sign of ``t`` favours,
+      ``higher_is_better`` inferred from ``value`` when None), ``"no difference detected"`` otherwise,
+      ``"not testable (fewer than 2 runs per arm)"`` without a variance; ``higher_is_better``,
+      ``alpha``, ``n_boot``.
+
+    Examples
+    --------
+    >>> rows = [{"arm": arm, "fold": f, "seed": s, "class": "csp", "image_id": f"i{i}", "patient_id": i,
+    ...          "dice": base + 0.01 * s + 0.002 * i}
+    ...         for arm, base in (("a", 0.80), ("b", 0.70)) for f in (0, 1) for s in range(3) for i in range(4)]
+    >>> res = compare_runs(pd.DataFrame(rows), value="dice", arms=["a", "b"], n_boot=200)
+    >>> res[["arm_a", "arm_b", "verdict", "n_runs_a", "n_folds"]].values.tolist()
+    [['a', 'b', 'a better', 6, 2]]
+    >>> round(float(res["diff"].iloc[0]), 3), float(res["p_a_better_runs"].iloc[0])
+    (0.1, 1.0)
+    """
+    where = "compare_runs"
+    check_alpha(alpha, where)
+    check_n_boot(n_boot, where)
+    by = as_tuple(by)
+    pat = [patient_col] if patient_col else []
+    cols = [*by, arm_col, image_col, seed_col, fold_col, *pat]
+    require_columns(per_image, cols if value == DICE_ALL and value not in per_image.columns else [*cols, value],
+                    where)
+    check_conditions(per_image, by, where)
+    present = sorted(per_image[arm_col].dropna().astype(str).unique())
+    arms = [str(a) for a in arms] if arms is not None else present
+    missing = [a for a in arms if a not in present]
+    if missing:
+        raise InputError(f"{where}: arm {missing[0]!r} not found in column {arm_col!r} (arms: {present})")
+    if len(set(arms)) != len(arms):
+        raise InputError(f"{where}: arms {arms} repeat a name; expected distinct arms")
+    hib = resolve_direction(value, higher_is_better)
+    work = per_image[list(dict.fromkeys(cols))].copy()
+    work[arm_col] = work[arm_col].astype(str)
+    work["_v"] = (dice_all_images(per_image) if value == DICE_ALL and value not in per_image.columns
+                  else numeric(per_image, value, where))
+    work = work[work[arm_col].isin(arms)]
+
+    rows = []
+    for key, sub in groups(work, by):
+        rv = sub.groupby([arm_col, fold_col, seed_col], sort=True)["_v"].mean().dropna().reset_index()
+        means = _image_means(sub, arms, arm_col, image_col)
+        if patient_col:
+            patients = sub.drop_duplicates(image_col).set_index(image_col)[patient_col]
+        else:
+            patients = pd.Series(means.index, index=means.index)
+        boot = _boot_arm_means(means, patients, n_boot, seed) if len(means) else np.full((0, len(arms)), np.nan)
+        for ia, ib in combinations(range(len(arms)), 2):
+            arm_a, arm_b = arms[ia], arms[ib]
+            ra, rb = rv[rv[arm_col] == arm_a], rv[rv[arm_col] == arm_b]
+            va, fa = ra["_v"].to_numpy(), ra[fold_col].to_numpy(dtype=object)
+            vb, fb = rb["_v"].to_numpy(), rb[fold_col].to_numpy(dtype=object)
+            res = run_level_test(va, vb, alpha=alpha, folds_a=fa, folds_b=fb)
+            both = means[[arm_a, arm_b]].dropna()
+            if len(boot):
+                d = boot[:, ia] - boot[:, ib]
+                d = d[np.isfinite(d)]
+                p_boot = float(((d > 0) if hib else (d < 0)).mean() + 0.5 * (d == 0).mean()) if d.size else np.nan
+            else:
+                p_boot = float("nan")
+            rows.append({
+                **key, "measure": value, "arm_a": arm_a, "arm_b": arm_b,
+                "mean_a": float(va.mean()) if va.size else np.nan, "mean_b": float(vb.mean()) if vb.size else np.nan,
+                "diff": res["diff"], "ci_low": res["ci_low"], "ci_high": res["ci_high"], "se": res["se"],
+                "df": res["df"], "t": res["t"], "pval": res["p"], "n_runs_a": int(res["n_a"]),
+                "n_runs_b": int(res["n_b"]), "n_folds": int(res["n_blocks"]), "blocked": res["n_blocks"] > 1,
+                "n_images": len(both), "n_patients": int(patients.reindex(both.index).nunique()),
+                "p_a_better_runs": _p_runs_better(va, fa, vb, fb, hib), "p_a_better_boot": p_boot,
+                "higher_is_better": hib, "alpha": float(alpha), "n_boot": int(n_boot),
+            })  # fmt: skip
+    out = pd.DataFrame(rows, columns=[*by, *(c for c in RUN_COMPARE_COLUMNS if c not in ("p_holm", "verdict"))])
+    out["p_holm"] = holm_adjust(out["pval"].to_numpy()) if len(out) else np.nan
+    out["verdict"] = [_verdict(r.pval, r.p_holm, r.t, r.arm_a, r.arm_b, hib, alpha)
+                      for r in out.itertuples(index=False)]
+    return out[[*by, *RUN_COMPARE_COLUMNS]]
+
+
+def holm_adjust(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values (see :func:`robustseg.stats.compare.holm`).
+
+    Examples
+    --------
+    >>> holm_adjust([0.01, 0.04, 0.03, np.nan]).round(3).tolist()
+    [0.03, 0.06, 0.06, nan]
+    """
+    from robustseg.stats.compare import holm
+
+    return holm(pvalues)
+
+
+def _verdict(p: float, p_holm: float, t: float, arm_a: str, arm_b: str, hib: bool, alpha: float) -> str:
+    if not np.isfinite(p):
+        return NOT_TESTABLE
+    if not p_holm < alpha:
+        return NO_DIFFERENCE
+    return f"{arm_a if (t > 0) == hib else arm_b} better"
+
+
+def ranking_stability(
+    per_image: pd.DataFrame,
+    value: str = DICE_ALL,
+    *,
+    arms: Sequence[str] | None = None,
+    arm_col: str = "arm",
+    by: Sequence[str] = ("class",),
+    image_col: str = "image_id",
+    patient_col: str | None = "patient_id",
+    n_boot: int = 1000,
+    seed: int = 0,
+    higher_is_better: bool | None = None,
+) -> pd.DataFrame:
+    """Stability of the arm ranking under a patient bootstrap (as challengeR does), per group of ``by``.
+
+    An arm's value is the mean over images of its run-averaged ``value`` (``dice_all_images`` by
+    default); arms are ranked (1 = best, ties averaged) on the full test set and on ``n_boot``
+    replicates that resample patients (images when ``patient_col`` is None). Columns after ``by``:
+    ``arm, value, rank, mean_rank_boot, p_first`` (fraction of replicates in which the arm ranks first;
+    ties share), ``kendall_tau_mean, kendall_tau_q05`` (Kendall tau-b between the full and each
+    replicate's ranking: mean and 5 % quantile, the same in every row of a group; NaN with one arm),
+    ``n_arms, n_boot``.
+
+    Examples
+    --------
+    >>> rows = [{"arm": arm, "fold": 0, "seed": 0, "class": "lv", "image_id": f"i{i}", "patient_id": i,
+    ...          "dice": base + 0.01 * (i % 3)} for arm, base in (("a", 0.9), ("b", 0.8), ("c", 0.7))
+    ...         for i in range(6)]
+    >>> r = ranking_stability(pd.DataFrame(rows), value="dice", n_boot=100)
+    >>> r[["arm", "rank", "p_first", "kendall_tau_mean"]].values.tolist()
+    [['a', 1.0, 1.0, 1.0], ['b', 2.0, 0.0, 1.0], ['c', 3.0, 0.0, 1.0]]
+    """
+    where = "ranking_stability"
+    check_n_boot(n_boot, where)
+    by = as_tuple(by)
+    pat = [patient_col] if patient_col else []
+    cols = [*by, arm_col, image_col, *pat]
+    require_columns(per_image, cols if value == DICE_ALL and value not in per_image.columns else [*cols, value],
+                    where)
+    check_conditions(per_image, by, where)
+    present = sorted(per_image[arm_col].dropna().astype(str).unique())
+    arms = [str(a) for a in arms] if arms is not None else present
+    hib = resolve_direction(value, higher_is_better)
+    work = per_image[list(dict.fromkeys(cols))].copy()
+    work[arm_col] = work[arm_col].astype(str)
+    work["_v"] = (dice_all_images(per_image) if value == DICE_ALL and value not in per_image.columns
+                  else numeric(per_image, value, where))
+    work = work[work[arm_col].isin(arms)]
+    rows = []
+    for key, sub in groups(work, by):
+        means = _image_means(sub, arms, arm_col, image_col)
+        if patient_col:
+            patients = sub.drop_duplicates(image_col).set_index(image_col)[patient_col]
+        else:
+            patients = pd.Series(means.index, index=means.index)
+        full = means.mean(axis=0).to_numpy(dtype=np.float64)
+        boot = _boot_arm_means(means, patients, n_boot, seed)
+        sign = -1.0 if hib else 1.0
+        rank_full = sps.rankdata(sign * full)
+        rank_boot = sps.rankdata(sign * boot, axis=1)
+        first = (rank_boot == rank_boot.min(axis=1, keepdims=True))
+        p_first = (first / first.sum(axis=1, keepdims=True)).mean(axis=0)
+        taus = np.array([sps.kendalltau(rank_full, r).statistic for r in rank_boot]) if len(arms) > 1 else \
+            np.full(n_boot, np.nan)
+        taus = np.where(np.isnan(taus) & (np.ptp(rank_full) == 0), 1.0, taus)
+        for j, arm in enumerate(arms):
+            rows.append({**key, "arm": arm, "value": float(full[j]), "rank": float(rank_full[j]),
+                         "mean_rank_boot": float(rank_boot[:, j].mean()), "p_first": float(p_first[j]),
+                         "kendall_tau_mean": float(np.nanmean(taus)) if np.isfinite(taus).any() else np.nan,
+                         "kendall_tau_q05": float(np.nanquantile(taus, 0.05)) if np.isfinite(taus).any() else np.nan,
+                         "n_arms": len(arms), "n_boot": int(n_boot)})
+    return pd.DataFrame(rows, columns=[*by, *RANKING_COLUMNS])

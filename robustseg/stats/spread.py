@@ -56,6 +56,14 @@ def run_level_metrics(
       images.
 
     Returns columns ``*runs, class, aggregate, metric, value, n``.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"arm": "a", "fold": 0, "seed": 0, "class": "csp", "tp": [8, 2], "fp": [2, 0],
+    ...                    "fn": [2, 2], "ref_pixels": [10, 4], "pred_pixels": [10, 2], "dice": [0.8, 2 / 3]})
+    >>> lv = run_level_metrics(df, per_image_metrics=("dice",), global_metrics=("dice",))
+    >>> lv[["aggregate", "value"]].round(3).values.tolist()
+    [['global', 0.769], ['per_image', 0.733]]
     """
     where = "run_level_metrics"
     runs = list(as_tuple(runs))
@@ -117,6 +125,13 @@ def spread(
     - ``sd_fold``: SD over folds of the seed-averaged values (NaN with < 2 folds).
     - ``cv`` = ``sd / |mean|``, ``cv_seed`` = ``sd_seed / |mean|`` (NaN when mean is 0).
     - ``n_runs``, ``n_seeds`` (distinct seeds), ``n_folds`` (distinct folds).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"arm": "a", "fold": [0, 0, 1, 1], "seed": [0, 1, 0, 1], "value": [0.8, 0.82, 0.7, 0.74]})
+    >>> r = spread(df, by=("arm",)).iloc[0]
+    >>> round(float(r["mean"]), 3), round(float(r["sd_seed"]), 4), int(r["n_folds"])
+    (0.765, 0.0224, 2)
     """
     where = "spread"
     by = as_tuple(by)
@@ -173,7 +188,16 @@ def ensemble_vs_members(
     from the metric name in ``metric_col`` (``hd95_mm`` is lower-is-better). Returned columns after ``by``:
     ``n_members, member_mean, member_sd`` (ddof=1), ``member_min, member_max, ensemble,
     ensemble_minus_mean, rank`` (1 = better than every member; ``1 + #members strictly better``),
-    ``n_ranked`` (members + 1; ``rank`` is <NA> when the ensemble value is NaN), ``higher_is_better``. Groups without an ensemble row are left out.
+    ``n_ranked`` (members + 1; ``rank`` is <NA> when the ensemble value is NaN), ``higher_is_better``.
+    Groups without an ensemble row are left out.
+
+    Examples
+    --------
+    >>> mem = pd.DataFrame({"class": "lv", "value": [0.70, 0.72, 0.75]})
+    >>> ens = pd.DataFrame({"class": "lv", "value": [0.74]})
+    >>> r = ensemble_vs_members(mem, ens, by=("class",), metric_col=None).iloc[0]
+    >>> int(r["rank"]), int(r["n_ranked"])
+    (2, 4)
     """
     where = "ensemble_vs_members"
     by = as_tuple(by)
