@@ -7,7 +7,12 @@ Options (defaults in ``OPTIONS``): ``trials`` (per call), ``timeout`` (s, 0: non
 Dice stays near 0 for the first epochs of every trial and says little before),
 ``startup_trials`` (random TPE start-up), ``storage``, ``study_name``, ``arm`` (default the first),
 ``heartbeat_interval`` / ``grace_period`` (s), ``retry_killed``, ``max_consecutive_failures``,
-``keep_checkpoints``, ``classes`` (default csp, lv), ``parenchyma_classes`` (brain), ``folds`` ([0]).
+``keep_checkpoints``, ``classes`` (default csp, lv), ``parenchyma_classes`` (brain), ``folds`` ([0]),
+``seeds_per_trial`` (1: each trial's objective is the mean over that many training seeds),
+``confirm_top_k`` (3: trials re-trained after the search; 0: no confirmation, the tuned file then keeps
+the current settings), ``confirm_seeds`` (5: fresh seeds per confirmed setting, >= 2) and
+``confirm_alpha`` (0.05: Holm-adjusted level at which a confirmed trial replaces the current settings);
+see ``robustseg.tune.confirm``.
 
 Search space (each entry is either a fixed number or a ``[low, high]`` range; a range with
 ``low == high`` is fixed too):
@@ -66,6 +71,10 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "retry_killed": (0, "int>=0"),
     "max_consecutive_failures": (5, "int>=1"),
     "keep_checkpoints": (False, "bool"),
+    "seeds_per_trial": (1, "int>=1"),
+    "confirm_top_k": (3, "int>=0"),
+    "confirm_seeds": (5, "int>=2"),
+    "confirm_alpha": (0.05, "alpha"),
 }
 LIST_OPTIONS = ("classes", "parenchyma_classes", "folds")
 
@@ -119,6 +128,8 @@ def _check_option(study: Study, key: str, value: Any, kind: str) -> Any:
     ok = {
         "int>=1": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
         "int>=0": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+        "int>=2": isinstance(value, int) and not isinstance(value, bool) and value >= 2,
+        "alpha": _is_num(value) and 0 < value < 1,
         "num>=0": _is_num(value) and value >= 0,
         "mode": value in MODES,
         "pruner": value in PRUNERS or value == "",
@@ -127,7 +138,8 @@ def _check_option(study: Study, key: str, value: Any, kind: str) -> Any:
     }[kind]
     if not ok:
         expected = {
-            "int>=1": "an integer >= 1", "int>=0": "an integer >= 0", "num>=0": "a number >= 0",
+            "int>=1": "an integer >= 1", "int>=0": "an integer >= 0", "int>=2": "an integer >= 2",
+            "alpha": "a number in (0, 1)", "num>=0": "a number >= 0",
             "mode": "one of " + ", ".join(repr(m) for m in MODES),
             "pruner": "one of " + ", ".join(repr(p) for p in PRUNERS), "str": "a string", "bool": "true or false",
         }[kind]
