@@ -271,8 +271,8 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
         pruning = spec.pruner if spec.pruner == "none" else (
             f"{spec.pruner} (after {spec.options['pruner_startup_trials']} trials, warm-up "
             f"{_warmup(spec, max_epochs)} epochs)")
-        decision = _confirm(study, spec, ostudy, folds, prep.data.size, prep.runs_dir / "tune" / name / "confirm",
-                            console)
+        decision = None if guard.tripped else _confirm(study, spec, ostudy, folds, prep.data.size,
+                                                       prep.runs_dir / "tune" / name / "confirm", console)
         result = _finish(study, spec, ostudy, url, started, guard.count, pruning, decision)
     if guard.tripped:
         raise RunError(f"tuning stopped after {guard.streak} consecutive failed trials; last reason: {guard.last}")
