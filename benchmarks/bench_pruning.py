@@ -164,23 +164,26 @@ def main() -> None:
 
         # Replay the median pruner on the unpruned run's full curves: would it have dropped the eventual winner?
         unpruned = optuna.load_study(study_name=studies["none"].name, storage=urls["none"]).get_trials(deepcopy=False)
-        winner = without["adopted_trial"] if without["adopted_trial"] is not None else without["best_trial"]
-        kind = "confirmed winner" if without["adopted_trial"] is not None else "best search trial (none confirmed)"
+        watched = {"search best": without["best_trial"]}
+        if without.get("confirmed_best"):
+            watched["best confirmed mean"] = int(without["confirmed_best"].split()[-1])
+        if without["adopted_trial"] is not None:
+            watched["confirmed winner"] = without["adopted_trial"]
         complete_epochs = {t.number: len(t.intermediate_values) for t in unpruned
                            if t.state == optuna.trial.TrialState.COMPLETE}
         replays = []
-        print(f"\nmedian pruner replayed on the unpruned run ({len(complete_epochs)} complete trials; eventual "
-              f"winner: trial {winner}, {kind}):")
-        print("| warm-up (epochs) | trials pruned | epochs saved | winner kept |")
-        print("|---|---|---|---|")
+        print(f"\nmedian pruner replayed on the unpruned run's full curves ({len(complete_epochs)} complete trials; "
+              + ", ".join(f"{k}: trial {v}" for k, v in watched.items()) + ")")
+        print("| warm-up (epochs) | trials pruned | epochs saved | " + " | ".join(f"{k} kept" for k in watched) + " |")
+        print("|---|---|---|" + "---|" * len(watched))
         for w in [int(v) for v in args.replay_warmups.split(",") if v.strip()]:
             warm = w or max(1, args.epochs // 2)
             stopped = replay_median_pruner(unpruned, startup=args.pruner_startup, warmup=warm)
             saved = sum(complete_epochs[n] - step for n, step in stopped.items())
-            kept = "yes" if winner not in stopped else f"NO: pruned at epoch {stopped[winner]}"
+            kept = ["yes" if n not in stopped else f"NO (pruned at epoch {stopped[n]})" for n in watched.values()]
             replays.append({"warmup": warm, "pruned": sorted(stopped), "epochs_saved": saved,
-                            "winner": winner, "winner_kind": kind, "winner_pruned_at": stopped.get(winner)})
-            print(f"| {warm} | {len(stopped)} | {saved} of {sum(complete_epochs.values())} | {kept} |")
+                            "watched": watched, "pruned_at": {k: stopped.get(n) for k, n in watched.items()}})
+            print(f"| {warm} | {len(stopped)} | {saved} of {sum(complete_epochs.values())} | " + " | ".join(kept) + " |")
         if args.json:
             Path(args.json).write_text(json.dumps({"args": vars(args), "runs": rows, "saving": saving,
                                                    "replay": replays}, indent=2, default=str))
