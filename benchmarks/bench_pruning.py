@@ -7,8 +7,17 @@ the epochs trained, the trial states and the best validation Dice (mean of CSP a
 saving. Pruned and unpruned runs sample different points after the first pruned trial (TPE sees a
 different history), so the best values are compared, not the trials.
 
+Pruning honesty: a search value is one seed, so the benchmark also runs the confirmation stage on both
+studies (``--confirm-top-k`` trials and the current settings, ``--confirm-seeds`` fresh seeds each) and
+prints the confirmed result next to the search's best. And it replays the median pruner (Optuna's own,
+in an in-memory study, for each ``--replay-warmups`` value) on the *unpruned* run's full learning
+curves: which trials it would have stopped, the epochs saved, and whether it would have dropped the
+eventual winner (the unpruned run's confirmed winner, or its best search trial when none was confirmed).
+Replaying costs no training, and it is the only way to see what a pruned trial would have become.
+
     python benchmarks/bench_pruning.py                  # phantom 120, 64 px, 12 trials x 8 epochs
     python benchmarks/bench_pruning.py --trials 8 --epochs 6 --size 48    # quicker
+    python benchmarks/bench_pruning.py --confirm-top-k 0                  # no confirmation
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
 from robustseg.config import build_study
@@ -26,7 +36,7 @@ from robustseg.pipeline.study import prepare
 from robustseg.tune import run_tuning
 
 
-def make_study(args: argparse.Namespace, root: Path, data: Path, pruner: str) -> object:
+def make_study(args: argparse.Namespace, root: Path, data: Path, pruner: str, confirm: bool = False) -> object:
     user = {
         "name": f"bench-{pruner}",
         "seeds": [0],
@@ -40,9 +50,34 @@ def make_study(args: argparse.Namespace, root: Path, data: Path, pruner: str) ->
         "execution": {"runs_dir": str(root / "runs"), "reports_dir": str(root / "reports"),
                       "threads": args.threads},
         "tune": {"pruner": pruner, "seed": args.seed, "startup_trials": args.startup,
-                 "pruner_startup_trials": args.pruner_startup, "pruner_warmup_epochs": args.warmup},
+                 "pruner_startup_trials": args.pruner_startup, "pruner_warmup_epochs": args.warmup,
+                 "confirm_top_k": args.confirm_top_k if confirm else 0, "confirm_seeds": args.confirm_seeds},
     }
     return build_study(user, where="bench_pruning", path=root / f"bench-{pruner}.toml")  # tuned file beside it
+
+
+def replay_median_pruner(trials: list[optuna.trial.FrozenTrial], *, startup: int, warmup: int) -> dict[int, int]:
+    """Trial number -> step at which Optuna's MedianPruner would have stopped it, given full learning curves.
+
+    The trials are replayed in order into an in-memory study; a trial the replay prunes does not count as
+    complete for the later ones (as in a real pruned run).
+    """
+    replay = optuna.create_study(direction="maximize",
+                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup))
+    pruned: dict[int, int] = {}
+    for t in trials:
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        live = replay.ask()
+        for step in sorted(t.intermediate_values):
+            live.report(t.intermediate_values[step], step)
+            if live.should_prune():
+                pruned[t.number] = step
+                replay.tell(live, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            replay.tell(live, t.value)
+    return pruned
 
 
 def main() -> None:
@@ -58,9 +93,14 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=0, help="epochs before a trial can be pruned (0: max_epochs // 2)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--confirm-top-k", type=int, default=3, help="trials confirmed after the search (0: none)")
+    p.add_argument("--confirm-seeds", type=int, default=5, help="fresh seeds per confirmed setting")
+    p.add_argument("--replay-warmups", default="1,2,0",
+                   help="warm-ups (epochs; 0: max_epochs // 2) for which the median pruner is replayed")
     p.add_argument("--out", help="keep the runs/reports here (default: a temporary folder)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     from robustseg.data.phantom import generate_phantom
 
@@ -82,25 +122,71 @@ def main() -> None:
                 results[pruner] = run_tuning(studies[pruner], trials=1, storage=urls[pruner], timeout=None)
         rows = {}
         for pruner, result in results.items():
+            if args.confirm_top_k:  # the confirmation stage, once, after the whole search
+                result = run_tuning(make_study(args, root, data, pruner, confirm=True), trials=0, storage=urls[pruner],
+                                    timeout=None)
+                results[pruner] = result
             table = pd.read_csv(result.report.parent / "tables" / "trials.csv")
             rows[pruner] = {"seconds": float(table["seconds"].sum()), "best_value": result.best_value,
-                            "best_params": result.best_params, "complete": result.n_complete,
-                            "pruned": result.n_pruned, "failed": result.n_failed,
-                            "epochs": int(table["epochs"].fillna(0).sum())}
+                            "best_trial": result.best_trial, "best_params": result.best_params,
+                            "complete": result.n_complete, "pruned": result.n_pruned, "failed": result.n_failed,
+                            "epochs": int(table["epochs"].fillna(0).sum()), "decision": result.decision,
+                            "adopted_trial": result.adopted_trial}
+            if result.confirmation is not None:
+                conf = result.confirmation.set_index("setting")
+                best = conf.iloc[1:]["mean"].idxmax() if len(conf) > 1 else None
+                rows[pruner].update(
+                    confirmed_baseline=[float(conf["mean"].iloc[0]), float(conf["sd"].iloc[0])],
+                    confirmed_best=best,
+                    confirmed_best_mean_sd=[float(conf.loc[best, "mean"]), float(conf.loc[best, "sd"])] if best else None,
+                    confirmation=result.confirmation.drop(columns=["seeds"]).to_dict(orient="records"))
             r = rows[pruner]
             print(f"{pruner:>7}: {r['seconds']:7.1f} s in trials  epochs {r['epochs']:4d}  complete {r['complete']} "
-                  f"pruned {r['pruned']} failed {r['failed']}  best Dice(CSP,LV) {r['best_value']:.4f}  "
-                  f"{r['best_params']}", flush=True)
+                  f"pruned {r['pruned']} failed {r['failed']}  best search Dice(CSP,LV) {r['best_value']:.4f} "
+                  f"(trial {r['best_trial']})  {r['best_params']}", flush=True)
+            if "confirmed_best" in r:
+                base_m, base_sd = r["confirmed_baseline"]
+                best_txt = (f"{r['confirmed_best']} {r['confirmed_best_mean_sd'][0]:.4f} ± "
+                            f"{r['confirmed_best_mean_sd'][1]:.4f}") if r["confirmed_best"] else "none"
+                print(f"         confirmed ({args.confirm_seeds} fresh seeds): current settings {base_m:.4f} ± "
+                      f"{base_sd:.4f}; best confirmed {best_txt}; adopted: "
+                      f"{'trial ' + str(r['adopted_trial']) if r['adopted_trial'] is not None else 'nothing'}")
         with_p, without = rows["median"], rows["none"]
         saving = 1.0 - with_p["seconds"] / without["seconds"]
         print(f"\n{args.trials} trials x {args.epochs} epochs, phantom n={args.n}, {args.size} px, base {args.base}")
         print(f"wall time in trials: {with_p['seconds']:.1f} s with median pruning vs {without['seconds']:.1f} s "
               f"without -> {100 * saving:.0f}% saved ({with_p['epochs']} vs {without['epochs']} epochs, "
               f"{100 * (1 - with_p['epochs'] / without['epochs']):.0f}% fewer)")
-        print(f"best validation Dice (CSP, LV): {with_p['best_value']:.4f} with pruning vs "
+        print(f"best search validation Dice (CSP, LV): {with_p['best_value']:.4f} with pruning vs "
               f"{without['best_value']:.4f} without (difference {with_p['best_value'] - without['best_value']:+.4f})")
+        if "confirmed_best" in with_p and "confirmed_best" in without:
+            print(f"confirmed: with pruning {with_p['decision']}\n           without {without['decision']}")
+
+        # Replay the median pruner on the unpruned run's full curves: would it have dropped the eventual winner?
+        unpruned = optuna.load_study(study_name=studies["none"].name, storage=urls["none"]).get_trials(deepcopy=False)
+        watched = {"search best": without["best_trial"]}
+        if without.get("confirmed_best"):
+            watched["best confirmed mean"] = int(without["confirmed_best"].split()[-1])
+        if without["adopted_trial"] is not None:
+            watched["confirmed winner"] = without["adopted_trial"]
+        complete_epochs = {t.number: len(t.intermediate_values) for t in unpruned
+                           if t.state == optuna.trial.TrialState.COMPLETE}
+        replays = []
+        print(f"\nmedian pruner replayed on the unpruned run's full curves ({len(complete_epochs)} complete trials; "
+              + ", ".join(f"{k}: trial {v}" for k, v in watched.items()) + ")")
+        print("| warm-up (epochs) | trials pruned | epochs saved | " + " | ".join(f"{k} kept" for k in watched) + " |")
+        print("|---|---|---|" + "---|" * len(watched))
+        for w in [int(v) for v in args.replay_warmups.split(",") if v.strip()]:
+            warm = w or max(1, args.epochs // 2)
+            stopped = replay_median_pruner(unpruned, startup=args.pruner_startup, warmup=warm)
+            saved = sum(complete_epochs[n] - step for n, step in stopped.items())
+            kept = ["yes" if n not in stopped else f"NO (pruned at epoch {stopped[n]})" for n in watched.values()]
+            replays.append({"warmup": warm, "pruned": sorted(stopped), "epochs_saved": saved,
+                            "watched": watched, "pruned_at": {k: stopped.get(n) for k, n in watched.items()}})
+            print(f"| {warm} | {len(stopped)} | {saved} of {sum(complete_epochs.values())} | " + " | ".join(kept) + " |")
         if args.json:
-            Path(args.json).write_text(json.dumps({"args": vars(args), "runs": rows, "saving": saving}, indent=2))
+            Path(args.json).write_text(json.dumps({"args": vars(args), "runs": rows, "saving": saving,
+                                                   "replay": replays}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -124,7 +124,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, overrides=args.set)
     result = run_tuning(study, trials=args.trials, storage=args.storage, timeout=args.timeout, console=console)
-    console.print(f"best: {result.best_params}  -> {result.tuned_study}")
+    console.print(f"best search trial: {result.best_params}")
+    console.print(result.decision, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"tuned study: {result.tuned_study}  report: {result.report}")
     return 0
 
 

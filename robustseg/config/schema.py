@@ -227,6 +227,14 @@ class TuneTable(Table):
     retry_killed: Annotated[int, Field(ge=0)] = 0
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 5
     keep_checkpoints: bool = False
+    seeds_per_trial: Annotated[int, Field(ge=1)] = 1
+    """Train seeds per trial; the objective (and what the pruner sees) is their mean so far."""
+    confirm_top_k: Annotated[int, Field(ge=0)] = 3
+    """Top trials re-trained with fresh seeds after the search; 0: no confirmation, nothing adopted."""
+    confirm_seeds: Annotated[int, Field(ge=2)] = 5
+    """Fresh seeds per confirmed trial (and for the current settings)."""
+    confirm_alpha: Annotated[Number, Field(gt=0, lt=1)] = 0.05
+    """Holm-corrected level at which a confirmed trial must beat the current settings to be adopted."""
     classes: name_list(CLASS_NAMES[1:]) = ["csp", "lv"]
     parenchyma_classes: name_list(CLASS_NAMES[1:]) = ["brain"]
     folds: int_list(0) = [0]

@@ -1,13 +1,19 @@
 """The objective of one trial: train the tuned arm on the chosen folds and score validation Dice.
 
-A trial trains one model per fold in ``tune.folds`` (the study's first seed, so trials differ only in
-their parameters) and returns the mean over folds of the validation Dice of the best checkpoint's
-epoch (lowest validation loss), averaged over ``tune.classes``. In multi-objective mode it returns a
-second value, the same for ``tune.parenchyma_classes``.
+A trial trains one model per *unit* -- a (seed, fold) pair, ``tune.seeds_per_trial`` search seeds
+(``search_seeds``: the study's first seed and the next ones) times the folds in ``tune.folds``, seed by
+seed -- and returns the mean over units of the validation Dice of each unit's best checkpoint (lowest
+validation loss), averaged over ``tune.classes``. Every trial uses the same seeds, so trials differ only
+in their parameters. In multi-objective mode it returns a second value, the same for
+``tune.parenchyma_classes``. The per-unit values are in the trial's user attribute ``units``.
 
-Pruning: after every epoch the trial reports the running objective at step
-``fold_index * max_epochs + epoch`` (the mean of the finished folds and the current epoch's Dice), and
-the pruner may stop it by raising ``optuna.TrialPruned`` from the training progress callback.
+Pruning with several seeds: the units are trained one after another, in the same order in every trial.
+After every epoch the trial reports the mean so far -- the finished units' values and the current
+unit's Dice at this epoch -- at step ``unit_index * max_epochs + epoch``. A step number therefore
+means the same amount of training in every trial (the same seeds and folds finished, the same epoch of
+the next one), so the pruner, which compares trials at equal steps, compares like with like; once a
+seed is finished, the reported value is an average over seeds and carries less seed noise than a
+single run's. With one seed and one fold this is the plain per-epoch Dice.
 
 Failures (a NaN loss -> ``RunError``, infeasible or rejected parameters, any error inside training)
 are recorded in the trial's user attribute ``fail_reason`` and re-raised as ``TrialFailed`` so that
@@ -44,6 +50,21 @@ def class_dice(metrics: dict[str, Any], classes: Sequence[str]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def search_seeds(first: int, n: int) -> list[int]:
+    """The training seeds of every trial: ``first``, ``first + 1``, ... (``n`` of them)."""
+    return [first + j for j in range(n)]
+
+
+def fit_unit(arm: dict[str, Any], params: dict[str, float], seed: int, size: int,
+             arrays: tuple[Any, Any], out: Path, progress: Callable[..., None] | None = None) -> Any:
+    """Train the arm with ``params`` placed in it on one fold with one seed; returns ``TrainResult``."""
+    from robustseg.nn.train import train_run
+    from robustseg.pipeline.runner import train_config
+
+    cfg = train_config(apply_params(arm, params), seed, size)
+    return train_run(cfg, arrays[0], arrays[1], out, progress=progress)
+
+
 class Objective:
     """Callable objective over prepared data. ``folds`` maps fold -> (train_arrays, val_arrays)."""
 
@@ -52,11 +73,11 @@ class Objective:
                  trials_dir: Path, on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None) -> None:
         self.spec, self.arm, self.base = spec, arm, base
         self.seed, self.size, self.folds = seed, size, folds
+        self.seeds = search_seeds(seed, spec.options["seeds_per_trial"])
         self.trials_dir = trials_dir
         self.on_epoch = on_epoch
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        from robustseg.nn.train import train_run
         from robustseg.pipeline.runner import train_config
 
         spec = self.spec
@@ -64,19 +85,18 @@ class Objective:
             params = suggest(trial, spec, self.base)
             trial.set_user_attr("params", params)
             check_params(params)
-            cfg = train_config(apply_params(self.arm, params), self.seed, self.size)
+            max_epochs = train_config(apply_params(self.arm, params), self.seed, self.size).max_epochs
         except Exception as exc:
             self._fail(trial, exc)
-        max_epochs = cfg.max_epochs
-        small, large, epochs = [], [], 0
+        units = [(seed, fold) for seed in self.seeds for fold in spec.folds]
+        small, large, records, epochs = [], [], [], 0
         out = self.trials_dir / f"trial-{trial.number:05d}"
         try:
-            for i, fold in enumerate(spec.folds):
-                train_arrays, val_arrays = self.folds[fold]
+            for u, (seed, fold) in enumerate(units):
                 done = list(small)
 
-                def progress(epoch: int, max_ep: int, metrics: dict[str, float], i: int = i, fold: int = fold,
-                             done: list = done) -> None:
+                def progress(epoch: int, max_ep: int, metrics: dict[str, float], u: int = u, seed: int = seed,
+                             fold: int = fold, done: list = done) -> None:
                     nonlocal epochs
                     epochs += 1
                     trial.set_user_attr("epochs", epochs)
@@ -85,18 +105,22 @@ class Objective:
                     if spec.mode != "single":
                         return
                     value = class_dice(metrics, spec.classes)
-                    running = float(np.mean([*done, value])) if math.isfinite(value) else float("nan")
+                    finite = [v for v in [*done, value] if math.isfinite(v)]
+                    running = float(np.mean(finite)) if math.isfinite(value) else float("nan")
                     if math.isfinite(running):
-                        trial.report(running, i * max_epochs + epoch)
+                        trial.report(running, u * max_epochs + epoch)
                         if trial.should_prune():
-                            raise optuna.TrialPruned(f"pruned at fold {fold} epoch {epoch}: running Dice {running:.4f}")
+                            raise optuna.TrialPruned(f"pruned at seed {seed} fold {fold} epoch {epoch}: "
+                                                     f"mean Dice so far {running:.4f}")
 
-                result = train_run(cfg, train_arrays, val_arrays, out / f"fold-{fold}", progress=progress)
+                result = fit_unit(self.arm, params, seed, self.size, self.folds[fold],
+                                  out / f"seed-{seed}-fold-{fold}", progress=progress)
                 dice = {f"val_dice_{c}": v for c, v in result.val_dice.items()}
                 small.append(class_dice(dice, spec.classes))
                 large.append(class_dice(dice, spec.parenchyma_classes))
-                trial.set_user_attr(f"fold{fold}_best_epoch", int(result.best_epoch))
-                trial.set_user_attr(f"fold{fold}_" + spec.objective_names[0], small[-1])
+                records.append({"seed": seed, "fold": fold, "best_epoch": int(result.best_epoch),
+                                spec.objective_names[0]: small[-1]})
+                trial.set_user_attr("units", records)
         except optuna.TrialPruned:
             raise
         except Exception as exc:

@@ -1,7 +1,10 @@
 """``robustseg tune``: run (or continue) an Optuna study over the ``[tune]`` search space.
 
-Storage: ``--storage URL`` / ``tune.storage`` (any SQLAlchemy URL, e.g. PostgreSQL for several
-workers on several machines), default ``sqlite:///<runs_dir>/<study>/tune.db``. The Optuna study is
+Storage: ``--storage URL`` / ``tune.storage``: any SQLAlchemy URL (e.g. PostgreSQL for several
+workers on several machines) or ``journal:///path/to/file.log`` (Optuna's ``JournalStorage`` with a
+``JournalFileBackend``: an append-only log file with a lock file beside it, which Optuna recommends over
+SQLite for parallel workers, also on NFS; no database server). Default
+``sqlite:///<runs_dir>/<study>/tune.db``. The Optuna study is
 named after the study (``tune.study_name`` overrides), so running ``robustseg tune`` again continues
 it; ``--trials N`` is the number of trials *this call* adds (each worker of a shared study runs its N).
 
@@ -36,10 +39,21 @@ from optuna.trial import FrozenTrial, TrialState
 
 from robustseg.config import Study, stable_hash
 from robustseg.errors import InputError, RunError
-from robustseg.tune.objective import Objective, TrialFailed, fold_arrays
+from robustseg.tune.confirm import (
+    BASELINE,
+    Decision,
+    Setting,
+    confirm_seeds,
+    decide,
+    pick_candidates,
+    run_confirmation,
+    unconfirmed_text,
+)
+from robustseg.tune.objective import Objective, TrialFailed, fold_arrays, search_seeds
 from robustseg.tune.output import (
     KILLED_PREFIX,
     effective_params,
+    md_table,
     pick_best,
     write_report_section,
     write_tuned_study,
@@ -65,6 +79,10 @@ class TuneResult:
     trials_this_call: int
     seconds: float
     pareto: list[dict[str, Any]] = field(default_factory=list)
+    decision: str = ""
+    adopted_trial: int | None = None
+    confirmation: Any = None
+    """The confirmation table (``robustseg.tune.confirm.CONFIRM_COLUMNS``), None when confirmation is off."""
 
 
 def safe_url(url: str) -> str:
@@ -77,9 +95,32 @@ def safe_url(url: str) -> str:
         return url
 
 
-def make_storage(url: str, spec: TuneSpec) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeat; bad URLs / unreachable servers raise InputError."""
+JOURNAL = "journal://"
+
+
+def make_journal_storage(url: str) -> optuna.storages.JournalStorage:
+    """``journal:///abs/path.log`` (or ``journal://relative/path.log``): a journal file storage.
+
+    The file's folder is created if missing; the lock is Optuna's default for file backends.
+    """
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(url[len(JOURNAL):])
+    if not url[len(JOURNAL):] or path.is_dir():
+        raise InputError(f"--storage {url!r}: expected journal:///path/to/file.log (a file, not a folder)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except OSError as exc:
+        raise InputError(f"--storage {url!r}: cannot open the journal file ({exc.strerror or exc})") from None
+
+
+def make_storage(url: str, spec: TuneSpec) -> optuna.storages.BaseStorage:
+    """A journal file storage (``journal://``) or an RDB storage with heartbeat; bad URLs raise InputError."""
     import sqlalchemy
+
+    if url.startswith(JOURNAL):
+        return make_journal_storage(url)
 
     interval = spec.options["heartbeat_interval"]
     grace = spec.options["grace_period"] or 2 * interval
@@ -126,10 +167,12 @@ def _identity(study: Study, spec: TuneSpec) -> str:
     """Hash of what makes trials comparable: data, split, arm settings, seed, objective, folds."""
     arm = tuned_arm(study, spec.options["arm"]).to_dict()
     arm["train"] = {k: v for k, v in arm["train"].items() if k not in ("device", "num_workers")}  # hardware only
-    raw = study.raw  # the plain resolved tables: the identity hash of existing tuning studies stays the same
-    return stable_hash({"data": raw["data"], "split": raw["split"], "arm": arm, "seed": study.seeds[0],
-                        "classes": spec.classes, "parenchyma": spec.parenchyma_classes, "folds": spec.folds,
-                        "mode": spec.mode})
+    raw = study.raw
+    identity = {"data": raw["data"], "split": raw["split"], "arm": arm, "seed": study.seeds[0],
+                "classes": spec.classes, "parenchyma": spec.parenchyma_classes, "folds": spec.folds, "mode": spec.mode}
+    if spec.options["seeds_per_trial"] != 1:  # absent for one seed: studies made before the option still match
+        identity["seeds_per_trial"] = spec.options["seeds_per_trial"]
+    return stable_hash(identity)
 
 
 @contextlib.contextmanager
@@ -217,9 +260,9 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
 
             torch.set_num_threads(threads)
         data = load_data(prep.data)
+        folds = fold_arrays(data, prep.splits, spec.folds)
         objective = Objective(spec, arm.to_dict(), base_values(arm), seed=study.seeds[0], size=prep.data.size,
-                              folds=fold_arrays(data, prep.splits, spec.folds),
-                              trials_dir=prep.runs_dir / "tune" / name)
+                              folds=folds, trials_dir=prep.runs_dir / "tune" / name)
         guard = _FailureGuard(spec.options["max_consecutive_failures"], console)
         if n_trials:
             ostudy.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=[guard],
@@ -228,7 +271,9 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
         pruning = spec.pruner if spec.pruner == "none" else (
             f"{spec.pruner} (after {spec.options['pruner_startup_trials']} trials, warm-up "
             f"{_warmup(spec, max_epochs)} epochs)")
-        result = _finish(study, spec, ostudy, url, started, guard.count, pruning)
+        decision = None if guard.tripped else _confirm(study, spec, ostudy, folds, prep.data.size,
+                                                       prep.runs_dir / "tune" / name / "confirm", console)
+        result = _finish(study, spec, ostudy, url, started, guard.count, pruning, decision)
     if guard.tripped:
         raise RunError(f"tuning stopped after {guard.streak} consecutive failed trials; last reason: {guard.last}")
     if result.n_complete == 0 and n_trials:
@@ -262,8 +307,44 @@ class _FailureGuard:
             ostudy.stop()
 
 
+def _confirm(study: Study, spec: TuneSpec, ostudy: optuna.Study, folds: dict[int, Any], size: int, out_dir: Path,
+             console: Any) -> Decision | None:
+    """The confirmation stage (None when ``tune.confirm_top_k = 0`` or no trial completed)."""
+    k = spec.options["confirm_top_k"]
+    if k == 0 or pick_best(ostudy, spec) is None:
+        return None
+    arm = tuned_arm(study, spec.options["arm"])
+    base = base_values(arm)
+    candidates = pick_candidates(ostudy, spec, base, k)
+    baseline = Setting(BASELINE, None, base)
+    seeds = confirm_seeds(study.seeds[0], spec.options["seeds_per_trial"], spec.options["confirm_seeds"])
+    log = None
+    if console is not None:
+        console.print(f"confirming {len(candidates)} trial(s) and the current settings with seeds "
+                      f"{', '.join(map(str, seeds))} (search seeds: "
+                      f"{', '.join(map(str, search_seeds(study.seeds[0], spec.options['seeds_per_trial'])))})",
+                      markup=False, highlight=False)
+
+        def log(line: str) -> None:
+            console.print(line, markup=False, highlight=False)
+
+    values, failures = run_confirmation(ostudy, spec, arm.to_dict(), [baseline, *candidates], seeds=seeds, size=size,
+                                        folds=folds, out_dir=out_dir, log=log)
+    decision = decide(candidates, baseline, values, alpha=spec.options["confirm_alpha"], seeds=seeds,
+                      failures=failures)
+    if console is not None:
+        console.print(md_table(decision.table.drop(columns=["seeds"])), markup=False, highlight=False, soft_wrap=True)
+        console.print(decision.text, markup=False, highlight=False, soft_wrap=True)
+    return decision
+
+
+def _header_table(decision: Decision) -> str:
+    cols = ["setting", "n", "mean", "sd", "diff", "ci_low", "ci_high", "p_holm"]
+    return md_table(decision.table[cols])
+
+
 def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, started: float, ran: int,
-            pruning: str) -> TuneResult:
+            pruning: str, decision: Decision | None) -> TuneResult:
     all_trials = ostudy.get_trials(deepcopy=False)
 
     def count(state: TrialState) -> int:
@@ -273,13 +354,22 @@ def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, starte
     best_params = effective_params(best) if best is not None else {}
     best_value: float | list[float] | None = None
     tuned = None
+    text = decision.text if decision is not None else unconfirmed_text(best, spec)
+    adopted = decision.adopted if decision is not None else None
     if best is not None:
         best_value = best.value if spec.mode == "single" else list(best.values)
         values = ", ".join(f"{n} = {v:.4f}" for n, v in zip(spec.objective_names, best.values, strict=True))
-        header = (f"Written by 'robustseg tune' from {study.path or study.name}: best trial {best.number} of "
-                  f"Optuna study {ostudy.study_name!r} ({values}).\nRun it with: robustseg study <this file>")
-        tuned = write_tuned_study(study, spec, best_params, header=header,
-                                  description=f"{study.description or study.name} (tuned: trial {best.number}, {values})")
+        changed = "CHANGED" if adopted is not None else "UNCHANGED"
+        header = (f"Written by 'robustseg tune' from {study.path or study.name} (Optuna study "
+                  f"{ostudy.study_name!r}; best search trial {best.number}: {values}).\n"
+                  f"Settings {changed}. {text}\n")
+        if decision is not None:
+            header += f"Confirmation ({spec.objective_names[0]}, run-level Welch test, Holm):\n{_header_table(decision)}"
+        header += "Run it with: robustseg study <this file>"
+        params = dict(adopted.params) if adopted is not None else base_values(tuned_arm(study, spec.options["arm"]))
+        what = f"tuned: {adopted.label}" if adopted is not None else "tuning kept the current settings"
+        tuned = write_tuned_study(study, spec, params, header=header,
+                                  description=f"{study.description or study.name} ({what})")
     pareto = []
     if spec.mode == "multi" and best is not None:
         pareto = [{"number": t.number, "values": list(t.values), "params": effective_params(t)}
@@ -287,15 +377,19 @@ def _finish(study: Study, spec: TuneSpec, ostudy: optuna.Study, url: str, starte
     reports = Path(study.execution.reports_dir) / study.name / "tune"
     summary = {"study_name": ostudy.study_name, "storage": safe_url(url), "mode": spec.mode,
                "objective": " and ".join(spec.objective_names) + " (validation Dice, mean over folds "
-               + ", ".join(str(f) for f in spec.folds) + ")",
+               + ", ".join(str(f) for f in spec.folds) + " and search seeds "
+               + ", ".join(map(str, search_seeds(study.seeds[0], spec.options["seeds_per_trial"]))) + ")",
                "sampler": "TPE (multivariate, constant liar)", "pruner": pruning,
                "space": "; ".join(f"{k} {'fixed ' if r.fixed else ''}[{r.low:g}, {r.high:g}]{' log' if r.log else ''}"
                                   for k, r in spec.space.items()),
                "tuned study": str(tuned) if tuned else "(none: no complete trial)"}
-    report = write_report_section(ostudy, spec, reports, summary=summary, best=best)
+    report = write_report_section(ostudy, spec, reports, summary=summary, best=best, decision=decision,
+                                  decision_text=text, base=base_values(tuned_arm(study, spec.options["arm"])))
     return TuneResult(
         study_name=ostudy.study_name, storage=safe_url(url), best_params=best_params, best_value=best_value,
         best_trial=best.number if best is not None else None, tuned_study=tuned, report=report,
         n_trials=len(all_trials), n_complete=count(TrialState.COMPLETE), n_pruned=count(TrialState.PRUNED),
         n_failed=count(TrialState.FAIL), trials_this_call=ran, seconds=time.time() - started, pareto=pareto,
+        decision=text, adopted_trial=adopted.trial if adopted is not None else None,
+        confirmation=decision.table if decision is not None else None,
     )

@@ -8,7 +8,12 @@ defaults); this module turns it into a ``TuneSpec``. Options: ``trials`` (per ca
 Dice stays near 0 for the first epochs of every trial and says little before),
 ``startup_trials`` (random TPE start-up), ``storage``, ``study_name``, ``arm`` (default the first),
 ``heartbeat_interval`` / ``grace_period`` (s), ``retry_killed``, ``max_consecutive_failures``,
-``keep_checkpoints``, ``classes`` (default csp, lv), ``parenchyma_classes`` (brain), ``folds`` ([0]).
+``keep_checkpoints``, ``classes`` (default csp, lv), ``parenchyma_classes`` (brain), ``folds`` ([0]),
+``seeds_per_trial`` (1: each trial's objective is the mean over that many training seeds),
+``confirm_top_k`` (3: trials re-trained after the search; 0: no confirmation, the tuned file then keeps
+the current settings), ``confirm_seeds`` (5: fresh seeds per confirmed setting, >= 2) and
+``confirm_alpha`` (0.05: Holm-adjusted level at which a confirmed trial replaces the current settings);
+see ``robustseg.tune.confirm``.
 
 Search space (each entry is either a fixed number or a ``[low, high]`` range; a range with
 ``low == high`` is fixed too):
@@ -43,7 +48,8 @@ LOG_SCALE = {k for k, (_, _, log) in RANGE_LIMITS.items() if log}
 GAMMA_LOSSES = ("hybrid", "focal")
 OPTION_KEYS = ("trials", "timeout", "seed", "pruner_startup_trials", "pruner_warmup_epochs", "startup_trials",
                "storage", "study_name", "arm", "heartbeat_interval", "grace_period", "retry_killed",
-               "max_consecutive_failures", "keep_checkpoints")
+               "max_consecutive_failures", "keep_checkpoints", "seeds_per_trial", "confirm_top_k",
+               "confirm_seeds", "confirm_alpha")
 """The scalar options of ``[tune]`` passed on in ``TuneSpec.options`` (bounds and defaults: ``TuneTable``)."""
 
 
