@@ -41,7 +41,8 @@ def _fmt(v: object, digits: int) -> str:
 def cmd_phantom(args: argparse.Namespace) -> int:
     from robustseg.data.phantom import generate_phantom
 
-    out = generate_phantom(args.out_dir, n=args.n, seed=args.seed)
+    out = generate_phantom(args.out_dir, n=args.n, seed=args.seed, abnormal_fraction=args.abnormal_fraction,
+                           difficulty=args.difficulty)
     console.print(f"wrote {args.n} phantom images to {out}")
     return 0
 
@@ -147,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir")
     s.add_argument("--n", type=int, default=200)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--abnormal-fraction", type=float, default=0.10,
+                   help="probability that a patient is abnormal (absent CSP or enlarged LV); default 0.10")
+    s.add_argument("--difficulty", type=float, default=0.0,
+                   help="0-1: fainter CSP/LV, dark look-alikes, coarser speckle (0 = the default phantom)")
     s.set_defaults(func=cmd_phantom)
 
     s = sub.add_parser("check-data", help="validate a data set and print class / patient statistics")
