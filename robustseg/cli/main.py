@@ -137,6 +137,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qc(args: argparse.Namespace) -> int:
+    from robustseg.pipeline.qc_folder import qc_folder
+    from robustseg.qc.scores import DEFAULT_SCORE
+
+    args.score = args.score or DEFAULT_SCORE
+
+    table, path = qc_folder(args.run_dir, args.image_dir, args.output, score=args.score, review=args.review,
+                            pixel_size_csv=args.pixel_size_csv, arm=args.arm, device=args.device)
+    flagged = table[table["review"]]
+    console.print(f"{table['image'].nunique()} images scored by {args.score}; {flagged['image'].nunique()} flagged "
+                  f"for review in at least one structure (threshold: the {args.review:.0%} least-confident test "
+                  f"images of the study); wrote {path}")
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
@@ -208,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("qc", help="score unlabelled images with a finished study's ensemble; flag images to review")
+    s.add_argument("run_dir")
+    s.add_argument("image_dir")
+    s.add_argument("-o", "--output", help="CSV to write (default: IMAGE_DIR/../qc.csv)")
+    s.add_argument("--score", default=None, help="confidence score for the review flag (default: pairwise_dice)")
+    s.add_argument("--review", type=float, default=0.10,
+                   help="fraction of the study's test images that the threshold would send for review (default 0.10)")
+    s.add_argument("--pixel-size-csv", help="Label, Pixel in mm per image (else measurements in px, no range score)")
+    s.add_argument("--arm", help="arm whose runs form the ensemble (default: the baseline arm)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_qc)
 
     s = sub.add_parser("report", help="rebuild the report of a study from its saved tables")
     s.add_argument("run_dir")

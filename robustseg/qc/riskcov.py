@@ -198,7 +198,8 @@ def evaluate_scores(table: pd.DataFrame, scores: Sequence[str], *, by: Sequence[
 
     Within a group, metrics are computed per ``unit`` (each run's predictions are ranked on their own) and
     averaged over units; the patient bootstrap draws the same patients for every unit of the group and score,
-    so differences between scores are paired. Rows where the score is NaN are left out of that score.
+    so differences between scores are paired. A score with a NaN in any row of a group is not evaluated on
+    that group (e.g. a clean-only score on a set that pools clean and perturbed images).
 
     Returns a tidy table ``*by, score, n_units, n_images, n_failures, failure_rate, mean_risk, aurc, eaurc,
     naurc, naurc_ci_low, naurc_ci_high, failure_auroc, auroc_ci_low, auroc_ci_high, spearman_rho, n_boot,
@@ -216,6 +217,8 @@ def evaluate_scores(table: pd.DataFrame, scores: Sequence[str], *, by: Sequence[
         rng_seed = seed
         rep = patient_weights(patients, n_boot, rng_seed)  # (B, n_patients)
         for score in scores:
+            if not np.isfinite(g[score].to_numpy(dtype=np.float64)).all():
+                continue
             per_unit, boots, rhos, n_img, n_fail, risks = [], [], [], 0, 0, []
             for _, u in g.groupby(unit, sort=True):
                 u = u[np.isfinite(u[score].to_numpy(dtype=np.float64))]
