@@ -103,9 +103,13 @@ def evaluate(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, per_cond
 
 
 def winner(riskcov_table: pd.DataFrame, arm: str, setting: str = "all") -> str | None:
-    """The score with the highest mean normalised AURC over the structures (CSP, LV, both) in ``setting``."""
+    """The score with the highest mean normalised AURC over the structures (CSP, LV, both) in ``setting``;
+    an exact tie goes to the earlier score of :data:`SCORES` (pairwise Dice, the simple baseline, first)."""
     t = riskcov_table[(riskcov_table["arm"] == arm) & (riskcov_table["setting"] == setting)]
     if t.empty:
         return None
-    mean = t.groupby("score")["naurc"].mean().dropna()
-    return str(mean.idxmax()) if not mean.empty else None
+    mean = t.groupby("score")["naurc"].mean().dropna().round(12)
+    if mean.empty:
+        return None
+    pref = {s: i for i, s in enumerate(SCORES)}
+    return str(min(mean.index, key=lambda s: (-mean[s], pref.get(s, len(pref)))))
