@@ -23,8 +23,8 @@ def test_soft_dice_confidence_by_hand() -> None:
     fg = np.array([[0.9, 0.8, 0.2, 0.0]], dtype=np.float32)
     # prediction = first two pixels; 2 * (0.9 + 0.8) / ((0.9 + 0.8 + 0.2) + 2)
     assert qs.soft_dice_confidence(_probs(fg), 2)[0] == pytest.approx(3.4 / 3.9)
-    # predicted absent: probability that the structure is truly absent, prod(1 - p)
-    fg = np.array([[0.3, 0.1, 0.0, 0.0]], dtype=np.float32)
+    # predicted absent: probability that the structure is truly absent, prod(1 - p) over candidates p >= 0.1
+    fg = np.array([[0.3, 0.1, 0.05, 0.0]], dtype=np.float32)
     assert qs.soft_dice_confidence(_probs(fg), 2)[0] == pytest.approx(0.7 * 0.9, rel=1e-5)
     assert qs.soft_dice_confidence(_probs(np.zeros((1, 4), np.float32)), 2)[0] == pytest.approx(1.0)
     # a confident prediction beats an unsure one of the same mask

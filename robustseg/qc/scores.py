@@ -12,8 +12,10 @@ an ensemble's members, per structure (CSP, LV); no reference mask is read. Score
 * ``sdc`` Soft Dice Confidence (Borges et al. 2024, arXiv:2402.10665): ``2 sum(p * y) / (sum(p) + sum(y))``
   with ``p`` the structure's probability and ``y`` the hard (argmax) mask: the Dice between the prediction and
   the model's own soft map. Where the structure is predicted absent we use the expected Dice under the same
-  pixel-independence model with the "both empty = 1" rule, ``prod(1 - p)`` (the chance that the structure is
-  truly absent), instead of the paper's 0: absence is the normal case for CSP/LV in trans-thalamic images.
+  pixel-independence model with the "both empty = 1" rule, the chance that the structure is truly absent,
+  ``prod(1 - p)`` over its candidate pixels (``p >= CANDIDATE_P``; the product over all pixels would be driven
+  to 0 by thousands of faint background probabilities), instead of the paper's 0: absence is the normal case
+  for CSP/LV in trans-thalamic images.
 * ``range_z`` (lower = more confident): largest robust z of the predicted structure's measurements against the
   training masks (``robustseg.qc.anomaly.out_of_range_scores``); 0 where not scorable (absent, usually absent).
 * ``composite`` (lower = more confident): today's ground-truth-free anomaly score, the mean percentile rank of
@@ -107,7 +109,8 @@ def soft_dice_confidence(probs: np.ndarray, c: int) -> np.ndarray:
     y = (np.asarray(probs).argmax(axis=1) == c).reshape(len(probs), -1)
     inter = (p * y).sum(axis=1)
     den = p.sum(axis=1) + y.sum(axis=1)
-    absent = np.exp(np.log1p(-np.clip(p, 0.0, 1.0 - 1e-7)).sum(axis=1))
+    cand = np.where(p >= CANDIDATE_P, np.clip(p, 0.0, 1.0 - 1e-7), 0.0)
+    absent = np.exp(np.log1p(-cand).sum(axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
         sdc = np.where(den > 0, 2.0 * inter / den, 1.0)
     return np.where(y.any(axis=1), sdc, absent)
