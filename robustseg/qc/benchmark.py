@@ -26,6 +26,9 @@ SETTINGS_POOLED = ("clean", "perturbed", "all")
 
 SCORES: tuple[str, ...] = tuple(HIGHER_IS_CONFIDENT)
 
+CONDITION_BOOT = 200
+"""Bootstrap replicates for each single perturbation x severity (CSV only; the pooled sets get the study's)."""
+
 
 def qc_dice(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     """Dice with the QC rule for empty structures: both empty = 1."""
@@ -84,14 +87,17 @@ def evaluate(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, per_cond
     """All benchmark tables from the long per-image table (see the module docstring).
 
     Returns ``riskcov`` (:func:`riskcov.evaluate_scores` per arm, setting, class and score, with ``rank``
-    by normalised AURC), ``review`` (failure rate left after reviewing 5/10/20 %, pooled settings),
+    by normalised AURC; single conditions with at most :data:`CONDITION_BOOT` replicates), ``review`` (failure rate left after reviewing 5/10/20 %, pooled settings),
     ``composite_vs_pairwise`` (paired nAURC difference, pooled settings), ``curves`` (figure data).
     """
     scores = [s for s in SCORES if s in table.columns or s == "composite"]
     t = with_confidence(settings(add_combined(table), per_condition))
     scores = [s for s in scores if s in t.columns and t[s].notna().any()]
     by = ("arm", "setting", "class")
-    rc = riskcov.evaluate_scores(t, scores, by=by, n_boot=n_boot, seed=seed)
+    pooled_rows = t["setting"].isin(SETTINGS_POOLED)
+    rc = pd.concat([riskcov.evaluate_scores(t[pooled_rows], scores, by=by, n_boot=n_boot, seed=seed),
+                    riskcov.evaluate_scores(t[~pooled_rows], scores, by=by, n_boot=min(n_boot, CONDITION_BOOT),
+                                            seed=seed)], ignore_index=True)
     if not rc.empty:
         rc["rank"] = rc.groupby(list(by))["naurc"].rank(ascending=False, method="min")
     pooled = t[t["setting"].isin(SETTINGS_POOLED)]

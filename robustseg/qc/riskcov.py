@@ -59,10 +59,10 @@ def _groups(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _curve(order: np.ndarray, starts: np.ndarray, r: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Coverages and selective risks (B, G + 1) from most to least confident, with the coverage-0 point first."""
-    ws = w[:, order]
-    gw = np.add.reduceat(ws, starts, axis=1)
-    gr = np.add.reduceat(ws * r[order][None, :], starts, axis=1)
-    cw, cr = np.cumsum(gw, axis=1), np.cumsum(gr, axis=1)
+    ws = np.ascontiguousarray(w.T[order])  # (n, B): reductions along the first, contiguous axis
+    gw = np.add.reduceat(ws, starts, axis=0)
+    gr = np.add.reduceat(ws * r[order][:, None], starts, axis=0)
+    cw, cr = np.cumsum(gw, axis=0).T, np.cumsum(gr, axis=0).T
     total = cw[:, -1:]
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = cw / total
@@ -127,12 +127,12 @@ def failure_auroc(confidence, failure, weights=None) -> np.ndarray | float:
     f = np.asarray(failure, dtype=bool).ravel()
     c, _, w = _inputs(confidence, f.astype(np.float64), weights)
     order, starts = _groups(c)
-    ws, fs = w[:, order], f[order][None, :]
-    gf = np.add.reduceat(ws * fs, starts, axis=1)
-    go = np.add.reduceat(ws * ~fs, starts, axis=1)
-    above = np.cumsum(go, axis=1) - go  # successes strictly more confident
+    ws, fs = np.ascontiguousarray(w.T[order]), f[order][:, None]
+    gf = np.add.reduceat(ws * fs, starts, axis=0)
+    go = np.add.reduceat(ws * ~fs, starts, axis=0)
+    above = np.cumsum(go, axis=0) - go  # successes strictly more confident
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = (gf * (above + 0.5 * go)).sum(axis=1) / (gf.sum(axis=1) * go.sum(axis=1))
+        out = (gf * (above + 0.5 * go)).sum(axis=0) / (gf.sum(axis=0) * go.sum(axis=0))
     return float(out[0]) if weights is None else out
 
 
@@ -214,39 +214,47 @@ def evaluate_scores(table: pd.DataFrame, scores: Sequence[str], *, by: Sequence[
         key = key if isinstance(key, tuple) else (key,)
         patients = sorted(g[patient_col].astype(str).unique())
         pos = {p: i for i, p in enumerate(patients)}
-        rng_seed = seed
-        rep = patient_weights(patients, n_boot, rng_seed)  # (B, n_patients)
-        for score in scores:
-            if not np.isfinite(g[score].to_numpy(dtype=np.float64)).all():
+        rep = patient_weights(patients, n_boot, seed)  # (B, n_patients): the same draws for every unit and score
+        present = [s for s in scores if np.isfinite(g[s].to_numpy(dtype=np.float64)).all()]
+        acc: dict[str, dict[str, list]] = {s: {"point": [], "boot": [], "rho": []} for s in present}
+        n_img = n_fail = 0
+        risks = []
+        for _, u in g.groupby(unit, sort=True):
+            if len(u) < 2:
                 continue
-            per_unit, boots, rhos, n_img, n_fail, risks = [], [], [], 0, 0, []
-            for _, u in g.groupby(unit, sort=True):
-                u = u[np.isfinite(u[score].to_numpy(dtype=np.float64))]
-                if len(u) < 2:
-                    continue
+            r = u[risk_col].to_numpy(dtype=np.float64)
+            f = u[failure_col].to_numpy(dtype=bool)
+            w = rep[:, [pos[p] for p in u[patient_col].astype(str)]]
+            base = {"point": (optimal_aurc(r, np.ones((1, len(r)))), random_aurc(r, np.ones((1, len(r))))),
+                    "boot": (optimal_aurc(r, w), random_aurc(r, w))}
+            n_img, n_fail = n_img + len(u), n_fail + int(f.sum())
+            risks.append(r.mean())
+            for score in present:
                 c = u[score].to_numpy(dtype=np.float64)
-                r = u[risk_col].to_numpy(dtype=np.float64)
-                f = u[failure_col].to_numpy(dtype=bool)
-                w = rep[:, [pos[p] for p in u[patient_col].astype(str)]]
-                point = risk_metrics(c, r, f)
-                per_unit.append({k: float(v[0]) for k, v in point.items()})
-                boots.append(risk_metrics(c, r, f, w))
+                for kind, ww in (("point", np.ones((1, len(r)))), ("boot", w)):
+                    opt, rnd = base[kind]
+                    a = aurc(c, r, ww)
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        naurc = np.where(rnd - opt > 1e-12, (rnd - a) / (rnd - opt), np.nan)
+                    acc[score][kind].append({"aurc": a, "eaurc": a - opt, "naurc": naurc,
+                                             "failure_auroc": failure_auroc(c, f, ww)})
                 rho = sps.spearmanr(c, r).statistic if np.ptp(c) > 0 and np.ptp(r) > 0 else np.nan
-                rhos.append(rho)
-                n_img, n_fail = n_img + len(u), n_fail + int(f.sum())
-                risks.append(r.mean())
+                acc[score]["rho"].append(rho)
+        for score in present:
+            per_unit = acc[score]["point"]
             if not per_unit:
                 continue
-            est = pd.DataFrame(per_unit).mean()
+            with _quiet():
+                est = {m: float(np.nanmean([d[m][0] for d in per_unit])) for m in METRICS}
+            rhos = acc[score]["rho"]
             row = dict(zip(by, key, strict=True)) | {
                 "score": score, "n_units": len(per_unit), "n_images": n_img, "n_failures": n_fail,
-                "failure_rate": n_fail / n_img, "mean_risk": float(np.mean(risks)),
-                "aurc": est["aurc"], "eaurc": est["eaurc"], "naurc": est["naurc"], "failure_auroc": est["failure_auroc"],
+                "failure_rate": n_fail / n_img, "mean_risk": float(np.mean(risks)), **est,
                 "spearman_rho": float(np.nanmean(rhos)) if np.isfinite(rhos).any() else np.nan}
             for m, lo, hi in (("naurc", "naurc_ci_low", "naurc_ci_high"),
                               ("failure_auroc", "auroc_ci_low", "auroc_ci_high")):
-                with np.errstate(invalid="ignore"), _quiet():
-                    reps = np.nanmean(np.vstack([b[m] for b in boots]), axis=0)
+                with _quiet():
+                    reps = np.nanmean(np.vstack([b[m] for b in acc[score]["boot"]]), axis=0)
                 reps = reps[np.isfinite(reps)]
                 row[lo], row[hi] = (np.quantile(reps, [alpha / 2, 1 - alpha / 2]) if reps.size else (np.nan, np.nan))
             row |= {"n_boot": n_boot, "alpha": alpha}
