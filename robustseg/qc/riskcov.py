@@ -157,7 +157,7 @@ def selective_risk_at(confidence, risk, coverage: Sequence[float] | np.ndarray) 
     """
     c, r, _ = _inputs(confidence, risk)
     order, starts = _groups(c)
-    cs, rs = c[order], r[order]
+    rs = r[order]
     n = c.size
     ends = np.r_[starts[1:], n]
     gsum = np.add.reduceat(rs, starts) if n else np.array([])
@@ -175,7 +175,6 @@ def selective_risk_at(confidence, risk, coverage: Sequence[float] | np.ndarray) 
             part = k - (starts[g] if g == 0 else ends[g - 1])
             kept_risk += part * gsum[g] / (ends[g] - starts[g])
         out.append(kept_risk / k)
-    del cs
     return np.asarray(out)
 
 
