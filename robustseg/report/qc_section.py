@@ -200,15 +200,19 @@ def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None) -> str:
     out += ("Failures / image x run rows: " + "; ".join(
         f"{r['class']} {r['setting']} {int(r['n_failures'])}/{int(r['n_images'])}" for _, r in counts.iterrows())
         + ".\n\n")
-    out += _review(t.get("qc_review", pd.DataFrame()), arm, _best(rc, arm, 2))
+    out += _review(t.get("qc_review", pd.DataFrame()), rc, arm)
     out += _verdict(t.get("qc_composite_vs_pairwise", pd.DataFrame()), rc, arm)
     return out
 
 
-def _review(rev: pd.DataFrame, arm: str, best: list[str]) -> str:
+def _review(rev: pd.DataFrame, rc: pd.DataFrame, arm: str) -> str:
+    """Review table of the two best scores of each structure (all conditions) and the oracle."""
     if rev.empty:
         return ""
-    rev = rev[(rev["arm"] == arm) & (rev["setting"] == "all") & rev["score"].isin([*best, "oracle"])]
+    top = rc[(rc["arm"] == arm) & (rc["setting"] == "all")].sort_values("naurc", ascending=False)
+    best = {c: [*g["score"].head(2), "oracle"] for c, g in top.groupby("class", sort=False)}
+    rev = rev[(rev["arm"] == arm) & (rev["setting"] == "all")]
+    rev = rev[[s in best.get(c, []) for c, s in zip(rev["class"], rev["score"], strict=True)]]
     rows = []
     for (cls, score), g in rev.groupby(["class", "score"], sort=False):
         row = {"class": cls, "score": SCORE_LABELS.get(score, score), "none": g["failure_rate_all"].iloc[0]}
@@ -222,8 +226,9 @@ def _review(rev: pd.DataFrame, arm: str, best: list[str]) -> str:
         p = int(round(x * 100))
         cols[f"r{p}"] = (f"Review {p}%: failure rate left", md.fixed(3))
         cols[f"c{p}"] = (f"failures caught ({p}%)", md.fixed(2))
-    return ("**If I review the x% least-confident images** (all conditions pooled, mean over runs): failure rate "
-            "among the images not reviewed, and the share of all failures that the review catches.\n\n"
+    return ("**If I review the x% least-confident images** (all conditions pooled, mean over runs; the two best "
+            "scores of each structure): failure rate among the images not reviewed, and the share of all failures "
+            "that the review catches.\n\n"
             + md.table(tab, cols) + "\n")
 
 
