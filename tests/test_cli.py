@@ -13,7 +13,8 @@ from robustseg.cli import build_parser, main
 def test_every_verb_of_the_contract_exists() -> None:
     parser = build_parser()
     verbs = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
-    assert verbs == {"phantom", "check-data", "train", "evaluate-folder", "perturb", "study", "tune", "report"}
+    assert verbs == {"phantom", "check-data", "train", "evaluate-folder", "perturb", "study", "tune", "report",
+                     "qc"}
 
 
 def test_phantom_then_check_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

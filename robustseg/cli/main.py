@@ -40,7 +40,8 @@ def _fmt(v: object, digits: int) -> str:
 def cmd_phantom(args: argparse.Namespace) -> int:
     from robustseg.data.phantom import generate_phantom
 
-    out = generate_phantom(args.out_dir, n=args.n, seed=args.seed)
+    out = generate_phantom(args.out_dir, n=args.n, seed=args.seed, abnormal_fraction=args.abnormal_fraction,
+                           difficulty=args.difficulty)
     console.print(f"wrote {args.n} phantom images to {out}")
     return 0
 
@@ -138,6 +139,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qc(args: argparse.Namespace) -> int:
+    from robustseg.pipeline.qc_folder import qc_folder
+    from robustseg.qc.scores import DEFAULT_SCORE
+
+    args.score = args.score or DEFAULT_SCORE
+
+    table, path = qc_folder(args.run_dir, args.image_dir, args.output, score=args.score, review=args.review,
+                            pixel_size_csv=args.pixel_size_csv, arm=args.arm, device=args.device)
+    flagged = table[table["review"]]
+    console.print(f"{table['image'].nunique()} images scored by {args.score}; {flagged['image'].nunique()} flagged "
+                  f"for review in at least one structure (threshold: the {args.review:.0%} least-confident test "
+                  f"images of the study); wrote {path}")
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
@@ -154,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir", help="folder to write (Large-Scale Fetal Head Biometry layout)")
     s.add_argument("--n", type=int, default=200, help="number of images (default 200)")
     s.add_argument("--seed", type=int, default=0, help="random seed of the phantom (default 0)")
+    s.add_argument("--abnormal-fraction", type=float, default=0.10,
+                   help="probability that a patient is abnormal (absent CSP or enlarged LV); default 0.10")
+    s.add_argument("--difficulty", type=float, default=0.0,
+                   help="0-1: fainter CSP/LV, dark look-alikes, coarser speckle (0 = the default phantom)")
     s.set_defaults(func=cmd_phantom)
 
     s = sub.add_parser("check-data", help="validate a data set and print class / patient statistics")
@@ -216,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds (default: tune.timeout)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("qc", help="score unlabelled images with a finished study's ensemble; flag images to review")
+    s.add_argument("run_dir", help="runs/<study> folder of a finished study")
+    s.add_argument("image_dir", help="folder of images without masks (PNG/JPEG/TIFF)")
+    s.add_argument("-o", "--output", help="CSV to write (default: IMAGE_DIR/../qc.csv)")
+    s.add_argument("--score", default=None, help="confidence score for the review flag (default: composite)")
+    s.add_argument("--review", type=float, default=0.10,
+                   help="fraction of the study's test images that the threshold would send for review (default 0.10)")
+    s.add_argument("--pixel-size-csv", help="Label, Pixel in mm per image (else measurements in px, no range score)")
+    s.add_argument("--arm", help="arm whose runs form the ensemble (default: the baseline arm)")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    s.set_defaults(func=cmd_qc)
 
     s = sub.add_parser("report", help="rebuild the report of a study from its saved tables")
     s.add_argument("run_dir", help="a study's run folder, runs/<study>")

@@ -46,7 +46,8 @@ def pixel_csv_name(plane: str) -> str:
     return "-".join(p[:1].upper() + p[1:] for p in plane.split("-")) + "-Pixel-Size.csv"
 
 
-def _patients(n: int, rng: np.random.Generator) -> list[tuple[_Patient, int]]:
+def _patients(n: int, rng: np.random.Generator,
+              abnormal_fraction: float = P_ABNORMAL) -> list[tuple[_Patient, int]]:
     counts: list[int] = []
     sizes, probs = IMAGES_PER_PATIENT
     while sum(counts) < n:
@@ -56,7 +57,7 @@ def _patients(n: int, rng: np.random.Generator) -> list[tuple[_Patient, int]]:
     out = []
     for pid, k in zip(ids, counts, strict=True):
         u = rng.random()
-        abn = "none" if u >= P_ABNORMAL else ("absent_csp" if u < P_ABNORMAL / 2 else "enlarged_lv")
+        abn = "none" if u >= abnormal_fraction else ("absent_csp" if u < abnormal_fraction / 2 else "enlarged_lv")
         out.append((_Patient(f"Patient{int(pid):05d}", float(rng.uniform(45.0, 90.0)), abn), k))
     return out
 
@@ -83,10 +84,50 @@ def _blob(cx, cy, ax_u, ax_v, ang, power, h, w):
     return sy, sx, np.abs(u) ** power + np.abs(v) ** power
 
 
+@dataclass(frozen=True)
+class _Difficulty:
+    """Harder images at ``level`` in (0, 1]: fainter CSP/LV, dark look-alikes, extra speckle.
+
+    Draws only from its own generator ``rng`` (one per image), never from the image's main stream.
+    """
+
+    level: float
+    rng: np.random.Generator
+
+    def fill(self, fill: float, local: np.ndarray) -> np.ndarray:
+        """Blend a structure's dark fill towards the surrounding tissue (less contrast at higher level)."""
+        t = self.level * self.rng.uniform(0.35, 0.8)
+        return (1.0 - t) * fill + t * local
+
+    def distract(self, img: np.ndarray, brain: np.ndarray, at, a: float, b: float, h: int, w: int) -> np.ndarray:
+        """Add up to three dark, structure-sized blobs in the parenchyma (unlabelled look-alikes)."""
+        for _ in range(int(self.rng.binomial(3, self.level))):
+            ang = self.rng.uniform(0, 2 * np.pi)
+            rad = self.rng.uniform(0.25, 0.7)
+            px, py = at(rad * a * np.cos(ang), rad * b * np.sin(ang))
+            sy, sx, q = _blob(px, py, self.rng.uniform(0.10, 0.20) * a, self.rng.uniform(0.05, 0.09) * a,
+                              self.rng.uniform(0, np.pi), 2.0, h, w)
+            dark = self.rng.uniform(0.15, 0.45)
+            img[sy, sx] = np.where((q < 1.0) & brain[sy, sx], img[sy, sx] * dark, img[sy, sx])
+        return img
+
+    def noise(self, out: np.ndarray) -> np.ndarray:
+        """Multiply by coarse extra speckle whose spread grows with the level."""
+        h, w = out.shape
+        k = 1.0 / max(1e-3, 0.6 * self.level)
+        coarse = self.rng.gamma(k, 1.0 / k, (max(4, h // 6), max(4, w // 6))).astype(np.float32)
+        return out * cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def _render(
-    rng: np.random.Generator, pat: _Patient, has_csp: bool, has_lv: bool, h: int, w: int, geo: dict
+    rng: np.random.Generator, pat: _Patient, has_csp: bool, has_lv: bool, h: int, w: int, geo: dict,
+    hard: _Difficulty | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """One image (uint8 H x W) and its label map; returns the pixel size in mm too."""
+    """One image (uint8 H x W) and its label map; returns the pixel size in mm too.
+
+    ``hard`` (difficulty > 0) draws from its own generator, so the main stream (and the default phantom's
+    bytes) is unchanged by it.
+    """
     xx, yy, r, sector = geo["xx"], geo["yy"], geo["r"], geo["sector"]
     s = float(h)
     # head geometry (b is the biparietal semi-axis, a the fronto-occipital one)
@@ -146,7 +187,8 @@ def _render(
         inside = (q < 1.0) & brain[sy, sx]
         wall = (q >= 1.0) & (q < 1.6) & brain[sy, sx]
         img[sy, sx] = np.where(wall, img[sy, sx] * 1.6, img[sy, sx])
-        img[sy, sx] = np.where(inside, 0.05 + 0.03 * rng.random(), img[sy, sx])
+        fill = 0.05 + 0.03 * rng.random()
+        img[sy, sx] = np.where(inside, fill if hard is None else hard.fill(fill, img[sy, sx]), img[sy, sx])
         labels[sy, sx][inside] = 2
     if has_lv:
         big = pat.abnormality == "enlarged_lv"
@@ -157,7 +199,8 @@ def _render(
         inside = (q < 1.0) & brain[sy, sx]
         rim = (q >= 1.0) & (q < 1.5) & brain[sy, sx]
         img[sy, sx] = np.where(rim, img[sy, sx] * 1.7, img[sy, sx])
-        img[sy, sx] = np.where(inside, 0.06 + 0.04 * rng.random(), img[sy, sx])
+        fill = 0.06 + 0.04 * rng.random()
+        img[sy, sx] = np.where(inside, fill if hard is None else hard.fill(fill, img[sy, sx]), img[sy, sx])
         labels[sy, sx][inside] = 3
     # an occasional hypoechoic shadow in the parenchyma (unlabelled look-alike)
     if rng.random() < 0.4:
@@ -166,6 +209,8 @@ def _render(
         sy, sx, q = _blob(px, py, 0.08 * a, 0.05 * a, rng.uniform(0, np.pi), 2.0, h, w)
         img[sy, sx] = np.where((q < 1.0) & brain[sy, sx], img[sy, sx] * 0.5, img[sy, sx])
 
+    if hard is not None:
+        img = hard.distract(img, brain, at, a, b, h, w)
     labels[~sector] = 0
     # soften edges, then speckle (correlated gamma noise), depth attenuation, gain
     sig = max(0.6, 0.0025 * h)
@@ -178,6 +223,8 @@ def _render(
     fine = rng.random((h, w), dtype=np.float32) * 0.8 + 0.6  # mean 1
     att = np.exp(-rng.uniform(0.5, 1.1) * r / geo["rmax"])
     out = img * speckle * fine * att * rng.uniform(260.0, 330.0)
+    if hard is not None:
+        out = hard.noise(out)
     out = np.where(sector, out + rng.normal(0.0, 2.0), 0.0)
     pixel_mm = pat.bpd_mm * rng.uniform(0.97, 1.03) / (2.0 * b)
     return np.clip(out, 0, 255).astype(np.uint8), labels, float(pixel_mm)
@@ -200,8 +247,16 @@ def generate_phantom(
     seed: int = 0,
     plane: str = "Trans-thalamic",
     size: tuple[int, int] = (959, 661),
+    *,
+    abnormal_fraction: float = P_ABNORMAL,
+    difficulty: float = 0.0,
 ) -> Path:
     """Write ``n`` phantom images in layout 1 under ``out_dir/<plane>``; return ``out_dir``.
+
+    ``abnormal_fraction`` is the probability that a patient is abnormal (half absent CSP, half enlarged LV;
+    default :data:`P_ABNORMAL`). ``difficulty`` in [0, 1] makes images harder to segment (fainter CSP/LV,
+    dark unlabelled look-alikes, coarser speckle) from a separate random stream; 0 (default) leaves every
+    byte of the default phantom unchanged. Both are for quality-control studies that need failures.
 
     ``size`` is (width, height) of the images (the real set is 959 x 661). Writes images, PASCAL palette
     masks, ``<Plane>-Pixel-Size.csv`` (``Label``, ``Pixel in mm``) and ``meta.csv``
@@ -209,6 +264,10 @@ def generate_phantom(
     """
     if int(n) < 1:
         raise InputError(f"phantom n={n!r}: expected an integer >= 1")
+    if not 0.0 <= float(abnormal_fraction) <= 1.0:
+        raise InputError(f"phantom abnormal_fraction={abnormal_fraction!r}: expected a number in [0, 1]")
+    if not 0.0 <= float(difficulty) <= 1.0:
+        raise InputError(f"phantom difficulty={difficulty!r}: expected a number in [0, 1]")
     w, h = (int(size[0]), int(size[1]))
     if w < 32 or h < 32:
         raise InputError(f"phantom size {size!r}: expected width and height >= 32")
@@ -221,7 +280,7 @@ def generate_phantom(
     geo = _geometry(h, w)
     rows, px_rows = [], []
     i = 0
-    for pat, k in _patients(int(n), rng):
+    for pat, k in _patients(int(n), rng, float(abnormal_fraction)):
         for j in range(k):
             irng = np.random.default_rng([int(seed), 1, i])
             if pat.abnormality == "absent_csp":
@@ -229,7 +288,9 @@ def generate_phantom(
             else:
                 has_csp = bool(irng.random() < P_CSP)
             has_lv = True if pat.abnormality == "enlarged_lv" else bool(irng.random() < P_LV)
-            image, labels, pixel_mm = _render(irng, pat, has_csp, has_lv, h, w, geo)
+            hard = (_Difficulty(float(difficulty), np.random.default_rng([int(seed), 2, i]))
+                    if difficulty > 0 else None)
+            image, labels, pixel_mm = _render(irng, pat, has_csp, has_lv, h, w, geo, hard)
             name = f"{pat.pid}_Plane3_{j + 1}_of_{k}"
             rgb = np.repeat(image[..., None], 3, axis=2)
             if not cv2.imwrite(str(img_dir / f"{name}.png"), rgb, [cv2.IMWRITE_PNG_COMPRESSION, 1]):

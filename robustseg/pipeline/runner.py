@@ -8,6 +8,8 @@ A run folder ``<runs_dir>/<run_id>/`` holds:
 - ``features.csv.gz``      structure measurements of predicted and reference masks (clean test set)
 - ``probs.npz``            clean test-set probabilities, uint8-quantised, for ensembles and
                            ground-truth-free uncertainty
+- ``qc.csv.gz``, ``masks.npz``  single-model GT-free QC scores and argmax masks of the clean and perturbed
+                           test sets (``robustseg.qc.scores``)
 - ``postprocess.json``     the validation-set decision on post-processing
 - ``complete.json``        written last and atomically: the run is finished
 - ``failed.json``          instead of ``complete.json`` when the run failed (error + traceback)
@@ -127,6 +129,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     from robustseg.nn.predict import load_model, predict_proba
     from robustseg.nn.train import train_run
     from robustseg.perturb import perturb_batch
+    from robustseg.qc import scores as qc_scores
     from robustseg.qc.anomaly import save_heatmaps, structure_features
 
     if threads:
@@ -175,9 +178,12 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
         structure_features(test_masks, pixel_mm=test_mm, image_ids=test_ids).assign(source="ref"),
     ], ignore_index=True)
 
+    qc_parts = [qc_scores.condition_scores(clean, test_ids, "none", 0)]  # GT-free QC scores (robustseg.qc)
     for name, severity in p["perturb"]["pairs"]:
         imgs = perturb_batch(test_imgs, name, severity, p["perturb"]["seed"], image_ids=test_ids)
-        t = score(predict(imgs), test_masks, test_ids, test_mm, ev)
+        perturbed = predict(imgs)
+        qc_parts.append(qc_scores.condition_scores(perturbed, test_ids, name, severity))
+        t = score(perturbed, test_masks, test_ids, test_mm, ev)
         tables.append(t.assign(testset="test", perturbation=name, severity=int(severity), postprocessed=False))
 
     for ext in p["external"]:
@@ -194,6 +200,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
         run_dir / "features.csv.gz", index=False)
     if ev["save_probabilities"]:
         save_heatmaps(run_dir / "probs.npz", clean, test_ids)
+    qc_scores.write_run_qc(run_dir, qc_parts, test_ids)
     return {
         "train_seconds": train_seconds, "eval_seconds": eval_seconds, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustseg._io import write_text
-from robustseg.report import figures, sections
+from robustseg.report import figures, qc_section, sections
 from robustseg.report.compute import Results, compute
 from robustseg.report.load import load_inputs
 from robustseg.report.repro import block
@@ -73,6 +73,7 @@ def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
                                                        res.picks, out / "qualitative.png")
     if not res.inputs.history.empty:
         figs["training"] = figures.training_plot(res.inputs.history, res.arms, out / "training.png")
+    figs["qc"] = qc_section.figure(t, res.baseline, out / "qc_risk_coverage.png")
     return figs
 
 
@@ -90,6 +91,7 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
             sections.ensembles(res, figs["ensembles"]),
             sections.arm_comparison(res),
             sections.anomaly(res, figs),
+            qc_section.section(res.tables, res.baseline, figs.get("qc")),
             sections.qualitative(res, figs["qualitative"]),
             sections.postprocessing(res),
             sections.training(res, figs["training"]),

@@ -138,6 +138,9 @@ def compute(inputs: StudyInputs) -> Results:
     res.structures = _structures(inputs, res.baseline)
     t["structures"] = structure_summary(res.structures)
     res.picks, t["qualitative"] = _picks(inputs, res.ensembles, res.baseline)
+    from robustseg.report import qc_section  # GT-free QC as failure detection (risk-coverage)
+
+    t.update(qc_section.tables(inputs, set(clean["run_id"]), n_boot))
     firsts = {"icc_seed": ("measure",), "icc_seed_per_fold": ("measure",), "ensembles": ("kind",),
               "gt_free_checks": ("score",), "icc_reference": ("prediction",), "bland_altman": ("prediction",)}
     for name, df in t.items():
