@@ -125,6 +125,7 @@ SCHEMA: dict[str, tuple[Any, Check]] = {
     "eval.boundary": (True, boolean),
     "eval.save_probabilities": (True, boolean),
     "eval.batch_size": (16, number(1, 4096, integer=True)),
+    "eval.resolution": ("native", one_of("native", "model")),
     "execution.executor": ("local", one_of("local", "dask")),
     "execution.scheduler": ("", text),
     "execution.threads": (0, number(0, 256, integer=True)),

@@ -4,10 +4,19 @@ A run folder ``<runs_dir>/<run_id>/`` holds:
 
 - ``spec.json``            everything that changed the result (the run id hashes it)
 - ``checkpoint.pt``, ``history.csv``   from training
-- ``per_image.csv.gz``     one row per test image x class x condition (see docs/architecture.md)
-- ``features.csv.gz``      structure measurements of predicted and reference masks (clean test set)
-- ``probs.npz``            clean test-set probabilities, uint8-quantised, for ensembles and
-                           ground-truth-free uncertainty
+- ``per_image.csv.gz``     one row per test image x class x condition (see docs/architecture.md); the
+                           ``resolution`` column says where it was scored: ``native`` (default,
+                           ``eval.resolution``): probabilities un-padded, resized bilinearly to each
+                           image's original size, then argmax, against the masks read at native size with
+                           the native pixel size; ``model``: at the network's letterboxed input size
+- ``features.csv.gz``      structure measurements of predicted and reference masks (clean test set), at the
+                           same resolution (``resolution`` column)
+- ``predictions/``         the clean test-set predictions (raw argmax, not post-processed) as palette PNGs
+                           at native size, one ``<image_id>.png`` each (nnU-Net convention), coloured with
+                           the data set's colour map: ``robustseg evaluate-folder`` re-scores them
+- ``probs.npz``            clean test-set probabilities at model input size (letterboxed), uint8-quantised,
+                           for ensembles and ground-truth-free uncertainty (the report maps them to native
+                           size itself)
 - ``postprocess.json``     the validation-set decision on post-processing
 - ``complete.json``        written last and atomically: the run is finished
 - ``failed.json``          instead of ``complete.json`` when the run failed (error + traceback)
@@ -34,7 +43,8 @@ from robustseg._io import write_json
 from robustseg.labels import CLASS_NAMES
 from robustseg.pipeline.artifacts import COMPLETE, FAILED, SPEC, RunResult, RunStatus, run_state
 from robustseg.pipeline.events import EpochEnd, OnEvent, ignore
-from robustseg.pipeline.inputs import load_data
+from robustseg.pipeline.inputs import LoadedData, load_data
+from robustseg.pipeline.native import PREDICTIONS, NativeSet, evaluate_probs, read_native, write_predictions
 from robustseg.pipeline.plan import DataSpec, RunSpec
 
 
@@ -127,10 +137,12 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     from robustseg.data.splits import folds_for, load_splits
     from robustseg.metrics.postprocess import decide_postprocessing
     from robustseg.nn.device import select_device
+    from robustseg.nn.environment import environment_record
     from robustseg.nn.predict import load_model, predict_proba
     from robustseg.nn.train import train_run
     from robustseg.perturb import perturb_batch
-    from robustseg.qc.anomaly import save_heatmaps, structure_features
+    from robustseg.qc.anomaly import save_heatmaps
+    from robustseg.qc.collapse import collapsed_classes
 
     if threads:
         torch.set_num_threads(threads)
@@ -153,57 +165,70 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     bs = ev["batch_size"]
     predict = functools.partial(predict_proba, model, batch_size=bs, device=device, amp=cfg.amp)
 
+    resolution = ev.get("resolution", "native")
+    colormap = p["data"]["colormap"]
+
+    def reference(loaded: LoadedData, idx: np.ndarray, cmap: Any = colormap) -> NativeSet:
+        """The masks a run is scored against: native size from disk, or the model-size arrays."""
+        if resolution == "native":
+            return read_native(loaded.index.iloc[idx], cmap)
+        return NativeSet(loaded.index["image_id"].iloc[idx].astype(str).tolist(), list(loaded.masks[idx]),
+                         loaded.pixel_mm[idx])
+
+    def evaluate(probs: np.ndarray, ref: NativeSet, **kw: Any) -> tuple[dict[bool, pd.DataFrame], pd.DataFrame]:
+        return evaluate_probs(probs, ref, ev, class_names=CLASS_NAMES, **kw)
+
     # Post-processing decided on the validation fold (nnU-Net's rule: keep only if no class gets worse).
-    val_ids = data.index["image_id"].iloc[val_idx].tolist()
     val_probs = predict(data.images[val_idx])
-    raw_val = score(val_probs, data.masks[val_idx], val_ids, data.pixel_mm[val_idx], ev)
-    post_val = score(val_probs, data.masks[val_idx], val_ids, data.pixel_mm[val_idx], ev, postprocess=True)
+    val_tables, _ = evaluate(val_probs, reference(data, val_idx), postprocess=(False, True))
+    raw_val, post_val = val_tables[False], val_tables[True]
+    collapsed = collapsed_classes(raw_val)
     decided = decide_postprocessing(raw_val, post_val)
     decision = {"apply": bool(decided.apply) if ev["postprocess"] == "auto" else ev["postprocess"] == "on",
                 "rule_says": bool(decided.apply), "setting": ev["postprocess"], "reason": decided.reason,
                 "comparison": decided.comparison.to_dict("records")}
     write_json(run_dir / "postprocess.json", decision)
+    del val_probs
 
     tables = []
     test_ids = data.index["image_id"].iloc[test_idx].tolist()
-    test_imgs, test_masks, test_mm = data.images[test_idx], data.masks[test_idx], data.pixel_mm[test_idx]
+    test_imgs = data.images[test_idx]
+    test_ref = reference(data, test_idx)
     t1 = time.time()
     clean = predict(test_imgs)
-    for post in (False, True):
-        t = score(clean, test_masks, test_ids, test_mm, ev, postprocess=post)
+    clean_tables, feats = evaluate(clean, test_ref, postprocess=(False, True), features=True)
+    for post, t in clean_tables.items():
         tables.append(t.assign(testset="test", perturbation="none", severity=0, postprocessed=post))
-    pred_clean = clean.argmax(axis=1).astype(np.uint8)
-    feats = pd.concat([
-        structure_features(pred_clean, pixel_mm=test_mm, image_ids=test_ids).assign(source="pred"),
-        structure_features(test_masks, pixel_mm=test_mm, image_ids=test_ids).assign(source="ref"),
-    ], ignore_index=True)
+    shapes = list(zip(data.index["height"].iloc[test_idx], data.index["width"].iloc[test_idx], strict=True))
+    write_predictions(run_dir / PREDICTIONS, clean, test_ids, shapes, colormap)
 
     for name, severity in p["perturb"]["pairs"]:
         imgs = perturb_batch(test_imgs, name, severity, p["perturb"]["seed"], image_ids=test_ids)
-        t = score(predict(imgs), test_masks, test_ids, test_mm, ev)
+        t = evaluate(predict(imgs), test_ref)[0][False]
         tables.append(t.assign(testset="test", perturbation=name, severity=int(severity), postprocessed=False))
 
     for ext in p["external"]:
         ext_data = load_data(DataSpec(**ext["data"]))
-        ext_ids = ext_data.index["image_id"].tolist()
-        t = score(predict(ext_data.images), ext_data.masks, ext_ids, ext_data.pixel_mm, ev)
+        ext_ref = reference(ext_data, np.arange(len(ext_data.index)), ext["data"]["colormap"])
+        t = evaluate(predict(ext_data.images), ext_ref)[0][False]
         tables.append(t.assign(testset=ext["name"], perturbation="none", severity=0, postprocessed=False))
     eval_seconds = time.time() - t1
 
     per_image = pd.concat(tables, ignore_index=True).assign(
-        arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id)
+        resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id)
     per_image.to_csv(run_dir / "per_image.csv.gz", index=False)
-    feats.assign(arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id).to_csv(
+    feats.assign(resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id).to_csv(
         run_dir / "features.csv.gz", index=False)
     if ev["save_probabilities"]:
         save_heatmaps(run_dir / "probs.npz", clean, test_ids)
     return {
         "train_seconds": train_seconds, "eval_seconds": eval_seconds, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-        "best_val_loss": result.best_val_loss, "postprocess_applied": decision["apply"],
+        "best_val_loss": result.best_val_loss, "postprocess_applied": decision["apply"], "collapsed": collapsed,
         "device": str(device), "torch_threads": torch.get_num_threads(),
         "python_version": platform.python_version(), "torch_version": torch.__version__,
         "numpy_version": np.__version__, "robustseg_version": _version(),
         "n_train": int(train_idx.size), "n_val": int(val_idx.size), "n_test": int(test_idx.size),
-        "disk_bytes": sum(f.stat().st_size for f in run_dir.iterdir() if f.is_file()),
+        "disk_bytes": sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file()),
+        "environment": environment_record(),
     }

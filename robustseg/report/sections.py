@@ -96,11 +96,29 @@ def summary(res: Results) -> str:
             "icc": ("ICC seeds (per-image Dice) [95% CI]", lambda r: _with_ci(r["icc_dice"], r["icc_ci_low"], r["icc_ci_high"]),
                     True),
             "icc_reading": "Koo-Li reading"}
-    return (heading(0) + "\n" + md.table(t, cols) +
+    return (heading(0) + "\n" + md.table(t, cols) + collapsed_runs(res) +
             "\n*Mean ± SD*: over the runs of the arm (SD across seeds within folds). *Pooled [95% CI]*: the value "
             "over all image x run rows of the arm (global: pixels summed over every run; per-image: mean of every "
             "image x run value) with its patient-bootstrap interval. ICC(A,1) across seeds, targets = test image "
             "within fold. Full table: `tables/summary.csv`.\n")
+
+
+def collapsed_runs(res: Results) -> str:
+    """How many completed runs collapsed on each structure (``collapsed`` in their complete.json), per arm."""
+    counts: dict[tuple[str, str], int] = {}
+    totals: dict[str, int] = {}
+    for done in res.inputs.completes.values():
+        arm = str(done.get("arm", "?"))
+        totals[arm] = totals.get(arm, 0) + 1
+        for name in done.get("collapsed", []) or []:
+            counts[(arm, str(name))] = counts.get((arm, str(name)), 0) + 1
+    if not counts:
+        return ("\n**Collapsed runs**: none (no run missed a structure present in >= 3 validation images on "
+                "every one of them).\n" if totals else "")
+    parts = [f"{name} {n} of {totals[arm]} runs" + (f" (arm `{arm}`)" if len(totals) > 1 else "")
+             for (arm, name), n in sorted(counts.items())]
+    return ("\n**Collapsed runs** (a structure present in >= 3 validation images never predicted on validation; "
+            "they stay in every statistic, as real outcomes): " + "; ".join(parts) + ".\n")
 
 
 def _pooled(r: pd.Series, agg: str) -> str:
