@@ -73,6 +73,11 @@ def int_list(lo: int = 0) -> Check:
     return check
 
 
+def name_list(v: Any) -> str | None:
+    ok = isinstance(v, list) and v and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v)
+    return None if ok else "a non-empty list of distinct class names"
+
+
 def anything(v: Any) -> str | None:
     return None
 
@@ -85,11 +90,12 @@ SCHEMA: dict[str, tuple[Any, Check]] = {
     "name": ("", text),
     "description": ("", text),
     "seeds": ([0, 1, 2], int_list()),
-    "data.source": ("phantom", one_of("phantom", "fetal_head", "folder")),
+    "data.source": ("phantom", one_of("phantom", "fetal_head", "folder", "nnunet")),
     "data.path": ("", text),
     "data.plane": ("Trans-thalamic", text),
     "data.colormap": ("pascal", anything),
     "data.size": (256, number(16, 4096, integer=True)),
+    "data.small_structures": (["csp", "lv"], name_list),
     "data.phantom_n": (200, number(10, 100000, integer=True)),
     "data.phantom_seed": (0, number(0, integer=True)),
     "split.test_fraction": (0.2, number(0.01, 0.9)),

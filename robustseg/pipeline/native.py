@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.data.transforms import unpad_resize
-from robustseg.labels import CLASS_NAMES
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 
 PREDICTIONS = "predictions"
 """Folder of a run holding its native-size predicted masks."""
@@ -110,7 +110,8 @@ def _in_order(parts: list[pd.DataFrame], order: list[str]) -> pd.DataFrame:
 
 
 def evaluate_probs(probs: np.ndarray, native: NativeSet, ev: dict[str, Any], *,
-                   class_names: Sequence[str] = CLASS_NAMES, postprocess: Sequence[bool] = (False,),
+                   class_names: Sequence[str] = CLASS_NAMES, small_classes: Sequence[int] = SMALL_CLASSES,
+                   postprocess: Sequence[bool] = (False,),
                    features: bool = False) -> tuple[dict[bool, pd.DataFrame], pd.DataFrame]:
     """Score letterboxed probabilities ``(N, C, S, S)`` against ``native`` at each image's own size.
 
@@ -119,7 +120,8 @@ def evaluate_probs(probs: np.ndarray, native: NativeSet, ev: dict[str, Any], *,
     ``postprocess``; ``features`` (when asked) holds :func:`robustseg.qc.anomaly.structure_features` of the raw
     predicted (``source`` = ``pred``) and reference (``ref``) masks. ``ev`` holds the ``[eval]`` options
     ``min_component_px``, ``empty_policy``, ``boundary``, ``nsd_tolerance_mm``. Reference masks of the
-    probabilities' own size are scored at that (model) resolution.
+    probabilities' own size are scored at that (model) resolution. Post-processing (closing + largest
+    component) applies to ``small_classes``.
     """
     from robustseg.metrics import per_image_table
     from robustseg.metrics.postprocess import postprocess as postprocess_labels
@@ -133,7 +135,7 @@ def evaluate_probs(probs: np.ndarray, native: NativeSet, ev: dict[str, Any], *,
         ids = [native.image_ids[i] for i in idx]
         mm = native.pixel_mm[idx]
         for post in tables:
-            labels = postprocess_labels(pred, min_size=ev["min_component_px"]) if post else pred
+            labels = postprocess_labels(pred, classes=small_classes, min_size=ev["min_component_px"]) if post else pred
             tables[post].append(per_image_table(
                 labels, ref, image_ids=ids, pixel_mm=mm, class_names=class_names, empty_policy=ev["empty_policy"],
                 boundary=ev["boundary"], nsd_tolerance_mm=ev["nsd_tolerance_mm"]))

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg._io import write_json
-from robustseg.labels import CLASS_NAMES
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 from robustseg.pipeline.artifacts import COMPLETE, FAILED, SPEC, RunResult, RunStatus, run_state
 from robustseg.pipeline.events import EpochEnd, OnEvent, ignore
 from robustseg.pipeline.inputs import LoadedData, load_data
@@ -48,8 +48,9 @@ from robustseg.pipeline.native import PREDICTIONS, NativeSet, evaluate_probs, re
 from robustseg.pipeline.plan import DataSpec, RunSpec
 
 
-def train_config(arm: dict[str, Any], seed: int, size: int) -> Any:
-    """The ``TrainConfig`` of an arm (``dataclasses.asdict(ArmSpec)``) for one seed and input size."""
+def train_config(arm: dict[str, Any], seed: int, size: int, class_names: tuple[str, ...] = CLASS_NAMES,
+                 small_classes: tuple[int, ...] = SMALL_CLASSES) -> Any:
+    """The ``TrainConfig`` of an arm (``dataclasses.asdict(ArmSpec)``) for one seed, input size and class list."""
     from robustseg.nn.train import TrainConfig
 
     train = dict(arm["train"])
@@ -58,7 +59,7 @@ def train_config(arm: dict[str, Any], seed: int, size: int) -> Any:
     return TrainConfig(
         model=arm["model"], model_kwargs=dict(arm["model_kwargs"]), loss=arm["loss"], loss_kwargs=dict(arm["loss_kwargs"]),
         class_weight_smoothing=arm["class_weight_smoothing"], oversampling=arm["oversampling"],
-        seed=seed, size=size, **train,
+        seed=seed, size=size, class_names=tuple(class_names), small_classes=tuple(small_classes), **train,
     )
 
 
@@ -154,7 +155,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     val_idx = np.flatnonzero(folds == spec.fold)
     test_idx = np.flatnonzero(folds == -1)
 
-    cfg = train_config(p["arm"], spec.seed, p["data"]["size"])
+    cfg = train_config(p["arm"], spec.seed, p["data"]["size"], data.class_names, data.small_classes)
     t0 = time.time()
     result = train_run(cfg, (data.images[train_idx], data.masks[train_idx]), (data.images[val_idx], data.masks[val_idx]),
                        run_dir, progress=progress)
@@ -176,13 +177,13 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
                          loaded.pixel_mm[idx])
 
     def evaluate(probs: np.ndarray, ref: NativeSet, **kw: Any) -> tuple[dict[bool, pd.DataFrame], pd.DataFrame]:
-        return evaluate_probs(probs, ref, ev, class_names=CLASS_NAMES, **kw)
+        return evaluate_probs(probs, ref, ev, class_names=data.class_names, small_classes=data.small_classes, **kw)
 
     # Post-processing decided on the validation fold (nnU-Net's rule: keep only if no class gets worse).
     val_probs = predict(data.images[val_idx])
     val_tables, _ = evaluate(val_probs, reference(data, val_idx), postprocess=(False, True))
     raw_val, post_val = val_tables[False], val_tables[True]
-    collapsed = collapsed_classes(raw_val)
+    collapsed = collapsed_classes(raw_val, background=data.class_names[0])
     decided = decide_postprocessing(raw_val, post_val)
     decision = {"apply": bool(decided.apply) if ev["postprocess"] == "auto" else ev["postprocess"] == "on",
                 "rule_says": bool(decided.apply), "setting": ev["postprocess"], "reason": decided.reason,
@@ -220,7 +221,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     feats.assign(resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id).to_csv(
         run_dir / "features.csv.gz", index=False)
     if ev["save_probabilities"]:
-        save_heatmaps(run_dir / "probs.npz", clean, test_ids)
+        save_heatmaps(run_dir / "probs.npz", clean, test_ids, class_names=data.class_names)
     return {
         "train_seconds": train_seconds, "eval_seconds": eval_seconds, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,

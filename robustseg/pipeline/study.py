@@ -118,11 +118,17 @@ def prepare(study: Study) -> Prepared:
     if not str(d["path"]) and d["source"] != "phantom":
         raise InputError(f"{study.path or 'study'}: key 'data.path' is required for source {d['source']!r}")
     path = _phantom_path(study, runs_dir) if d["source"] == "phantom" else Path(d["path"])
-    data = DataSpec(d["source"], str(path.resolve()), d["plane"], d["colormap"], int(d["size"]))
+    from robustseg.data.io import LABELS
+
+    small = tuple(d["small_structures"])
+    colormap = LABELS if d["source"] == "nnunet" else d["colormap"]  # nnU-Net masks hold class indices
+    data = DataSpec(d["source"], str(path.resolve()), d["plane"], colormap, int(d["size"]), small)
     loaded = load_data(data)  # bad data fails here, before anything is written under runs/
     s = study.raw["split"]
-    splits = make_splits(loaded.index, test_fraction=s["test_fraction"], k_folds=s["k_folds"], seed=s["seed"])
-    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, int(d["size"])))
+    strata = tuple(f"has_{name}" for name in (small * 2)[:2])  # the first two small structures (one: twice)
+    splits = make_splits(loaded.index, test_fraction=s["test_fraction"], k_folds=s["k_folds"], seed=s["seed"],
+                         strata=strata)
+    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, int(d["size"]), small))
                 for e in study.external]
     for _, spec in external:
         load_data(spec)  # validate external sets before any training
@@ -138,7 +144,7 @@ def prepare(study: Study) -> Prepared:
     write_json(runs_dir / "plan.json", [{"run_id": r.run_id, "arm": r.arm, "fold": r.fold, "seed": r.seed}
                                                for r in runs])
     write_csv(runs_dir / "index.csv", loaded.index)
-    _save_reference(runs_dir, loaded, splits, study.raw["eval"]["resolution"], d["colormap"])
+    _save_reference(runs_dir, loaded, splits, study.raw["eval"]["resolution"], colormap)
     return Prepared(study, runs_dir, data, splits, suite, external, runs)
 
 
@@ -177,11 +183,11 @@ def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame, re
     atomic_write(runs_dir / "reference.npz", save)
     if resolution == "native":  # a few images at a time: native masks are large
         rows = loaded.index.iloc[trainval]
-        feats = pd.concat([mask_features(read_native(rows.iloc[k:k + 64], colormap))
+        feats = pd.concat([mask_features(read_native(rows.iloc[k:k + 64], colormap), class_names=loaded.class_names)
                            for k in range(0, len(rows), 64)], ignore_index=True)
     else:
         feats = structure_features(loaded.masks[trainval], pixel_mm=loaded.pixel_mm[trainval],
-                                   image_ids=list(ids[trainval]))
+                                   image_ids=list(ids[trainval]), class_names=loaded.class_names)
     write_csv(runs_dir / "reference_features.csv.gz", feats)
 
 
