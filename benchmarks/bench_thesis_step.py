@@ -91,6 +91,7 @@ def main() -> None:
         sync()
 
     tw, tc = _timed(train_step, args.steps)
+    print(json.dumps({"train_step_s": round(tw, 2), "train_step_cpu_s": round(tc, 2)}), flush=True)
     iw, ic = _timed(infer, args.steps)
     trainval = round(N_IMAGES * (1 - TEST_FRACTION))
     n_train, n_val, n_test = round(trainval * (K_FOLDS - 1) / K_FOLDS), round(trainval / K_FOLDS), N_IMAGES - trainval

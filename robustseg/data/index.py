@@ -321,6 +321,8 @@ def _nnunet(path: Path, verify: bool) -> pd.DataFrame:
     from robustseg.data.nnunet import nnunet_rows
 
     rows, names = nnunet_rows(path, verify)
+    for r in rows:
+        r["patient_id"] = patient_from_name(r["image_id"])
     columns = [*INDEX_COLUMNS[:8], *(f"px_{c}" for c in names), *(f"has_{c}" for c in names[1:])]
     meta_path = _child(path, "meta.csv", is_dir=False)
     meta = _read_meta(meta_path) if meta_path else None

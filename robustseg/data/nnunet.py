@@ -59,9 +59,10 @@ def read_dataset_json(root: str | Path) -> tuple[tuple[str, ...], str]:
 
 
 def nnunet_rows(root: str | Path, verify: bool = False) -> tuple[list[dict], tuple[str, ...]]:
-    """Index rows (``image_id`` = case id, paths, size, ``px_<class>``, ``has_<class>``) and the class names."""
-    from robustseg.data.index import patient_from_name
+    """Index rows (``image_id`` = case id, paths, size, ``px_<class>``, ``has_<class>``) and the class names.
 
+    ``patient_id`` is the case id here; :func:`robustseg.data.index.load_index` derives patients from it.
+    """
     root = Path(root)
     names, ending = read_dataset_json(root)
     img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
@@ -94,7 +95,7 @@ def nnunet_rows(root: str | Path, verify: bool = False) -> tuple[list[dict], tup
             raise InputError(f"{labels[case]}: label size {lab.shape[1]}x{lab.shape[0]} differs from image size {w}x{h}")
         counts = np.bincount(lab.ravel(), minlength=len(names))
         row = {"image_id": case, "image_path": str(images[case]), "mask_path": str(labels[case]),
-               "patient_id": patient_from_name(case), "plane": "", "pixel_mm": float("nan"),
+               "patient_id": case, "plane": "", "pixel_mm": float("nan"),
                "height": int(h), "width": int(w)}
         row.update({f"px_{c}": int(n) for c, n in zip(names, counts, strict=True)})
         row.update({f"has_{c}": bool(n > 0) for c, n in zip(names[1:], counts[1:], strict=True)})
