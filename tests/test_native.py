@@ -268,3 +268,27 @@ def test_collapsed_classes_rule() -> None:
     assert collapsed_classes(table([5, 5, 0], [0, 0, 0])) == []  # present in only 2 images
     assert collapsed_classes(table([5, 5, 5], [0, 0, 1])) == []  # predicted once (even if elsewhere)
     assert collapsed_classes(table([5, 5, 5, 5], [0, 0, 0, 0]), min_images=5) == []
+
+
+@pytest.mark.slow
+def test_model_resolution_run(tmp_path: Path) -> None:
+    import tomllib
+
+    from robustseg.config import build_study
+    from robustseg.pipeline.study import run_study
+
+    study = build_study(tomllib.loads(TINY), overrides=[
+        "eval.resolution=model", "train.max_epochs=1", "perturb.suite=[]", "data.phantom_n=16",
+        f"execution.runs_dir={json.dumps(str(tmp_path / 'runs'))}"])
+    outcome = run_study(study, report=False)
+    assert not outcome.failures, outcome.failures
+    run = _run_dir(outcome.runs_dir)
+    table = pd.read_csv(run / "per_image.csv.gz")
+    assert set(table["resolution"]) == {"model"}
+    assert (table["tp"] + table["fp"] + table["fn"]).max() <= 32 * 32  # counted on the 32 x 32 grid
+    with np.load(outcome.runs_dir / "reference.npz") as z:
+        assert "native_masks" not in z.files and str(z["resolution"]) == "model"
+    from PIL import Image
+
+    with Image.open(next((run / "predictions").glob("*.png"))) as img:
+        assert img.size == (959, 661)  # exported predictions are at native size whatever the tables hold

@@ -27,7 +27,7 @@ def _small(metrics: dict[str, float]) -> str:
     return " ".join(parts)
 
 
-def _collapsed(summary: dict) -> str:
+def collapsed_text(summary: dict) -> str:
     """`` collapsed: csp, lv`` for a run that never predicted a structure seen on validation (else empty)."""
     names = summary.get("collapsed") or []
     return f" collapsed: {', '.join(names)}" if names else ""
@@ -94,8 +94,8 @@ class ProgressRenderer:
             self.err.print(f"failed {r.run_id}: {r.error}", markup=False, highlight=False, soft_wrap=True)
         elif self._bar is None:
             self._line(f"run {self._done}/{self._total} {r.status.value} {r.run_id} ({r.seconds:.0f} s)"
-                       + _collapsed(r.summary))
-        elif _collapsed(r.summary):
-            self.console.print(f"{r.run_id}{_collapsed(r.summary)}", markup=False, highlight=False, soft_wrap=True)
+                       + collapsed_text(r.summary))
+        elif collapsed_text(r.summary):
+            self.console.print(f"{r.run_id}{collapsed_text(r.summary)}", markup=False, highlight=False, soft_wrap=True)
         if self._bar is not None and self._runs is not None:
             self._bar.advance(self._runs)
