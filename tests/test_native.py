@@ -204,6 +204,7 @@ def test_collapse_flag_reaches_status_runs_table_cli_and_report(native_run: Path
     assert "collapsed: csp" in console.export_text()
     text = next((native_run.parent.parent / "rep").rglob("report.md")).read_text()
     assert "**Collapsed runs**" in text and "csp 1 of 1 runs" in text
+    assert "**Resolution**: every metric" in text
     per_image = pd.read_csv(native_run / "tables" / "per_image.csv.gz")  # collapsed runs stay in the tables
     assert done["run_id"] in set(per_image["run_id"])
 

@@ -70,9 +70,25 @@ def header(res: Results) -> str:
         "replicates, patients resampled with all their images and runs). These intervals cover the sampling "
         "of patients only, with the trained models held fixed; seed-to-seed variation is what the SD "
         "columns show.\n",
+        _resolution(res),
         _policy(res),
     ]
     return "\n".join(lines) + "\n" + failed_runs(res)
+
+
+def _resolution(res: Results) -> str:
+    """Where the per-image numbers were measured (the runs' ``resolution`` column)."""
+    values = sorted(res.clean["resolution"].dropna().unique()) if "resolution" in res.clean.columns else []
+    if values == ["native"]:
+        return ("**Resolution**: every metric, distance and area is measured at each test image's native size and "
+                "pixel size (probabilities un-padded and resized bilinearly before the argmax), as nnU-Net's "
+                "evaluate_folder does; ensembles and mismatch scores too. Qualitative panels and the seed "
+                "disagreement use the model-size probabilities.\n")
+    if values == ["model"]:
+        return ("**Resolution**: metrics are measured at the network's letterboxed input size with the pixel size "
+                "scaled (`eval.resolution = \"model\"`); HD95, NSD and areas are not comparable with published "
+                "native-resolution numbers.\n")
+    return f"**Resolution**: mixed ({', '.join(values)}).\n" if values else ""
 
 
 def _policy(res: Results) -> str:
