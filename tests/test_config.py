@@ -142,7 +142,8 @@ def test_packaged_quickstart_is_the_default_study() -> None:
 def test_resolved_study_and_run_payload_hashes_are_unchanged() -> None:
     """Run ids hash these dicts: a change here makes every finished run of the quickstart run again."""
     study = load_study(STUDIES / "quickstart.toml")
-    assert study.file_hash == "9a846f872c4b"  # the value before the schema moved to pydantic
+    # 9a846f872c4b before native-resolution evaluation added eval.resolution and data.small_structures
+    assert study.file_hash == "1c112535c890"
     assert stable_hash(study.arms[0].to_dict()) == stable_hash({
         "name": "default", "model": "attention_unet", "model_kwargs": {"base": 8, "depth": 4}, "loss": "hybrid",
         "loss_kwargs": {"a": 0.4, "b": 0.2, "gamma": 2.0}, "class_weight_smoothing": 0.1, "oversampling": 3.0,

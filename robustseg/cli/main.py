@@ -11,7 +11,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from robustseg.cli.progress import ProgressRenderer
+from robustseg.cli.progress import ProgressRenderer, collapsed_text
 from robustseg.errors import RobustsegError
 
 console = Console()
@@ -66,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     study = load_study(args.study, overrides=args.set)
     with ProgressRenderer(console, err_console) as progress:
         result = train_one(study, arm=args.arm, fold=args.fold, seed=args.seed, on_event=progress)
-    console.print(f"run {result.run_id} {result.status.value}")
+    console.print(f"run {result.run_id} {result.status.value}{collapsed_text(result.summary)}", markup=False)
     return 0
 
 

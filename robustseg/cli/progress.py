@@ -27,6 +27,12 @@ def _small(metrics: dict[str, float]) -> str:
     return " ".join(parts)
 
 
+def collapsed_text(summary: dict) -> str:
+    """`` collapsed: csp, lv`` for a run that never predicted a structure seen on validation (else empty)."""
+    names = summary.get("collapsed") or []
+    return f" collapsed: {', '.join(names)}" if names else ""
+
+
 class ProgressRenderer:
     """Context manager and ``on_event`` callback. ``plain`` defaults to "stdout is not a terminal"."""
 
@@ -87,6 +93,9 @@ class ProgressRenderer:
         if r.status is RunStatus.FAILED:
             self.err.print(f"failed {r.run_id}: {r.error}", markup=False, highlight=False, soft_wrap=True)
         elif self._bar is None:
-            self._line(f"run {self._done}/{self._total} {r.status.value} {r.run_id} ({r.seconds:.0f} s)")
+            self._line(f"run {self._done}/{self._total} {r.status.value} {r.run_id} ({r.seconds:.0f} s)"
+                       + collapsed_text(r.summary))
+        elif collapsed_text(r.summary):
+            self.console.print(f"{r.run_id}{collapsed_text(r.summary)}", markup=False, highlight=False, soft_wrap=True)
         if self._bar is not None and self._runs is not None:
             self._bar.advance(self._runs)

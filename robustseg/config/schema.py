@@ -78,14 +78,23 @@ class ExternalTable(Table):
 
 
 class DataTable(Table):
-    source: Literal["phantom", "fetal_head", "folder"] = "phantom"
+    source: Literal["phantom", "fetal_head", "folder", "nnunet"] = "phantom"
     path: str = ""
     plane: str = "Trans-thalamic"
     colormap: Colormap = "pascal"
     size: Annotated[int, Field(ge=16, le=4096)] = 256
     phantom_n: Annotated[int, Field(ge=10, le=100000)] = 200
     phantom_seed: Annotated[int, Field(ge=0)] = 0
+    small_structures: Annotated[list[str], Field(min_length=1, json_schema_extra={
+        "expected": "a non-empty list of distinct class names"})] = ["csp", "lv"]
+    """The classes that count as small structures (oversampling, split strata, collapse flags, QC)."""
     external: dict[str, ExternalTable] = {}
+
+    @model_validator(mode="after")
+    def _distinct_small(self) -> Self:
+        if len(set(self.small_structures)) != len(self.small_structures) or not all(self.small_structures):
+            raise key_error("small_structures", self.small_structures, "a non-empty list of distinct class names")
+        return self
 
 
 class SplitTable(Table):
@@ -167,6 +176,8 @@ class EvalTable(Table):
     boundary: bool = True
     save_probabilities: bool = True
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    resolution: Literal["native", "model"] = "native"
+    """Where predictions are scored: each image's native size and pixel size, or the network's input size."""
 
 
 class ExecutionTable(Table):

@@ -1,7 +1,9 @@
 """The index: one row per image (paths, patient, pixel size, classes present, pixel counts, metadata).
 
 Sources: ``fetal_head`` (layout 1 of the Large-Scale Fetal Head Biometry set), ``phantom`` (the same
-layout, generated) and ``folder`` (``images/`` + ``masks/`` + optional ``meta.csv``).
+layout, generated), ``folder`` (``images/`` + ``masks/`` + optional ``meta.csv``) and ``nnunet`` (an nnU-Net v2
+raw 2D data set, :mod:`robustseg.data.nnunet`; its classes come from its dataset.json, so its index has
+``px_<class>`` for every class and ``has_<class>`` for every foreground class instead of the fetal columns).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from robustseg.data.io import Colormap, read_image, read_mask
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
 
-SOURCES = ("phantom", "fetal_head", "folder")
+SOURCES = ("phantom", "fetal_head", "folder", "nnunet")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
 INDEX_COLUMNS = [
@@ -192,8 +194,9 @@ def _read_meta(path: Path) -> pd.DataFrame:
     return meta
 
 
-def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None,
+            columns: list[str] = INDEX_COLUMNS) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
     if meta is not None:
         assert meta_path is not None
         unknown = sorted(set(meta["image_id"]) - set(df["image_id"]))
@@ -205,7 +208,7 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None)
             columns=[
                 c
                 for c in meta.columns
-                if c in INDEX_COLUMNS and c not in ("image_id", "patient_id", "pixel_mm")
+                if c in columns and c not in ("image_id", "patient_id", "pixel_mm")
             ]
         )
         if "patient_id" in extra.columns:
@@ -222,9 +225,9 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None)
             extra = extra.drop(columns="pixel_mm")
         df = df.merge(extra, on="image_id", how="left")
     df["pixel_mm"] = df["pixel_mm"].astype("float64")
-    for col in ("height", "width", "px_background", "px_brain", "px_csp", "px_lv"):
+    for col in ("height", "width", *(c for c in columns if c.startswith("px_"))):
         df[col] = df[col].astype("int64")
-    for col in ("has_csp", "has_lv"):
+    for col in (c for c in columns if c.startswith("has_")):
         df[col] = df[col].astype(bool)
     for col in ("image_id", "image_path", "mask_path", "patient_id", "plane"):
         df[col] = df[col].astype("str")
@@ -309,7 +312,30 @@ def load_index(
         raise InputError(f"{path}: does not exist; expected a data set folder")
     if source == "folder":
         return _folder(path, plane, colormap, verify_images)
+    if source == "nnunet":
+        return _nnunet(path, verify_images)
     return _layout1(path, plane, colormap, verify_images)
+
+
+def _nnunet(path: Path, verify: bool) -> pd.DataFrame:
+    from robustseg.data.nnunet import nnunet_rows
+
+    rows, names = nnunet_rows(path, verify)
+    for r in rows:
+        r["patient_id"] = patient_from_name(r["image_id"])
+    columns = [*INDEX_COLUMNS[:8], *(f"px_{c}" for c in names), *(f"has_{c}" for c in names[1:])]
+    meta_path = _child(path, "meta.csv", is_dir=False)
+    meta = _read_meta(meta_path) if meta_path else None
+    return _finish(rows, meta, meta_path, columns)
+
+
+def dataset_classes(source: str, path: str | Path) -> tuple[str, ...]:
+    """The class names of a data set: from dataset.json for ``nnunet``, the fetal classes otherwise."""
+    if source == "nnunet":
+        from robustseg.data.nnunet import read_dataset_json
+
+        return read_dataset_json(path)[0]
+    return CLASS_NAMES
 
 
 def detect_source(path: str | Path) -> str:

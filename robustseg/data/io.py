@@ -15,6 +15,9 @@ Colormap = Mapping[tuple[int, int, int], int]
 
 _LUMA = np.array([0.299, 0.587, 0.114])
 
+LABELS = "labels"
+"""The colour-map name meaning: masks hold class indices, no colours (nnU-Net data sets)."""
+
 
 def resolve_colormap(colormap: str | Colormap) -> dict[tuple[int, int, int], int]:
     """Return the colour -> label dict for a name (``pascal``/``rgb``) or an explicit mapping."""
@@ -85,8 +88,12 @@ def read_mask(path: str | Path, colormap: str | Colormap = "pascal") -> np.ndarr
 
     Palette PNGs are looked up through their palette, RGB PNGs through ``colormap``; single-channel
     PNGs are taken as integer labels (values must be < C). A colour outside the map raises InputError.
+    ``colormap = "labels"``: every mask holds class indices (nnU-Net convention, :func:`read_labels`; the
+    class count is checked by the caller, which knows it).
     """
     path = Path(path)
+    if isinstance(colormap, str) and colormap == LABELS:
+        return read_labels(path, 256)
     cmap = resolve_colormap(colormap)
     img = _open(path)
     if img.mode == "P" and "transparency" not in img.info:
@@ -120,8 +127,41 @@ def read_mask(path: str | Path, colormap: str | Colormap = "pascal") -> np.ndarr
     return arr.astype(np.uint8)
 
 
+def read_labels(path: str | Path, num_classes: int) -> np.ndarray:
+    """Read an integer-label PNG (nnU-Net convention: pixel value = class index) as uint8 ``(H, W)``.
+
+    Grayscale and 16-bit PNGs give their values, palette PNGs their palette indices (the colours are
+    ignored). A value ``>= num_classes`` raises InputError.
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode not in ("P", "L", "I", "I;16", "1"):
+        raise InputError(f"{path}: {img.mode} label image; expected a single-channel integer-label PNG "
+                         "(nnU-Net: pixel value = class index)")
+    arr = np.asarray(img).astype(np.int64)
+    bad = arr >= num_classes
+    if bad.any():
+        vals, counts = np.unique(arr[bad], return_counts=True)
+        raise InputError(f"{path}: label value {int(vals[0])} ({int(counts[0])} pixels) outside 0..{num_classes - 1}; "
+                         "expected the labels of dataset.json")
+    return arr.astype(np.uint8)
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> None:
+    """Write ``labels`` (uint8 ``(H, W)``) as a grayscale integer-label PNG (nnU-Net convention)."""
+    lab = np.ascontiguousarray(np.asarray(labels).astype(np.uint8))
+    assert lab.ndim == 2, "labels must be (H, W)"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(lab).save(path, compress_level=6)
+
+
 def write_mask(path: str | Path, labels: np.ndarray, colormap: str | Colormap = "pascal") -> None:
-    """Write ``labels`` (uint8 ``(H, W)``, values ``0..C-1``) as a palette PNG coloured by ``colormap``."""
+    """Write ``labels`` (uint8 ``(H, W)``, values ``0..C-1``) as a palette PNG coloured by ``colormap``
+    (``"labels"``: a grayscale integer-label PNG, :func:`write_labels`)."""
+    if isinstance(colormap, str) and colormap == LABELS:
+        write_labels(path, labels)
+        return
     cmap = resolve_colormap(colormap)
     labels = np.asarray(labels)
     assert labels.ndim == 2, "labels must be (H, W)"

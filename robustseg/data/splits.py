@@ -19,8 +19,8 @@ from robustseg.errors import InputError
 TEST_FOLD = -1
 
 
-def _patients(index: pd.DataFrame) -> pd.DataFrame:
-    for col in ("image_id", "patient_id", "has_csp", "has_lv"):
+def _patients(index: pd.DataFrame, strata: tuple[str, str] = ("has_csp", "has_lv")) -> pd.DataFrame:
+    for col in ("image_id", "patient_id", *strata):
         if col not in index.columns:
             raise InputError(f"index: column {col!r} missing; expected a table from load_index")
     if index["image_id"].duplicated().any():
@@ -28,14 +28,18 @@ def _patients(index: pd.DataFrame) -> pd.DataFrame:
         raise InputError(f"index: image_id {dup!r} appears twice; expected unique image ids")
     g = index.groupby("patient_id", sort=True)
     return pd.DataFrame(
-        {"images": g.size(), "csp": g["has_csp"].any(), "lv": g["has_lv"].any()}
+        {"images": g.size(), "csp": g[strata[0]].any(), "lv": g[strata[1]].any()}
     ).reset_index()
 
 
 def make_splits(
-    index: pd.DataFrame, *, test_fraction: float = 0.2, k_folds: int = 5, seed: int = 0
+    index: pd.DataFrame, *, test_fraction: float = 0.2, k_folds: int = 5, seed: int = 0,
+    strata: tuple[str, str] = ("has_csp", "has_lv"),
 ) -> pd.DataFrame:
     """Assign each image a fold: ``-1`` test, ``0..k-1`` cross-validation; grouped by patient.
+
+    ``strata``: the two boolean index columns playing the roles of CSP and LV (``has_<small structure>``
+    of ``data.small_structures``; the same column twice for a single small structure).
 
     Returns ``DataFrame[image_id, patient_id, fold]`` sorted by ``image_id``. Deterministic for a seed.
     """
@@ -44,7 +48,7 @@ def make_splits(
     if not 0.0 < float(test_fraction) < 1.0:
         raise InputError(f"test_fraction {test_fraction!r}: expected a number strictly between 0 and 1")
     k = int(k_folds)
-    pats = _patients(index)
+    pats = _patients(index, tuple(strata))  # type: ignore[arg-type]
     n_bins = k + 1
     if len(pats) < n_bins:
         raise InputError(

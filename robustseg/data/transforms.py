@@ -48,6 +48,43 @@ def preprocess(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[n
     return out["image"].astype(np.uint8), out["mask"].astype(np.uint8)
 
 
+def letterbox_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """``(top, left, rows, cols)``: where an ``height x width`` image lies inside its ``size x size`` letterbox.
+
+    The geometry of :func:`preprocess` (albumentations ``LongestMaxSize`` rounds each side with Python's
+    ``round``; ``PadIfNeeded`` centres, the odd pixel going to the bottom / right).
+
+    >>> letterbox_box(661, 959, 96)
+    (15, 0, 66, 96)
+    """
+    size = _check_size(size)
+    if height < 1 or width < 1:
+        raise InputError(f"image size {width}x{height}: expected positive sides")
+    scale = size / max(height, width)
+    rows, cols = max(1, round(height * scale)), max(1, round(width * scale))
+    top = int((size - rows) / 2.0) if rows < size else 0
+    left = int((size - cols) / 2.0) if cols < size else 0
+    return top, left, min(rows, size), min(cols, size)
+
+
+def unpad_resize(probs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Map letterboxed probabilities ``(C, S, S)`` back to an ``height x width`` image: ``(C, H, W)`` float32.
+
+    The padding of :func:`preprocess` is cut off, then the probabilities are resized bilinearly (half-pixel
+    centres). Take the argmax afterwards: resizing labels with nearest neighbour would move boundaries by up
+    to half a model pixel (several native pixels).
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or probs.shape[1] != probs.shape[2]:
+        raise InputError(f"probabilities of shape {probs.shape}: expected (C, S, S)")
+    top, left, rows, cols = letterbox_box(int(height), int(width), probs.shape[1])
+    crop = np.ascontiguousarray(probs[:, top:top + rows, left:left + cols].transpose(1, 2, 0))
+    out = cv2.resize(crop, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
+    if out.ndim == 2:  # cv2 drops a single channel
+        out = out[..., None]
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
 def normalize(images: np.ndarray) -> np.ndarray:
     """uint8 -> float32 ``(x / 255 - 0.5) / 0.5`` (Normalize mean 0.5, std 0.5), any shape."""
     return ((np.asarray(images, dtype=np.float32) / 255.0) - 0.5) / 0.5

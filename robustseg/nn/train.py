@@ -67,6 +67,10 @@ class TrainConfig(TrainTable):
     oversampling: float | int = SamplerTable.model_fields["oversampling"]
     seed: Annotated[int, Field(ge=0)] = 0
     size: int = DataTable.model_fields["size"]
+    class_names: tuple[str, ...] = CLASS_NAMES
+    """Label index -> name (the data set's classes; the fetal four by default)."""
+    small_classes: tuple[int, ...] = SMALL_CLASSES
+    """Label indices whose images the sampler oversamples (``data.small_structures``)."""
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -216,7 +220,7 @@ def train_run(
 
     Raises RunError when a loss becomes NaN/inf (the last good checkpoint, if any, stays intact).
     """
-    num_classes = len(CLASS_NAMES)
+    num_classes = len(cfg.class_names)
     tr_img, tr_msk = _check_arrays(train_arrays, "train_arrays", num_classes)
     va_img, va_msk = _check_arrays(val_arrays, "val_arrays", num_classes)
     out = Path(out_dir)
@@ -260,7 +264,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
     )
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
 
-    has_small = np.isin(tr_msk, SMALL_CLASSES).reshape(len(tr_msk), -1).any(axis=1)
+    has_small = np.isin(tr_msk, cfg.small_classes).reshape(len(tr_msk), -1).any(axis=1)
     sampler = make_sampler(
         oversampling_weights(has_small, cfg.oversampling),
         cfg.samples_per_epoch or len(tr_img),
@@ -310,7 +314,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
         lr = opt.param_groups[0]["lr"]
         sched.step(val_loss)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
-        row.update({f"val_dice_{c}": float(d) for c, d in zip(CLASS_NAMES, dice, strict=True)})
+        row.update({f"val_dice_{c}": float(d) for c, d in zip(cfg.class_names, dice, strict=True)})
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
 
@@ -323,7 +327,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
                 {
                     "in_channels": 1,
                     "num_classes": num_classes,
-                    "class_names": list(CLASS_NAMES),
+                    "class_names": list(cfg.class_names),
                     "epoch": epoch,
                     "val_loss": val_loss,
                     "class_weights": class_weights.tolist(),
@@ -346,7 +350,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
         history=pd.DataFrame(rows),
         checkpoint=ckpt_path,
         stopped_early=stopped_early,
-        val_dice={c: float(d) for c, d in zip(CLASS_NAMES, best_dice, strict=True)},
+        val_dice={c: float(d) for c, d in zip(cfg.class_names, best_dice, strict=True)},
     )
 
 

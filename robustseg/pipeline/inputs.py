@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from robustseg.errors import InputError
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 from robustseg.pipeline.plan import DataSpec
 
 
@@ -21,21 +23,31 @@ class LoadedData:
     masks: np.ndarray
     pixel_mm: np.ndarray
     """mm per pixel at input size (NaN where unknown): original pixel size x (longest side / size)."""
+    class_names: tuple[str, ...] = CLASS_NAMES
+    """Label index -> name: the fetal classes, or those of an nnU-Net data set's dataset.json."""
+    small_classes: tuple[int, ...] = SMALL_CLASSES
+    """Label indices of ``DataSpec.small_structures``."""
 
 
 @functools.lru_cache(maxsize=4)
 def load_data(spec: DataSpec) -> LoadedData:
     """Index + preprocessed arrays of a data set (cached per process: workers load once)."""
-    from robustseg.data.index import load_index
+    from robustseg.data.index import dataset_classes, load_index
     from robustseg.nn.dataset import load_arrays
 
+    names = dataset_classes(spec.source, spec.path)
+    unknown = [s for s in spec.small_structures if s not in names[1:]]
+    if unknown:
+        raise InputError(f"data.small_structures: {unknown[0]!r} is not a foreground class of {spec.path} "
+                         f"(classes: {', '.join(names)})")
+    small = tuple(names.index(s) for s in spec.small_structures)
     index = load_index(spec.source, spec.path, plane=spec.plane, colormap=spec.colormap)
     images, masks = load_arrays(index, spec.size, spec.colormap)
     longest = np.maximum(index["height"].to_numpy(), index["width"].to_numpy()).astype(np.float64)
     pixel_mm = index["pixel_mm"].to_numpy(dtype=np.float64) * longest / spec.size
     images.setflags(write=False)
     masks.setflags(write=False)
-    return LoadedData(index, images, masks, pixel_mm)
+    return LoadedData(index, images, masks, pixel_mm, names, small)
 
 
 def fingerprint(data: LoadedData) -> str:

@@ -29,6 +29,11 @@ class DataSpec:
     plane: str
     colormap: Any
     size: int
+    small_structures: tuple[str, ...] = ("csp", "lv")
+    """Names of the small structures (oversampling, post-processing, split strata): ``data.small_structures``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "small_structures", tuple(self.small_structures))
 
     def key(self) -> str:
         return stable_hash(asdict(self))

@@ -4,10 +4,19 @@ A run folder ``<runs_dir>/<run_id>/`` holds:
 
 - ``spec.json``            everything that changed the result (the run id hashes it)
 - ``checkpoint.pt``, ``history.csv``   from training
-- ``per_image.csv.gz``     one row per test image x class x condition (see docs/architecture.md)
-- ``features.csv.gz``      structure measurements of predicted and reference masks (clean test set)
-- ``probs.npz``            clean test-set probabilities, uint8-quantised, for ensembles and
-                           ground-truth-free uncertainty
+- ``per_image.csv.gz``     one row per test image x class x condition (see docs/architecture.md); the
+                           ``resolution`` column says where it was scored: ``native`` (default,
+                           ``eval.resolution``): probabilities un-padded, resized bilinearly to each
+                           image's original size, then argmax, against the masks read at native size with
+                           the native pixel size; ``model``: at the network's letterboxed input size
+- ``features.csv.gz``      structure measurements of predicted and reference masks (clean test set), at the
+                           same resolution (``resolution`` column)
+- ``predictions/``         the clean test-set predictions (raw argmax, not post-processed) as palette PNGs
+                           at native size, one ``<image_id>.png`` each (nnU-Net convention), coloured with
+                           the data set's colour map: ``robustseg evaluate-folder`` re-scores them
+- ``probs.npz``            clean test-set probabilities at model input size (letterboxed), uint8-quantised,
+                           for ensembles and ground-truth-free uncertainty (the report maps them to native
+                           size itself)
 - ``qc.csv.gz``, ``masks.npz``  single-model GT-free QC scores and argmax masks of the clean and perturbed
                            test sets (``robustseg.qc.scores``)
 - ``postprocess.json``     the validation-set decision on post-processing
@@ -33,21 +42,23 @@ import numpy as np
 import pandas as pd
 
 from robustseg._io import write_json
-from robustseg.labels import CLASS_NAMES
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 from robustseg.pipeline.artifacts import COMPLETE, FAILED, SPEC, RunResult, RunStatus, run_state
 from robustseg.pipeline.events import EpochEnd, OnEvent, ignore
-from robustseg.pipeline.inputs import load_data
+from robustseg.pipeline.inputs import LoadedData, load_data
+from robustseg.pipeline.native import PREDICTIONS, NativeSet, evaluate_probs, read_native, write_predictions
 from robustseg.pipeline.plan import DataSpec, RunSpec
 
 
-def train_config(arm: dict[str, Any], seed: int, size: int) -> Any:
-    """The ``TrainConfig`` of an arm (``ArmSpec.to_dict()``, as in a run's spec.json) for one seed and input size."""
+def train_config(arm: dict[str, Any], seed: int, size: int, class_names: tuple[str, ...] = CLASS_NAMES,
+                 small_classes: tuple[int, ...] = SMALL_CLASSES) -> Any:
+    """The ``TrainConfig`` of an arm (``ArmSpec.to_dict()``, as in a run's spec.json) for one seed, input size and class list."""
     from robustseg.nn.train import TrainConfig
 
     return TrainConfig(
         model=arm["model"], model_kwargs=dict(arm["model_kwargs"]), loss=arm["loss"], loss_kwargs=dict(arm["loss_kwargs"]),
         class_weight_smoothing=arm["class_weight_smoothing"], oversampling=arm["oversampling"],
-        seed=seed, size=size, **arm["train"],
+        seed=seed, size=size, class_names=tuple(class_names), small_classes=tuple(small_classes), **arm["train"],
     )
 
 
@@ -126,11 +137,13 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     from robustseg.data.splits import folds_for, load_splits
     from robustseg.metrics.postprocess import decide_postprocessing
     from robustseg.nn.device import select_device
+    from robustseg.nn.environment import environment_record
     from robustseg.nn.predict import load_model, predict_proba
     from robustseg.nn.train import train_run
     from robustseg.perturb import perturb_batch
     from robustseg.qc import scores as qc_scores
-    from robustseg.qc.anomaly import save_heatmaps, structure_features
+    from robustseg.qc.anomaly import save_heatmaps
+    from robustseg.qc.collapse import collapsed_classes
 
     if threads:
         torch.set_num_threads(threads)
@@ -142,7 +155,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     val_idx = np.flatnonzero(folds == spec.fold)
     test_idx = np.flatnonzero(folds == -1)
 
-    cfg = train_config(p["arm"], spec.seed, p["data"]["size"])
+    cfg = train_config(p["arm"], spec.seed, p["data"]["size"], data.class_names, data.small_classes)
     t0 = time.time()
     result = train_run(cfg, (data.images[train_idx], data.masks[train_idx]), (data.images[val_idx], data.masks[val_idx]),
                        run_dir, progress=progress)
@@ -153,61 +166,74 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     bs = ev["batch_size"]
     predict = functools.partial(predict_proba, model, batch_size=bs, device=device, amp=cfg.amp)
 
+    resolution = ev.get("resolution", "native")
+    colormap = p["data"]["colormap"]
+
+    def reference(loaded: LoadedData, idx: np.ndarray, cmap: Any = colormap) -> NativeSet:
+        """The masks a run is scored against: native size from disk, or the model-size arrays."""
+        if resolution == "native":
+            return read_native(loaded.index.iloc[idx], cmap)
+        return NativeSet(loaded.index["image_id"].iloc[idx].astype(str).tolist(), list(loaded.masks[idx]),
+                         loaded.pixel_mm[idx])
+
+    def evaluate(probs: np.ndarray, ref: NativeSet, **kw: Any) -> tuple[dict[bool, pd.DataFrame], pd.DataFrame]:
+        return evaluate_probs(probs, ref, ev, class_names=data.class_names, small_classes=data.small_classes, **kw)
+
     # Post-processing decided on the validation fold (nnU-Net's rule: keep only if no class gets worse).
-    val_ids = data.index["image_id"].iloc[val_idx].tolist()
     val_probs = predict(data.images[val_idx])
-    raw_val = score(val_probs, data.masks[val_idx], val_ids, data.pixel_mm[val_idx], ev)
-    post_val = score(val_probs, data.masks[val_idx], val_ids, data.pixel_mm[val_idx], ev, postprocess=True)
+    val_tables, _ = evaluate(val_probs, reference(data, val_idx), postprocess=(False, True))
+    raw_val, post_val = val_tables[False], val_tables[True]
+    collapsed = collapsed_classes(raw_val, background=data.class_names[0])
     decided = decide_postprocessing(raw_val, post_val)
     decision = {"apply": bool(decided.apply) if ev["postprocess"] == "auto" else ev["postprocess"] == "on",
                 "rule_says": bool(decided.apply), "setting": ev["postprocess"], "reason": decided.reason,
                 "comparison": decided.comparison.to_dict("records")}
     write_json(run_dir / "postprocess.json", decision)
+    del val_probs
 
     tables = []
     test_ids = data.index["image_id"].iloc[test_idx].tolist()
-    test_imgs, test_masks, test_mm = data.images[test_idx], data.masks[test_idx], data.pixel_mm[test_idx]
+    test_imgs = data.images[test_idx]
+    test_ref = reference(data, test_idx)
     t1 = time.time()
     clean = predict(test_imgs)
-    for post in (False, True):
-        t = score(clean, test_masks, test_ids, test_mm, ev, postprocess=post)
+    clean_tables, feats = evaluate(clean, test_ref, postprocess=(False, True), features=True)
+    for post, t in clean_tables.items():
         tables.append(t.assign(testset="test", perturbation="none", severity=0, postprocessed=post))
-    pred_clean = clean.argmax(axis=1).astype(np.uint8)
-    feats = pd.concat([
-        structure_features(pred_clean, pixel_mm=test_mm, image_ids=test_ids).assign(source="pred"),
-        structure_features(test_masks, pixel_mm=test_mm, image_ids=test_ids).assign(source="ref"),
-    ], ignore_index=True)
+    shapes = list(zip(data.index["height"].iloc[test_idx], data.index["width"].iloc[test_idx], strict=True))
+    write_predictions(run_dir / PREDICTIONS, clean, test_ids, shapes, colormap)
 
     qc_parts = [qc_scores.condition_scores(clean, test_ids, "none", 0)]  # GT-free QC scores (robustseg.qc)
     for name, severity in p["perturb"]["pairs"]:
         imgs = perturb_batch(test_imgs, name, severity, p["perturb"]["seed"], image_ids=test_ids)
         perturbed = predict(imgs)
         qc_parts.append(qc_scores.condition_scores(perturbed, test_ids, name, severity))
-        t = score(perturbed, test_masks, test_ids, test_mm, ev)
+        t = evaluate(perturbed, test_ref)[0][False]
         tables.append(t.assign(testset="test", perturbation=name, severity=int(severity), postprocessed=False))
 
     for ext in p["external"]:
         ext_data = load_data(DataSpec(**ext["data"]))
-        ext_ids = ext_data.index["image_id"].tolist()
-        t = score(predict(ext_data.images), ext_data.masks, ext_ids, ext_data.pixel_mm, ev)
+        ext_ref = reference(ext_data, np.arange(len(ext_data.index)), ext["data"]["colormap"])
+        t = evaluate(predict(ext_data.images), ext_ref)[0][False]
         tables.append(t.assign(testset=ext["name"], perturbation="none", severity=0, postprocessed=False))
     eval_seconds = time.time() - t1
 
     per_image = pd.concat(tables, ignore_index=True).assign(
-        arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id)
+        resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id)
     per_image.to_csv(run_dir / "per_image.csv.gz", index=False)
-    feats.assign(arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id).to_csv(
+    feats.assign(resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id).to_csv(
         run_dir / "features.csv.gz", index=False)
     if ev["save_probabilities"]:
-        save_heatmaps(run_dir / "probs.npz", clean, test_ids)
+        save_heatmaps(run_dir / "probs.npz", clean, test_ids, class_names=data.class_names)
     qc_scores.write_run_qc(run_dir, qc_parts, test_ids)
     return {
         "train_seconds": train_seconds, "eval_seconds": eval_seconds, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-        "best_val_loss": result.best_val_loss, "postprocess_applied": decision["apply"],
+        "best_val_loss": result.best_val_loss, "postprocess_applied": decision["apply"], "collapsed": collapsed,
         "device": str(device), "torch_threads": torch.get_num_threads(),
         "python_version": platform.python_version(), "torch_version": torch.__version__,
         "numpy_version": np.__version__, "robustseg_version": _version(),
         "n_train": int(train_idx.size), "n_val": int(val_idx.size), "n_test": int(test_idx.size),
-        "disk_bytes": sum(f.stat().st_size for f in run_dir.iterdir() if f.is_file()),
+        "disk_bytes": sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file()),
+        "environment": environment_record(),
     }

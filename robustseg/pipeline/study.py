@@ -7,9 +7,12 @@ This module wires the pieces; it holds no maths. Layout of ``runs/<study>/``:
 - ``splits-<fp>.csv``     image -> fold (-1 = held-out test), named by its fingerprint
 - ``plan.json``           the runs of the current plan (run id, arm, fold, seed)
 - ``reference.npz``       held-out test images and masks at input size, and the pixel sizes, so that
-                          ensembles and figures can be rebuilt without the data folder
+                          ensembles and figures can be rebuilt without the data folder; with native
+                          evaluation (``eval.resolution``, default) also the test masks at native size
+                          (``native_masks``, ``native_hw``, ``native_pixel_mm``), which the report scores
+                          ensembles and QC against, like the runs' tables
 - ``reference_features.csv.gz``  structure measurements of the training/validation reference masks
-                          (the normal range for the ground-truth-free anomaly score)
+                          (the normal range for the ground-truth-free anomaly score), at the tables' resolution
 - ``<run_id>/``           one folder per run (see ``robustseg.pipeline.runner``)
 - ``tables/``             the collected per-image, feature, history and run tables
 """
@@ -113,11 +116,17 @@ def prepare(study: Study) -> Prepared:
     if not d.path and d.source != "phantom":
         raise InputError(f"{study.path or 'study'}: key 'data.path' is required for source {d.source!r}")
     path = _phantom_path(study, runs_dir) if d.source == "phantom" else Path(d.path)
-    data = DataSpec(d.source, str(path.resolve()), d.plane, d.colormap, d.size)
+    from robustseg.data.io import LABELS
+
+    small = tuple(d.small_structures)
+    colormap = LABELS if d.source == "nnunet" else d.colormap  # nnU-Net masks hold class indices
+    data = DataSpec(d.source, str(path.resolve()), d.plane, colormap, d.size, small)
     loaded = load_data(data)  # bad data fails here, before anything is written under runs/
     s = study.split
-    splits = make_splits(loaded.index, test_fraction=s.test_fraction, k_folds=s.k_folds, seed=s.seed)
-    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size))
+    strata = tuple(f"has_{name}" for name in (small * 2)[:2])  # the first two small structures (one: twice)
+    splits = make_splits(loaded.index, test_fraction=s.test_fraction, k_folds=s.k_folds, seed=s.seed,
+                         strata=strata)
+    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size, small))
                 for e in study.external]
     for _, spec in external:
         load_data(spec)  # validate external sets before any training
@@ -133,7 +142,7 @@ def prepare(study: Study) -> Prepared:
     write_json(runs_dir / "plan.json", [{"run_id": r.run_id, "arm": r.arm, "fold": r.fold, "seed": r.seed}
                                                for r in runs])
     write_csv(runs_dir / "index.csv", loaded.index)
-    _save_reference(runs_dir, loaded, splits)
+    _save_reference(runs_dir, loaded, splits, study.raw["eval"]["resolution"], colormap)
     return Prepared(study, runs_dir, data, splits, suite, external, runs)
 
 
@@ -142,21 +151,41 @@ def _write_csv_once(path: Path, df: pd.DataFrame) -> None:
         write_csv(path, df)
 
 
-def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame) -> None:
+def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame, resolution: str = "native",
+                    colormap: Any = "pascal") -> None:
+    """``reference.npz`` (test set) and ``reference_features.csv.gz`` (train/val masks) at the tables' resolution.
+
+    ``images`` / ``masks`` / ``pixel_mm`` are always the model-size arrays (figures); with native evaluation the
+    file also holds ``native_masks`` (zero-padded to the largest image), ``native_hw`` and ``native_pixel_mm``,
+    and the reference features are measured on the native masks, as the runs' tables are.
+    """
     from robustseg.data.splits import folds_for
+    from robustseg.pipeline.native import mask_features, pack_masks, read_native
     from robustseg.qc.anomaly import structure_features
 
     folds = folds_for(loaded.index["image_id"], splits)
     test = np.flatnonzero(folds == -1)
     trainval = np.flatnonzero(folds != -1)
     ids = loaded.index["image_id"].to_numpy().astype(str)
+    extra: dict[str, np.ndarray] = {"resolution": np.asarray(resolution)}
+    if resolution == "native":
+        native = read_native(loaded.index.iloc[test], colormap)
+        extra["native_masks"], extra["native_hw"] = pack_masks(native)
+        extra["native_pixel_mm"] = native.pixel_mm
+
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, image_id=ids[test], images=loaded.images[test], masks=loaded.masks[test],
-                                pixel_mm=loaded.pixel_mm[test])
+                                pixel_mm=loaded.pixel_mm[test], **extra)
 
     atomic_write(runs_dir / "reference.npz", save)
-    feats = structure_features(loaded.masks[trainval], pixel_mm=loaded.pixel_mm[trainval], image_ids=list(ids[trainval]))
+    if resolution == "native":  # a few images at a time: native masks are large
+        rows = loaded.index.iloc[trainval]
+        feats = pd.concat([mask_features(read_native(rows.iloc[k:k + 64], colormap), class_names=loaded.class_names)
+                           for k in range(0, len(rows), 64)], ignore_index=True)
+    else:
+        feats = structure_features(loaded.masks[trainval], pixel_mm=loaded.pixel_mm[trainval],
+                                   image_ids=list(ids[trainval]), class_names=loaded.class_names)
     write_csv(runs_dir / "reference_features.csv.gz", feats)
 
 
@@ -211,8 +240,9 @@ def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
         state = run_state(run_dir)
         info = {**entry, "status": state}
         if state == "complete":
-            info.update({k: v for k, v in read_json(run_dir / COMPLETE).items()
-                         if not isinstance(v, dict | list)})
+            done = read_json(run_dir / COMPLETE)
+            info.update({k: v for k, v in done.items() if not isinstance(v, dict | list)})
+            info["collapsed"] = ";".join(done.get("collapsed", []))  # structures never predicted on validation
             per_image.append(pd.read_csv(run_dir / "per_image.csv.gz"))
             features.append(pd.read_csv(run_dir / "features.csv.gz"))
             history.append(pd.read_csv(run_dir / "history.csv").assign(**entry))

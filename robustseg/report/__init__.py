@@ -99,7 +99,7 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
     parts = [
         sections.header(res),
         *body,
-        block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs),
+        block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs, inp.completes),
         "Tables (CSV, full precision): " + ", ".join(f"[{n}](tables/{n})" for n in table_names) + "\n",
     ]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)

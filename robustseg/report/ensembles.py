@@ -2,7 +2,11 @@
 
 Reads each run's clean test-set probabilities (``probs.npz``), averages them over the seeds of a fold
 (seed ensemble) and over every run of an arm (seeds + folds), and scores the ensembles exactly like a
-single model (``robustseg.pipeline.runner.score``: argmax, then ``robustseg.metrics.per_image_table``). Memory
+single model (argmax, then ``robustseg.metrics.per_image_table``; in a native-resolution study the
+probabilities are first mapped back to each image's size, ``robustseg.pipeline.native``, and scored against
+the native masks of ``reference.npz``, so ensembles and members are compared at one resolution). The
+members' disagreement is computed on the saved model-size probabilities (ground-truth free; a ratio of
+pixel counts, nearly independent of resolution). Memory
 stays at one running sum per ensemble plus the members of one fold for the disagreement score.
 """
 
@@ -15,6 +19,7 @@ import pandas as pd
 
 from robustseg import stats
 from robustseg.labels import CLASS_NAMES
+from robustseg.pipeline.native import evaluate_probs, map_native, native_features
 from robustseg.qc import anomaly
 from robustseg.report.aggregate import SMALL
 from robustseg.report.load import StudyInputs, load_probs
@@ -59,6 +64,8 @@ def score_probs(inputs: StudyInputs, probs: np.ndarray) -> pd.DataFrame:
     ref = inputs.reference
     assert ref is not None
     ev = dict(inputs.study.get("eval", {}))
+    if ref.native is not None:  # native-resolution study: mapped back and scored as the runs' tables
+        return evaluate_probs(probs, ref.native, ev)[0][False]
     return score(probs, ref.masks, list(ref.image_id), ref.pixel_mm, ev)
 
 
@@ -99,9 +106,12 @@ def build_ensembles(inputs: StudyInputs, runs: pd.DataFrame) -> EnsembleResults:
                 if probs is None:
                     out.missing.append(r.run_id)
                     continue
-                pred = probs.argmax(axis=1).astype(np.uint8)
-                mismatch.append(anomaly.anomaly_scores(pred, ref.masks, image_ids=list(ids), typical_ref_pixels=typical)
-                                .assign(arm=arm, fold=fold, seed=r.seed))
+                if ref.native is not None:
+                    scores = map_native(anomaly.anomaly_scores, probs, ref.native, typical_ref_pixels=typical)
+                else:
+                    scores = anomaly.anomaly_scores(probs.argmax(axis=1).astype(np.uint8), ref.masks,
+                                                    image_ids=list(ids), typical_ref_pixels=typical)
+                mismatch.append(scores.assign(arm=arm, fold=fold, seed=r.seed))
                 members.append(probs)
             if not members:
                 continue
@@ -119,9 +129,13 @@ def build_ensembles(inputs: StudyInputs, runs: pd.DataFrame) -> EnsembleResults:
         if arm_n >= 2 and arm_runs["fold"].nunique() >= 2:
             tables.append(score_probs(inputs, mean).assign(arm=arm, fold=-1, seed=-1, kind="seeds+folds",
                                                       n_members=arm_n))
-        pred = mean.argmax(axis=1).astype(np.uint8)
-        feats.append(anomaly.structure_features(pred, image_ids=list(ids), pixel_mm=ref.pixel_mm).assign(arm=arm))
-        overall.append(anomaly.overall_anomaly_scores(pred, ref.masks, image_ids=list(ids)).assign(arm=arm))
+        if ref.native is not None:
+            feats.append(native_features(mean, ref.native).assign(arm=arm))
+            overall.append(map_native(anomaly.overall_anomaly_scores, mean, ref.native).assign(arm=arm))
+        else:
+            pred = mean.argmax(axis=1).astype(np.uint8)
+            feats.append(anomaly.structure_features(pred, image_ids=list(ids), pixel_mm=ref.pixel_mm).assign(arm=arm))
+            overall.append(anomaly.overall_anomaly_scores(pred, ref.masks, image_ids=list(ids)).assign(arm=arm))
         out.panel_probs[str(arm)] = mean
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
     out.per_image, out.mismatch, out.disagreement = cat(tables), cat(mismatch), cat(disagree)

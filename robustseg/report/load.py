@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
+from robustseg.pipeline.native import NativeSet, unpack_masks
 from robustseg.qc.anomaly import load_heatmaps
 
 _ID_COLUMNS = {"image_id": str, "patient_id": str, "run_id": str, "arm": str}
@@ -28,6 +29,9 @@ class Reference:
     images: np.ndarray
     masks: np.ndarray
     pixel_mm: np.ndarray
+    native: NativeSet | None = None
+    """The test masks at native size (studies evaluated at native resolution); ensembles, mismatch scores
+    and measurements of the report are then scored against these, as the runs' tables are."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,12 @@ def load_inputs(runs_dir: str | Path) -> StudyInputs:
     reference = None
     if (runs_dir / "reference.npz").is_file():
         with np.load(runs_dir / "reference.npz", allow_pickle=False) as z:
-            reference = Reference(z["image_id"].astype(str), z["images"], z["masks"], z["pixel_mm"].astype(np.float64))
+            native = None
+            if "native_masks" in z.files:
+                native = unpack_masks(z["image_id"].astype(str), z["native_masks"], z["native_hw"],
+                                      z["native_pixel_mm"])
+            reference = Reference(z["image_id"].astype(str), z["images"], z["masks"], z["pixel_mm"].astype(np.float64),
+                                  native)
     runs = _csv(tables / "runs.csv")
     completes = {}
     for run_id in plan["run_id"]:

@@ -36,7 +36,50 @@ def git_commit(where: Path | None = None) -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
-def block(heading: str, study: dict, study_hash: str, study_file: str | None, runs: pd.DataFrame) -> str:
+def _switches(d: dict) -> str:
+    on = lambda v: "on" if v else "off"  # noqa: E731
+    return (f"deterministic algorithms {on(d.get('deterministic_algorithms'))}"
+            + (" (warn only)" if d.get("deterministic_algorithms") and d.get("warn_only") else "")
+            + f", cudnn.benchmark {on(d.get('cudnn_benchmark'))}, cudnn.deterministic {on(d.get('cudnn_deterministic'))}"
+            + f", float32 matmul precision {d.get('float32_matmul_precision', '?')}")
+
+
+def environment_line(env: dict) -> str:
+    """One sentence for a run's ``environment`` record (``robustseg.nn.environment.environment_record``)."""
+    flags = ", ".join(env.get("cpu_flags") or []) or "none of AVX2 / AVX-512 / AMX"
+    gpu = env.get("gpu") or "no GPU"
+    cuda = (f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')} ({gpu})" if env.get("cuda") else f"no CUDA ({gpu})")
+    threads = env.get("thread_env") or {}
+    tenv = (" (" + ", ".join(f"{k}={v}" for k, v in sorted(threads.items())) + ")") if threads else ""
+    return (f"CPU {env.get('cpu_model', '?')} ({env.get('cpu_count', '?')} logical cores, {env.get('cpu_affinity', '?')} "
+            f"usable; {env.get('machine', '?')}), flags {flags}; torch {env.get('torch', '?')} with CPU kernels "
+            f"{env.get('torch_cpu_capability', '?')}, oneDNN {env.get('onednn') or 'absent'}"
+            f"{'' if env.get('mkldnn_enabled') else ' (disabled)'}, MKL {env.get('mkl') or 'absent'}; {cuda}; "
+            f"threads {env.get('torch_threads', '?')} intra-op / {env.get('torch_interop_threads', '?')} inter-op{tenv}; "
+            f"training: {_switches(env.get('determinism_training') or {})}; "
+            f"evaluation: {_switches(env.get('determinism_evaluation') or {})}")
+
+
+def environment_lines(completes: dict[str, dict]) -> list[str]:
+    """Markdown bullets: each distinct environment record of the runs, with how many runs it covers."""
+    groups: dict[str, int] = {}
+    for done in completes.values():
+        env = done.get("environment")
+        if isinstance(env, dict):
+            line = environment_line(env)
+            groups[line] = groups.get(line, 0) + 1
+    if not groups:
+        return []
+    n = sum(groups.values())
+    out = [f"- Machine record of the runs ({len(groups)} distinct among {n} runs; bit-for-bit reproduction needs the "
+           "same CPU instruction set, thread counts and library builds, since oneDNN / MKL choose kernels by "
+           "instruction set and the order of floating-point sums follows the threads):"]
+    out += [f"  - {k} run{'s' if k != 1 else ''}: {line}" for line, k in groups.items()]
+    return out
+
+
+def block(heading: str, study: dict, study_hash: str, study_file: str | None, runs: pd.DataFrame,
+          completes: dict[str, dict] | None = None) -> str:
     versions = package_versions()
     lines = [heading.rstrip("\n"), "",
              f"- Study hash: `{study_hash}`" + (f" (file `{study_file}`)" if study_file else ""),
@@ -57,6 +100,7 @@ def block(heading: str, study: dict, study_hash: str, study_file: str | None, ru
               if col in done.columns]
         if sw:
             lines.append("- Packages when the runs ran: " + "; ".join(sw))
+        lines += environment_lines(completes or {})
         if "seconds" in done.columns:
             lines.append(f"- Wall time of all runs: {done['seconds'].sum():.1f} s (sum over runs)")
         lines.append("")

@@ -70,6 +70,7 @@ def header(res: Results) -> str:
         f"confidence intervals of Dice are 95 % patient-level intervals ({_ci_text()}, patients taken with all "
         "their images and runs). These intervals cover the sampling of patients only, with the trained models "
         "held fixed; seed-to-seed variation is what the SD columns show, and the arm comparison tests it.\n",
+        _resolution(res),
         _policy(res),
     ]
     if 0 < res.n_patients < FEW_PATIENTS:
@@ -89,6 +90,21 @@ def _ci_text() -> str:
         "t_jackknife": "leave-one-patient-out jackknife SE with a t quantile on patients - 1 df",
         "bca": "BCa patient bootstrap", "percentile": "percentile patient bootstrap"}
     return texts[DEFAULT_METHOD]
+
+
+def _resolution(res: Results) -> str:
+    """Where the per-image numbers were measured (the runs' ``resolution`` column)."""
+    values = sorted(res.clean["resolution"].dropna().unique()) if "resolution" in res.clean.columns else []
+    if values == ["native"]:
+        return ("**Resolution**: every metric, distance and area is measured at each test image's native size and "
+                "pixel size (probabilities un-padded and resized bilinearly before the argmax), as nnU-Net's "
+                "evaluate_folder does; ensembles and mismatch scores too. Qualitative panels and the seed "
+                "disagreement use the model-size probabilities.\n")
+    if values == ["model"]:
+        return ("**Resolution**: metrics are measured at the network's letterboxed input size with the pixel size "
+                "scaled (`eval.resolution = \"model\"`); HD95, NSD and areas are not comparable with published "
+                "native-resolution numbers.\n")
+    return f"**Resolution**: mixed ({', '.join(values)}).\n" if values else ""
 
 
 def _policy(res: Results) -> str:
@@ -112,12 +128,30 @@ def summary(res: Results) -> str:
             "icc": ("ICC seeds (Dice, structure present) [95% CI]", lambda r: _with_ci(r["icc_dice"], r["icc_ci_low"], r["icc_ci_high"]),
                     True),
             "icc_reading": "Koo-Li reading (from the CI)"}
-    return (heading(0) + "\n" + md.table(t, cols) +
+    return (heading(0) + "\n" + md.table(t, cols) + collapsed_runs(res) +
             "\n*Mean ± SD*: over the runs of the arm (SD across seeds within folds). *Pooled [95% CI]*: the value "
             "over all image x run rows of the arm (global: pixels summed over every run; per-image: mean of every "
             "image x run value) with its patient-level interval. ICC(A,1) across seeds, seeds nested in folds "
             "(per-fold variance components pooled), targets = test images whose reference has the structure; the "
             "Koo & Li reading is taken from the CI, as they recommend. Full table: `tables/summary.csv`.\n")
+
+
+def collapsed_runs(res: Results) -> str:
+    """How many completed runs collapsed on each structure (``collapsed`` in their complete.json), per arm."""
+    counts: dict[tuple[str, str], int] = {}
+    totals: dict[str, int] = {}
+    for done in res.inputs.completes.values():
+        arm = str(done.get("arm", "?"))
+        totals[arm] = totals.get(arm, 0) + 1
+        for name in done.get("collapsed", []) or []:
+            counts[(arm, str(name))] = counts.get((arm, str(name)), 0) + 1
+    if not counts:
+        return ("\n**Collapsed runs**: none (no run missed a structure present in >= 3 validation images on "
+                "every one of them).\n" if totals else "")
+    parts = [f"{name} {n} of {totals[arm]} runs" + (f" (arm `{arm}`)" if len(totals) > 1 else "")
+             for (arm, name), n in sorted(counts.items())]
+    return ("\n**Collapsed runs** (a structure present in >= 3 validation images never predicted on validation; "
+            "they stay in every statistic, as real outcomes): " + "; ".join(parts) + ".\n")
 
 
 def _pooled(r: pd.Series, agg: str) -> str:
