@@ -95,3 +95,16 @@ def test_agrees_with_monai_on_random_masks() -> None:
     assert np.allclose(ours["hd95_mm"], hd, rtol=1e-5, atol=1e-5)
     assert np.allclose(ours["nsd"], nsd, rtol=1e-5, atol=1e-6)
     assert ours["nsd"].min() < 0.9  # the masks really differ: the test can fail
+
+
+def test_distance_to_matches_scipy_on_random_crops() -> None:
+    from scipy import ndimage
+
+    from robustseg.metrics.boundary import distance_to
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 7), (7, 1), (2, 2), (5, 9), (40, 31), (128, 97)]:
+        edges = rng.random(shape) < 0.05
+        edges.flat[rng.integers(edges.size)] = True
+        want = ndimage.distance_transform_edt(~edges, sampling=(0.3, 0.3))
+        np.testing.assert_allclose(distance_to(edges, 0.3), want, rtol=1e-6, atol=1e-6)
