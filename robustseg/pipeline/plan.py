@@ -28,7 +28,14 @@ class DataSpec:
     path: str
     plane: str
     colormap: Any
+    """A colour-map name or table; stored in the hashable canonical form of
+    :func:`robustseg.data.io.canonical_colormap` (so a spec can key the per-process data cache)."""
     size: int
+
+    def __post_init__(self) -> None:
+        from robustseg.data.io import canonical_colormap
+
+        object.__setattr__(self, "colormap", canonical_colormap(self.colormap))
 
     def key(self) -> str:
         return stable_hash(asdict(self))

@@ -171,13 +171,16 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise InputError(f"--timeout {timeout!r}: expected a number of seconds > 0")
 
-    runs_dir = Path(study.raw["execution"]["runs_dir"]) / study.name
+    from robustseg.pipeline.study import output_dirs
+
+    runs_dir, _ = output_dirs(study)  # name and folders checked before anything is written
+    default_storage = not (storage or spec.options["storage"])
+    url = storage or spec.options["storage"] or f"sqlite:///{(runs_dir / 'tune.db').resolve()}"
+    rdb = None if default_storage else make_storage(url, spec)  # a bad --storage fails before runs/ exists
     with _file_lock(runs_dir / ".tune-prepare.lock"):
         prep = prepare(study)
     arm = tuned_arm(study, spec.options["arm"])
-    url = storage or spec.options["storage"] or f"sqlite:///{(prep.runs_dir / 'tune.db').resolve()}"
-    default_storage = not (storage or spec.options["storage"])
-    rdb = make_storage(url, spec)
+    rdb = rdb or make_storage(url, spec)
     name = spec.options["study_name"] or study.name
 
     with _quiet_optuna():
