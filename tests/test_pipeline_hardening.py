@@ -216,7 +216,7 @@ def test_unwritable_reports_dir_is_exit_2_before_training(tmp_path: Path, monkey
     real = tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kw):  # noqa: A002 - tempfile's own keyword
-        if dir is not None and "reports" in str(dir):
+        if dir is not None and Path(dir).name == "reports":
             raise PermissionError(13, "Permission denied")
         return real(*args, dir=dir, **kw)
 
