@@ -1,0 +1,204 @@
+"""Fault injection: kill the study at random points (the parent alone, or its whole process group) with two
+workers, check that no worker outlives it, resume, and compare every table with an uninterrupted run.
+Also: two studies started at once on one folder both finish, sharing the runs instead of failing them.
+
+Tiny sizes (phantom of 30 images at 32 px, two epochs) so that CI runs it; the extra seeds are ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+STUDY = """
+name = "faults"
+seeds = [0, 1, 2]
+[data]
+source = "phantom"
+phantom_n = 30
+size = 32
+[split]
+test_fraction = 0.3
+k_folds = 2
+folds = [0]
+[model]
+name = "attention_unet"
+base = 4
+depth = 3
+[train]
+max_epochs = 2
+batch_size = 8
+lr = 3e-3
+[perturb]
+suite = ["gaussian_noise"]
+severities = [3]
+[execution]
+threads = 1
+workers = 2
+bootstrap = 20
+"""
+
+RUN_COLUMNS = ["run_id", "arm", "fold", "seed", "status", "best_epoch", "best_val_loss", "epochs_run", "n_train",
+               "n_val", "n_test", "postprocess_applied", "stopped_early", "diverged"]
+SORT = {"per_image": ["run_id", "testset", "perturbation", "severity", "postprocessed", "image_id", "class"],
+        "features": ["run_id", "source", "image_id", "class"], "history": ["run_id", "epoch"]}
+
+
+def write_study(tmp: Path) -> Path:
+    path = tmp / "faults.toml"
+    path.write_text(STUDY + f'runs_dir = "{tmp / "runs"}"\nreports_dir = "{tmp / "reports"}"\n')
+    return path
+
+
+def command(path: Path) -> list[str]:
+    return [sys.executable, "-m", "robustseg.cli", "study", str(path)]
+
+
+def env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every table of the study, without wall-clock columns, in a canonical row order."""
+    out = {}
+    for name, keys in SORT.items():
+        df = pd.read_csv(runs_dir / "tables" / f"{name}.csv.gz")
+        out[name] = df.drop(columns=[c for c in df.columns if "seconds" in c]).sort_values(keys, ignore_index=True)
+    runs = pd.read_csv(runs_dir / "tables" / "runs.csv")
+    out["runs"] = runs[RUN_COLUMNS].sort_values("run_id", ignore_index=True)
+    return out
+
+
+def assert_same_tables(runs_dir: Path, reference: Path) -> None:
+    got, want = tables(runs_dir), tables(reference)
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], obj=name)
+
+
+def _ppids() -> dict[int, int]:
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            out[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below ``pid`` (Linux ``/proc``)."""
+    ppids = _ppids()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in ppids.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def mentions(text: str) -> list[int]:
+    """Living processes whose command line mentions ``text`` (other than this test process)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd and alive(int(entry)):
+                out.append(int(entry))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """An uninterrupted run (two workers, no report) and the wall time of its runs."""
+    from robustseg.config import load_study
+    from robustseg.pipeline.study import run_study
+
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    started = time.time()
+    outcome = run_study(load_study(write_study(tmp)), report=False)
+    assert not outcome.failures, outcome.failures
+    return outcome.runs_dir, time.time() - started
+
+
+def kill_and_resume(reference: tuple[Path, float], tmp: Path, seed: int, group: bool) -> None:
+    """Start the study (a CLI process), kill it at a random point after its workers started, check that
+    nothing outlives it, resume in this process and compare every table with the uninterrupted run."""
+    from robustseg.config import load_study
+    from robustseg.pipeline.study import run_study
+
+    ref_dir, seconds = reference
+    path = write_study(tmp)
+    delay = random.Random(seed).uniform(0.0, 1.0) * seconds
+    proc = subprocess.Popen(command(path), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    seen: set[int] = set()
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and len(seen) < 2:  # wait for the spawn workers
+        seen |= descendants(proc.pid)
+        time.sleep(0.05)
+    deadline = time.time() + delay
+    while time.time() < deadline and proc.poll() is None:
+        seen |= descendants(proc.pid)
+        time.sleep(0.05)
+    if proc.poll() is None:
+        seen |= descendants(proc.pid)
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)  # the parent alone: its workers must notice and die
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and (any(alive(p) for p in seen) or mentions(str(tmp))):
+        time.sleep(0.1)
+    survivors = [p for p in seen if alive(p)] + mentions(str(tmp))
+    assert not survivors, f"processes outlived the killed study: {survivors}"
+
+    events: list = []
+    outcome = run_study(load_study(path), report=False, on_event=events.append)  # the resume, two workers
+    assert not outcome.failures, outcome.failures
+    assert not [e for e in events if type(e).__name__ == "RunWaiting"], "a run was still locked by an orphan"
+    assert not list(outcome.runs_dir.rglob("*.tmp-*")), "temporary files left after the resume"
+    assert_same_tables(outcome.runs_dir, ref_dir)
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+def test_kill_parent_alone_then_resume(reference, tmp_path: Path, seed: int) -> None:
+    kill_and_resume(reference, tmp_path, seed, group=False)
+
+
+@pytest.mark.parametrize("seed", [3, pytest.param(4, marks=pytest.mark.slow), pytest.param(5, marks=pytest.mark.slow)])
+def test_kill_process_group_then_resume(reference, tmp_path: Path, seed: int) -> None:
+    kill_and_resume(reference, tmp_path, seed, group=True)
+
+
+@pytest.mark.slow
+def test_two_studies_on_one_folder_share_runs(reference, tmp_path: Path) -> None:
+    """v0.1: both exited 1, each listing the other's runs as failed ("running in another process")."""
+    path = write_study(tmp_path)
+    procs = [subprocess.Popen(command(path), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outs)
+    assert "failed" not in " ".join(outs)
+    assert_same_tables(tmp_path / "runs" / "faults", reference[0])
