@@ -189,3 +189,78 @@ def test_check_data_prints_integer_counts_and_a_size_summary(phantom_dir: Path, 
     values = dict(zip(rep.summary["metric"], rep.summary["value"], strict=True))
     assert isinstance(values["images"], int) and isinstance(values["patients"], int)
     assert rep.size_summary.set_index("quantity").loc["width"].tolist() == [320, 320, 320]
+
+
+# --- defect 4 (evaluate-folder -o) and the smaller evaluate-folder items -------------------------------
+
+
+@pytest.fixture
+def mask_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """Three reference / prediction pairs; LV is absent from two images in both (per-image n differs)."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    for k in range(3):
+        lab = _labels()
+        if k:
+            lab[lab == 3] = 1
+        write_mask(gt / f"case{k}.png", lab)
+        write_mask(pred / f"case{k}.png", np.roll(lab, 1, axis=1))
+    return pred, gt
+
+
+def _no_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import robustseg.metrics.folder as folder
+
+    def boom(*args, **kw):
+        raise AssertionError("the output folder must be checked before the evaluation")
+
+    monkeypatch.setattr(folder, "evaluate_folder", boom)
+
+
+def test_evaluate_folder_output_that_is_a_file_is_exit_2_up_front(mask_folders, tmp_path: Path, capsys,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pred, gt = mask_folders
+    _no_evaluation(monkeypatch)
+    (tmp_path / "out").write_text("a file")
+    assert main(["evaluate-folder", str(pred), str(gt), "-o", str(tmp_path / "out")]) == 2
+    assert "-o/--output" in capsys.readouterr().err
+    assert main(["evaluate-folder", str(pred), str(gt), "-o", str(tmp_path / "out" / "sub")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_evaluate_folder_unwritable_output_is_exit_2_up_front(mask_folders, tmp_path: Path, capsys,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    pred, gt = mask_folders
+    _no_evaluation(monkeypatch)
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kw):  # noqa: A002 - tempfile's own keyword
+        if dir is not None and Path(dir).name == "ro":
+            raise OSError(30, "Read-only file system")
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    (tmp_path / "ro").mkdir()
+    assert main(["evaluate-folder", str(pred), str(gt), "-o", str(tmp_path / "ro")]) == 2
+    assert "Read-only file system" in capsys.readouterr().err
+
+
+def test_jpeg_prediction_is_named_not_skipped(mask_folders, capsys) -> None:
+    pred, gt = mask_folders
+    (pred / "case0.png").unlink()
+    Image.fromarray(_labels()).save(pred / "case0.jpg")
+    assert main(["evaluate-folder", str(pred), str(gt), "--no-boundary"]) == 2
+    assert "case0.jpg: a JPEG prediction mask cannot be scored" in " ".join(capsys.readouterr().err.split())
+
+
+def test_console_n_images_is_per_class(mask_folders, capsys) -> None:
+    pred, gt = mask_folders
+    assert main(["evaluate-folder", str(pred), str(gt), "--no-boundary"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("per-image means"):out.index("presence cases")]
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in block.splitlines()
+            if line.count("│") > 3 and line.split("│")[1].strip() in ("brain", "csp", "lv")}
+    assert rows == {"brain": "3", "csp": "3", "lv": "1"}

@@ -340,3 +340,30 @@ def test_a_locked_run_is_waited_for_and_its_result_used(tmp_path: Path, monkeypa
     waiter.join(10)
     assert out and out[0].status is RunStatus.SKIPPED and out[0].ok
     assert out[0].summary["files"] == first.summary["files"]
+
+
+# --- plain-text progress (stdout not a terminal) -------------------------------------------------------------
+
+
+def test_plain_progress_names_waiting_corrupt_and_diverged_runs() -> None:
+    import io
+
+    from rich.console import Console
+
+    from robustseg.cli.progress import ProgressRenderer
+    from robustseg.pipeline.artifacts import RunResult
+    from robustseg.pipeline.events import RunFinished, RunStarted
+
+    out, err = io.StringIO(), io.StringIO()
+    with ProgressRenderer(Console(file=out), Console(file=err)) as progress:
+        assert progress.plain  # a StringIO is not a terminal
+        progress(RunStarted(total=2, done=0))
+        progress(RunWaiting("a-f0-s0-x", "host pid 7"))
+        progress(RunInvalid("a-f0-s1-y", "probs.npz missing"))
+        progress(RunFinished(RunResult("a-f0-s1-y", RunStatus.COMPLETE,
+                                       summary={"diverged": True, "diverged_reason": "best validation loss 4e+13"})))
+    text = out.getvalue()
+    assert "waiting for run a-f0-s0-x locked by another process (host pid 7)" in text
+    assert "run 1/2 complete a-f0-s1-y" in text
+    assert "run a-f0-s1-y is corrupt (probs.npz missing); running it again" in err.getvalue()
+    assert "diverged a-f0-s1-y: best validation loss 4e+13" in err.getvalue()

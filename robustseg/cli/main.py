@@ -118,6 +118,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     study = load_study(path, overrides=args.set)
     with ProgressRenderer(console, err_console) as progress:
         outcome = run_study(study, scheduler=args.scheduler, on_event=progress)
+    if outcome.diverged:  # finished, so kept; but flagged where nobody can miss it
+        err_console.print(f"[yellow]{len(outcome.diverged)} run(s) diverged (finite but absurd validation loss; "
+                          "see 'diverged' in tables/runs.csv):[/yellow]")
+        for line in outcome.diverged:
+            err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     if outcome.failures:
         err_console.print(f"[red]{len(outcome.failures)} run(s) failed:[/red]")
         for failure in outcome.failures:
