@@ -168,11 +168,13 @@ def kill_and_resume(reference: tuple[Path, float], tmp: Path, seed: int, group: 
         else:
             os.kill(proc.pid, signal.SIGKILL)  # the parent alone: its workers must notice and die
     proc.wait()
+    completed = sorted(tmp.glob("runs/faults/*/complete.json"))
     deadline = time.time() + 15
     while time.time() < deadline and (any(alive(p) for p in seen) or mentions(str(tmp))):
         time.sleep(0.1)
     survivors = [p for p in seen if alive(p)] + mentions(str(tmp))
     assert not survivors, f"processes outlived the killed study: {survivors}"
+    assert sorted(tmp.glob("runs/faults/*/complete.json")) == completed, "a run finished after its study was killed"
 
     events: list = []
     outcome = run_study(load_study(path), report=False, on_event=events.append)  # the resume, two workers
@@ -180,6 +182,55 @@ def kill_and_resume(reference: tuple[Path, float], tmp: Path, seed: int, group: 
     assert not [e for e in events if type(e).__name__ == "RunWaiting"], "a run was still locked by an orphan"
     assert not list(outcome.runs_dir.rglob("*.tmp-*")), "temporary files left after the resume"
     assert_same_tables(outcome.runs_dir, ref_dir)
+
+
+SLEEPING_POOL = """
+import os, sys, time
+from robustseg.pipeline import executors
+from robustseg.pipeline.plan import RunSpec
+
+
+def sleeper(spec, runs_dir, threads):
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    executors._pool_run = sleeper  # workers sleep instead of training: only their lifetime matters here
+    specs = [RunSpec("s", "a", 0, k, f"run{k}", {}) for k in range(2)]
+    print("started", flush=True)
+    for _ in executors.PoolExecutor(2).map(specs, sys.argv[1]):
+        pass
+"""
+
+
+def test_pool_workers_die_with_their_parent(tmp_path: Path) -> None:
+    """v0.1: kill -9 of the study left its spawn workers running (re-parented to PID 1)."""
+    script = tmp_path / "pool.py"
+    script.write_text(SLEEPING_POOL)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env(), stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    workers: set[int] = set()
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        deadline = time.time() + 120
+        while time.time() < deadline and len(workers) < 2:  # two spawn workers (plus multiprocessing's tracker)
+            workers = {p for p in descendants(proc.pid)
+                       if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes() and alive(p)}
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the pool never started its workers"
+        time.sleep(3)  # let the initializers arm the death signal and the watchdog
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(alive(p) for p in workers):
+            time.sleep(0.05)
+        assert not [p for p in workers if alive(p)], "pool workers outlived their killed parent"
+    finally:  # never leave sleepers behind, whatever failed
+        for p in workers | descendants(proc.pid):
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
 
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
