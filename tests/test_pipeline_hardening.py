@@ -367,3 +367,33 @@ def test_plain_progress_names_waiting_corrupt_and_diverged_runs() -> None:
     assert "run 1/2 complete a-f0-s1-y" in text
     assert "run a-f0-s1-y is corrupt (probs.npz missing); running it again" in err.getvalue()
     assert "diverged a-f0-s1-y: best validation loss 4e+13" in err.getvalue()
+
+
+def test_a_dask_worker_waits_for_a_locked_run_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Dask path runs the same ``execute_run``: a locked run is waited for, then its result used."""
+    import fcntl
+
+    distributed = pytest.importorskip("distributed")
+    from robustseg.pipeline.executors import DaskExecutor
+
+    monkeypatch.setattr(runner, "_execute", _fake_execute([1.0, 0.5]))  # threads: the patch reaches the worker
+    monkeypatch.setattr(runner, "LOCK_POLL_S", 0.05)
+    spec = _spec()
+    holder = open(tmp_path / f".{spec.run_id}.lock", "a+")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        executor = DaskExecutor(cluster.scheduler_address)
+        try:
+            results = executor.map([spec], tmp_path)
+            out: list = []
+            waiter = threading.Thread(target=lambda: out.extend(results))
+            waiter.start()
+            time.sleep(1.0)
+            assert waiter.is_alive() and not out  # waiting, not "failed: locked"
+            runner._attempt(spec, tmp_path / spec.run_id, 0, lambda e: None)
+            fcntl.flock(holder, fcntl.LOCK_UN)
+            waiter.join(30)
+        finally:
+            executor.close()
+            holder.close()
+    assert [r.status for r in out] == [RunStatus.SKIPPED]
