@@ -136,8 +136,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
 
     tmp = tmp_path_factory.mktemp("uninterrupted")
     started = time.time()
-    outcome = run_study(load_study(write_study(tmp)), report=False)
+    events: list = []
+    outcome = run_study(load_study(write_study(tmp)), report=False, on_event=events.append)
     assert not outcome.failures, outcome.failures
+    # the pool forwards its workers' epochs, so a log (stdout not a terminal) shows progress between runs
+    assert {type(e).__name__ for e in events} >= {"RunStarted", "EpochEnd", "RunFinished"}
     return outcome.runs_dir, time.time() - started
 
 
