@@ -18,16 +18,20 @@ from pathlib import Path
 
 from robustseg.errors import InputError
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_COMPONENT = re.compile(r"^\w(?:[\w .+-]{0,126}[\w+-])?$")
 _TEMP = re.compile(r"\.tmp-(\d+)$")
 
 
 def check_component(name: str, what: str) -> str:
-    """``name`` if it is one safe path component (letters, digits, ``._+-``; no ``/``, ``..``), else InputError."""
+    """``name`` if it is one safe path component, else InputError.
+
+    Letters, digits, ``_``, and inside the name also space, ``.``, ``+``, ``-``; no ``/``, no ``..``, no leading
+    dot or dash (hidden files, options), at most 128 characters.
+    """
     text = str(name)
-    if not _COMPONENT.match(text) or text in (".", "..") or ".." in text:
-        raise InputError(f"{what} = {text!r}: expected a single folder name of letters, digits, '.', '_', '+' "
-                         "or '-' (no '/', no '..', at most 128 characters)")
+    if not _COMPONENT.match(text) or ".." in text:
+        raise InputError(f"{what} = {text!r}: expected a single folder name (letters, digits, '_'; inside also "
+                         "space, '.', '+', '-'; no '/', no '..', at most 128 characters)")
     return text
 
 
