@@ -4,7 +4,8 @@ Every executor follows :class:`Executor`: ``map(specs, runs_dir, on_event)`` yie
 :class:`RunResult` per spec as runs finish, and ``close()`` releases its resources.
 
 - ``LocalExecutor``: in this process, one run after another; forwards per-epoch events.
-- ``PoolExecutor``: ``execution.workers > 1`` local processes side by side (events per finished run).
+- ``PoolExecutor``: ``execution.workers > 1`` local processes side by side; their epoch events are
+  forwarded through a queue, and they die with the study process (kill -9 included).
 - ``DaskExecutor``: sends each run to an existing Dask cluster (``--scheduler tcp://host:8786``; for
   example one started by dask-jobqueue on Slurm). Workers need the package installed and the runs
   folder and data on a shared file system.
@@ -134,9 +135,12 @@ class PoolExecutor:
         def drain() -> None:
             while True:
                 try:
-                    on_event(events.get_nowait())
+                    event = events.get_nowait()
                 except queue.Empty:
                     return
+                except Exception:  # a worker killed mid-message: progress is best effort, results are not
+                    return
+                on_event(event)
 
         try:
             with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init,
