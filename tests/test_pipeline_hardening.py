@@ -108,6 +108,8 @@ DAMAGE = {
     "deleted checkpoint.pt": lambda run: (run / "checkpoint.pt").unlink(),
     "same size, other bytes": lambda run: (run / "history.csv").write_bytes(
         (run / "history.csv").read_bytes()[::-1]),
+    "v0.1 marker without manifest": lambda run: (run / COMPLETE).write_text(json.dumps(
+        {k: v for k, v in json.loads((run / COMPLETE).read_text()).items() if k != "files"})),
 }
 
 
