@@ -53,7 +53,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     report = check_data(args.data_dir, source=source, plane=args.plane, colormap=args.colormap)
     print_table(report.summary, title=f"{args.data_dir}")
     print_table(report.classes, title="classes")
-    print_table(report.sizes, title="image sizes")
+    distinct = report.size_summary.attrs.get("distinct_sizes", len(report.sizes))
+    print_table(report.size_summary, title=f"image sizes ({distinct} distinct)")
     for warning in report.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
     return 0
@@ -71,20 +72,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_folder(args: argparse.Namespace) -> int:
-    from robustseg.metrics.folder import evaluate_folder, write_evaluation
+    from robustseg.metrics.folder import check_output, evaluate_folder, write_evaluation
 
     classes = tuple(c.strip() for c in args.classes.split(","))
+    out = Path(args.output) if args.output else Path(args.pred_dir).parent / "evaluation"
+    check_output(out)  # before the evaluation, not after it
     per_image, summary = evaluate_folder(
         args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=args.colormap,
         empty_policy=args.empty_policy, nsd_tolerance_mm=args.nsd_tolerance_mm, boundary=not args.no_boundary,
         postprocess=args.postprocess, min_component_px=args.min_component_px,
     )
-    out = Path(args.output) if args.output else Path(args.pred_dir).parent / "evaluation"
     write_evaluation(out, per_image, summary)
     n = per_image["image_id"].nunique()
     for key, title in (("global", f"global (pooled pixels, {n} images)"), ("per_image", "per-image means"),
                        ("presence", "presence cases per class")):
         table = pd.DataFrame.from_dict(summary[key], orient="index").rename_axis("class").reset_index()
+        if key == "per_image" and "dice_n" in table.columns:  # n: the images each class's means are over
+            table["n_images"] = table["dice_n"].astype("Int64")
+            if "hd95_n" in table.columns and not table["hd95_n"].equals(table["dice_n"]):
+                table["n_hd95"] = table["hd95_n"].astype("Int64")
         cols = [c for c in table.columns if not c.endswith(("_std", "_n"))]
         print_table(table[cols], title=title)
     if args.postprocess:
@@ -110,6 +116,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     study = load_study(args.study, overrides=args.set)  # no file: the packaged quickstart
     with ProgressRenderer(console, err_console) as progress:
         outcome = run_study(study, scheduler=args.scheduler, on_event=progress)
+    if outcome.diverged:  # finished, so kept; but flagged where nobody can miss it
+        err_console.print(f"[yellow]{len(outcome.diverged)} run(s) diverged (finite but absurd validation loss; "
+                          "see 'diverged' in tables/runs.csv):[/yellow]")
+        for line in outcome.diverged:
+            err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     if outcome.failures:
         err_console.print(f"[red]{len(outcome.failures)} run(s) failed:[/red]")
         for failure in outcome.failures:

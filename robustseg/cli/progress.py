@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from robustseg.pipeline.artifacts import RunStatus
-from robustseg.pipeline.events import EpochEnd, Event, RunFinished, RunStarted
+from robustseg.pipeline.events import EpochEnd, Event, RunFinished, RunInvalid, RunStarted, RunWaiting
 
 EPOCH_STEP = 10
 """Plain mode prints an epoch line every this many epochs (and the last one)."""
@@ -72,6 +72,18 @@ class ProgressRenderer:
             self._epoch(event)
         elif isinstance(event, RunFinished):
             self._finished(event)
+        elif isinstance(event, RunWaiting):
+            by = f" ({event.holder})" if event.holder else ""
+            self._say(f"waiting for run {event.run_id} locked by another process{by}; its result will be used")
+        elif isinstance(event, RunInvalid):
+            self._say(f"run {event.run_id} is corrupt ({event.reason}); running it again", err=True)
+
+    def _say(self, text: str, err: bool = False) -> None:
+        """A plain line in both modes (above the bars on a terminal)."""
+        if self._bar is None and not err:
+            self._line(text)
+        else:
+            (self.err if err else self.console).print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _line(self, text: str) -> None:
         self.console.print(f"[{time.time() - self._started:7.1f}s] {text}", markup=False, highlight=False,
@@ -97,5 +109,8 @@ class ProgressRenderer:
                        + collapsed_text(r.summary))
         elif collapsed_text(r.summary):
             self.console.print(f"{r.run_id}{collapsed_text(r.summary)}", markup=False, highlight=False, soft_wrap=True)
+        if r.ok and r.summary.get("diverged"):
+            self.err.print(f"diverged {r.run_id}: {r.summary.get('diverged_reason')} (finished; flagged)",
+                           markup=False, highlight=False, soft_wrap=True)
         if self._bar is not None and self._runs is not None:
             self._bar.advance(self._runs)

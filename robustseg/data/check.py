@@ -17,7 +17,9 @@ from robustseg.labels import CLASS_NAMES
 class CheckReport:
     """What ``check_data`` found. ``summary``: one row per quantity (``metric``, ``value``);
     ``classes``: one row per class (``class``, ``images``, ``image_share``, ``pixels``, ``pixel_share``);
-    ``sizes``: one row per image size (``width``, ``height``, ``images``)."""
+    ``sizes``: one row per image size (``width``, ``height``, ``images``); ``size_summary``: one row per
+    quantity (``quantity`` width / height / pixels, ``min``, ``median``, ``max``) plus the number of
+    distinct sizes, what ``check-data`` prints instead of a row per size."""
 
     path: Path
     source: str
@@ -26,6 +28,7 @@ class CheckReport:
     classes: pd.DataFrame
     sizes: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    size_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def summarize(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
@@ -59,7 +62,8 @@ def summarize(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     ]
     if "abnormal" in index.columns:
         rows.append(("abnormal images", int(index["abnormal"].astype(bool).sum())))
-    summary = pd.DataFrame({"metric": [r[0] for r in rows], "value": [float(r[1]) for r in rows]})
+    # counts stay integers (printed as 85, not 85.0000); shares and millimetres are floats
+    summary = pd.DataFrame({"metric": [r[0] for r in rows], "value": pd.Series([r[1] for r in rows], dtype=object)})
     sizes = (
         index.groupby(["width", "height"], sort=True).size().rename("images").reset_index()
         .sort_values(["images", "width", "height"], ascending=[False, True, True], kind="stable")
@@ -90,4 +94,18 @@ def check_data(
     src = source or detect_source(path)
     index = load_index(src, path, plane=plane, colormap=colormap, verify_images=True)
     summary, classes, sizes, warnings = summarize(index)
-    return CheckReport(path, src, index, summary, classes, sizes, warnings)
+    return CheckReport(path, src, index, summary, classes, sizes, warnings, summarize_sizes(index))
+
+
+def summarize_sizes(index: pd.DataFrame) -> pd.DataFrame:
+    """Min / median / max of image width, height and pixel count, and the number of distinct sizes."""
+    w, h = index["width"].astype(np.int64), index["height"].astype(np.int64)
+    rows = []
+    for name, values in (("width", w), ("height", h), ("pixels", w * h)):
+        med = float(values.median()) if len(values) else float("nan")
+        rows.append({"quantity": name, "min": int(values.min()) if len(values) else None,
+                     "median": int(med) if med == int(med) else med, "max": int(values.max()) if len(values) else None})
+    distinct = int(index.groupby(["width", "height"]).ngroups)
+    out = pd.DataFrame(rows, columns=["quantity", "min", "median", "max"]).astype(object)
+    out.attrs["distinct_sizes"] = distinct
+    return out

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
-from robustseg.data.io import Colormap, read_image, read_mask
+from robustseg.data.io import Colormap, image_size, read_image, read_mask
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
 
@@ -58,6 +57,17 @@ def _files(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     return out
 
 
+def image_key(name: str) -> str:
+    """The image id a label in a CSV refers to: the file name without a known image extension.
+
+    ``case.01.png`` -> ``case.01``; ``case.01`` -> ``case.01`` (``.01`` is not an extension, so it is kept:
+    a label without extension matches the full file name, never a shorter one).
+    """
+    text = str(name).strip()
+    suffix = Path(text).suffix
+    return text[: -len(suffix)] if suffix and suffix.lower() in IMAGE_EXTS else text
+
+
 def _norm_header(s: str) -> str:
     return re.sub(r"[\s_]+", " ", str(s).strip().lower())
 
@@ -81,10 +91,12 @@ def _parse_float(raw: str, path: Path, key: str) -> float:
 
 
 def read_pixel_csv(path: str | Path) -> dict[str, float]:
-    """Parse a pixel-size CSV into ``{image stem: mm per pixel}``.
+    """Parse a pixel-size CSV into ``{image id: mm per pixel}``.
 
     Accepts header variants (``Label``/``label``/``filename``; ``Pixel in mm`` with any spacing or case),
-    ``,`` / ``;`` / tab separators and decimal commas. Empty values become NaN.
+    ``,`` / ``;`` / tab separators and decimal commas. Empty values become NaN. Labels match image files
+    on the full name, with or without extension (:func:`image_key`). Repeated rows for one image must agree;
+    conflicting values are an InputError naming both.
     """
     path = Path(path)
     try:
@@ -112,6 +124,7 @@ def read_pixel_csv(path: str | Path) -> dict[str, float]:
             f"{path}: pixel-size CSV header {rows[0]!r} not understood; expected columns 'Label' and 'Pixel in mm'"
         )
     out: dict[str, float] = {}
+    seen: dict[str, tuple[int, str]] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if len(row) == len(header) + 1 and sep == "," and px_col == len(header) - 1:
             row = row[:px_col] + [row[px_col] + "," + row[px_col + 1]]  # unquoted decimal comma
@@ -119,8 +132,16 @@ def read_pixel_csv(path: str | Path) -> dict[str, float]:
             raise InputError(
                 f"{path}: line {lineno} has {len(row)} fields, header has {len(header)}; expected '{sep}'-separated values"
             )
-        key = Path(row[label_col].strip()).stem
-        out[key] = _parse_float(row[px_col], path, key)
+        key = image_key(row[label_col])
+        value = _parse_float(row[px_col], path, key)
+        if key in out and not (out[key] == value or (np.isnan(out[key]) and np.isnan(value))):
+            first_line, first_raw = seen[key]
+            raise InputError(
+                f"{path}: conflicting pixel sizes for {key!r}: {first_raw.strip()!r} (line {first_line}) and "
+                f"{row[px_col].strip()!r} (line {lineno}); expected one value per image"
+            )
+        out[key] = value
+        seen.setdefault(key, (lineno, row[px_col]))
     return out
 
 
@@ -144,12 +165,7 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], img_dir: Path, mask_d
 def _image_size(path: Path, verify: bool) -> tuple[int, int]:
     if verify:
         return read_image(path).shape  # type: ignore[return-value]
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise InputError(f"{path}: unreadable image; expected a valid PNG") from None
-    return h, w
+    return image_size(path)
 
 
 def _rows(images: dict[str, Path], masks: dict[str, Path], plane: str, colormap, verify: bool) -> list[dict]:
@@ -187,7 +203,7 @@ def _read_meta(path: Path) -> pd.DataFrame:
     if key is None:
         raise InputError(f"{path}: no 'image_id' column in {list(meta.columns)}; expected one row per image")
     meta = meta.rename(columns={key: "image_id"})
-    meta["image_id"] = [Path(str(x).strip()).stem for x in meta["image_id"]]
+    meta["image_id"] = [image_key(x) for x in meta["image_id"]]
     if meta["image_id"].duplicated().any():
         dup = meta.loc[meta["image_id"].duplicated(), "image_id"].iloc[0]
         raise InputError(f"{path}: image_id {dup!r} appears twice; expected one row per image")

@@ -19,49 +19,149 @@ LABELS = "labels"
 """The colour-map name meaning: masks hold class indices, no colours (nnU-Net data sets)."""
 
 
-def resolve_colormap(colormap: str | Colormap) -> dict[tuple[int, int, int], int]:
-    """Return the colour -> label dict for a name (``pascal``/``rgb``) or an explicit mapping."""
+MAX_IMAGE_PIXELS = 64_000_000
+"""Largest image robustseg decodes (8000 x 8000). Ultrasound frames are about 1000 x 700; anything this big
+is a mistake or a decompression bomb, and would need gigabytes once decoded and resized."""
+
+_GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _parse_colour(colour: object) -> tuple[int, ...]:
+    if isinstance(colour, str):
+        text = colour.strip()
+        if text.startswith("#") and len(text) == 7:
+            return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+        return tuple(int(c) for c in text.strip("()[] ").replace(";", ",").split(","))
+    return tuple(int(c) for c in colour)  # type: ignore[attr-defined]
+
+
+def _parse_label(label: object) -> int:
+    if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
+        key = label.strip().lower()
+        if key not in CLASS_NAMES:
+            raise ValueError(label)
+        return CLASS_NAMES.index(key)
+    return int(label)  # type: ignore[call-overload]
+
+
+def resolve_colormap(colormap: str | Colormap | object) -> dict[tuple[int, int, int], int]:
+    """Return the colour -> label dict for a name (``pascal``/``rgb``) or an explicit table.
+
+    An explicit table maps colours to labels: keys ``(r, g, b)`` tuples, ``"r,g,b"`` strings (what a TOML
+    table holds) or ``"#rrggbb"``; values label indices or class names. A list of ``(colour, label)`` pairs
+    (the canonical form, :func:`canonical_colormap`) is accepted too.
+    """
     if isinstance(colormap, str):
         key = colormap.strip().lower()
         if key not in COLORMAPS:
-            raise InputError(f"colormap {colormap!r}: unknown; expected one of {sorted(COLORMAPS)} or a dict")
+            raise InputError(f"colormap {colormap!r}: unknown; expected one of {sorted(COLORMAPS)} or a table "
+                             "of 'r,g,b' = label")
         return dict(COLORMAPS[key])
+    if isinstance(colormap, Mapping):
+        items = list(colormap.items())
+    elif isinstance(colormap, list | tuple) and all(isinstance(p, list | tuple) and len(p) == 2 for p in colormap):
+        items = [tuple(p) for p in colormap]
+    else:
+        raise InputError(f"colormap {colormap!r}: expected 'pascal', 'rgb' or a table of 'r,g,b' = label")
     out: dict[tuple[int, int, int], int] = {}
-    for colour, label in dict(colormap).items():
-        rgb = tuple(int(c) for c in colour)
+    for colour, label in items:
+        try:
+            rgb = _parse_colour(colour)
+        except (TypeError, ValueError):
+            raise InputError(f"colormap: colour {colour!r} is not an (r, g, b) triple of 0..255") from None
         if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
             raise InputError(f"colormap: colour {colour!r} is not an (r, g, b) triple of 0..255")
-        if not 0 <= int(label) < len(CLASS_NAMES):
-            raise InputError(f"colormap: label {label!r} for {colour!r} outside 0..{len(CLASS_NAMES) - 1}")
-        out[rgb] = int(label)  # type: ignore[index]
+        try:
+            value = _parse_label(label)
+        except (TypeError, ValueError):
+            value = -1
+        if not 0 <= value < len(CLASS_NAMES):
+            raise InputError(f"colormap: label {label!r} for {colour!r} outside 0..{len(CLASS_NAMES) - 1} "
+                             f"(or a class name of {list(CLASS_NAMES)})")
+        if rgb in out and out[rgb] != value:  # type: ignore[comparison-overlap]
+            raise InputError(f"colormap: colour {colour!r} is given twice, as {out[rgb]} and {value}")  # type: ignore[index]
+        out[rgb] = value  # type: ignore[index]
     if (0, 0, 0) not in out:
         out[(0, 0, 0)] = 0
     return out
 
 
+def canonical_colormap(colormap: object) -> str | tuple[tuple[tuple[int, int, int], int], ...]:
+    """A hashable, JSON-stable form of a colour map: a lower-case name, or sorted ``((r, g, b), label)`` pairs.
+
+    Validates like :func:`resolve_colormap`. Used where a colour map is part of a cache key or a run id.
+    """
+    if isinstance(colormap, str):
+        if colormap == LABELS:
+            return LABELS
+        resolve_colormap(colormap)
+        return colormap.strip().lower()
+    return tuple(sorted(resolve_colormap(colormap).items()))
+
+
 def _open(path: Path) -> Image.Image:
+    """Open and decode an image; unreadable, truncated or oversized files are InputErrors naming the file."""
+    import warnings
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    too_big = (f"{path}: image of {{}} pixels is larger than the limit of {MAX_IMAGE_PIXELS} "
+               "(robustseg.data.io.MAX_IMAGE_PIXELS); expected an ordinary image, not a decompression bomb")
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise InputError(too_big.format(f"{w} x {h} = {w * h}"))
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(too_big.format(str(exc).split(" pixels")[0].split("(")[-1].strip() or "too many")) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: unreadable or truncated image ({msg}); expected a valid PNG") from None
     return img
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` from the header alone (no decoding); oversized images are InputErrors."""
+    import warnings
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError, OSError,
+            SyntaxError, ValueError, EOFError):
+        return _open(path).size[::-1]  # decoding names the problem
+    if w * h > MAX_IMAGE_PIXELS:
+        _open(path)
+    return h, w
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 grayscale ``(H, W)``; RGB is converted with ITU-R 601 luma."""
-    img = _open(Path(path))
-    if img.mode in ("P", "PA"):
-        img = img.convert("RGB")
+    """Read an image as uint8 grayscale ``(H, W)``.
+
+    RGB (and palette, CMYK, YCbCr, via Pillow's conversion to RGB) with ITU-R 601 luma; an alpha channel is
+    dropped; 16/32-bit and float images are scaled by their maximum. Other modes are InputErrors.
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("LA", "La"):
+        img = img.getchannel("L")
+    elif img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        img = img.convert("RGB")  # CMYK: Pillow inverts the inks, so dark stays dark
+    elif img.mode not in _GREY_MODES + ("RGB", "RGBA"):
+        raise InputError(f"{path}: image mode {img.mode!r} is not supported; expected grey, RGB or palette")
     arr = np.asarray(img)
-    if arr.dtype == np.uint16 or arr.dtype == np.int32:
-        arr = (arr.astype(np.float64) / max(1.0, float(arr.max())) * 255.0).round().astype(np.uint8)
+    if arr.dtype.kind in "iuf" and arr.dtype != np.uint8 and arr.dtype != bool:
+        arr = np.nan_to_num(arr.astype(np.float64))
+        arr = (np.clip(arr, 0, None) / max(1.0, float(arr.max())) * 255.0).round().astype(np.uint8)
     if arr.ndim == 3:
-        arr = arr[..., :3] if arr.shape[2] >= 3 else arr[..., :1].repeat(3, axis=2)
+        arr = arr[..., :3]
         arr = np.clip(np.rint(arr.astype(np.float64) @ _LUMA), 0, 255).astype(np.uint8)
     elif arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
@@ -83,41 +183,30 @@ def _rgb_to_labels(rgb: np.ndarray, cmap: dict[tuple[int, int, int], int], path:
     return lut[inverse].reshape(code.shape).astype(np.uint8)
 
 
-def read_mask(path: str | Path, colormap: str | Colormap = "pascal") -> np.ndarray:
-    """Read a label mask as uint8 ``(H, W)`` with values ``0..C-1``.
+def _palette_labels(img: Image.Image, cmap: dict[tuple[int, int, int], int], path: Path) -> np.ndarray:
+    """Labels of a palette mask: through the colour map, or the indices themselves when every used palette
+    entry is the grey ``(i, i, i)`` of its own index (the "grey palette" many tools write)."""
+    idx = np.asarray(img)
+    pal = np.asarray(img.getpalette("RGB") or [], dtype=np.int64).reshape(-1, 3)
+    counts = np.bincount(idx.ravel(), minlength=256)
+    used = np.flatnonzero(counts)
+    colours = {int(i): tuple(int(c) for c in pal[i]) if i < len(pal) else (0, 0, 0) for i in used}
+    if all(colours[i] == (i, i, i) for i in used) and any(colours[i] not in cmap for i in used):
+        return _integer_labels(idx.astype(np.int64), path)
+    lut = np.zeros(256, dtype=np.uint8)
+    for i in used:
+        colour = colours[int(i)]
+        if colour not in cmap:
+            raise InputError(
+                f"{path}: mask colour {colour} ({int(counts[i])} pixels) is not in the colour map "
+                f"{sorted(cmap)}; expected only mapped colours"
+            )
+        lut[i] = cmap[colour]
+    return lut[idx]
 
-    Palette PNGs are looked up through their palette, RGB PNGs through ``colormap``; single-channel
-    PNGs are taken as integer labels (values must be < C). A colour outside the map raises InputError.
-    ``colormap = "labels"``: every mask holds class indices (nnU-Net convention, :func:`read_labels`; the
-    class count is checked by the caller, which knows it).
-    """
-    path = Path(path)
-    if isinstance(colormap, str) and colormap == LABELS:
-        return read_labels(path, 256)
-    cmap = resolve_colormap(colormap)
-    img = _open(path)
-    if img.mode == "P" and "transparency" not in img.info:
-        idx = np.asarray(img)
-        pal = np.asarray(img.getpalette("RGB") or [], dtype=np.int64).reshape(-1, 3)
-        counts = np.bincount(idx.ravel(), minlength=256)
-        lut = np.zeros(256, dtype=np.uint8)
-        for i in np.flatnonzero(counts):
-            colour = tuple(int(c) for c in pal[i]) if i < len(pal) else (0, 0, 0)
-            if colour not in cmap:
-                raise InputError(
-                    f"{path}: mask colour {colour} ({int(counts[i])} pixels) is not in the colour map "
-                    f"{sorted(cmap)}; expected only mapped colours"
-                )
-            lut[i] = cmap[colour]
-        return lut[idx]
-    if img.mode in ("P", "PA", "RGB", "RGBA"):
-        rgb = np.asarray(img.convert("RGB"))
-        return _rgb_to_labels(rgb, cmap, path)
-    arr = np.asarray(img)
-    if arr.ndim == 3:
-        return _rgb_to_labels(arr[..., :3], cmap, path)
-    arr = arr.astype(np.int64)
-    bad = arr >= len(CLASS_NAMES)
+
+def _integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
+    bad = (arr >= len(CLASS_NAMES)) | (arr < 0)
     if bad.any():
         vals, counts = np.unique(arr[bad], return_counts=True)
         raise InputError(
@@ -154,6 +243,45 @@ def write_labels(path: str | Path, labels: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(lab).save(path, compress_level=6)
+
+
+def _opaque(alpha: np.ndarray, path: Path) -> None:
+    if alpha.size and int(alpha.min()) < 255:
+        n = int((alpha < 255).sum())
+        raise InputError(f"{path}: mask has {n} transparent or semi-transparent pixels; expected an opaque mask "
+                         "(labels cannot be read through transparency)")
+
+
+def read_mask(path: str | Path, colormap: str | Colormap | object = "pascal") -> np.ndarray:
+    """Read a label mask as uint8 ``(H, W)`` with values ``0..C-1``.
+
+    Palette PNGs are looked up through their palette (a grey palette, entry ``i`` = ``(i, i, i)``, gives the
+    indices as labels), RGB PNGs through ``colormap``; single-channel masks (8/16-bit, or grey + an opaque
+    alpha channel) are integer labels (values must be < C). A colour outside the map, transparency, and
+    modes that cannot hold exact labels (CMYK, float) raise InputError naming the file.
+    """
+    path = Path(path)
+    if isinstance(colormap, str) and colormap == LABELS:  # nnU-Net: every mask holds class indices
+        return read_labels(path, 256)
+    cmap = resolve_colormap(colormap)
+    img = _open(path)
+    mode = img.mode
+    if mode == "P" and "transparency" not in img.info:
+        return _palette_labels(img, cmap, path)
+    if mode in ("P", "PA", "RGBA"):
+        rgba = np.asarray(img.convert("RGBA"))
+        _opaque(rgba[..., 3], path)
+        return _rgb_to_labels(rgba[..., :3], cmap, path)
+    if mode == "RGB":
+        return _rgb_to_labels(np.asarray(img), cmap, path)
+    if mode in ("LA", "La"):
+        arr = np.asarray(img)
+        _opaque(arr[..., 1], path)
+        return _integer_labels(arr[..., 0].astype(np.int64), path)
+    if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return _integer_labels(np.asarray(img).astype(np.int64), path)
+    raise InputError(f"{path}: mask mode {mode!r} cannot hold exact labels; expected a palette, RGB or "
+                     "8/16-bit grey PNG")
 
 
 def write_mask(path: str | Path, labels: np.ndarray, colormap: str | Colormap = "pascal") -> None:

@@ -25,6 +25,8 @@ from robustseg.metrics.postprocess import postprocess as postprocess_labels
 from robustseg.metrics.table import per_image_table, summarise_table
 
 MASK_EXTENSIONS: tuple[str, ...] = MASK_EXTS
+LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
+"""Mask files that are rejected with a clear line instead of being skipped silently."""
 
 POLICY_TEXT = {
     "nan": "Dice/IoU/precision/recall/F1/NSD/HD95 are NaN and excluded from per-image means when a structure "
@@ -40,6 +42,9 @@ def _list_masks(folder: Path, what: str) -> dict[str, Path]:
         raise InputError(f"{folder}: {what} folder not found")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in LOSSY_EXTENSIONS and not p.name.startswith("."):
+            raise InputError(f"{p}: a JPEG {what} mask cannot be scored (lossy compression changes label values "
+                             f"at every edge); expected {', '.join(MASK_EXTENSIONS)} masks")
         if p.is_file() and p.suffix.lower() in MASK_EXTENSIONS:
             if p.stem in found:
                 raise InputError(f"{folder}: two {what} masks share the name {p.stem!r} ({found[p.stem].name}, {p.name})")
@@ -198,9 +203,16 @@ def summarise(
     }
 
 
+def check_output(out_dir: str | Path) -> Path:
+    """Check ``-o OUT`` before any evaluation: a writable folder (or creatable as one), not a file."""
+    from robustseg._paths import check_output_dir
+
+    return check_output_dir(out_dir, "-o/--output")
+
+
 def write_evaluation(out_dir: str | Path, per_image: pd.DataFrame, summary: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``out_dir/per_image.csv`` (adds an ``image`` column equal to ``image_id``) and ``summary.json``."""
-    out = Path(out_dir)
+    out = check_output(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "per_image.csv", out / "summary.json"
     table = per_image.copy()

@@ -33,7 +33,24 @@ class RunFinished:
     result: RunResult
 
 
-Event = EpochEnd | RunStarted | RunFinished
+@dataclass(frozen=True)
+class RunWaiting:
+    """Run ``run_id`` is locked by another process (``holder``: its host and pid, when known); this process
+    waits for it and then uses its result."""
+
+    run_id: str
+    holder: str = ""
+
+
+@dataclass(frozen=True)
+class RunInvalid:
+    """A run folder marked complete failed verification (``reason``); the run is executed again."""
+
+    run_id: str
+    reason: str
+
+
+Event = EpochEnd | RunStarted | RunFinished | RunWaiting | RunInvalid
 OnEvent = Callable[[Event], None]
 
 

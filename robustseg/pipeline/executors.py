@@ -4,7 +4,8 @@ Every executor follows :class:`Executor`: ``map(specs, runs_dir, on_event)`` yie
 :class:`RunResult` per spec as runs finish, and ``close()`` releases its resources.
 
 - ``LocalExecutor``: in this process, one run after another; forwards per-epoch events.
-- ``PoolExecutor``: ``execution.workers > 1`` local processes side by side (events per finished run).
+- ``PoolExecutor``: ``execution.workers > 1`` local processes side by side; their epoch events are
+  forwarded through a queue, and they die with the study process (kill -9 included).
 - ``DaskExecutor``: sends each run to an existing Dask cluster (``--scheduler tcp://host:8786``; for
   example one started by dask-jobqueue on Slurm). Workers need the package installed and the runs
   folder and data on a shared file system.
@@ -12,13 +13,15 @@ Every executor follows :class:`Executor`: ``map(specs, runs_dir, on_event)`` yie
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from robustseg.errors import InputError
 from robustseg.pipeline.artifacts import RunResult, RunStatus
-from robustseg.pipeline.events import OnEvent
+from robustseg.pipeline.events import Event, OnEvent, ignore
 from robustseg.pipeline.plan import RunSpec
 from robustseg.pipeline.runner import execute_run
 
@@ -49,11 +52,71 @@ class LocalExecutor:
         pass
 
 
+PR_SET_PDEATHSIG = 1
+WATCHDOG_POLL_S = 0.5
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker process die when ``parent_pid`` does (kill -9 of the study included).
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, so the kernel kills the worker when its parent exits.
+    Everywhere (and as a fallback): a daemon thread polls ``os.getppid()`` and kills the worker once it
+    has been re-parented. A worker that outlived its study would otherwise hold run locks and memory.
+    """
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watchdog below still applies
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_POLL_S)
+            if os.getppid() != parent_pid:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="robustseg-parent-watchdog", daemon=True).start()
+
+
+_EVENTS: Any = None
+"""In a pool worker: the queue that carries progress events back to the study process."""
+
+
+def _worker_init(parent_pid: int, events: Any) -> None:
+    global _EVENTS
+    _die_with_parent(parent_pid)
+    events.cancel_join_thread()  # a worker never hangs at exit on undelivered progress events
+    _EVENTS = events
+
+
+def _forward(event: Event) -> None:
+    if _EVENTS is not None:
+        try:
+            _EVENTS.put(event)
+        except Exception:  # progress is best effort: a closed queue must not fail the run
+            pass
+
+
+def _pool_run(spec: RunSpec, runs_dir: Path, threads: int) -> RunResult:
+    return execute_run(spec, runs_dir, threads=threads, on_event=_forward)
+
+
 class PoolExecutor:
     """Runs ``workers`` runs at a time in separate local processes (spawned), each with ``threads`` threads.
 
     On small CPUs several single-threaded runs side by side beat one run using every core (no OpenMP
     spin-waiting between tiny kernels). Results equal those of ``LocalExecutor`` with the same threads.
+    Workers die with the study process (see :func:`_die_with_parent`) and send their progress events
+    (epochs, waiting for a locked run) back through a queue.
     """
 
     def __init__(self, workers: int, threads: int = 1) -> None:
@@ -62,16 +125,41 @@ class PoolExecutor:
 
     def map(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent | None = None) -> Iterator[RunResult]:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import queue
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+        on_event = on_event or ignore
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
-            futures = {pool.submit(execute_run, spec, Path(runs_dir), threads=self.threads): spec for spec in specs}
-            for future in as_completed(futures):
+        events = ctx.Queue()
+
+        def drain() -> None:
+            while True:
                 try:
-                    yield future.result()
-                except Exception as exc:  # the worker process died (killed, out of memory): record, go on
-                    yield _lost(futures[future].run_id, exc, "worker process")
+                    event = events.get_nowait()
+                except queue.Empty:
+                    return
+                except Exception:  # a worker killed mid-message: progress is best effort, results are not
+                    return
+                on_event(event)
+
+        try:
+            with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init,
+                                     initargs=(os.getpid(), events)) as pool:
+                futures = {pool.submit(_pool_run, spec, Path(runs_dir), self.threads): spec for spec in specs}
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    drain()
+                    for future in done:
+                        try:
+                            result = future.result()
+                        except Exception as exc:  # the worker process died (killed, out of memory): record, go on
+                            result = _lost(futures[future].run_id, exc, "worker process")
+                        yield result
+                drain()
+        finally:
+            events.close()
+            events.join_thread()
 
     def close(self) -> None:
         pass

@@ -28,12 +28,17 @@ class DataSpec:
     path: str
     plane: str
     colormap: Any
+    """A colour-map name or table; stored in the hashable canonical form of
+    :func:`robustseg.data.io.canonical_colormap` (so a spec can key the per-process data cache)."""
     size: int
     small_structures: tuple[str, ...] = ("csp", "lv")
     """Names of the small structures (oversampling, post-processing, split strata): ``data.small_structures``."""
 
     def __post_init__(self) -> None:
+        from robustseg.data.io import canonical_colormap
+
         object.__setattr__(self, "small_structures", tuple(self.small_structures))
+        object.__setattr__(self, "colormap", canonical_colormap(self.colormap))
 
     def key(self) -> str:
         return stable_hash(asdict(self))

@@ -20,7 +20,8 @@ A run folder ``<runs_dir>/<run_id>/`` holds:
 - ``qc.csv.gz``, ``masks.npz``  single-model GT-free QC scores and argmax masks of the clean and perturbed
                            test sets (``robustseg.qc.scores``)
 - ``postprocess.json``     the validation-set decision on post-processing
-- ``complete.json``        written last and atomically: the run is finished
+- ``complete.json``        written last and atomically: the run is finished; holds a manifest (size and
+                           SHA-256 of every other file) checked on every load, and ``diverged``
 - ``failed.json``          instead of ``complete.json`` when the run failed (error + traceback)
 
 The function is self-contained (it loads what it needs from the spec) so a Dask worker can call it.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import os
 import platform
 import shutil
 import time
@@ -41,10 +43,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustseg._io import write_json
+from robustseg._io import read_json, write_json
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
-from robustseg.pipeline.artifacts import COMPLETE, FAILED, SPEC, RunResult, RunStatus, run_state
-from robustseg.pipeline.events import EpochEnd, OnEvent, ignore
+from robustseg.pipeline.artifacts import (
+    COMPLETE,
+    FAILED,
+    SPEC,
+    RunResult,
+    RunStatus,
+    divergence,
+    file_manifest,
+    run_state,
+)
+from robustseg.pipeline.events import EpochEnd, OnEvent, RunWaiting, ignore
 from robustseg.pipeline.inputs import LoadedData, load_data
 from robustseg.pipeline.native import PREDICTIONS, NativeSet, evaluate_probs, read_native, write_predictions
 from robustseg.pipeline.plan import DataSpec, RunSpec
@@ -77,29 +88,60 @@ def score(probs: np.ndarray, masks: np.ndarray, image_ids: list[str], pixel_mm: 
     )
 
 
+LOCK_POLL_S = 0.5
+"""How often a process waiting for a run locked by another process retries the lock."""
+
+
+def _lock_path(runs_dir: Path, run_id: str) -> Path:
+    return runs_dir / f".{run_id}.lock"
+
+
+def _acquire(lock: Any, path: Path, run_id: str, on_event: OnEvent) -> None:
+    """Take the run's exclusive lock; while another process holds it, say so once and wait for it."""
+    announced = False
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if not announced:
+                try:
+                    holder = path.read_text().strip()
+                except OSError:
+                    holder = ""
+                on_event(RunWaiting(run_id, holder))
+                announced = True
+            time.sleep(LOCK_POLL_S)
+
+
 def execute_run(spec: RunSpec, runs_dir: str | Path, *, threads: int = 0,
                 on_event: OnEvent | None = None) -> RunResult:
     """Run ``spec`` into ``runs_dir/run_id``; never raises for failures inside the run.
 
-    A finished run is skipped (:attr:`RunStatus.SKIPPED`); a failure is written to ``failed.json`` and
-    returned as :attr:`RunStatus.FAILED`. ``on_event`` receives an :class:`EpochEnd` per training epoch.
+    A finished run (its files verify) is skipped (:attr:`RunStatus.SKIPPED`); a failure is written to
+    ``failed.json`` and returned as :attr:`RunStatus.FAILED`. ``on_event`` receives an :class:`EpochEnd` per
+    training epoch, and a :class:`RunWaiting` when another process (a second study on the same folder, a
+    Dask worker) is executing this run: this call then waits for it and uses its result.
     """
+    on_event = on_event or ignore
     run_dir = Path(runs_dir) / spec.run_id
     if run_state(run_dir) == "complete":
-        return RunResult(spec.run_id, RunStatus.SKIPPED)
+        return RunResult(spec.run_id, RunStatus.SKIPPED, summary=read_json(run_dir / COMPLETE))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f".{spec.run_id}.lock", "w") as lock:
-        try:  # one process per run: a second study on the same folder leaves this run alone
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return RunResult(spec.run_id, RunStatus.FAILED, error="running in another process (locked)")
-        if run_state(run_dir) == "complete":  # finished by that other process meanwhile
-            return RunResult(spec.run_id, RunStatus.SKIPPED)
-        return _attempt(spec, run_dir, threads, on_event or ignore)
+    path = _lock_path(run_dir.parent, spec.run_id)
+    with open(path, "a+") as lock:  # one process per run; "a+": never truncate the holder's note
+        _acquire(lock, path, spec.run_id, on_event)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{platform.node()} pid {os.getpid()}\n")
+        lock.flush()
+        if run_state(run_dir) == "complete":  # finished by the other process meanwhile: use its result
+            return RunResult(spec.run_id, RunStatus.SKIPPED, summary=read_json(run_dir / COMPLETE))
+        return _attempt(spec, run_dir, threads, on_event)
 
 
 def _attempt(spec: RunSpec, run_dir: Path, threads: int, on_event: OnEvent) -> RunResult:
-    if run_dir.exists():  # a partial or failed earlier attempt: start clean
+    if run_dir.exists():  # a partial, failed or corrupt earlier attempt: start clean
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     write_json(run_dir / SPEC, spec.payload)
@@ -118,8 +160,12 @@ def _attempt(spec: RunSpec, run_dir: Path, threads: int, on_event: OnEvent) -> R
         write_json(run_dir / FAILED, failure)
         return RunResult(spec.run_id, RunStatus.FAILED, error=error, seconds=seconds, summary=failure)
     seconds = time.time() - started
+    history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else None
+    diverged = divergence(history)
     summary.update({"run_id": spec.run_id, "status": "complete", "seconds": seconds,
-                    "arm": spec.arm, "fold": spec.fold, "seed": spec.seed, "host": platform.node()})
+                    "arm": spec.arm, "fold": spec.fold, "seed": spec.seed, "host": platform.node(),
+                    "diverged": diverged is not None, "diverged_reason": diverged or ""})
+    summary["files"] = file_manifest(run_dir)  # what "complete" promises: checked on every load
     write_json(run_dir / COMPLETE, summary)
     return RunResult(spec.run_id, RunStatus.COMPLETE, seconds=seconds, summary=summary)
 

@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from robustseg._io import atomic_write, read_json, write_csv, write_json
+from robustseg._paths import check_component, check_output_dir, clean_stale_temp
 from robustseg.config import Study
 from robustseg.errors import InputError
-from robustseg.pipeline.artifacts import COMPLETE, FAILED, RunResult, RunStatus, run_state
-from robustseg.pipeline.events import OnEvent, RunFinished, RunStarted, ignore
+from robustseg.pipeline.artifacts import COMPLETE, RunResult, RunStatus, read_failure, run_state, verify_run
+from robustseg.pipeline.events import OnEvent, RunFinished, RunInvalid, RunStarted, ignore
 from robustseg.pipeline.inputs import LoadedData, fingerprint, load_data
 from robustseg.pipeline.plan import DataSpec, RunSpec, plan_runs, split_fingerprint
 from robustseg.pipeline.runner import execute_run
@@ -44,6 +45,8 @@ class StudyOutcome:
     runs_dir: Path
     results: list[RunResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
+    """Runs that completed with finite but absurd validation losses (``complete.json`` ``diverged``)."""
     report: Path | None = None
     seconds: float = 0.0
 
@@ -65,6 +68,8 @@ def _phantom_path(study: Study, runs_dir: Path) -> Path:
 
     d = study.data
     target = Path(d.path) if d.path else runs_dir / "data" / f"phantom-n{d.phantom_n}-s{d.phantom_seed}"
+    if target.parent.is_dir():  # phantoms half-written by a killed process
+        clean_stale_temp(target.parent, depth=1, prefix=f"{target.name}.tmp-")
     if not target.exists():
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -94,23 +99,52 @@ def validate_arms(study: Study) -> None:
     from robustseg.pipeline.runner import train_config
 
     where = study.path or "study"
+    check_seeds(study.seeds, f"{where}: seeds")
+    size = study.data.size
     for arm in study.arms:
         try:
-            cfg = train_config(arm.to_dict(), seed=0, size=study.data.size)
+            cfg = train_config(arm.to_dict(), seed=0, size=size)
             kw = dict(cfg.loss_kwargs)
             if cfg.loss in losses.USES_CLASS_WEIGHTS and "class_weights" not in kw:
                 kw["class_weights"] = [1.0] * len(CLASS_NAMES)
             losses.create(cfg.loss, **kw)
-            models.create(cfg.model, in_channels=1, num_classes=len(CLASS_NAMES), **cfg.model_kwargs)
+            model = models.create(cfg.model, in_channels=1, num_classes=len(CLASS_NAMES), **cfg.model_kwargs)
         except InputError as exc:
             raise InputError(f"{where} [arms.{arm.name}]: {exc}") from None
+        divisor = int(getattr(model, "size_divisor", 1))
+        if size % divisor:
+            depth = getattr(model, "depth", "?")
+            lower, upper = size - size % divisor, size + divisor - size % divisor
+            raise InputError(f"{where} [arms.{arm.name}]: data.size = {size} is not a multiple of {divisor}, "
+                             f"which model {cfg.model!r} with depth {depth} needs (e.g. {lower or upper} or {upper})")
+
+
+def check_seeds(seeds: list[int], what: str) -> None:
+    """Seeds are integers in 0 .. 2**32 - 1 (what NumPy and torch accept alike)."""
+    for seed in seeds:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+            raise InputError(f"{what}: seed {seed!r}; expected an integer in 0..{2**32 - 1}")
+
+
+def output_dirs(study: Study) -> tuple[Path, Path]:
+    """``(runs_dir/<name>, reports_dir/<name>)``, checked before any work: the name is one safe path
+    component and both folders are (or can be created as) writable folders."""
+    where = study.path or "study"
+    name = check_component(study.name, f"{where}: name")
+    ex = study.raw["execution"]
+    runs_dir = check_output_dir(Path(ex["runs_dir"]) / name, f"{where}: execution.runs_dir")
+    reports_dir = check_output_dir(Path(ex["reports_dir"]) / name, f"{where}: execution.reports_dir")
+    return runs_dir, reports_dir
 
 
 def prepare(study: Study) -> Prepared:
     """Everything before training: data, splits, perturbation list, plan; saved under runs/<study>/."""
     from robustseg.data.splits import make_splits
 
+    runs_dir, reports_dir = output_dirs(study)
     validate_arms(study)
+    for folder in (runs_dir, reports_dir):  # what a killed earlier process left behind
+        clean_stale_temp(folder)
     runs_dir = Path(study.execution.runs_dir) / study.name
     d = study.data
     if not d.path and d.source != "phantom":
@@ -214,8 +248,12 @@ def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent |
     started = time.time()
     prep = prepare(study)
     outcome = StudyOutcome(prep.runs_dir)
-    pending = [r for r in prep.runs if run_state(prep.runs_dir / r.run_id) != "complete"]
+    states = {r.run_id: run_state(prep.runs_dir / r.run_id) for r in prep.runs}
+    pending = [r for r in prep.runs if states[r.run_id] != "complete"]
     on_event(RunStarted(total=len(prep.runs), done=len(prep.runs) - len(pending)))
+    for r in pending:
+        if states[r.run_id] == "corrupt":  # reported, then run again: never trusted
+            on_event(RunInvalid(r.run_id, verify_run(prep.runs_dir / r.run_id) or "changed"))
     executor = _executor(study, scheduler)
     try:
         for result in executor.map(pending, prep.runs_dir, on_event):
@@ -224,6 +262,8 @@ def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent |
     finally:
         executor.close()
     outcome.failures = [f"{r.run_id}: {r.error or '?'}" for r in outcome.results if r.status is RunStatus.FAILED]
+    outcome.diverged = [f"{r.run_id}: {r.summary.get('diverged_reason')}" for r in outcome.results
+                        if r.ok and r.summary.get("diverged")]
     collect_tables(prep.runs_dir)
     if report:
         outcome.report = write_report(prep.runs_dir, study)
@@ -233,11 +273,11 @@ def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent |
 
 def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
     """Concatenate the tables of the plan's finished runs into ``runs_dir/tables/``."""
-    plan = read_json(runs_dir / "plan.json")
+    plan = _read_saved(runs_dir, "plan.json")
     per_image, features, history, runs = [], [], [], []
     for entry in plan:
         run_dir = runs_dir / entry["run_id"]
-        state = run_state(run_dir)
+        state = run_state(run_dir)  # "complete" only when every file verifies against complete.json
         info = {**entry, "status": state}
         if state == "complete":
             done = read_json(run_dir / COMPLETE)
@@ -247,7 +287,9 @@ def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
             features.append(pd.read_csv(run_dir / "features.csv.gz"))
             history.append(pd.read_csv(run_dir / "history.csv").assign(**entry))
         elif state == "failed":
-            info["error"] = read_json(run_dir / FAILED).get("error")
+            info["error"] = read_failure(run_dir)
+        elif state == "corrupt":
+            info["error"] = f"corrupt: {verify_run(run_dir)}"
         runs.append(info)
     out_dir = runs_dir / "tables"
     out_dir.mkdir(exist_ok=True)
@@ -263,13 +305,41 @@ def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def _read_saved(runs_dir: Path, name: str) -> Any:
+    """A study-level JSON file of ``runs_dir``; a missing or damaged one is an InputError naming it."""
+    import json
+
+    path = runs_dir / name
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; expected a study run folder written by 'robustseg study'") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: damaged ({type(exc).__name__}); run 'robustseg study' again to rewrite it") from None
+
+
 def write_report(runs_dir: Path, study: Study | None = None) -> Path:
     """Build ``reports/<study>/report.md`` from the saved tables of ``runs_dir``."""
     from robustseg.report import build_report
 
-    saved = read_json(runs_dir / "study.json")["study"]
-    reports_dir = Path(saved["execution"]["reports_dir"]) / saved["name"]
+    saved = _read_saved(runs_dir, "study.json")
+    try:
+        raw = saved["study"]
+        name = check_component(raw["name"], f"{runs_dir / 'study.json'}: name")
+        reports_dir = Path(raw["execution"]["reports_dir"]) / name
+    except (KeyError, TypeError):
+        raise InputError(f"{runs_dir / 'study.json'}: damaged (no study name or reports_dir); "
+                         "run 'robustseg study' again to rewrite it") from None
+    check_output_dir(reports_dir, f"{runs_dir / 'study.json'}: execution.reports_dir")
+    _check_reference(runs_dir)
     return build_report(runs_dir, reports_dir)
+
+
+def _check_reference(runs_dir: Path) -> None:
+    """``reference.npz`` (held-out test images and masks) must be there and readable for a report."""
+    from robustseg.report.load import load_reference
+
+    load_reference(runs_dir)
 
 
 def report_from_run_dir(run_dir: str | Path) -> Path:
@@ -278,6 +348,8 @@ def report_from_run_dir(run_dir: str | Path) -> Path:
     if not (runs_dir / "study.json").is_file() or not (runs_dir / "plan.json").is_file():
         raise InputError(f"{runs_dir}: not a study run folder (expected study.json and plan.json, "
                          "as written by 'robustseg study')")
+    _check_reference(runs_dir)
+    check_output_dir(runs_dir / "tables", f"{runs_dir}: tables")
     collect_tables(runs_dir)
     return write_report(runs_dir)
 
@@ -290,6 +362,7 @@ def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int 
     if fold not in study.folds:
         raise InputError(f"--fold {fold}: expected one of {study.folds}")
     seed = study.seeds[0] if seed is None else seed
+    check_seeds([seed], "--seed")
     prep = prepare(study)
     matches = [r for r in prep.runs if r.arm == arm_name and r.fold == fold and r.seed == seed]
     if not matches:  # a seed outside the study's list: plan it on the fly

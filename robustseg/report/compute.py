@@ -43,7 +43,10 @@ class Results:
 
 
 def _picks(inputs: StudyInputs, ens: EnsembleResults, arm: str) -> tuple[list[tuple[str, int, str]], pd.DataFrame]:
-    """Best, median and worst test image of ``arm``'s ensemble by mean foreground Dice (ties: image id)."""
+    """Best and median test image of ``arm``'s ensemble by mean foreground Dice, then the worst image per
+    small structure (lowest CSP / LV Dice; a structure's failure is hidden in a mean over classes).
+    Ties: image id. An image picked twice is shown once, with both labels."""
+    from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
     from robustseg.report.ensembles import score_probs
 
     if arm not in ens.panel_probs or inputs.reference is None:
@@ -55,8 +58,18 @@ def _picks(inputs: StudyInputs, ens: EnsembleResults, arm: str) -> tuple[list[tu
         return [], per
     per = per.sort_values(["mean_fg_dice", "image_id"], kind="stable").reset_index(drop=True)
     pos = {k: i for i, k in enumerate(inputs.reference.image_id)}
-    chosen = [("best", per.iloc[-1]), ("median", per.iloc[(len(per) - 1) // 2]), ("worst", per.iloc[0])]
-    picks = [(f"{lab} (Dice {row.mean_fg_dice:.2f})", pos[row.image_id], row.image_id) for lab, row in chosen]
+    chosen = [(f"best (Dice {per.iloc[-1].mean_fg_dice:.2f})", per.iloc[-1].image_id),
+              (f"median (Dice {per.iloc[(len(per) - 1) // 2].mean_fg_dice:.2f})", per.iloc[(len(per) - 1) // 2].image_id)]
+    for k in SMALL_CLASSES:
+        name = CLASS_NAMES[k]
+        cls = table[table["class"] == name].dropna(subset=["dice"]).sort_values(["dice", "image_id"], kind="stable")
+        if not cls.empty:
+            worst = cls.iloc[0]
+            chosen.append((f"worst {name.upper()} (Dice {worst.dice:.2f})", worst.image_id))
+    labels: dict[str, list[str]] = {}
+    for label, image_id in chosen:
+        labels.setdefault(image_id, []).append(label)
+    picks = [("; ".join(labs), pos[image_id], image_id) for image_id, labs in labels.items()]
     return picks, per.assign(arm=arm)
 
 

@@ -76,33 +76,58 @@ def clean_rows(per_image: pd.DataFrame, postprocessed: bool = False) -> pd.DataF
     return per_image[keep].reset_index(drop=True)
 
 
-def load_inputs(runs_dir: str | Path) -> StudyInputs:
-    """Read ``runs_dir`` (study.json, plan.json, index.csv, tables/, reference.npz, run folders)."""
-    runs_dir = Path(runs_dir)
-    for name in ("study.json", "plan.json"):
-        if not (runs_dir / name).is_file():
-            raise InputError(f"{runs_dir}: not a study run folder (missing {name})")
-    saved = json.loads((runs_dir / "study.json").read_text())
-    plan = pd.DataFrame(json.loads((runs_dir / "plan.json").read_text()), columns=["run_id", "arm", "fold", "seed"])
-    tables = runs_dir / "tables"
-    per_image = _csv(tables / "per_image.csv.gz")
-    if not per_image.empty:
-        per_image["postprocessed"] = per_image["postprocessed"].astype(bool)
-    reference = None
-    if (runs_dir / "reference.npz").is_file():
-        with np.load(runs_dir / "reference.npz", allow_pickle=False) as z:
+def load_reference(runs_dir: str | Path) -> Reference:
+    """``reference.npz`` of a study; missing or damaged is an InputError saying how to rewrite it."""
+    import zipfile
+
+    path = Path(runs_dir) / "reference.npz"
+    again = "run 'robustseg study' again to rewrite it (finished runs are reused)"
+    if not path.is_file():
+        raise InputError(f"{path}: missing (held-out test images and masks); {again}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = sorted({"image_id", "images", "masks", "pixel_mm"} - set(z.files))
+            if missing:
+                raise InputError(f"{path}: lacks {missing}; {again}")
             native = None
             if "native_masks" in z.files:
                 native = unpack_masks(z["image_id"].astype(str), z["native_masks"], z["native_hw"],
                                       z["native_pixel_mm"])
-            reference = Reference(z["image_id"].astype(str), z["images"], z["masks"], z["pixel_mm"].astype(np.float64),
-                                  native)
+            return Reference(z["image_id"].astype(str), z["images"], z["masks"], z["pixel_mm"].astype(np.float64),
+                             native)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: damaged ({type(exc).__name__}); {again}") from None
+
+
+def _json(path: Path) -> Any:
+    if not path.is_file():
+        raise InputError(f"{path.parent}: not a study run folder (missing {path.name})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: damaged ({type(exc).__name__}); run 'robustseg study' again to rewrite it") from None
+
+
+def load_inputs(runs_dir: str | Path) -> StudyInputs:
+    """Read ``runs_dir`` (study.json, plan.json, index.csv, tables/, reference.npz, run folders).
+
+    Only runs whose files verify against their ``complete.json`` manifest count as complete.
+    """
+    from robustseg.pipeline.artifacts import COMPLETE, run_state
+
+    runs_dir = Path(runs_dir)
+    saved = _json(runs_dir / "study.json")
+    plan = pd.DataFrame(_json(runs_dir / "plan.json"), columns=["run_id", "arm", "fold", "seed"])
+    tables = runs_dir / "tables"
+    per_image = _csv(tables / "per_image.csv.gz")
+    if not per_image.empty:
+        per_image["postprocessed"] = per_image["postprocessed"].astype(bool)
+    reference = load_reference(runs_dir)
     runs = _csv(tables / "runs.csv")
     completes = {}
     for run_id in plan["run_id"]:
-        path = runs_dir / run_id / "complete.json"
-        if path.is_file():
-            completes[run_id] = json.loads(path.read_text())
+        if run_state(runs_dir / run_id) == "complete":
+            completes[run_id] = json.loads((runs_dir / run_id / COMPLETE).read_text())
     return StudyInputs(
         runs_dir=runs_dir, study=saved.get("study", {}), study_hash=str(saved.get("hash", "")),
         study_file=saved.get("file"), plan=plan, index=_csv(runs_dir / "index.csv"), runs=runs,

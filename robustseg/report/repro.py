@@ -78,11 +78,22 @@ def environment_lines(completes: dict[str, dict]) -> list[str]:
     return out
 
 
+def shown_path(path: str, cwd: Path | None = None) -> str:
+    """A path as a report shows it: relative to ``cwd`` when inside it, else the file name (no user folders)."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.relative_to(cwd or Path.cwd()).as_posix()
+    except ValueError:
+        return p.name
+
+
 def block(heading: str, study: dict, study_hash: str, study_file: str | None, runs: pd.DataFrame,
           completes: dict[str, dict] | None = None) -> str:
     versions = package_versions()
     lines = [heading.rstrip("\n"), "",
-             f"- Study hash: `{study_hash}`" + (f" (file `{study_file}`)" if study_file else ""),
+             f"- Study hash: `{study_hash}`" + (f" (file `{shown_path(study_file)}`)" if study_file else ""),
              f"- Seeds: {study.get('seeds', [])}; split seed {study.get('split', {}).get('seed', '?')}; "
              f"perturbation seed {study.get('perturb', {}).get('seed', '?')}",
              f"- Source commit when the report was built: `{git_commit()}`",
@@ -106,7 +117,8 @@ def block(heading: str, study: dict, study_hash: str, study_file: str | None, ru
         lines.append("")
         cols = {"run_id": "Run", "arm": "Arm", "fold": ("Fold", md.integer), "seed": ("Seed", md.integer)}
         for col, head in (("seconds", "Wall s"), ("train_seconds", "Train s"), ("eval_seconds", "Eval s"),
-                          ("epochs_run", "Epochs"), ("best_epoch", "Best epoch"), ("device", "Device")):
+                          ("epochs_run", "Epochs"), ("best_epoch", "Best epoch"), ("device", "Device"),
+                          ("diverged", "Diverged")):
             if col in done.columns:
                 cols[col] = (head, md.fixed(1)) if col.endswith("seconds") else (head, str)
         lines.append(md.table(runs, cols | {"status": "Status"}))

@@ -379,9 +379,10 @@ def qualitative(res: Results, fig: str | None) -> str:
     out = heading(7) + "\n"
     if not fig:
         return out + "_(needs saved probabilities and reference masks)_\n"
-    return out + (f"Best, median and worst test image by mean foreground Dice of arm `{res.baseline}`'s ensemble "
-                  "(all its runs). Reference and prediction overlays: brain blue, CSP green, LV red.\n\n"
-                  + md.figure(f"figures/{fig}", "Best, median and worst test images"))
+    return out + (f"Best and median test image by mean foreground Dice of arm `{res.baseline}`'s ensemble "
+                  "(all its runs), then the worst image for each small structure (lowest CSP and LV Dice). "
+                  "Reference and prediction overlays: brain blue, CSP green, LV red.\n\n"
+                  + md.figure(f"figures/{fig}", "Best, median and worst-per-structure test images"))
 
 
 def postprocessing(res: Results) -> str:

@@ -199,6 +199,18 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(previous)
 
 
+def _check_url(url: str) -> None:
+    """Parse a storage URL and load its SQLAlchemy dialect, without connecting."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--storage {safe_url(url)!r}: cannot open it as an Optuna storage ({first})") from None
+
+
 def run_tuning(study: Study, *, trials: int | None = None, storage: str | None = None, timeout: float | None = None,
                console: Any = None) -> TuneResult:
     """Run ``trials`` more trials of the study's tuning job, then write the tuned study and the report."""
@@ -214,12 +226,16 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise InputError(f"--timeout {timeout!r}: expected a number of seconds > 0")
 
-    runs_dir = Path(study.execution.runs_dir) / study.name
+    from robustseg.pipeline.study import output_dirs
+
+    runs_dir, _ = output_dirs(study)  # name and folders checked before anything is written
+    default_storage = not (storage or spec.options["storage"])
+    url = storage or spec.options["storage"] or f"sqlite:///{(runs_dir / 'tune.db').resolve()}"
+    if not default_storage:
+        _check_url(url)  # a malformed --storage fails before runs/ exists (no connection: workers race on it)
     with _file_lock(runs_dir / ".tune-prepare.lock"):
         prep = prepare(study)
     arm = tuned_arm(study, spec.options["arm"])
-    url = storage or spec.options["storage"] or f"sqlite:///{(prep.runs_dir / 'tune.db').resolve()}"
-    default_storage = not (storage or spec.options["storage"])
     rdb = make_storage(url, spec)
     name = spec.options["study_name"] or study.name
 
