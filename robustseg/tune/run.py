@@ -200,7 +200,12 @@ def _quiet_optuna() -> Iterator[None]:
 
 
 def _check_url(url: str) -> None:
-    """Parse a storage URL and load its SQLAlchemy dialect, without connecting."""
+    """Parse a storage URL and load its SQLAlchemy dialect, without connecting (journal files: the path)."""
+    if url.startswith(JOURNAL):
+        path = url[len(JOURNAL):]
+        if not path or path.endswith("/"):
+            raise InputError(f"--storage {url!r}: expected journal:///path/to/file.log (a file, not a folder)")
+        return
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
