@@ -1,8 +1,10 @@
-"""Device and precision choices: CUDA when present, CPU otherwise; nothing assumes a GPU."""
+"""Device, precision and compilation choices: CUDA when present, CPU otherwise; nothing assumes a GPU."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +12,9 @@ import torch
 from robustseg.errors import InputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+AMP_CHOICES = ("auto", "off", "fp32", "bf16", "fp16")
+"""``off`` and ``fp32`` are the same setting: no autocast, exact float32."""
+COMPILE_CHOICES = ("auto", "off", "on")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -24,16 +28,40 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
-    """True when oneDNN reports native bf16 kernels (AVX512-BF16 / AMX) on this CPU."""
+    """True when this CPU has native bf16 arithmetic that oneDNN uses (x86: AVX512-BF16 or AMX-BF16).
+
+    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on plain AVX-512,
+    where bf16 is emulated and slower than fp32, so on x86 the CPU flags decide. Elsewhere (e.g. Arm
+    with BF16 extensions) oneDNN's check is used as is.
+    """
     mkldnn = getattr(torch.backends, "mkldnn", None)
-    check = getattr(mkldnn, "is_available", lambda: False)
-    if not check():
+    if not getattr(mkldnn, "is_available", lambda: False)():
         return False
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
     except (AttributeError, RuntimeError):
         return False
+    caps = _cpu_capabilities()
+    if caps.get("architecture", "x86_64") in ("x86_64", "x86", "i686", "AMD64"):
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return True
+
+
+def _cpu_capabilities() -> Mapping[str, object]:
+    """``torch.cpu.get_capabilities()`` where available, else the flags of /proc/cpuinfo (Linux)."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        with contextlib.suppress(Exception):
+            return dict(get())
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return {}
+    return {"avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
 
 
 @dataclass(frozen=True)
@@ -54,14 +82,18 @@ class Precision:
 def resolve_amp(amp: str, device: torch.device) -> Precision:
     """Choose autocast precision.
 
-    ``auto``: CUDA -> bf16 when supported else fp16 with a GradScaler; CPU -> off (exact fp32, so runs
-    stay bit-reproducible). ``bf16`` / ``fp16`` force a dtype (fp16 only on CUDA); ``off`` disables.
+    ``auto``: CUDA -> bf16 when supported else fp16 with a GradScaler; CPU -> bf16 when the CPU has
+    native bf16 (:func:`cpu_supports_bf16`), else fp32. Runs stay bit-reproducible on the same machine
+    either way (bf16 autocast on CPU is deterministic). ``bf16`` / ``fp16`` force a dtype (fp16 only on
+    CUDA); ``off`` (alias ``fp32``) disables autocast.
     """
     if amp not in AMP_CHOICES:
         raise InputError(f"amp={amp!r}: expected one of {', '.join(AMP_CHOICES)}")
     cuda = device.type == "cuda"
-    if amp == "off" or (amp == "auto" and not cuda):
+    if amp in ("off", "fp32") or (amp == "auto" and not cuda and not cpu_supports_bf16()):
         return Precision(device.type, None, False)
+    if amp == "auto" and not cuda:
+        return Precision("cpu", torch.bfloat16, False)
     if amp == "auto":
         if torch.cuda.is_bf16_supported():
             return Precision("cuda", torch.bfloat16, False)
@@ -87,3 +119,55 @@ def use_channels_last(setting: bool | str, device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     return bool(torch.backends.mkldnn.is_available())
+
+
+def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Forward FLOPs (2 x multiply-adds) of the model's convolutions and linear layers on input ``x``.
+
+    Counted with forward hooks during one ``no_grad`` pass; other layers (norms, activations) are left
+    out, they are a few percent of a U-Net's arithmetic.
+    """
+    total = 0
+
+    def hook(mod: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, torch.nn.ConvTranspose2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.out_channels // mod.groups
+            total += 2 * inp[0].numel() * k
+        elif isinstance(mod, torch.nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            total += 2 * out.numel() * k
+        elif isinstance(mod, torch.nn.Linear):
+            total += 2 * out.numel() * mod.in_features
+
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return float(total)
+
+
+COMPILE_BREAK_EVEN_TFLOP: dict[str, float] = {"cpu": float("inf")}
+"""Training work (TFLOP, 3 x forward FLOPs x images x epochs) above which ``compile = "auto"`` compiles.
+
+Measured with ``benchmarks/bench_models.py --compile`` (see its docstring): compile seconds times the
+eager FLOP rate, divided by the fraction of step time compilation saves. Devices not listed (CUDA: not
+measured yet, run ``benchmarks/gpu_check.py``) never compile under ``auto``.
+"""
+
+
+def resolve_compile(setting: str, device: torch.device, train_tflop: float | None = None) -> bool:
+    """``on`` / ``off``; ``auto``: on where the run's estimated work exceeds the device's break-even."""
+    if setting not in COMPILE_CHOICES:
+        raise InputError(f"compile={setting!r}: expected one of {', '.join(COMPILE_CHOICES)}")
+    if setting != "auto":
+        return setting == "on"
+    threshold = COMPILE_BREAK_EVEN_TFLOP.get(device.type)
+    return threshold is not None and train_tflop is not None and train_tflop >= threshold
