@@ -36,18 +36,23 @@ def cpu_supports_bf16() -> bool:
     where bf16 is emulated and slower than fp32, so on x86 the CPU flags decide. Elsewhere (e.g. Arm
     with BF16 extensions) oneDNN's check is used as is.
     """
-    mkldnn = getattr(torch.backends, "mkldnn", None)
-    if not getattr(mkldnn, "is_available", lambda: False)():
-        return False
-    try:
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
-    except (AttributeError, RuntimeError):
+    if not _onednn_bf16():
         return False
     caps = _cpu_capabilities()
     if caps.get("architecture", "x86_64") in ("x86_64", "x86", "i686", "AMD64"):
         return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
     return True
+
+
+def _onednn_bf16() -> bool:
+    """oneDNN's own answer: bf16 kernels available (natively or emulated on AVX-512)."""
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    if not getattr(mkldnn, "is_available", lambda: False)():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _cpu_capabilities() -> Mapping[str, object]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robustseg.errors import InputError
+from robustseg.pipeline import workerenv
 from robustseg.pipeline.plan import RunSpec
 from robustseg.pipeline.runner import execute_run
 
@@ -28,6 +29,9 @@ class LocalExecutor:
         self.on_epoch = on_epoch
 
     def map(self, specs: Sequence[RunSpec], runs_dir: Path) -> Iterator[dict[str, Any]]:
+        workerenv.use_compile_cache(runs_dir)  # torch.compile's caches in the runs folder (before any compile)
+        if any(workerenv.malloc_helps(_size(s)) for s in specs):
+            workerenv.tune_malloc_in_process()
         for spec in specs:
             callback = None
             if self.on_epoch is not None:
@@ -52,8 +56,13 @@ class PoolExecutor:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("spawn")
+        # Worker environment (malloc settings, compile cache) is read when a worker starts: set it while
+        # the pool spawns its workers (on the first submits), then restore this process's environment.
+        size = max((_size(s) or 0 for s in specs), default=0) or None
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
-            futures = {pool.submit(execute_run, spec, Path(runs_dir), threads=self.threads): spec for spec in specs}
+            with workerenv.worker_environment(runs_dir, size):
+                futures = {pool.submit(execute_run, spec, Path(runs_dir), threads=self.threads): spec
+                           for spec in specs}
             for future in as_completed(futures):
                 try:
                     yield future.result()
@@ -93,3 +102,9 @@ class DaskExecutor:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _size(spec: RunSpec) -> int | None:
+    """Input size (px) of a run, where the spec records it."""
+    size = spec.payload.get("data", {}).get("size") if isinstance(spec.payload, dict) else None
+    return int(size) if isinstance(size, int | float) else None

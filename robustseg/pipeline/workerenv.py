@@ -24,6 +24,9 @@ from pathlib import Path
 TRIM_THRESHOLD = 1 << 30
 """Bytes of free memory at the top of the heap glibc keeps before giving memory back (1 GiB)."""
 
+MALLOC_MIN_SIZE = 0
+"""Input size (px) from which the malloc settings are applied (measured with benchmarks/bench_alloc.py)."""
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameter numbers from glibc's malloc.h
 
 
@@ -43,19 +46,27 @@ def compile_cache_env(runs_dir: str | Path) -> dict[str, str]:
     }
 
 
-def worker_env(runs_dir: str | Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Variables to add for worker processes; values the user already set in ``base`` are kept."""
+def malloc_helps(size: int | None) -> bool:
+    """Whether the malloc settings pay off for runs at input ``size`` px (None: unknown, apply)."""
+    return size is None or size >= MALLOC_MIN_SIZE
+
+
+def worker_env(
+    runs_dir: str | Path, size: int | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Variables to add for worker processes running at input ``size``; values set in ``base`` are kept."""
     base = os.environ if base is None else base
     env = compile_cache_env(runs_dir)
-    if sys.platform.startswith("linux") and _is_glibc():
+    env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS (read when CUDA starts)
+    if sys.platform.startswith("linux") and _is_glibc() and malloc_helps(size):
         env["GLIBC_TUNABLES"] = malloc_tunables()
     return {k: v for k, v in env.items() if k not in base}
 
 
 @contextlib.contextmanager
-def worker_environment(runs_dir: str | Path) -> Iterator[dict[str, str]]:
+def worker_environment(runs_dir: str | Path, size: int | None = None) -> Iterator[dict[str, str]]:
     """Set :func:`worker_env` in ``os.environ`` while workers are spawned; restore it afterwards."""
-    added = worker_env(runs_dir)
+    added = worker_env(runs_dir, size)
     os.environ.update(added)
     try:
         yield added
