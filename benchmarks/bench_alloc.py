@@ -4,7 +4,8 @@ Run: ``python benchmarks/bench_alloc.py [--sizes 96 256] [--rounds 3] [--steps 6
 
 Each measurement is a fresh child process (``GLIBC_TUNABLES`` is read when a process starts), so the
 parent alternates A, B, A, B, ... (default malloc, tuned malloc) and reports per size the median
-seconds per training step of each, their ratio and the minor page faults per step. The model and
+CPU seconds (user + system: page faults are system time; the child uses one thread, so on a shared
+machine CPU time counts its work, not its waiting) per training step of each, their ratio and the minor page faults per step. The model and
 precision are those of a study run at that size (Attention U-Net, batch 8, one thread, the default
 ``amp``); ``--base`` sets the width (default: 8 at <= 128 px as in the quickstart, 16 above).
 """
@@ -44,7 +45,7 @@ for _ in range(2):
     step()
 times, f0 = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(steps):
-    t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
+    t0 = time.process_time(); step(); times.append(time.process_time() - t0)
 faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps
 print(json.dumps({"times": times, "faults": faults}))
 """
