@@ -67,6 +67,15 @@ def test_amp_auto_on_cpu_follows_native_bf16_and_fp32_is_one_setting_away(caps):
         resolve_amp("half", cpu)
 
 
+def test_inference_may_use_bf16_when_training_stays_fp32(caps, monkeypatch):
+    cpu = torch.device("cpu")
+    caps(avx512_bf16=True)
+    monkeypatch.setattr(device_mod, "CPU_TRAIN_BF16_AUTO", False)
+    assert resolve_amp("auto", cpu).dtype is None
+    assert resolve_amp("auto", cpu, inference=True).dtype == torch.bfloat16
+    assert resolve_amp("fp32", cpu, inference=True).dtype is None
+
+
 def test_compile_resolution(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setitem(device_mod.COMPILE_BREAK_EVEN_TFLOP, "cpu", 10.0)

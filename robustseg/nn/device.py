@@ -84,21 +84,28 @@ class Precision:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
-def resolve_amp(amp: str, device: torch.device) -> Precision:
-    """Choose autocast precision.
+CPU_TRAIN_BF16_AUTO = True
+"""Whether ``amp = "auto"`` trains in bf16 on CPUs with native bf16 (inference always may; see README)."""
 
-    ``auto``: CUDA -> bf16 when supported else fp16 with a GradScaler; CPU -> bf16 when the CPU has
-    native bf16 (:func:`cpu_supports_bf16`), else fp32. Runs stay bit-reproducible on the same machine
-    either way (bf16 autocast on CPU is deterministic). ``bf16`` / ``fp16`` force a dtype (fp16 only on
-    CUDA); ``off`` (alias ``fp32``) disables autocast.
+
+def resolve_amp(amp: str, device: torch.device, *, inference: bool = False) -> Precision:
+    """Choose autocast precision for training (or, with ``inference=True``, for prediction).
+
+    ``auto``: CUDA -> bf16 when supported else fp16 with a GradScaler. CPU -> bf16 when the CPU has
+    native bf16 (:func:`cpu_supports_bf16`) for inference, and for training where
+    :data:`CPU_TRAIN_BF16_AUTO` says so; fp32 otherwise. bf16 autocast on CPU is deterministic: runs
+    stay bit-reproducible on the same machine. ``bf16`` / ``fp16`` force a dtype (fp16 only on CUDA);
+    ``off`` (alias ``fp32``) disables autocast.
     """
     if amp not in AMP_CHOICES:
         raise InputError(f"amp={amp!r}: expected one of {', '.join(AMP_CHOICES)}")
     cuda = device.type == "cuda"
-    if amp in ("off", "fp32") or (amp == "auto" and not cuda and not cpu_supports_bf16()):
+    if amp in ("off", "fp32"):
         return Precision(device.type, None, False)
     if amp == "auto" and not cuda:
-        return Precision("cpu", torch.bfloat16, False)
+        if cpu_supports_bf16() and (inference or CPU_TRAIN_BF16_AUTO):
+            return Precision("cpu", torch.bfloat16, False)
+        return Precision(device.type, None, False)
     if amp == "auto":
         if torch.cuda.is_bf16_supported():
             return Precision("cuda", torch.bfloat16, False)
