@@ -127,16 +127,16 @@ def _timed(fn: Callable[[], None]) -> float:
     return CLOCK() - t0
 
 
-def warm(v: Variant, compiled: bool) -> None:
-    """Warm-up calls; for a compiled training step, the compile seconds and the eager-step baseline."""
+def warm(v: Variant, compiled: bool, calls: int = 3) -> None:
+    """Warm-up calls; for a compiled training step, the compile seconds (first call minus the second)."""
     if v.train is not None:
         first = _timed(v.train)
-        second = _timed(v.train)
         if compiled:
-            v.compile_s = first - second
-        _timed(v.train)
+            v.compile_s = first - _timed(v.train)
+        for _ in range(calls - 1 - compiled):
+            v.train()
     if v.infer is not None:
-        for _ in range(2):
+        for _ in range(max(calls - 1, 1)):
             v.infer()
 
 
@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add torch.compile variants (slow to build)")
     parser.add_argument("--no-infer", action="store_true", help="time training only")
     parser.add_argument("--epoch-images", type=int, default=0, help="estimate one epoch of N images")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per variant first")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="variants to time (monai fp32 always); e.g. --only 'ours fp32' 'ours default'")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="auto: process CPU time with --threads 1, else wall time")
     args = parser.parse_args()
@@ -215,9 +218,11 @@ def main() -> None:
         variants.append(Variant(
             "ours levers + compile",
             make_train(ours, x, y, channels_last=True, bf16=bf16, fused=True, compile_model=True), None))
+    if args.only:
+        variants = [v for v in variants if v.name == "monai fp32" or v.name in args.only]
     compiled = {"monai levers + compile", "ours levers + compile"} | ({"ours default"} if default_compile else set())
     for v in variants:
-        warm(v, v.name in compiled)
+        warm(v, v.name in compiled, args.warmup)
 
     results = {}
     for kind in ("train", "infer"):
