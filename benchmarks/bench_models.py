@@ -21,8 +21,10 @@ Variants:
   and ``torch.compile`` with ``--compile``.
 - ``ours fp32``: ``train.amp = "fp32"``; channels-last and fused Adam as by default.
 - ``ours default``: what ``train_run`` / ``predict_proba`` do with default settings on this machine
-  (``amp = "auto"``, ``channels_last = "auto"``, ``compile = "auto"`` resolved for a run of
+  (``amp = "auto"``: fp32 training and, on CPUs with native bf16, bf16 prediction;
+  ``channels_last = "auto"``, ``compile = "auto"`` resolved for a run of
   ``--epoch-images`` images x 100 epochs; inference with BatchNorm folded into the convolutions).
+- ``ours bf16``: ``train.amp = "bf16"`` (and bf16 prediction), channels-last, fused Adam.
 - ``ours levers``: bf16 + channels-last + torch.compile (only with ``--compile``).
 
 With ``--compile`` the compile seconds (first call minus a normal call) are printed as well, with the
@@ -185,6 +187,7 @@ def main() -> None:
     cpu = torch.device("cpu")
     bf16 = cpu_supports_bf16()
     default_bf16 = resolve_amp("auto", cpu).dtype == torch.bfloat16
+    default_bf16_infer = resolve_amp("auto", cpu, inference=True).dtype == torch.bfloat16
     default_cl = use_channels_last("auto", cpu)
     images = args.epoch_images or 700
     f_m, f_o = forward_flops(monai, x[:1]), forward_flops(ours, x[:1])
@@ -193,7 +196,8 @@ def main() -> None:
         load = " ".join(fh.read().split()[:3])
     print(f"clock={'cpu' if CLOCK is time.process_time else 'wall'} threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} native_bf16={bf16} "
           f"loadavg={load} size={args.size} batch={args.batch} widths={widths}")
-    print(f"defaults here: amp auto -> {'bf16' if default_bf16 else 'fp32'}, channels_last -> {default_cl}, "
+    print(f"defaults here: amp auto -> train {'bf16' if default_bf16 else 'fp32'}, "
+          f"predict {'bf16' if default_bf16_infer else 'fp32'}, channels_last -> {default_cl}, "
           f"compile auto -> {default_compile} (run of {images} images x 100 epochs)")
     print(f"params: monai={count_parameters(monai):,} ours={count_parameters(ours):,}; "
           f"forward GFLOP/image: monai={f_m / 1e9:.3f} ours={f_o / 1e9:.3f}")
@@ -212,7 +216,10 @@ def main() -> None:
         Variant("ours default",
                 make_train(ours, x, y, channels_last=default_cl, bf16=default_bf16, fused=True,
                            compile_model=default_compile),
-                make_infer(ours, x, channels_last=default_cl, bf16=default_bf16, fold=True) if infer else None),
+                make_infer(ours, x, channels_last=default_cl, bf16=default_bf16_infer, fold=True) if infer else None),
+        Variant("ours bf16",
+                make_train(ours, x, y, channels_last=default_cl, bf16=bf16, fused=True, compile_model=False),
+                make_infer(ours, x, channels_last=default_cl, bf16=bf16, fold=True) if infer else None),
     ]
     if args.compile:
         variants.append(Variant(
@@ -250,7 +257,7 @@ def main() -> None:
         print(f"ours default vs monai levers{' + compile' if args.compile else ''}: {r:.2f}x (training)")
     if args.compile:
         print("\ncompile seconds (first training call minus the next) and break-even steps:")
-        eager = {"monai levers + compile": None, "ours levers + compile": "ours default"}
+        eager = {"monai levers + compile": None, "ours levers + compile": "ours bf16"}
         for v in variants:
             if v.name in compiled and not math.isnan(v.compile_s):
                 ref = eager.get(v.name)

@@ -55,9 +55,11 @@ def test_native_bf16_needs_the_cpu_flag_not_only_onednn(caps):
     assert not device_mod.cpu_supports_bf16()
 
 
-def test_amp_auto_on_cpu_follows_native_bf16_and_fp32_is_one_setting_away(caps):
+def test_amp_auto_on_cpu_follows_native_bf16_and_fp32_is_one_setting_away(caps, monkeypatch):
     cpu = torch.device("cpu")
     caps(avx512_bf16=True)
+    assert resolve_amp("auto", cpu).dtype is None  # the shipped default: CPU training stays fp32
+    monkeypatch.setattr(device_mod, "CPU_TRAIN_BF16_AUTO", True)
     assert resolve_amp("auto", cpu).dtype == torch.bfloat16
     assert resolve_amp("fp32", cpu).dtype is None and resolve_amp("off", cpu).dtype is None
     caps(avx512_bf16=False)

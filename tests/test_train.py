@@ -11,7 +11,7 @@ import robustseg.nn.train as train_mod
 from robustseg.errors import InputError, RunError
 from robustseg.labels import CLASS_NAMES
 from robustseg.nn.dataset import load_arrays
-from robustseg.nn.device import cpu_supports_bf16, resolve_amp, select_device
+from robustseg.nn.device import resolve_amp, select_device
 from robustseg.nn.predict import load_model, predict_proba
 from robustseg.nn.train import TrainConfig, train_run
 
@@ -162,7 +162,7 @@ def test_device_and_precision_choices():
     with pytest.raises(InputError, match="device"):
         select_device("tpu")
     cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu).dtype == (torch.bfloat16 if cpu_supports_bf16() else None)
+    assert resolve_amp("auto", cpu).dtype is None  # training: fp32 on CPU (see device.CPU_TRAIN_BF16_AUTO)
     assert resolve_amp("fp32", cpu).dtype is None and resolve_amp("off", cpu).dtype is None
     assert resolve_amp("bf16", cpu).dtype == torch.bfloat16
     with pytest.raises(InputError, match="fp16"):
