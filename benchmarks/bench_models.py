@@ -225,8 +225,9 @@ def main() -> None:
         variants.append(Variant(
             "ours levers + compile",
             make_train(ours, x, y, channels_last=True, bf16=bf16, fused=True, compile_model=True), None))
-    if args.only:
-        variants = [v for v in variants if v.name == "monai fp32" or v.name in args.only]
+    if args.only:  # in the order given (warm-up and compilation happen in this order)
+        by_name = {v.name: v for v in variants}
+        variants = [by_name["monai fp32"]] + [by_name[n] for n in args.only if n in by_name and n != "monai fp32"]
     compiled = {"monai levers + compile", "ours levers + compile"} | ({"ours default"} if default_compile else set())
     for v in variants:
         warm(v, v.name in compiled, args.warmup)
