@@ -231,6 +231,8 @@ def main() -> None:
     compiled = {"monai levers + compile", "ours levers + compile"} | ({"ours default"} if default_compile else set())
     for v in variants:
         warm(v, v.name in compiled, args.warmup)
+        if v.name in compiled:
+            print(f"  compiled {v.name}: {v.compile_s:.1f} s", flush=True)
 
     results = {}
     for kind in ("train", "infer"):
