@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -173,12 +174,14 @@ def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return float(total)
 
 
-COMPILE_BREAK_EVEN_TFLOP: dict[str, float] = {"cpu": float("inf")}
+COMPILE_BREAK_EVEN_TFLOP: dict[str, float] = {"cpu": math.inf}
 """Training work (TFLOP, 3 x forward FLOPs x images x epochs) above which ``compile = "auto"`` compiles.
 
-Measured with ``benchmarks/bench_models.py --compile`` (see its docstring): compile seconds times the
-eager FLOP rate, divided by the fraction of step time compilation saves. Devices not listed (CUDA: not
-measured yet, run ``benchmarks/gpu_check.py``) never compile under ``auto``.
+CPU: never (``inf``). Measured with ``benchmarks/bench_models.py --compile`` (base 16, 128 px, batch 8,
+one thread, AVX-512 + AVX512-BF16 CPU, torch 2.14): Inductor made our training step slower, 31 vs 42
+img/s in bf16 (0.75x), so no run length wins the compile time back; MONAI's AttentionUnet did gain
+(1.51x -> 1.86x of its fp32 rate). Devices not listed (CUDA: not measured yet, run
+``benchmarks/gpu_check.py --compile``) never compile under ``auto``; ``compile = "on"`` always does.
 """
 
 
