@@ -140,6 +140,8 @@ def test_compiled_training_runs_and_saves_plain_state_dict(arrays, tmp_path, mon
 
 
 def test_worker_env_keeps_user_choices_and_is_restored(tmp_path, monkeypatch):
+    for key in workerenv.compile_cache_env(tmp_path):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/mine")
     env = workerenv.worker_env(tmp_path)
     assert "TORCHINDUCTOR_CACHE_DIR" not in env
@@ -149,6 +151,10 @@ def test_worker_env_keeps_user_choices_and_is_restored(tmp_path, monkeypatch):
     with workerenv.worker_environment(tmp_path, size=256) as added:
         assert all(os.environ[k] == v for k, v in added.items())
     assert not any(k in os.environ for k in added if k != "TORCHINDUCTOR_CACHE_DIR")
+    with workerenv.compile_cache(tmp_path) as set_here:
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/mine" and "TORCHINDUCTOR_CACHE_DIR" not in set_here
+        assert os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1"
+    assert "TORCHINDUCTOR_FX_GRAPH_CACHE" not in os.environ
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are Linux-only")

@@ -29,15 +29,15 @@ class LocalExecutor:
         self.on_epoch = on_epoch
 
     def map(self, specs: Sequence[RunSpec], runs_dir: Path) -> Iterator[dict[str, Any]]:
-        workerenv.use_compile_cache(runs_dir)  # torch.compile's caches in the runs folder (before any compile)
         if any(workerenv.malloc_helps(_size(s)) for s in specs):
             workerenv.tune_malloc_in_process()
-        for spec in specs:
-            callback = None
-            if self.on_epoch is not None:
-                def callback(epoch: int, max_epochs: int, metrics: dict[str, float], _s: RunSpec = spec) -> None:
-                    self.on_epoch(_s, epoch, max_epochs, metrics)
-            yield execute_run(spec, runs_dir, threads=self.threads, progress=callback)
+        with workerenv.compile_cache(runs_dir):  # torch.compile's caches in the runs folder
+            for spec in specs:
+                callback = None
+                if self.on_epoch is not None:
+                    def callback(epoch: int, max_epochs: int, metrics: dict[str, float], _s: RunSpec = spec) -> None:
+                        self.on_epoch(_s, epoch, max_epochs, metrics)
+                yield execute_run(spec, runs_dir, threads=self.threads, progress=callback)
 
 
 class PoolExecutor:

@@ -75,15 +75,18 @@ def worker_environment(runs_dir: str | Path, size: int | None = None) -> Iterato
             os.environ.pop(key, None)
 
 
-def use_compile_cache(runs_dir: str | Path) -> dict[str, str]:
-    """Point this process's torch.compile caches at the runs folder (unless the user chose a place).
-
-    Call it before the first compilation (Inductor reads the variables when it first needs a cache).
-    Returns the variables that were set.
+@contextlib.contextmanager
+def compile_cache(runs_dir: str | Path) -> Iterator[dict[str, str]]:
+    """Point this process's torch.compile caches at the runs folder (unless the user chose a place)
+    while the block runs; the environment is restored afterwards. Yields the variables that were set.
     """
     added = {k: v for k, v in compile_cache_env(runs_dir).items() if k not in os.environ}
     os.environ.update(added)
-    return added
+    try:
+        yield added
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _is_glibc() -> bool:
