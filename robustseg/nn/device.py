@@ -88,11 +88,12 @@ class Precision:
 CPU_TRAIN_BF16_AUTO = False
 """Whether ``amp = "auto"`` *trains* in bf16 on CPUs with native bf16 (``auto`` *predicts* in bf16 there).
 
-Off, measured (benchmarks/amp_check.toml, fold 0 x 6 seeds per arm): clean validation and test Dice of
-bf16-trained models were within the seed SD of fp32, but their CSP Dice under the perturbation suite
-was lower in 7 of 8 conditions (by 0.01 to 0.25; contrast p = 0.03). Robustness is what a study
-measures, so training keeps fp32 unless ``amp = "bf16"``. Prediction precision, by contrast, moved
-Dice by <= 0.004 clean and <= 0.02 under speckle (same checkpoints evaluated both ways).
+Off, measured (benchmarks/amp_check.toml: quickstart, fold 0, 6 fp32 and 5 bf16 seeds): validation
+and clean test Dice of bf16-trained models were within 0.004 of fp32 (seed SD 0.003-0.02), but under
+the perturbation suite CSP Dice was lower in 6 of 8 conditions and three cells fell by more than
+fp32's seed SD (contrast CSP -0.03, speckle CSP -0.17, speckle LV -0.06; Welch p >= 0.23).
+Robustness is what a study measures, so training keeps fp32 unless ``amp = "bf16"``. Prediction
+precision, by contrast, moved Dice by <= 0.004 clean and <= 0.02 under speckle (same checkpoints evaluated both ways).
 """
 
 
