@@ -93,7 +93,8 @@ and clean test Dice of bf16-trained models were within 0.004 of fp32 (seed SD 0.
 the perturbation suite CSP Dice was lower in 6 of 8 conditions and three cells fell by more than
 fp32's seed SD (contrast CSP -0.03, speckle CSP -0.17, speckle LV -0.06; Welch p >= 0.23).
 Robustness is what a study measures, so training keeps fp32 unless ``amp = "bf16"``. Prediction
-precision, by contrast, moved Dice by <= 0.004 clean and <= 0.02 under speckle (same checkpoints evaluated both ways).
+precision, by contrast, moved Dice by <= 0.004 clean and <= 0.02 under speckle (the same
+checkpoints evaluated both ways).
 """
 
 
