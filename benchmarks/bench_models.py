@@ -1,190 +1,282 @@
-"""Speed benchmark: our Attention U-Net vs MONAI's AttentionUnet at the same widths.
+"""Speed benchmark: our Attention U-Net vs MONAI's AttentionUnet at the same widths, ratios from one run.
 
-Run: ``python benchmarks/bench_models.py [--size 128] [--batch 8] [--steps 6] [--threads N]``
-(on a loaded machine ``--threads 1`` avoids OpenMP spin-waiting against other processes).
+Run: ``python benchmarks/bench_models.py [--size 128] [--batch 8] [--base 16] [--rounds 5] [--threads 1]
+[--compile] [--epoch-images 700]``
 
-Measures, in one process: training-step images/s (forward + backward + Adam step) and inference
-images/s for MONAI fp32 and for ours in fp32, channels-last, bf16 autocast (when the CPU has native
-bf16) and inference with BatchNorm folded into the convolutions; the FLOP rate of one large
-convolution as the machine's practical convolution peak; and the fraction of it each variant reaches.
+Every variant is built and warmed up first; then the variants are timed in turns (A B C ... A B C ...,
+``--rounds`` times, ``--steps`` calls per turn), and each variant's rate is divided by MONAI fp32's rate
+*of the same round* before taking the median over rounds. A busy machine slows every variant of a
+round alike, so the ratios hold under load while the absolute images/s do not. With ``--threads 1`` the
+clock is the process's CPU time (user + system, ``time.process_time``; ``--clock wall`` to change):
+on a shared machine it counts the work of this process, not the time it waited for a core, so also the
+absolute numbers mean something (memory bandwidth and caches are still shared). Inductor compiles in
+this process (``TORCHINDUCTOR_COMPILE_THREADS=1``) so its compile time is counted too.
+
+Training step: forward, the hybrid loss (CE + focal + Dice, as in a study), backward, gradient
+clipping, Adam step. Inference: eval mode, ``inference_mode``, softmax.
+
+Variants:
+- ``monai fp32``: MONAI's AttentionUnet as it comes (the baseline of every ratio).
+- ``monai levers``: MONAI with bf16 autocast (when the CPU has native bf16), channels-last, fused Adam,
+  and ``torch.compile`` with ``--compile``.
+- ``ours fp32``: ``train.amp = "fp32"``; channels-last and fused Adam as by default.
+- ``ours default``: what ``train_run`` / ``predict_proba`` do with default settings on this machine
+  (``amp = "auto"``: fp32 training and, on CPUs with native bf16, bf16 prediction;
+  ``channels_last = "auto"``, ``compile = "auto"`` resolved for a run of
+  ``--epoch-images`` images x 100 epochs; inference with BatchNorm folded into the convolutions).
+- ``ours bf16``: ``train.amp = "bf16"`` (and bf16 prediction), channels-last, fused Adam.
+- ``ours levers``: bf16 + channels-last + torch.compile (only with ``--compile``).
+
+With ``--compile`` the compile seconds (first call minus a normal call) are printed as well, with the
+break-even number of training steps ``compile s / (eager s/step - compiled s/step)``.
+With ``--epoch-images N`` the time of one training epoch (``ceil(N / batch)`` steps) is estimated from
+the median step time of each variant (an estimate from timed steps, not a timed epoch).
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # compile in this process: its CPU time counts
+
 import argparse
 import contextlib
 import copy
+import math
+import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from robustseg.nn.device import cpu_supports_bf16
+from robustseg.nn.device import (
+    cpu_supports_bf16,
+    forward_flops,
+    resolve_amp,
+    resolve_compile,
+    use_channels_last,
+)
+from robustseg.nn.losses import create as create_loss
 from robustseg.nn.models import count_parameters, create
 from robustseg.nn.predict import fold_batchnorm
 
 
-def _time(fn: Callable[[], None], steps: int, warmup: int = 2) -> float:
-    """Median seconds per call of ``fn`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+@dataclass
+class Variant:
+    """One thing to time: a training step and an inference call, plus compile seconds when compiled."""
+
+    name: str
+    train: Callable[[], None] | None
+    infer: Callable[[], None] | None
+    compile_s: float = float("nan")
+    eager_step_s: float = float("nan")
 
 
-def conv_peak_flops(dtype: torch.dtype = torch.float32) -> float:
-    """Best FLOP/s of large channels-last 3x3 convolutions (forward, batch 8), over a few shapes."""
-    best = 0.0
-    for ch, hw in ((128, 64), (256, 32), (512, 16)):
-        conv = nn.Conv2d(ch, ch, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
-        x = torch.randn(8, ch, hw, hw).to(memory_format=torch.channels_last)
-        flops = 2 * 8 * ch * ch * 9 * hw * hw
-        ctx = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-
-        def run(
-            conv: nn.Module = conv, x: torch.Tensor = x, ctx: contextlib.AbstractContextManager = ctx
-        ) -> None:
-            with torch.inference_mode(), ctx:
-                conv(x)
-
-        best = max(best, flops / _time(run, 5))
-    return best
+def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def model_flops(model: nn.Module, x: torch.Tensor) -> float:
-    """Forward FLOPs (2 x MACs) of the model's convolutions on input ``x``, counted with hooks."""
-    total = 0
-
-    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            total += 2 * out.numel() * k
-        elif isinstance(mod, nn.ConvTranspose2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.out_channels // mod.groups
-            total += 2 * inp[0].numel() * k
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
-    ]
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return float(total)
-
-
-def train_rate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, *, channels_last: bool, bf16: bool
-) -> float:
-    """Training images/s: forward, cross-entropy, backward, Adam step."""
+def make_train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels_last: bool, bf16: bool,
+    fused: bool, compile_model: bool,
+) -> Callable[[], None]:
+    """A closure doing one training step of a private copy of ``model``."""
     model = copy.deepcopy(model).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loss_fn = nn.CrossEntropyLoss()
+    fwd = torch.compile(model, dynamic=False) if compile_model else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused or None)
+    loss_fn = create_loss("hybrid", class_weights=[0.1, 1.0, 2.0, 2.0])
+    params = list(model.parameters())
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            out = model(x)
+        with _autocast(bf16):
+            out = fwd(x)
         loss = loss_fn(out.float(), y)
         loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         opt.step()
 
-    return x.shape[0] / _time(step, steps)
+    return step
 
 
-def infer_rate(
-    model: nn.Module, x: torch.Tensor, steps: int, *, channels_last: bool, bf16: bool, fold: bool
-) -> float:
-    """Inference images/s (eval mode, inference_mode, softmax included)."""
-    model = copy.deepcopy(model).eval()
-    if fold:
-        model = fold_batchnorm(model)
+def make_infer(
+    model: nn.Module, x: torch.Tensor, *, channels_last: bool, bf16: bool, fold: bool
+) -> Callable[[], None]:
+    """A closure doing one inference call (softmax included) of a private copy of ``model``."""
+    model = fold_batchnorm(model) if fold else copy.deepcopy(model).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
 
     def run() -> None:
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), _autocast(bf16):
             torch.softmax(model(x).float(), dim=1)
 
-    return x.shape[0] / _time(run, steps)
+    return run
+
+
+CLOCK = time.perf_counter
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    t0 = CLOCK()
+    fn()
+    return CLOCK() - t0
+
+
+def warm(v: Variant, compiled: bool, calls: int = 3) -> None:
+    """Warm-up calls; for a compiled training step, the compile seconds (first call minus the second)."""
+    if v.train is not None:
+        first = _timed(v.train)
+        if compiled:
+            v.compile_s = first - _timed(v.train)
+        for _ in range(calls - 1 - compiled):
+            v.train()
+    if v.infer is not None:
+        for _ in range(max(calls - 1, 1)):
+            v.infer()
+
+
+def interleaved(variants: list[Variant], kind: str, rounds: int, steps: int) -> dict[str, list[float]]:
+    """Seconds per call of each variant, one list entry per round, variants timed in turns."""
+    out: dict[str, list[float]] = {v.name: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            fn = getattr(v, kind)
+            if fn is None:
+                continue
+            out[v.name].append(sum(_timed(fn) for _ in range(steps)) / steps)
+    return {k: t for k, t in out.items() if t}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--base", type=int, default=16, help="width of the first level (MONAI: same widths)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2, help="calls per variant per round")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile variants (slow to build)")
+    parser.add_argument("--no-infer", action="store_true", help="time training only")
+    parser.add_argument("--epoch-images", type=int, default=0, help="estimate one epoch of N images")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per variant first")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="variants to time (monai fp32 always); e.g. --only 'ours fp32' 'ours default'")
+    parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                        help="auto: process CPU time with --threads 1, else wall time")
     args = parser.parse_args()
+    global CLOCK
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu" or (args.clock == "auto" and args.threads == 1):
+        CLOCK = time.process_time
     from monai.networks.nets import AttentionUnet
 
     torch.manual_seed(0)
-    widths = (16, 32, 64, 128, 256)
-    monai = AttentionUnet(
-        spatial_dims=2, in_channels=1, out_channels=4, channels=widths, strides=(2, 2, 2, 2)
-    )
-    ours = create("attention_unet", base=16, depth=4)
+    widths = tuple(args.base * 2**i for i in range(5))
+    monai = AttentionUnet(spatial_dims=2, in_channels=1, out_channels=4, channels=widths, strides=(2, 2, 2, 2))
+    ours = create("attention_unet", base=args.base, depth=4)
     x = torch.randn(args.batch, 1, args.size, args.size)
     y = torch.randint(0, 4, (args.batch, args.size, args.size))
+    cpu = torch.device("cpu")
     bf16 = cpu_supports_bf16()
+    default_bf16 = resolve_amp("auto", cpu).dtype == torch.bfloat16
+    default_bf16_infer = resolve_amp("auto", cpu, inference=True).dtype == torch.bfloat16
+    default_cl = use_channels_last("auto", cpu)
+    images = args.epoch_images or 700
+    f_m, f_o = forward_flops(monai, x[:1]), forward_flops(ours, x[:1])
+    default_compile = resolve_compile("auto", cpu, 3 * f_o * images * 100 / 1e12)
     with open("/proc/loadavg") as fh:
-        load = fh.read().split()[:3]
-    print(
-        f"threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} "
-        f"native_bf16={bf16} loadavg={' '.join(load)}"
-    )
-    print(f"params: monai={count_parameters(monai):,} ours={count_parameters(ours):,}")
-    f_m, f_o = model_flops(monai, x[:1]), model_flops(ours, x[:1])
-    print(f"forward GFLOP/image: monai={f_m / 1e9:.3f} ours={f_o / 1e9:.3f}")
-    peak32 = conv_peak_flops(torch.float32)
-    peak16 = conv_peak_flops(torch.bfloat16) if bf16 else float("nan")
-    print(f"conv peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s")
+        load = " ".join(fh.read().split()[:3])
+    print(f"clock={'cpu' if CLOCK is time.process_time else 'wall'} threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} native_bf16={bf16} "
+          f"loadavg={load} size={args.size} batch={args.batch} widths={widths}")
+    print(f"defaults here: amp auto -> train {'bf16' if default_bf16 else 'fp32'}, "
+          f"predict {'bf16' if default_bf16_infer else 'fp32'}, channels_last -> {default_cl}, "
+          f"compile auto -> {default_compile} (run of {images} images x 100 epochs)")
+    print(f"params: monai={count_parameters(monai):,} ours={count_parameters(ours):,}; "
+          f"forward GFLOP/image: monai={f_m / 1e9:.3f} ours={f_o / 1e9:.3f}")
 
-    rows = []
-    base_t = train_rate(monai, x, y, args.steps, channels_last=False, bf16=False)
-    base_i = infer_rate(monai, x, args.steps, channels_last=False, bf16=False, fold=False)
-    rows.append(("monai fp32", base_t, base_i, f_m, peak32))
+    infer = not args.no_infer
     variants = [
-        ("ours fp32", False, False, False),
-        ("ours fp32 channels_last", True, False, False),
-        ("ours fp32 channels_last + BN fold (infer)", True, False, True),
+        Variant("monai fp32",
+                make_train(monai, x, y, channels_last=False, bf16=False, fused=False, compile_model=False),
+                make_infer(monai, x, channels_last=False, bf16=False, fold=False) if infer else None),
+        Variant("monai levers" + (" + compile" if args.compile else ""),
+                make_train(monai, x, y, channels_last=True, bf16=bf16, fused=True, compile_model=args.compile),
+                make_infer(monai, x, channels_last=True, bf16=bf16, fold=False) if infer else None),
+        Variant("ours fp32",
+                make_train(ours, x, y, channels_last=default_cl, bf16=False, fused=True, compile_model=False),
+                make_infer(ours, x, channels_last=default_cl, bf16=False, fold=True) if infer else None),
+        Variant("ours default",
+                make_train(ours, x, y, channels_last=default_cl, bf16=default_bf16, fused=True,
+                           compile_model=default_compile),
+                make_infer(ours, x, channels_last=default_cl, bf16=default_bf16_infer, fold=True) if infer else None),
+        Variant("ours bf16",
+                make_train(ours, x, y, channels_last=default_cl, bf16=bf16, fused=True, compile_model=False),
+                make_infer(ours, x, channels_last=default_cl, bf16=bf16, fold=True) if infer else None),
     ]
-    if bf16:
-        variants += [
-            ("ours bf16 channels_last", True, True, False),
-            ("ours bf16 channels_last + BN fold (infer)", True, True, True),
-        ]
-    for name, cl, b16, fold in variants:
-        t = float("nan") if fold else train_rate(ours, x, y, args.steps, channels_last=cl, bf16=b16)
-        i = infer_rate(ours, x, args.steps, channels_last=cl, bf16=b16, fold=fold)
-        rows.append((name, t, i, f_o, peak16 if b16 else peak32))
-    print(
-        f"\n{'variant':44s} {'train img/s':>11s} {'x monai':>8s} {'% peak':>7s} "
-        f"{'infer img/s':>11s} {'x monai':>8s} {'% peak':>7s}"
-    )
-    for name, t, i, f, peak in rows:
-        # training ~ 3x forward FLOPs (forward + two backward convolutions); fraction of the peak
-        # of the variant's own precision (fp32 or bf16).
-        pt, pi = 100 * t * 3 * f / peak, 100 * i * f / peak
-        print(f"{name:44s} {t:11.1f} {t / base_t:8.2f} {pt:7.1f} {i:11.1f} {i / base_i:8.2f} {pi:7.1f}")
-    print("\n% peak: model conv FLOP/s (training = 3x forward) over the big-conv rate of the same precision.")
+    if args.compile:
+        variants.append(Variant(
+            "ours levers + compile",
+            make_train(ours, x, y, channels_last=True, bf16=bf16, fused=True, compile_model=True), None))
+    if args.only:  # in the order given (warm-up and compilation happen in this order)
+        by_name = {v.name: v for v in variants}
+        variants = [by_name["monai fp32"]] + [by_name[n] for n in args.only if n in by_name and n != "monai fp32"]
+    compiled = {"monai levers + compile", "ours levers + compile"} | ({"ours default"} if default_compile else set())
+    for v in variants:
+        warm(v, v.name in compiled, args.warmup)
+        if v.name in compiled:
+            print(f"  compiled {v.name}: {v.compile_s:.1f} s", flush=True)
+
+    results = {}
+    for kind in ("train", "infer"):
+        times = interleaved(variants, kind, args.rounds, args.steps)
+        if "monai fp32" not in times:
+            continue
+        base = times["monai fp32"]
+        results[kind] = {
+            name: (args.batch / statistics.median(t), statistics.median(b / s for b, s in zip(base, t, strict=True)),
+                   statistics.median(t))
+            for name, t in times.items()
+        }
+    print(f"\n{'variant':28s} {'train img/s':>11s} {'x monai fp32':>12s} {'infer img/s':>11s} {'x monai fp32':>12s}")
+    for v in variants:
+        t = results.get("train", {}).get(v.name, (math.nan,) * 3)
+        i = results.get("infer", {}).get(v.name, (math.nan,) * 3)
+        print(f"{v.name:28s} {t[0]:11.1f} {t[1]:12.2f} {i[0]:11.1f} {i[1]:12.2f}")
+    tr = results.get("train", {})
+    if "ours levers + compile" in tr and "monai levers + compile" in tr:
+        # ratio of ratios: both are per-round ratios against MONAI fp32, so load cancels
+        r = tr["ours levers + compile"][1] / tr["monai levers + compile"][1]
+        print(f"\nours levers + compile vs monai levers + compile: {r:.2f}x (training)")
+    if "ours default" in tr and "monai levers" + (" + compile" if args.compile else "") in tr:
+        r = tr["ours default"][1] / tr["monai levers" + (" + compile" if args.compile else "")][1]
+        print(f"ours default vs monai levers{' + compile' if args.compile else ''}: {r:.2f}x (training)")
+    if args.compile:
+        print("\ncompile seconds (first training call minus the next) and break-even steps:")
+        eager = {"monai levers + compile": None, "ours levers + compile": "ours bf16"}
+        for v in variants:
+            if v.name in compiled and not math.isnan(v.compile_s):
+                ref = eager.get(v.name)
+                line = f"  {v.name:26s} compile {v.compile_s:6.1f} s"
+                if ref in tr and v.name in tr and tr[ref][2] > tr[v.name][2]:
+                    saved = tr[ref][2] - tr[v.name][2]
+                    line += (f", step {tr[ref][2]:.3f} -> {tr[v.name][2]:.3f} s, break-even "
+                             f"{v.compile_s / saved:.0f} steps = {3 * f_o * args.batch * v.compile_s / saved / 1e12:.1f}"
+                             " TFLOP of training work")
+                print(line)
+    if args.epoch_images:
+        steps = math.ceil(args.epoch_images / args.batch)
+        print(f"\none training epoch of {args.epoch_images} images = {steps} steps of batch {args.batch} "
+              "(estimated from the median timed step, measured under the load shown above):")
+        for name, (_rate, _, s) in tr.items():
+            print(f"  {name:26s} {s * steps / 60:6.1f} min  ({s / args.batch:.3f} s/image)")
 
 
 if __name__ == "__main__":

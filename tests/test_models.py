@@ -122,3 +122,21 @@ def test_batchnorm_folding_keeps_the_function():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_inference_stays_close_to_fp32():
+    import numpy as np
+
+    from robustseg.nn.predict import predict_proba
+
+    torch.manual_seed(0)
+    model = create("attention_unet", base=4, depth=2)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(4, 1, 16, 16))
+    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    exact = predict_proba(model.eval(), images, amp="fp32")
+    fast = predict_proba(model, images, amp="bf16")
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    np.testing.assert_allclose(fast.sum(axis=1), 1.0, atol=1e-5)
+    assert 0 < np.abs(fast - exact).max() < 0.05  # bf16 really ran, and stayed close

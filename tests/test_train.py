@@ -74,7 +74,7 @@ def test_outputs_history_and_prediction(arrays, tmp_path):
     model, cfg = load_model(res.checkpoint, "cpu")
     assert cfg == TrainConfig(**TINY)
     images = arrays[1][0][:5]
-    proba = predict_proba(model, images, batch_size=2)
+    proba = predict_proba(model, images, batch_size=2, amp="off")  # exact fp32 (bf16: see test_models)
     assert proba.shape == (5, len(CLASS_NAMES), 32, 32) and proba.dtype == np.float32
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     x = torch.from_numpy(((images.astype(np.float32) / 255 - 0.5) / 0.5)[:, None])
@@ -162,7 +162,8 @@ def test_device_and_precision_choices():
     with pytest.raises(InputError, match="device"):
         select_device("tpu")
     cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu).dtype is None
+    assert resolve_amp("auto", cpu).dtype is None  # training: fp32 on CPU (see device.CPU_TRAIN_BF16_AUTO)
+    assert resolve_amp("fp32", cpu).dtype is None and resolve_amp("off", cpu).dtype is None
     assert resolve_amp("bf16", cpu).dtype == torch.bfloat16
     with pytest.raises(InputError, match="fp16"):
         resolve_amp("fp16", cpu)

@@ -145,13 +145,17 @@ class TrainTable(Table):
     """Epochs without a better validation loss before stopping; 0: never stop early."""
     grad_clip: Annotated[Number, Field(ge=0)] = 1.0
     """Maximum gradient norm; 0: no clipping."""
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    amp: Literal["auto", "off", "fp32", "bf16", "fp16"] = "auto"
+    """Mixed precision: auto (CPU: fp32 training, bf16 inference where the CPU has native bf16; CUDA:
+    bf16 or fp16), off / fp32, bf16, fp16."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: Annotated[int, Field(ge=0, le=64)] = 0
     augment: bool = True
     samples_per_epoch: Annotated[int, Field(ge=0)] = 0
     """Images drawn per epoch; 0: one pass (the size of the training set)."""
     channels_last: Literal["auto"] | bool = "auto"
+    compile: Literal["auto", "off", "on"] = "auto"
+    """torch.compile the model (cache in the runs folder); auto: on only where measured to pay back."""
 
     @model_validator(mode="after")
     def _lr_min_below_lr(self) -> Self:

@@ -1,6 +1,6 @@
 """One training run: seeded data pipeline, Adam, ReduceLROnPlateau, early stopping, best checkpoint.
 
-``train_run`` is the unit every study repeats. On CPU (fp32, ``num_workers`` any) two runs with the same
+``train_run`` is the unit every study repeats. On CPU (fp32 or bf16, ``num_workers`` any) two runs with the same
 config and arrays produce identical checkpoints and metrics: Python, NumPy and torch are seeded, the
 sampler has its own seeded generator, augmentation is seeded per (seed, epoch, index) and torch's
 deterministic algorithms are switched on for the duration of the run.
@@ -39,7 +39,14 @@ from robustseg.errors import InputError, RunError
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 from robustseg.nn import losses, models
 from robustseg.nn.dataset import SegDataset
-from robustseg.nn.device import pin_memory, resolve_amp, select_device, use_channels_last
+from robustseg.nn.device import (
+    forward_flops,
+    pin_memory,
+    resolve_amp,
+    resolve_compile,
+    select_device,
+    use_channels_last,
+)
 from robustseg.nn.sampler import make_sampler, oversampling_weights
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -258,7 +265,10 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
     model = models.create(cfg.model, in_channels=1, num_classes=num_classes, **cfg.model_kwargs).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fwd = _compiled(model, cfg, device, cfg.samples_per_epoch or len(tr_img), tr_img.shape[-2:])
+    # The fused Adam kernel (CPU and CUDA): one call per step instead of a Python loop over parameters.
+    fused = device.type in ("cpu", "cuda")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.lr_min
     )
@@ -281,6 +291,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(device, non_blocking=True)
 
+    params = [p for p in model.parameters() if p.requires_grad]
     ckpt_path = out / "checkpoint.pt"
     rows: list[dict[str, float]] = []
     best_loss, best_epoch, best_dice = math.inf, 0, np.full(num_classes, np.nan)
@@ -294,21 +305,27 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
             x, y = to_dev(x, y)
             opt.zero_grad(set_to_none=True)
             with precision.autocast():
-                logits = model(x)
+                logits = fwd(x)
             loss = criterion(logits.float(), y)
             if not torch.isfinite(loss):
                 raise RunError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step}")
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:  # 0: no clipping
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
+            if precision.use_grad_scaler:
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:  # 0: no clipping
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+                opt.step()
             loss_sum += loss.detach().double() * len(x)
             n_seen += len(x)
         train_loss = float(loss_sum) / max(n_seen, 1)
 
-        val_loss, dice = _validate(model, criterion, val_dl, to_dev, precision, num_classes)
+        val_loss, dice = _validate(fwd, criterion, val_dl, to_dev, precision, num_classes)
         if not math.isfinite(val_loss):
             raise RunError(f"non-finite validation loss ({val_loss}) at epoch {epoch}")
         lr = opt.param_groups[0]["lr"]
@@ -354,8 +371,28 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
     )
 
 
+def _compiled(model: nn.Module, cfg: TrainConfig, device: torch.device, per_epoch: int, hw) -> Any:
+    """``torch.compile(model)`` when ``cfg.compile`` resolves to on, else the model itself.
+
+    ``auto`` estimates the run's work as 3 x forward FLOPs x images per epoch x max_epochs (an upper
+    bound: early stopping ends most runs sooner) and compiles above the device's measured break-even.
+    The compile cache lives where ``TORCHINDUCTOR_CACHE_DIR`` points (the study sets the runs folder).
+    """
+    tflop = None
+    if cfg.compile == "auto":
+        x = torch.zeros(1, 1, *hw, device=device)
+        tflop = 3 * forward_flops(model, x) * per_epoch * cfg.max_epochs / 1e12
+    if not resolve_compile(cfg.compile, device, tflop):
+        return model
+    # One graph per batch shape (a full and a last partial batch, train and eval): no dynamic shapes.
+    return torch.compile(model, dynamic=False)
+
+
 def _validate(model, criterion, loader, to_dev, precision, num_classes) -> tuple[float, np.ndarray]:
-    """Mean validation loss (per image) and pooled per-class Dice of argmax predictions."""
+    """Mean validation loss (per image) and pooled per-class Dice of argmax predictions.
+
+    ``model`` is the model or its ``torch.compile`` wrapper (``eval()`` reaches the model through it).
+    """
     model.eval()
     loss_sum, n = 0.0, 0
     conf = torch.zeros(num_classes * num_classes, dtype=torch.int64)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from robustseg.errors import InputError
+from robustseg.pipeline import workerenv
 from robustseg.pipeline.artifacts import RunResult, RunStatus
 from robustseg.pipeline.events import Event, OnEvent, ignore
 from robustseg.pipeline.plan import RunSpec
@@ -45,8 +46,11 @@ class LocalExecutor:
         self.threads = threads
 
     def map(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent | None = None) -> Iterator[RunResult]:
-        for spec in specs:
-            yield execute_run(spec, runs_dir, threads=self.threads, on_event=on_event)
+        if any(workerenv.malloc_helps(_size(s)) for s in specs):
+            workerenv.tune_malloc_in_process()
+        with workerenv.compile_cache(runs_dir):  # torch.compile's caches in the runs folder
+            for spec in specs:
+                yield execute_run(spec, runs_dir, threads=self.threads, on_event=on_event)
 
     def close(self) -> None:
         pass
@@ -131,6 +135,9 @@ class PoolExecutor:
         on_event = on_event or ignore
         ctx = multiprocessing.get_context("spawn")
         events = ctx.Queue()
+        # Worker environment (malloc settings, compile cache) is read when a worker starts: set it while
+        # the pool spawns its workers (on the first submits), then restore this process's environment.
+        size = max((_size(s) or 0 for s in specs), default=0) or None
 
         def drain() -> None:
             while True:
@@ -145,7 +152,8 @@ class PoolExecutor:
         try:
             with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init,
                                      initargs=(os.getpid(), events)) as pool:
-                futures = {pool.submit(_pool_run, spec, Path(runs_dir), self.threads): spec for spec in specs}
+                with workerenv.worker_environment(runs_dir, size):
+                    futures = {pool.submit(_pool_run, spec, Path(runs_dir), self.threads): spec for spec in specs}
                 pending = set(futures)
                 while pending:
                     done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -195,3 +203,9 @@ class DaskExecutor:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _size(spec: RunSpec) -> int | None:
+    """Input size (px) of a run, where the spec records it."""
+    size = spec.payload.get("data", {}).get("size") if isinstance(spec.payload, dict) else None
+    return int(size) if isinstance(size, int | float) else None
