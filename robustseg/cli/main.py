@@ -41,8 +41,12 @@ def _fmt(v: object, digits: int) -> str:
 def cmd_phantom(args: argparse.Namespace) -> int:
     from robustseg.data.phantom import generate_phantom
 
-    out = generate_phantom(args.out_dir, n=args.n, seed=args.seed)
-    console.print(f"wrote {args.n} phantom images to {out}")
+    from robustseg.data.phantom import get_style
+
+    style = get_style(args.style)
+    n = style.n if args.n is None else args.n
+    out = generate_phantom(args.out_dir, n=n, seed=args.seed, style=args.style)
+    console.print(f"wrote {n} phantom images ({args.style}: {style.size[0]} x {style.size[1]}) to {out}")
     return 0
 
 
@@ -145,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("phantom", help="write a synthetic trans-thalamic data set in the real layout")
     s.add_argument("out_dir")
-    s.add_argument("--n", type=int, default=200)
+    s.add_argument("--n", type=int, default=None, help="number of images (default: the style's, 200 for default)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--style", default="default", help="a named variant: default, small-thin, low-contrast, "
+                   "csp-like-lv, large-ellipse (robustseg.data.phantom.STYLES)")
     s.set_defaults(func=cmd_phantom)
 
     s = sub.add_parser("check-data", help="validate a data set and print class / patient statistics")

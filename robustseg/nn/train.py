@@ -39,6 +39,11 @@ Arrays = tuple[np.ndarray, np.ndarray]
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
+LR_SCHEDULES = ("plateau", "poly")
+CHECKPOINT_METRICS = ("val_loss", "small_dice")
+POLY_EXPONENT = 0.9
+
+
 def _reference_loss_kwargs() -> dict[str, Any]:
     return {"a": 0.4, "b": 0.2, "gamma": 2.0}
 
@@ -70,6 +75,15 @@ class TrainConfig:
     size: int = 256
     samples_per_epoch: int | None = None
     channels_last: bool | str = "auto"
+    patch_size: int = 0
+    """Train on ``patch_size`` crops of the ``size`` inputs (0: whole images); validation sees whole images."""
+    foreground_fraction: float = 0.0
+    """Share of training crops centred on a CSP / LV pixel (nnU-Net: 1/3); needs ``patch_size``."""
+    lr_schedule: str = "plateau"
+    """``plateau`` (ReduceLROnPlateau on validation loss) or ``poly`` (``lr (1 - e / max_epochs) ** 0.9``)."""
+    checkpoint_metric: str = "val_loss"
+    """Which epoch to keep (and early-stop on): ``val_loss`` (lowest) or ``small_dice`` (highest mean
+    validation Dice of CSP and LV, ties broken by the lower validation loss)."""
 
     def __post_init__(self) -> None:
         def bad(key: str, expected: str) -> InputError:
@@ -103,6 +117,16 @@ class TrainConfig:
             raise bad("samples_per_epoch", "an integer >= 1 or none")
         if self.channels_last not in (True, False, "auto"):
             raise bad("channels_last", "true, false or 'auto'")
+        if not isinstance(self.patch_size, int) or isinstance(self.patch_size, bool) or not (
+            self.patch_size == 0 or 16 <= self.patch_size <= self.size
+        ):
+            raise bad("patch_size", f"0 (whole image) or an integer in [16, size={self.size}]")
+        if not 0.0 <= self.foreground_fraction <= 1.0:
+            raise bad("foreground_fraction", "a number in [0, 1]")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", " or ".join(repr(x) for x in LR_SCHEDULES))
+        if self.checkpoint_metric not in CHECKPOINT_METRICS:
+            raise bad("checkpoint_metric", " or ".join(repr(x) for x in CHECKPOINT_METRICS))
         if self.model not in models.list_models():
             raise bad("model", f"one of {', '.join(models.list_models())}")
         if self.loss not in losses.list_losses():
@@ -227,6 +251,47 @@ def _loader(ds: SegDataset, cfg: TrainConfig, device: torch.device, sampler: Any
     )
 
 
+def poly_lr(base_lr: float, epoch: int, max_epochs: int, exponent: float = POLY_EXPONENT) -> float:
+    """nnU-Net's poly schedule: the learning rate of (1-based) ``epoch``, ``base (1 - (e-1)/E) ** exponent``."""
+    return float(base_lr) * (1.0 - (int(epoch) - 1) / int(max_epochs)) ** exponent
+
+
+class _LRSchedule:
+    """``before_epoch(e)`` sets the poly rate; ``after_epoch(val_loss)`` steps ReduceLROnPlateau."""
+
+    def __init__(self, opt: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+        self.opt, self.cfg = opt, cfg
+        self.plateau = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.lr_min
+            )
+            if cfg.lr_schedule == "plateau"
+            else None
+        )
+
+    def before_epoch(self, epoch: int) -> None:
+        if self.plateau is None:
+            for group in self.opt.param_groups:
+                group["lr"] = max(poly_lr(self.cfg.lr, epoch, self.cfg.max_epochs), self.cfg.lr_min)
+
+    def after_epoch(self, val_loss: float) -> None:
+        if self.plateau is not None:
+            self.plateau.step(val_loss)
+
+
+def selection_key(metric: str, val_loss: float, dice: np.ndarray) -> tuple[float, ...]:
+    """Key of an epoch for checkpoint choice and early stopping: larger is better.
+
+    ``val_loss``: ``(-loss,)``; ``small_dice``: ``(mean Dice of the small classes, -loss)`` with classes
+    absent from the validation set (NaN Dice) left out, and 0 when all are absent.
+    """
+    if metric == "val_loss":
+        return (-float(val_loss),)
+    small = np.asarray(dice, dtype=np.float64)[list(SMALL_CLASSES)]
+    small = small[np.isfinite(small)]
+    return (float(small.mean()) if small.size else 0.0, -float(val_loss))
+
+
 def _dice_from_confusion(conf: np.ndarray) -> np.ndarray:
     """Per-class Dice ``2 tp / (2 tp + fp + fn)`` from a (C, C) [true, pred] confusion; NaN if 0/0."""
     tp = np.diag(conf).astype(np.float64)
@@ -245,7 +310,7 @@ def train_run(
     *,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train one model; write ``checkpoint.pt`` (best val loss) and ``history.csv`` into ``out_dir``.
+    """Train one model; write ``checkpoint.pt`` (best epoch by ``cfg.checkpoint_metric``) and ``history.csv``.
 
     Raises RunError when a loss becomes NaN/inf (the last good checkpoint, if any, stays intact).
     """
@@ -288,9 +353,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.lr_min
-    )
+    sched = _LRSchedule(opt, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
 
     has_small = np.isin(tr_msk, SMALL_CLASSES).reshape(len(tr_msk), -1).any(axis=1)
@@ -299,7 +362,15 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
         cfg.samples_per_epoch or len(tr_img),
         seed=cfg.seed,
     )
-    train_ds = SegDataset(tr_img, tr_msk, make_augment() if cfg.augment else None, seed=cfg.seed)
+    train_ds = SegDataset(
+        tr_img,
+        tr_msk,
+        make_augment() if cfg.augment else None,
+        seed=cfg.seed,
+        patch=cfg.patch_size or None,
+        fg_fraction=cfg.foreground_fraction,
+        fg_classes=SMALL_CLASSES,
+    )
     val_ds = SegDataset(va_img, va_msk, None, seed=cfg.seed)
     train_dl = _loader(train_ds, cfg, device, sampler, cfg.seed)
     val_dl = _loader(val_ds, cfg, device, None, cfg.seed + 1)
@@ -313,10 +384,12 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
     ckpt_path = out / "checkpoint.pt"
     rows: list[dict[str, float]] = []
     best_loss, best_epoch, best_dice = math.inf, 0, np.full(num_classes, np.nan)
+    best_key: tuple[float, ...] = (-math.inf,)
     wait, stopped_early, epoch = 0, False, 0
     for epoch in range(1, cfg.max_epochs + 1):
         t0 = time.perf_counter()
         train_ds.set_epoch(epoch)
+        sched.before_epoch(epoch)
         model.train()
         loss_sum, n_seen = torch.zeros((), dtype=torch.float64, device=device), 0
         for step, (x, y) in enumerate(train_dl, start=1):
@@ -341,14 +414,15 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
         if not math.isfinite(val_loss):
             raise RunError(f"non-finite validation loss ({val_loss}) at epoch {epoch}")
         lr = opt.param_groups[0]["lr"]
-        sched.step(val_loss)
+        sched.after_epoch(val_loss)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
         row.update({f"val_dice_{c}": float(d) for c, d in zip(CLASS_NAMES, dice, strict=True)})
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
 
-        if val_loss < best_loss:
-            best_loss, best_epoch, best_dice, wait = val_loss, epoch, dice, 0
+        key = selection_key(cfg.checkpoint_metric, val_loss, dice)
+        if key > best_key:
+            best_key, best_loss, best_epoch, best_dice, wait = key, val_loss, epoch, dice, 0
             _save_checkpoint(
                 ckpt_path,
                 model,
