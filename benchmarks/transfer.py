@@ -34,13 +34,12 @@ THRESHOLD = 0.5
 def _prepare(study_path: Path, style: str, overrides: list[str]) -> tuple[Any, Any, np.ndarray]:
     """The study for one style, its data (at input size) and the fold of each image (-1: test)."""
     from robustseg.config import load_study
-    from robustseg.data.phantom import get_style
     from robustseg.data.splits import folds_for, make_splits
     from robustseg.pipeline.plan import DataSpec
     from robustseg.pipeline.runner import load_data
     from robustseg.pipeline.study import _phantom_path
 
-    sets = [f"data.phantom_style={style}", f"data.phantom_n={get_style(style).n}", *overrides]
+    sets = [f"data.phantom_style={style}", f"data.phantom_n={_style_n(style)}", *overrides]
     study = load_study(study_path, sets)
     d = study.raw["data"]
     runs_dir = Path(study.raw["execution"]["runs_dir"]) / study.name
@@ -49,6 +48,16 @@ def _prepare(study_path: Path, style: str, overrides: list[str]) -> tuple[Any, A
     s = study.raw["split"]
     splits = make_splits(data.index, test_fraction=s["test_fraction"], k_folds=s["k_folds"], seed=s["seed"])
     return study, data, folds_for(data.index["image_id"], splits)
+
+
+def _style_n(style: str) -> int:
+    """Images per style: the style's own size, except the default phantom at the quickstart's size."""
+    from robustseg.config import load_study
+    from robustseg.data.phantom import get_style
+
+    if style == "default":
+        return int(load_study(ROOT / "studies" / "quickstart.toml").raw["data"]["phantom_n"])
+    return get_style(style).n
 
 
 def _one_run(job: dict[str, Any]) -> dict[str, Any]:

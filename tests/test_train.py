@@ -240,3 +240,32 @@ def test_patch_training_validates_on_whole_images(arrays, tmp_path):
 def test_recipe_options_are_validated(kw, match):
     with pytest.raises(InputError, match=match):
         TrainConfig(**kw)
+
+
+def test_deep_supervision_heads_weights_and_training(arrays, tmp_path):
+    from robustseg.nn import losses, models
+
+    torch.manual_seed(0)
+    model = models.create("attention_unet", in_channels=1, num_classes=4, base=4, depth=3)
+    aux = train_mod.DeepSupervision(model, 4, 2)
+    assert aux.weights == pytest.approx([4 / 7, 2 / 7, 1 / 7]) and len(aux.heads) == 2
+    crit = losses.create("ce")
+    x, y = torch.randn(2, 1, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    model.train()
+    logits = model(x)
+    shapes = [tuple(f.shape[-2:]) for f in aux._features]
+    assert shapes == [(16, 16), (8, 8)]
+    total = aux.loss(crit, logits, y)
+    plain = crit(logits, y)
+    assert torch.isfinite(total) and not torch.isclose(total, plain)
+    total.backward()
+    assert all(h.weight.grad is not None for h in aux.heads)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    assert aux._features == [None, None]  # nothing captured outside training
+    with pytest.raises(InputError, match="deep_supervision"):
+        train_mod.DeepSupervision(model, 4, 3)
+    res = train_run(TrainConfig(**{**TINY, "max_epochs": 1}, deep_supervision=1), *arrays, tmp_path)
+    state = torch.load(res.checkpoint, weights_only=True)["state_dict"]
+    assert not any(k.startswith("heads") for k in state)

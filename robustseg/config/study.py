@@ -119,6 +119,7 @@ SCHEMA: dict[str, tuple[Any, Check]] = {
     "train.patch_size": (0, number(0, 4096, integer=True)),
     "train.foreground_fraction": (0.0, number(0.0, 1.0)),
     "train.lr_schedule": ("plateau", one_of("plateau", "poly")),
+    "train.deep_supervision": (0, number(0, 4, integer=True)),
     "train.checkpoint_metric": ("val_loss", one_of("val_loss", "small_dice")),
     "perturb.suite": ("ultrasound", anything),
     "perturb.severities": ([1, 2, 3, 4, 5], int_list(1)),

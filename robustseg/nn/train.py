@@ -81,6 +81,9 @@ class TrainConfig:
     """Share of training crops centred on a CSP / LV pixel (nnU-Net: 1/3); needs ``patch_size``."""
     lr_schedule: str = "plateau"
     """``plateau`` (ReduceLROnPlateau on validation loss) or ``poly`` (``lr (1 - e / max_epochs) ** 0.9``)."""
+    deep_supervision: int = 0
+    """Extra 1x1 heads on the last ``deep_supervision`` decoder levels below full resolution, trained on
+    nearest-downsampled labels with nnU-Net's weights (1, 1/2, 1/4, ... normalised); not saved."""
     checkpoint_metric: str = "val_loss"
     """Which epoch to keep (and early-stop on): ``val_loss`` (lowest) or ``small_dice`` (highest mean
     validation Dice of CSP and LV, ties broken by the lower validation loss)."""
@@ -123,6 +126,8 @@ class TrainConfig:
             raise bad("patch_size", f"0 (whole image) or an integer in [16, size={self.size}]")
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise bad("foreground_fraction", "a number in [0, 1]")
+        if not isinstance(self.deep_supervision, int) or not 0 <= self.deep_supervision <= 4:
+            raise bad("deep_supervision", "an integer in [0, 4] (0: off)")
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", " or ".join(repr(x) for x in LR_SCHEDULES))
         if self.checkpoint_metric not in CHECKPOINT_METRICS:
@@ -279,6 +284,61 @@ class _LRSchedule:
             self.plateau.step(val_loss)
 
 
+class DeepSupervision(nn.Module):
+    """Auxiliary heads on a U-Net's decoder levels, fed by forward hooks (the model stays unchanged).
+
+    ``loss(criterion, logits, y)`` is ``sum_k w_k criterion(out_k, y_k)`` over the full-resolution
+    logits (k = 0) and ``levels`` coarser decoder outputs, ``w_k ∝ 2**-k`` normalised to sum 1, with
+    ``y_k`` the labels downsampled (nearest) to each output's size. Features are captured only while the
+    model trains, so validation and prediction see the plain model.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, levels: int) -> None:
+        super().__init__()
+        decoders = getattr(model, "decoders", None)
+        if not isinstance(decoders, nn.ModuleList) or len(decoders) < levels + 1:
+            raise InputError(
+                f"train.deep_supervision = {levels}: the model needs at least {levels + 1} decoder levels "
+                "(model.decoders)"
+            )
+        chosen = list(decoders)[-1 - levels : -1][::-1]  # finest first: 1/2, 1/4, ...
+        widths = [[m for m in d.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for d in chosen]
+        self.heads = nn.ModuleList(nn.Conv2d(w, num_classes, 1) for w in widths)
+        self.weights = [2.0**-k for k in range(levels + 1)]
+        total = sum(self.weights)
+        self.weights = [w / total for w in self.weights]
+        self._features: list[torch.Tensor | None] = [None] * levels
+        self._hooks = [d.register_forward_hook(self._capture(i)) for i, d in enumerate(chosen)]
+        self._model = [model]  # not a submodule: its parameters stay the model's
+
+    def _capture(self, i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+            if self._model[0].training:
+                self._features[i] = out
+
+        return hook
+
+    def loss(self, criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total = self.weights[0] * criterion(logits.float(), y)
+        for w, head, feat in zip(self.weights[1:], self.heads, self._features, strict=True):
+            if feat is None:
+                raise RuntimeError("deep supervision: decoder features were not captured")
+            out = head(feat.float())
+            yk = nn.functional.interpolate(y[:, None].float(), size=out.shape[-2:], mode="nearest")
+            total = total + w * criterion(out, yk[:, 0].long())
+        self._features = [None] * len(self._features)
+        return total
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+def _train_loss(criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor, aux: DeepSupervision | None):
+    """The training loss of one batch: plain, or with deep supervision."""
+    return criterion(logits.float(), y) if aux is None else aux.loss(criterion, logits, y)
+
+
 def selection_key(metric: str, val_loss: float, dice: np.ndarray) -> tuple[float, ...]:
     """Key of an epoch for checkpoint choice and early stopping: larger is better.
 
@@ -352,7 +412,9 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
     model = models.create(cfg.model, in_channels=1, num_classes=num_classes, **cfg.model_kwargs).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    aux = DeepSupervision(model, num_classes, cfg.deep_supervision).to(device) if cfg.deep_supervision else None
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _LRSchedule(opt, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
 
@@ -397,13 +459,13 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
             opt.zero_grad(set_to_none=True)
             with precision.autocast():
                 logits = model(x)
-            loss = criterion(logits.float(), y)
+            loss = _train_loss(criterion, logits, y, aux)
             if not torch.isfinite(loss):
                 raise RunError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step}")
             scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
                 scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
             loss_sum += loss.detach().double() * len(x)
