@@ -4,7 +4,8 @@ Run: ``python benchmarks/transfer.py [--styles small-thin,low-contrast] [--folds
 [--set train.max_epochs=30] [--workers 2] [--label TEXT] [--log benchmarks/transfer_log.md]``
 
 For each style of ``robustseg.data.phantom.STYLES`` this loads ``studies/transfer.toml`` with
-``data.phantom_style`` (and ``data.phantom_n``, the style's data set size) overridden, builds the
+``data.phantom_style`` and ``data.phantom_n`` (the style's data set size; the quickstart's 160 images for
+``default``) overridden, builds the
 study's data and splits exactly as ``robustseg study`` does, and trains each (fold, seed) run of the
 first arm with ``train_run`` (no test-set evaluation: the target is validation Dice). It prints one row
 per run (pooled validation Dice of CSP and LV at the kept checkpoint, epochs, seconds, mean seconds

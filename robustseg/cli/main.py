@@ -39,9 +39,7 @@ def _fmt(v: object, digits: int) -> str:
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from robustseg.data.phantom import generate_phantom
-
-    from robustseg.data.phantom import get_style
+    from robustseg.data.phantom import generate_phantom, get_style
 
     style = get_style(args.style)
     n = style.n if args.n is None else args.n

@@ -70,10 +70,10 @@ STYLES: dict[str, PhantomStyle] = {
         lv_len=0.24, lv_width=0.045, lv_level=0.03,
     ),
     "low-contrast": PhantomStyle(
-        "a dim, low-contrast scanner: 480 x 330, 120 images, structures only moderately darker than "
-        "parenchyma, no bright rims",
-        size=(480, 330), n=120, csp_wall=1.15, csp_level=0.14, lv_rim=1.15, lv_level=0.15,
-        contrast=0.7, gain=(120.0, 170.0),
+        "a dim, low-contrast scanner: 480 x 330, 120 images, every intensity difference halved around the "
+        "mean and the gain about halved (the structures keep their anatomy, only contrast and brightness "
+        "change)",
+        size=(480, 330), n=120, contrast=0.5, gain=(120.0, 170.0),
     ),
     "csp-like-lv": PhantomStyle(
         "CSP drawn like the LV: both plain dark ellipses of similar size and rim, 640 x 441, 160 images",

@@ -64,9 +64,7 @@ class Prepared:
 
 def _phantom_path(study: Study, runs_dir: Path) -> Path:
     """Generate the study's phantom once (into a temporary folder renamed into place)."""
-    from robustseg.data.phantom import generate_phantom
-
-    from robustseg.data.phantom import get_style
+    from robustseg.data.phantom import generate_phantom, get_style
 
     d = study.raw["data"]
     style = d.get("phantom_style", "default")
