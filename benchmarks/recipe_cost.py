@@ -28,6 +28,7 @@ LEVERS: dict[str, dict] = {
     "old (96 px, whole images)": {},
     "poly + small_dice + 64 samples/epoch": {"lr_schedule": "poly", "checkpoint_metric": "small_dice",
                                              "samples_per_epoch": 64},
+    "128 px whole images (the new quickstart size)": {"size": 128},
     "160 px whole images": {"size": 160},
     "160 px, 96 px crops, 1/3 foreground": {"size": 160, "patch_size": 96, "foreground_fraction": 0.33},
     "192 px, 96 px crops, 1/3 foreground": {"size": 192, "patch_size": 96, "foreground_fraction": 0.33},
