@@ -24,6 +24,14 @@ def test_phantom_then_check_data(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "images with CSP" in out and "pixel_share" in out
 
 
+def test_phantom_style_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["phantom", str(tmp_path / "ph"), "--n", "3", "--style", "small-thin"]) == 0
+    assert "3 phantom images (small-thin: 300 x 230)" in capsys.readouterr().out
+    assert len(list((tmp_path / "ph" / "Trans-thalamic" / "Trans-thalamic").glob("*.png"))) == 3
+    assert main(["phantom", str(tmp_path / "bad"), "--style", "nope"]) == 2
+    assert "valid styles" in capsys.readouterr().err
+
+
 def test_check_data_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["check-data", str(tmp_path / "empty")]) == 2

@@ -162,3 +162,17 @@ def test_class_count_mismatch_is_input_error():
     logits, target = _random_batch()
     with pytest.raises(InputError, match="3 values given for 4 classes"):
         losses.create("dice", class_weights=[1, 1, 1])(logits, target)
+
+
+def test_batch_dice_pools_pixels_and_per_image_dice_averages():
+    from robustseg.nn.losses import SoftDiceLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 8, 8)
+    target = torch.randint(0, 4, (3, 8, 8))
+    pooled = SoftDiceLoss(batch_dice=True).per_class(logits, target)
+    single = torch.stack([SoftDiceLoss().per_class(logits[i : i + 1], target[i : i + 1]) for i in range(3)])
+    assert torch.allclose(SoftDiceLoss(batch_dice=False).per_class(logits, target), single.mean(0))
+    assert not torch.allclose(pooled, single.mean(0))
+    one = SoftDiceLoss(batch_dice=False).per_class(logits[:1], target[:1])
+    assert torch.allclose(one, SoftDiceLoss(batch_dice=True).per_class(logits[:1], target[:1]))

@@ -188,3 +188,85 @@ def test_small_model_learns_the_small_structures(phantom_index, tmp_path):
     # An untrained network scores 0 on both (it never predicts these rare classes).
     assert res.val_dice["csp"] > 0.1 and res.val_dice["lv"] > 0.1, res.val_dice
     assert res.history["val_loss"].min() < res.history["val_loss"].iloc[0]
+
+
+def test_poly_lr_and_selection_key():
+    assert train_mod.poly_lr(1.0, 1, 10) == 1.0
+    assert train_mod.poly_lr(1.0, 6, 10) == pytest.approx(0.5**0.9)
+    assert train_mod.poly_lr(2e-3, 10, 10) == pytest.approx(2e-3 * 0.1**0.9)
+    dice = np.array([0.9, 0.8, 0.2, 0.6])
+    assert train_mod.selection_key("val_loss", 0.5, dice) == (-0.5,)
+    assert train_mod.selection_key("small_dice", 0.5, dice) == pytest.approx((0.4, -0.5))
+    # a small class absent from validation (NaN) is left out; none present: 0, ties broken by the loss
+    assert train_mod.selection_key("small_dice", 0.5, np.array([1, 1, np.nan, 0.6]))[0] == pytest.approx(0.6)
+    assert train_mod.selection_key("small_dice", 0.4, np.full(4, np.nan)) > train_mod.selection_key(
+        "small_dice", 0.5, np.full(4, np.nan)
+    )
+
+
+def test_checkpoint_by_small_dice_and_poly_schedule(arrays, tmp_path, monkeypatch):
+    # validation loss keeps falling while the small-structure Dice peaks at epoch 2
+    seq = iter([(1.0, 0.1), (0.9, 0.7), (0.8, 0.3), (0.7, 0.2), (0.6, 0.2)])
+
+    def fake_validate(model, criterion, loader, to_dev, precision, num_classes):
+        loss, d = next(seq)
+        return loss, np.array([0.9, 0.9, d, d])
+
+    monkeypatch.setattr(train_mod, "_validate", fake_validate)
+    cfg = TrainConfig(**{**TINY, "max_epochs": 5}, early_stopping_patience=2, checkpoint_metric="small_dice",
+                      lr_schedule="poly")
+    res = train_run(cfg, *arrays, tmp_path)
+    assert res.best_epoch == 2 and res.stopped_early and res.epochs_run == 4
+    assert res.val_dice["csp"] == pytest.approx(0.7) and res.best_val_loss == pytest.approx(0.9)
+    assert list(res.history["lr"]) == pytest.approx([train_mod.poly_lr(3e-3, e, 5) for e in range(1, 5)])
+    assert torch.load(res.checkpoint, weights_only=True)["epoch"] == 2
+
+
+def test_patch_training_validates_on_whole_images(arrays, tmp_path):
+    cfg = TrainConfig(**{**TINY, "max_epochs": 1}, size=32, patch_size=16, foreground_fraction=0.5)
+    res = train_run(cfg, *arrays, tmp_path)
+    assert res.epochs_run == 1 and np.isfinite(res.best_val_loss)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"patch_size": 8}, "patch_size"),
+        ({"patch_size": 512, "size": 256}, "patch_size"),
+        ({"foreground_fraction": 1.5}, "foreground_fraction"),
+        ({"lr_schedule": "cosine"}, "lr_schedule"),
+        ({"checkpoint_metric": "dice"}, "checkpoint_metric"),
+    ],
+)
+def test_recipe_options_are_validated(kw, match):
+    with pytest.raises(InputError, match=match):
+        TrainConfig(**kw)
+
+
+def test_deep_supervision_heads_weights_and_training(arrays, tmp_path):
+    from robustseg.nn import losses, models
+
+    torch.manual_seed(0)
+    model = models.create("attention_unet", in_channels=1, num_classes=4, base=4, depth=3)
+    aux = train_mod.DeepSupervision(model, 4, 2)
+    assert aux.weights == pytest.approx([4 / 7, 2 / 7, 1 / 7]) and len(aux.heads) == 2
+    crit = losses.create("ce")
+    x, y = torch.randn(2, 1, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    model.train()
+    logits = model(x)
+    shapes = [tuple(f.shape[-2:]) for f in aux._features]
+    assert shapes == [(16, 16), (8, 8)]
+    total = aux.loss(crit, logits, y)
+    plain = crit(logits, y)
+    assert torch.isfinite(total) and not torch.isclose(total, plain)
+    total.backward()
+    assert all(h.weight.grad is not None for h in aux.heads)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    assert aux._features == [None, None]  # nothing captured outside training
+    with pytest.raises(InputError, match="deep_supervision"):
+        train_mod.DeepSupervision(model, 4, 3)
+    res = train_run(TrainConfig(**{**TINY, "max_epochs": 1}, deep_supervision=1), *arrays, tmp_path)
+    state = torch.load(res.checkpoint, weights_only=True)["state_dict"]
+    assert not any(k.startswith("heads") for k in state)

@@ -99,3 +99,40 @@ def test_load_arrays_and_dataset(phantom_index):
     assert not all(torch.equal(ds[i][0], forward[i]) for i in range(4))
     plain = SegDataset(images, masks)
     assert torch.equal(plain[0][1], torch.from_numpy(masks[0].astype(np.int64)))
+
+
+def test_patch_origin_centres_on_foreground_and_stays_inside():
+    from robustseg.data.transforms import patch_origin
+
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[10:50, 10:50] = 1
+    mask[60, 62] = 2  # one CSP pixel in the corner
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y, x = patch_origin(mask, 32, rng, True, (2, 3))
+        assert (y, x) == (32, 32)  # centred on (60, 62), clipped to the image
+        assert mask[y : y + 32, x : x + 32].max() == 2
+    corners = {patch_origin(mask, 32, rng, False, (2, 3)) for _ in range(50)}
+    assert len(corners) > 10 and all(0 <= y <= 32 and 0 <= x <= 32 for y, x in corners)
+    # no small class: falls back to any foreground label, then to a random crop
+    only_brain = (mask == 1).astype(np.uint8)
+    y, x = patch_origin(only_brain, 16, rng, True, (2, 3))
+    assert only_brain[y + 8, x + 8] == 1
+    assert patch_origin(np.zeros((64, 64), np.uint8), 16, rng, True, (2,)) is not None
+    with pytest.raises(InputError, match="patch size"):
+        patch_origin(mask, 65, rng, True, (2,))
+
+
+def test_dataset_patches_are_deterministic_and_foreground_rich(phantom_index):
+    images, masks = load_arrays(phantom_index, 64)
+    ds = SegDataset(images, masks, make_augment(), seed=3, patch=32, fg_fraction=1.0, fg_classes=(2, 3))
+    ds.set_epoch(2)
+    x1, y1 = ds[5]
+    x2, y2 = ds[5]
+    assert x1.shape == (1, 32, 32) and y1.shape == (32, 32)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    has_small = [i for i in range(len(ds)) if np.isin(masks[i], (2, 3)).any()]
+    plain = SegDataset(images, masks, None, seed=3, patch=32, fg_fraction=1.0, fg_classes=(2, 3))
+    assert all(np.isin(plain[i][1].numpy(), (2, 3)).any() for i in has_small)
+    whole = SegDataset(images, masks, None, seed=3, patch=64)
+    assert whole[0][0].shape == (1, 64, 64)

@@ -38,11 +38,13 @@ def _fmt(v: object, digits: int) -> str:
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from robustseg.data.phantom import generate_phantom
+    from robustseg.data.phantom import generate_phantom, get_style
 
-    out = generate_phantom(args.out_dir, n=args.n, seed=args.seed, abnormal_fraction=args.abnormal_fraction,
-                           difficulty=args.difficulty)
-    console.print(f"wrote {args.n} phantom images to {out}")
+    style = get_style(args.style)
+    n = style.n if args.n is None else args.n
+    out = generate_phantom(args.out_dir, n=n, seed=args.seed, style=args.style,
+                           abnormal_fraction=args.abnormal_fraction, difficulty=args.difficulty)
+    console.print(f"wrote {n} phantom images ({args.style}: {style.size[0]} x {style.size[1]}) to {out}")
     return 0
 
 
@@ -179,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("phantom", help="write a synthetic trans-thalamic data set in the real layout")
     s.add_argument("out_dir", help="folder to write (Large-Scale Fetal Head Biometry layout)")
-    s.add_argument("--n", type=int, default=200, help="number of images (default 200)")
+    s.add_argument("--n", type=int, default=None, help="number of images (default: the style's, 200 for default)")
     s.add_argument("--seed", type=int, default=0, help="random seed of the phantom (default 0)")
+    s.add_argument("--style", default="default", help="a named variant: default, small-thin, low-contrast, "
+                   "csp-like-lv, large-ellipse (robustseg.data.phantom.STYLES)")
     s.add_argument("--abnormal-fraction", type=float, default=0.10,
                    help="probability that a patient is abnormal (absent CSP or enlarged LV); default 0.10")
     s.add_argument("--difficulty", type=float, default=0.0,

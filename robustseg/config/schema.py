@@ -85,6 +85,8 @@ class DataTable(Table):
     size: Annotated[int, Field(ge=16, le=4096)] = 256
     phantom_n: Annotated[int, Field(ge=10, le=100000)] = 200
     phantom_seed: Annotated[int, Field(ge=0)] = 0
+    phantom_style: str = "default"
+    """A named phantom variant (``robustseg.data.phantom.STYLES``), checked when the phantom is generated."""
     small_structures: Annotated[list[str], Field(min_length=1, json_schema_extra={
         "expected": "a non-empty list of distinct class names"})] = ["csp", "lv"]
     """The classes that count as small structures (oversampling, split strata, collapse flags, QC)."""
@@ -156,6 +158,16 @@ class TrainTable(Table):
     channels_last: Literal["auto"] | bool = "auto"
     compile: Literal["auto", "off", "on"] = "auto"
     """torch.compile the model (cache in the runs folder); auto: on only where measured to pay back."""
+    patch_size: Annotated[int, Field(ge=0)] = 0
+    """Train on ``patch_size`` crops of the inputs (0: whole images; else 16..data.size)."""
+    foreground_fraction: Annotated[Number, Field(ge=0, le=1)] = 0.0
+    """Share of training crops centred on a small-structure pixel (nnU-Net: 1/3); needs ``patch_size``."""
+    lr_schedule: Literal["plateau", "poly"] = "plateau"
+    """``plateau`` (ReduceLROnPlateau on the validation loss) or ``poly`` (lr (1 - e / max_epochs) ** 0.9)."""
+    deep_supervision: Annotated[int, Field(ge=0, le=4)] = 0
+    """Extra heads on the last N decoder levels below full resolution (0: off)."""
+    checkpoint_metric: Literal["val_loss", "small_dice"] = "val_loss"
+    """Which epoch to keep and early-stop on: lowest validation loss, or highest small-structure Dice."""
 
     @model_validator(mode="after")
     def _lr_min_below_lr(self) -> Self:

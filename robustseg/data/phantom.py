@@ -6,6 +6,10 @@ head-on), textured parenchyma with a midline echo, two hypoechoic thalami and a 
 the far hemisphere, multiplicative speckle and depth attenuation. Head size, position, rotation and
 direction vary; the pixel size follows from a sampled biparietal diameter. A minority of patients is
 abnormal (absent CSP, or enlarged LV), recorded in ``meta.csv``. Everything follows from ``seed``.
+
+``style`` picks a named parameter set from ``STYLES`` (image size, number of images, CSP / LV shape and
+darkness, contrast and gain): variants that change what a recipe tuned on the default phantom relies on.
+The ``"default"`` style reproduces the original phantom byte for byte.
 """
 
 from __future__ import annotations
@@ -27,6 +31,71 @@ P_LV = 0.29
 P_ABNORMAL = 0.10
 """Probability that a patient is abnormal (half absent CSP, half enlarged LV)."""
 IMAGES_PER_PATIENT = ((1, 2, 3), (0.35, 0.35, 0.30))
+
+
+@dataclass(frozen=True)
+class PhantomStyle:
+    """One phantom variant. Lengths of CSP / LV are fractions of the head's fronto-occipital semi-axis ``a``.
+
+    ``csp_len`` / ``csp_width`` are the semi-axes along / across the midline, ``csp_power`` the superellipse
+    exponent (2 ellipse, 3 rounded box), ``csp_wall`` the brightness factor of its echogenic rim (1: none),
+    ``csp_level`` its interior intensity before gain (parenchyma is ~0.36). ``lv_*`` likewise.
+    ``contrast`` scales deviations from the mean image intensity inside the sector (1: unchanged) and
+    ``gain`` is the range of the final multiplicative gain (brightness).
+    """
+
+    description: str
+    size: tuple[int, int] = (959, 661)
+    n: int = 200
+    csp_len: float = 0.18
+    csp_width: float = 0.085
+    csp_power: float = 3.0
+    csp_wall: float = 1.6
+    csp_level: float = 0.05
+    lv_len: float = 0.20
+    lv_width: float = 0.07
+    lv_power: float = 2.0
+    lv_rim: float = 1.7
+    lv_level: float = 0.06
+    contrast: float = 1.0
+    gain: tuple[float, float] = (260.0, 330.0)
+
+
+STYLES: dict[str, PhantomStyle] = {
+    "default": PhantomStyle("the original phantom: 959 x 661, rounded-box CSP with a bright wall, oval LV"),
+    "small-thin": PhantomStyle(
+        "an independent small data set: 85 images of 300 x 230, CSP a thin dark bar (~110 px), LV darker "
+        "and elongated",
+        size=(300, 230), n=85, csp_len=0.17, csp_width=0.03, csp_power=4.0, csp_wall=1.25,
+        lv_len=0.24, lv_width=0.045, lv_level=0.03,
+    ),
+    "low-contrast": PhantomStyle(
+        "a dim, low-contrast scanner: 480 x 330, 120 images, every intensity difference halved around the "
+        "mean and the gain about halved (the structures keep their anatomy, only contrast and brightness "
+        "change)",
+        size=(480, 330), n=120, contrast=0.5, gain=(120.0, 170.0),
+    ),
+    "csp-like-lv": PhantomStyle(
+        "CSP drawn like the LV: both plain dark ellipses of similar size and rim, 640 x 441, 160 images",
+        size=(640, 441), n=160, csp_len=0.20, csp_width=0.07, csp_power=2.0, csp_wall=1.7,
+        csp_level=0.06,
+    ),
+    "large-ellipse": PhantomStyle(
+        "a large, bright data set: 300 images of 959 x 661, small elliptical CSP and LV, high gain",
+        size=(959, 661), n=300, csp_len=0.12, csp_width=0.06, csp_power=2.0, lv_len=0.15,
+        lv_width=0.05, contrast=1.3, gain=(330.0, 420.0),
+    ),
+}
+"""Named phantom variants (``robustseg phantom --style NAME``, study key ``data.phantom_style``)."""
+
+
+def get_style(style: str | PhantomStyle) -> PhantomStyle:
+    """The ``PhantomStyle`` named ``style`` (a ``PhantomStyle`` passes through); unknown names: InputError."""
+    if isinstance(style, PhantomStyle):
+        return style
+    if style not in STYLES:
+        raise InputError(f"phantom style {style!r}: unknown; valid styles: {', '.join(STYLES)}")
+    return STYLES[style]
 
 
 @dataclass(frozen=True)
@@ -120,7 +189,14 @@ class _Difficulty:
 
 
 def _render(
-    rng: np.random.Generator, pat: _Patient, has_csp: bool, has_lv: bool, h: int, w: int, geo: dict,
+    rng: np.random.Generator,
+    pat: _Patient,
+    has_csp: bool,
+    has_lv: bool,
+    h: int,
+    w: int,
+    geo: dict,
+    sty: PhantomStyle = STYLES["default"],
     hard: _Difficulty | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """One image (uint8 H x W) and its label map; returns the pixel size in mm too.
@@ -181,25 +257,25 @@ def _render(
     img[sy, sx] = np.where(q < 1.0, img[sy, sx] * 0.35, img[sy, sx])
 
     if has_csp:
-        l_u, l_v = 0.18 * a * rng.uniform(0.85, 1.15), 0.085 * a * rng.uniform(0.85, 1.15)
+        l_u, l_v = sty.csp_len * a * rng.uniform(0.85, 1.15), sty.csp_width * a * rng.uniform(0.85, 1.15)
         ccx, ccy = at(front * rng.uniform(0.36, 0.44) * a, 0.0)
-        sy, sx, q = _blob(ccx, ccy, l_u, l_v, theta, 3.0, h, w)
+        sy, sx, q = _blob(ccx, ccy, l_u, l_v, theta, sty.csp_power, h, w)
         inside = (q < 1.0) & brain[sy, sx]
         wall = (q >= 1.0) & (q < 1.6) & brain[sy, sx]
-        img[sy, sx] = np.where(wall, img[sy, sx] * 1.6, img[sy, sx])
-        fill = 0.05 + 0.03 * rng.random()
+        img[sy, sx] = np.where(wall, img[sy, sx] * sty.csp_wall, img[sy, sx])
+        fill = sty.csp_level + 0.03 * rng.random()
         img[sy, sx] = np.where(inside, fill if hard is None else hard.fill(fill, img[sy, sx]), img[sy, sx])
         labels[sy, sx][inside] = 2
     if has_lv:
         big = pat.abnormality == "enlarged_lv"
-        l_u = 0.20 * a * (rng.uniform(1.2, 1.4) if big else rng.uniform(0.9, 1.1))
-        l_v = 0.07 * a * (rng.uniform(1.9, 2.5) if big else rng.uniform(0.85, 1.15))
+        l_u = sty.lv_len * a * (rng.uniform(1.2, 1.4) if big else rng.uniform(0.9, 1.1))
+        l_v = sty.lv_width * a * (rng.uniform(1.9, 2.5) if big else rng.uniform(0.85, 1.15))
         lcx, lcy = at(-front * rng.uniform(0.50, 0.58) * a, far * (0.40 * b))
-        sy, sx, q = _blob(lcx, lcy, l_u, l_v, theta - front * far * 0.3, 2.0, h, w)
+        sy, sx, q = _blob(lcx, lcy, l_u, l_v, theta - front * far * 0.3, sty.lv_power, h, w)
         inside = (q < 1.0) & brain[sy, sx]
         rim = (q >= 1.0) & (q < 1.5) & brain[sy, sx]
-        img[sy, sx] = np.where(rim, img[sy, sx] * 1.7, img[sy, sx])
-        fill = 0.06 + 0.04 * rng.random()
+        img[sy, sx] = np.where(rim, img[sy, sx] * sty.lv_rim, img[sy, sx])
+        fill = sty.lv_level + 0.04 * rng.random()
         img[sy, sx] = np.where(inside, fill if hard is None else hard.fill(fill, img[sy, sx]), img[sy, sx])
         labels[sy, sx][inside] = 3
     # an occasional hypoechoic shadow in the parenchyma (unlabelled look-alike)
@@ -212,6 +288,9 @@ def _render(
     if hard is not None:
         img = hard.distract(img, brain, at, a, b, h, w)
     labels[~sector] = 0
+    if sty.contrast != 1.0:
+        ref = float(img[sector].mean())
+        img = np.clip(ref + sty.contrast * (img - ref), 0.0, None)
     # soften edges, then speckle (correlated gamma noise), depth attenuation, gain
     sig = max(0.6, 0.0025 * h)
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), sig)
@@ -222,7 +301,7 @@ def _render(
     )
     fine = rng.random((h, w), dtype=np.float32) * 0.8 + 0.6  # mean 1
     att = np.exp(-rng.uniform(0.5, 1.1) * r / geo["rmax"])
-    out = img * speckle * fine * att * rng.uniform(260.0, 330.0)
+    out = img * speckle * fine * att * rng.uniform(*sty.gain)
     if hard is not None:
         out = hard.noise(out)
     out = np.where(sector, out + rng.normal(0.0, 2.0), 0.0)
@@ -243,25 +322,29 @@ def _geometry(h: int, w: int) -> dict:
 
 def generate_phantom(
     out_dir: str | Path,
-    n: int = 200,
+    n: int | None = 200,
     seed: int = 0,
     plane: str = "Trans-thalamic",
-    size: tuple[int, int] = (959, 661),
+    size: tuple[int, int] | None = None,
     *,
+    style: str | PhantomStyle = "default",
     abnormal_fraction: float = P_ABNORMAL,
     difficulty: float = 0.0,
 ) -> Path:
     """Write ``n`` phantom images in layout 1 under ``out_dir/<plane>``; return ``out_dir``.
 
-    ``abnormal_fraction`` is the probability that a patient is abnormal (half absent CSP, half enlarged LV;
-    default :data:`P_ABNORMAL`). ``difficulty`` in [0, 1] makes images harder to segment (fainter CSP/LV,
-    dark unlabelled look-alikes, coarser speckle) from a separate random stream; 0 (default) leaves every
-    byte of the default phantom unchanged. Both are for quality-control studies that need failures.
-
-    ``size`` is (width, height) of the images (the real set is 959 x 661). Writes images, PASCAL palette
-    masks, ``<Plane>-Pixel-Size.csv`` (``Label``, ``Pixel in mm``) and ``meta.csv``
-    (``image_id, abnormal, abnormality``). Same seed, same bytes.
+    ``size`` is (width, height) of the images (None: the style's, 959 x 661 for the default like the real
+    set); ``n`` None takes the style's number of images. ``style`` names an entry of ``STYLES`` (image size,
+    data set size, CSP/LV shape, contrast and brightness). ``abnormal_fraction`` is the probability that a
+    patient is abnormal (half absent CSP, half enlarged LV; default :data:`P_ABNORMAL`). ``difficulty`` in
+    [0, 1] makes images harder to segment (fainter CSP/LV, dark unlabelled look-alikes, coarser speckle)
+    from a separate random stream; 0 (default) leaves every byte of the phantom unchanged. Writes images,
+    PASCAL palette masks, ``<Plane>-Pixel-Size.csv`` (``Label``, ``Pixel in mm``) and ``meta.csv``
+    (``image_id, abnormal, abnormality``). Same seed, style and options, same bytes.
     """
+    st = get_style(style)
+    n = st.n if n is None else n
+    size = st.size if size is None else size
     if int(n) < 1:
         raise InputError(f"phantom n={n!r}: expected an integer >= 1")
     if not 0.0 <= float(abnormal_fraction) <= 1.0:
@@ -290,7 +373,7 @@ def generate_phantom(
             has_lv = True if pat.abnormality == "enlarged_lv" else bool(irng.random() < P_LV)
             hard = (_Difficulty(float(difficulty), np.random.default_rng([int(seed), 2, i]))
                     if difficulty > 0 else None)
-            image, labels, pixel_mm = _render(irng, pat, has_csp, has_lv, h, w, geo, hard)
+            image, labels, pixel_mm = _render(irng, pat, has_csp, has_lv, h, w, geo, st, hard)
             name = f"{pat.pid}_Plane3_{j + 1}_of_{k}"
             rgb = np.repeat(image[..., None], 3, axis=2)
             if not cv2.imwrite(str(img_dir / f"{name}.png"), rgb, [cv2.IMWRITE_PNG_COMPRESSION, 1]):

@@ -85,6 +85,28 @@ def unpad_resize(probs: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+def patch_origin(
+    mask: np.ndarray, patch: int, rng: np.random.Generator, force_fg: bool, fg_classes: tuple[int, ...]
+) -> tuple[int, int]:
+    """Top-left corner (row, col) of a ``patch x patch`` crop of ``mask`` (nnU-Net's foreground sampling).
+
+    With ``force_fg`` the crop is centred on a random pixel of a random class of ``fg_classes`` present
+    in the mask (any non-zero label when none is; a random crop when the mask is empty), clipped to
+    stay inside the image; otherwise the corner is uniform. ``rng`` draws everything.
+    """
+    h, w = mask.shape[:2]
+    if patch > h or patch > w:
+        raise InputError(f"patch size {patch}: expected at most the input size {h} x {w}")
+    if force_fg:
+        present = [c for c in fg_classes if (mask == c).any()]
+        where = np.flatnonzero(mask == present[int(rng.integers(len(present)))]) if present else \
+            np.flatnonzero(mask > 0)
+        if where.size:
+            y, x = divmod(int(where[int(rng.integers(where.size))]), w)
+            return (int(np.clip(y - patch // 2, 0, h - patch)), int(np.clip(x - patch // 2, 0, w - patch)))
+    return int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
+
+
 def normalize(images: np.ndarray) -> np.ndarray:
     """uint8 -> float32 ``(x / 255 - 0.5) / 0.5`` (Normalize mean 0.5, std 0.5), any shape."""
     return ((np.asarray(images, dtype=np.float32) / 255.0) - 0.5) / 0.5

@@ -9,7 +9,8 @@ autocast) and averaged over the pixels of the whole batch, as in the reference s
   with weights normalised to mean 1 the scale stays comparable to plain CE)
 * ``focal``:        ``-(1/P) sum_i alpha_{y_i} (1 - p_{i,y_i})**gamma log p_{i,y_i}``
 * ``dice``:         ``1 - sum_c w_c D_c / sum_c w_c`` with
-  ``D_c = (2 sum_i p_ic y_ic + eps) / (sum_i p_ic**2 + sum_i y_ic**2 + eps)`` (pixels pooled over the batch)
+  ``D_c = (2 sum_i p_ic y_ic + eps) / (sum_i p_ic**2 + sum_i y_ic**2 + eps)`` (pixels pooled over the batch:
+  nnU-Net's "batch Dice"; ``batch_dice=False`` computes ``D_c`` per image and averages over the images)
 * ``hybrid``:       ``(1 - a - b) * CE + b * Focal + a * Dice``; CE uses the class weights when given,
   focal uses ``alpha`` (default: the class weights), Dice uses the class weights.
 """
@@ -117,19 +118,21 @@ class FocalLoss(nn.Module):
 class SoftDiceLoss(nn.Module):
     """Weighted soft Dice with squared denominators, pixels pooled over the batch."""
 
-    def __init__(self, class_weights: Weights = None, eps: float = 1e-6) -> None:
+    def __init__(self, class_weights: Weights = None, eps: float = 1e-6, batch_dice: bool = True) -> None:
         super().__init__()
         self.eps = float(eps)
+        self.batch_dice = bool(batch_dice)
         self.register_buffer("weight", _weight_tensor(class_weights, "class_weights"), persistent=False)
 
     def per_class(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Soft Dice coefficient per class, shape (C,)."""
+        """Soft Dice coefficient per class, shape (C,) (per image, then averaged, without batch Dice)."""
         p = torch.softmax(logits.float(), dim=1)
         y = F.one_hot(target.long(), p.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
-        dims = (0, 2, 3)
+        dims = (0, 2, 3) if self.batch_dice else (2, 3)
         inter = (p * y).sum(dims)
         denom = (p * p).sum(dims) + y.sum(dims)  # y is 0/1, so y**2 == y
-        return (2 * inter + self.eps) / (denom + self.eps)
+        d = (2 * inter + self.eps) / (denom + self.eps)
+        return d if self.batch_dice else d.mean(0)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_classes(logits, self.weight, "class_weights")
@@ -151,6 +154,7 @@ class HybridLoss(nn.Module):
         class_weights: Weights = None,
         alpha: Weights = None,
         eps: float = 1e-6,
+        batch_dice: bool = True,
     ) -> None:
         super().__init__()
         if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0 and a + b <= 1 + 1e-12):
@@ -158,7 +162,7 @@ class HybridLoss(nn.Module):
         self.a, self.b = float(a), float(b)
         self.ce = CrossEntropy(class_weights)
         self.focal = FocalLoss(gamma, class_weights if alpha is None else alpha)
-        self.dice = SoftDiceLoss(class_weights, eps)
+        self.dice = SoftDiceLoss(class_weights, eps, batch_dice)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = (1.0 - self.a - self.b) * self.ce(logits, target)

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -33,6 +33,7 @@ from robustseg.config.schema import (
     ModelTable,
     SamplerTable,
     TrainTable,
+    key_error,
 )
 from robustseg.data.transforms import make_augment
 from robustseg.errors import InputError, RunError
@@ -57,6 +58,10 @@ _STUDY_KEYS = {"model": "model.name", "loss": "loss.name", "class_weight_smoothi
                "oversampling": "sampler.oversampling", "size": "data.size", "seed": "seed",
                **{k: f"train.{k}" for k in TrainTable.model_fields}}
 """The study key each ``TrainConfig`` field comes from (named in error messages)."""
+
+LR_SCHEDULES = ("plateau", "poly")
+CHECKPOINT_METRICS = ("val_loss", "small_dice")
+POLY_EXPONENT = 0.9
 
 
 class TrainConfig(TrainTable):
@@ -98,6 +103,12 @@ class TrainConfig(TrainTable):
         if name not in losses.list_losses():
             raise ValueError(f"one of {', '.join(losses.list_losses())}")
         return name
+
+    @model_validator(mode="after")
+    def _patch_fits(self) -> TrainConfig:
+        if self.patch_size and not 16 <= self.patch_size <= self.size:
+            raise key_error("patch_size", self.patch_size, f"0 (whole image) or an integer in [16, data.size={self.size}]")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/TOML-friendly dict of every field."""
@@ -205,6 +216,102 @@ def _loader(ds: SegDataset, cfg: TrainConfig, device: torch.device, sampler: Any
     )
 
 
+def poly_lr(base_lr: float, epoch: int, max_epochs: int, exponent: float = POLY_EXPONENT) -> float:
+    """nnU-Net's poly schedule: the learning rate of (1-based) ``epoch``, ``base (1 - (e-1)/E) ** exponent``."""
+    return float(base_lr) * (1.0 - (int(epoch) - 1) / int(max_epochs)) ** exponent
+
+
+class _LRSchedule:
+    """``before_epoch(e)`` sets the poly rate; ``after_epoch(val_loss)`` steps ReduceLROnPlateau."""
+
+    def __init__(self, opt: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+        self.opt, self.cfg = opt, cfg
+        self.plateau = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.lr_min
+            )
+            if cfg.lr_schedule == "plateau"
+            else None
+        )
+
+    def before_epoch(self, epoch: int) -> None:
+        if self.plateau is None:
+            for group in self.opt.param_groups:
+                group["lr"] = max(poly_lr(self.cfg.lr, epoch, self.cfg.max_epochs), self.cfg.lr_min)
+
+    def after_epoch(self, val_loss: float) -> None:
+        if self.plateau is not None:
+            self.plateau.step(val_loss)
+
+
+class DeepSupervision(nn.Module):
+    """Auxiliary heads on a U-Net's decoder levels, fed by forward hooks (the model stays unchanged).
+
+    ``loss(criterion, logits, y)`` is ``sum_k w_k criterion(out_k, y_k)`` over the full-resolution
+    logits (k = 0) and ``levels`` coarser decoder outputs, ``w_k ∝ 2**-k`` normalised to sum 1, with
+    ``y_k`` the labels downsampled (nearest) to each output's size. Features are captured only while the
+    model trains, so validation and prediction see the plain model.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, levels: int) -> None:
+        super().__init__()
+        decoders = getattr(model, "decoders", None)
+        if not isinstance(decoders, nn.ModuleList) or len(decoders) < levels + 1:
+            raise InputError(
+                f"train.deep_supervision = {levels}: the model needs at least {levels + 1} decoder levels "
+                "(model.decoders)"
+            )
+        chosen = list(decoders)[-1 - levels : -1][::-1]  # finest first: 1/2, 1/4, ...
+        widths = [[m for m in d.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for d in chosen]
+        self.heads = nn.ModuleList(nn.Conv2d(w, num_classes, 1) for w in widths)
+        self.weights = [2.0**-k for k in range(levels + 1)]
+        total = sum(self.weights)
+        self.weights = [w / total for w in self.weights]
+        self._features: list[torch.Tensor | None] = [None] * levels
+        self._hooks = [d.register_forward_hook(self._capture(i)) for i, d in enumerate(chosen)]
+        self._model = [model]  # not a submodule: its parameters stay the model's
+
+    def _capture(self, i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+            if self._model[0].training:
+                self._features[i] = out
+
+        return hook
+
+    def loss(self, criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total = self.weights[0] * criterion(logits.float(), y)
+        for w, head, feat in zip(self.weights[1:], self.heads, self._features, strict=True):
+            if feat is None:
+                raise RuntimeError("deep supervision: decoder features were not captured")
+            out = head(feat.float())
+            yk = nn.functional.interpolate(y[:, None].float(), size=out.shape[-2:], mode="nearest")
+            total = total + w * criterion(out, yk[:, 0].long())
+        self._features = [None] * len(self._features)
+        return total
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+def _train_loss(criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor, aux: DeepSupervision | None):
+    """The training loss of one batch: plain, or with deep supervision."""
+    return criterion(logits.float(), y) if aux is None else aux.loss(criterion, logits, y)
+
+
+def selection_key(metric: str, val_loss: float, dice: np.ndarray) -> tuple[float, ...]:
+    """Key of an epoch for checkpoint choice and early stopping: larger is better.
+
+    ``val_loss``: ``(-loss,)``; ``small_dice``: ``(mean Dice of the small classes, -loss)`` with classes
+    absent from the validation set (NaN Dice) left out, and 0 when all are absent.
+    """
+    if metric == "val_loss":
+        return (-float(val_loss),)
+    small = np.asarray(dice, dtype=np.float64)[list(SMALL_CLASSES)]
+    small = small[np.isfinite(small)]
+    return (float(small.mean()) if small.size else 0.0, -float(val_loss))
+
+
 def _dice_from_confusion(conf: np.ndarray) -> np.ndarray:
     """Per-class Dice ``2 tp / (2 tp + fp + fn)`` from a (C, C) [true, pred] confusion; NaN if 0/0."""
     tp = np.diag(conf).astype(np.float64)
@@ -223,7 +330,7 @@ def train_run(
     *,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train one model; write ``checkpoint.pt`` (best val loss) and ``history.csv`` into ``out_dir``.
+    """Train one model; write ``checkpoint.pt`` (best epoch by ``cfg.checkpoint_metric``) and ``history.csv``.
 
     Raises RunError when a loss becomes NaN/inf (the last good checkpoint, if any, stays intact).
     """
@@ -265,13 +372,13 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
     model = models.create(cfg.model, in_channels=1, num_classes=num_classes, **cfg.model_kwargs).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    aux = DeepSupervision(model, num_classes, cfg.deep_supervision).to(device) if cfg.deep_supervision else None
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
     fwd = _compiled(model, cfg, device, cfg.samples_per_epoch or len(tr_img), tr_img.shape[-2:])
     # The fused Adam kernel (CPU and CUDA): one call per step instead of a Python loop over parameters.
     fused = device.type in ("cpu", "cuda")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.lr_min
-    )
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    sched = _LRSchedule(opt, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
 
     has_small = np.isin(tr_msk, cfg.small_classes).reshape(len(tr_msk), -1).any(axis=1)
@@ -280,7 +387,15 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
         cfg.samples_per_epoch or len(tr_img),
         seed=cfg.seed,
     )
-    train_ds = SegDataset(tr_img, tr_msk, make_augment() if cfg.augment else None, seed=cfg.seed)
+    train_ds = SegDataset(
+        tr_img,
+        tr_msk,
+        make_augment() if cfg.augment else None,
+        seed=cfg.seed,
+        patch=cfg.patch_size or None,
+        fg_fraction=cfg.foreground_fraction,
+        fg_classes=SMALL_CLASSES,
+    )
     val_ds = SegDataset(va_img, va_msk, None, seed=cfg.seed)
     train_dl = _loader(train_ds, cfg, device, sampler, cfg.seed)
     val_dl = _loader(val_ds, cfg, device, None, cfg.seed + 1)
@@ -291,14 +406,16 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(device, non_blocking=True)
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in params if p.requires_grad]  # the model's and the deep-supervision heads'
     ckpt_path = out / "checkpoint.pt"
     rows: list[dict[str, float]] = []
     best_loss, best_epoch, best_dice = math.inf, 0, np.full(num_classes, np.nan)
+    best_key: tuple[float, ...] = (-math.inf,)
     wait, stopped_early, epoch = 0, False, 0
     for epoch in range(1, cfg.max_epochs + 1):
         t0 = time.perf_counter()
         train_ds.set_epoch(epoch)
+        sched.before_epoch(epoch)
         model.train()
         loss_sum, n_seen = torch.zeros((), dtype=torch.float64, device=device), 0
         for step, (x, y) in enumerate(train_dl, start=1):
@@ -306,7 +423,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
             opt.zero_grad(set_to_none=True)
             with precision.autocast():
                 logits = fwd(x)
-            loss = criterion(logits.float(), y)
+            loss = _train_loss(criterion, logits, y, aux)
             if not torch.isfinite(loss):
                 raise RunError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step}")
             if precision.use_grad_scaler:
@@ -329,14 +446,15 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
         if not math.isfinite(val_loss):
             raise RunError(f"non-finite validation loss ({val_loss}) at epoch {epoch}")
         lr = opt.param_groups[0]["lr"]
-        sched.step(val_loss)
+        sched.after_epoch(val_loss)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
         row.update({f"val_dice_{c}": float(d) for c, d in zip(cfg.class_names, dice, strict=True)})
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
 
-        if val_loss < best_loss:
-            best_loss, best_epoch, best_dice, wait = val_loss, epoch, dice, 0
+        key = selection_key(cfg.checkpoint_metric, val_loss, dice)
+        if key > best_key:
+            best_key, best_loss, best_epoch, best_dice, wait = key, val_loss, epoch, dice, 0
             _save_checkpoint(
                 ckpt_path,
                 model,

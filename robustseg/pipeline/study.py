@@ -64,16 +64,22 @@ class Prepared:
 
 def _phantom_path(study: Study, runs_dir: Path) -> Path:
     """Generate the study's phantom once (into a temporary folder renamed into place)."""
-    from robustseg.data.phantom import generate_phantom
+    from robustseg.data.phantom import generate_phantom, get_style
 
     d = study.data
-    target = Path(d.path) if d.path else runs_dir / "data" / f"phantom-n{d.phantom_n}-s{d.phantom_seed}"
+    style = d.phantom_style
+    try:
+        get_style(style)
+    except InputError as exc:
+        raise InputError(f"{study.path or 'study'}: key 'data.phantom_style': {exc}") from None
+    tag = "" if style == "default" else f"-{style}"
+    target = Path(d.path) if d.path else runs_dir / "data" / f"phantom{tag}-n{d.phantom_n}-s{d.phantom_seed}"
     if target.parent.is_dir():  # phantoms half-written by a killed process
         clean_stale_temp(target.parent, depth=1, prefix=f"{target.name}.tmp-")
     if not target.exists():
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        generate_phantom(tmp, n=d.phantom_n, seed=d.phantom_seed)
+        generate_phantom(tmp, n=d.phantom_n, seed=d.phantom_seed, style=style)
         try:
             tmp.rename(target)
         except OSError:  # another process generated the same phantom meanwhile (same recipe, same files)
