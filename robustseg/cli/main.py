@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", help="runs/<study> folder of a finished study")
     s.add_argument("image_dir", help="folder of images without masks (PNG/JPEG/TIFF)")
     s.add_argument("-o", "--output", help="CSV to write (default: IMAGE_DIR/../qc.csv)")
-    s.add_argument("--score", default=None, help="confidence score for the review flag (default: composite)")
+    s.add_argument("--score", default=None, help="confidence score for the review flag (default: pairwise_dice, the pairwise Dice of the seed ensemble)")
     s.add_argument("--review", type=float, default=0.10,
                    help="fraction of the study's test images that the threshold would send for review (default 0.10)")
     s.add_argument("--pixel-size-csv", help="Label, Pixel in mm per image (else measurements in px, no range score)")
