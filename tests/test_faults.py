@@ -18,34 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _tiny import tiny_study
 
-STUDY = """
-name = "faults"
-seeds = [0, 1, 2]
-[data]
-source = "phantom"
-phantom_n = 30
-size = 32
-[split]
-test_fraction = 0.3
-k_folds = 2
-folds = [0]
-[model]
-name = "attention_unet"
-base = 4
-depth = 3
-[train]
-max_epochs = 2
-batch_size = 8
-lr = 3e-3
-[perturb]
-suite = ["gaussian_noise"]
-severities = [3]
-[execution]
-threads = 1
-workers = 2
-bootstrap = 20
-"""
+STUDY = tiny_study("faults", seeds="[0, 1, 2]", workers=2, bootstrap=20)
 
 RUN_COLUMNS = ["run_id", "arm", "fold", "seed", "status", "best_epoch", "best_val_loss", "epochs_run", "n_train",
                "n_val", "n_test", "postprocess_applied", "stopped_early", "diverged"]

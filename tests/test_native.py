@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import tiny_study
 
 from robustseg.data.transforms import letterbox_box, preprocess, unpad_resize
 from robustseg.pipeline.native import (
@@ -90,34 +91,7 @@ def test_native_scores_use_native_masks_and_pixel_size() -> None:
 
 # --- a run, then evaluate-folder on its exported predictions ---------------------------------------------------
 
-TINY = """
-name = "native"
-seeds = [0]
-[data]
-source = "phantom"
-phantom_n = 24
-size = 32
-[split]
-test_fraction = 0.3
-k_folds = 2
-folds = [0]
-[model]
-name = "attention_unet"
-base = 4
-depth = 3
-[train]
-max_epochs = 3
-batch_size = 8
-lr = 3e-3
-[perturb]
-suite = ["gaussian_noise"]
-severities = [3]
-[eval]
-boundary = true
-[execution]
-threads = 1
-bootstrap = 20
-"""
+TINY = tiny_study("native", seeds="[0]", phantom_n=24, max_epochs=3, boundary=True, bootstrap=20)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _tiny import tiny_study
 
 from robustseg.cli import main
 from robustseg.config import load_study
@@ -24,32 +25,7 @@ from robustseg.pipeline.events import RunInvalid, RunWaiting
 from robustseg.pipeline.plan import RunSpec
 from robustseg.pipeline.study import collect_tables, prepare, run_study
 
-TINY = """
-name = "tiny"
-seeds = [0]
-[data]
-source = "phantom"
-phantom_n = 30
-size = 32
-[split]
-test_fraction = 0.3
-k_folds = 2
-folds = [0]
-[model]
-name = "attention_unet"
-base = 4
-depth = 3
-[train]
-max_epochs = 2
-batch_size = 8
-lr = 3e-3
-[perturb]
-suite = ["gaussian_noise"]
-severities = [3]
-[execution]
-threads = 1
-bootstrap = 50
-"""
+TINY = tiny_study(seeds="[0]")
 
 
 def write_study(tmp: Path, extra: str = "", runs: Path | None = None) -> Path:

@@ -13,39 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _tiny import tiny_study
 
 from robustseg.cli import main
 from robustseg.config import build_study, load_study
 from robustseg.pipeline.study import run_study
 
-TINY = """
-name = "tiny"
-seeds = [0, 1]
-[data]
-source = "phantom"
-phantom_n = 30
-size = 32
-[split]
-test_fraction = 0.3
-k_folds = 2
-folds = [0]
-[model]
-name = "attention_unet"
-base = 4
-depth = 3
-[train]
-max_epochs = 2
-batch_size = 8
-lr = 3e-3
-[perturb]
-suite = ["gaussian_noise"]
-severities = [3]
-[eval]
-boundary = true
-[execution]
-threads = 1
-bootstrap = 50
-"""
+TINY = tiny_study(boundary=True)
 
 
 def _write_study(tmp: Path, extra: str = "") -> Path:
