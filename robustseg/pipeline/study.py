@@ -137,9 +137,9 @@ def output_dirs(study: Study) -> tuple[Path, Path]:
     component and both folders are (or can be created as) writable folders."""
     where = study.path or "study"
     name = check_component(study.name, f"{where}: name")
-    ex = study.raw["execution"]
-    runs_dir = check_output_dir(Path(ex["runs_dir"]) / name, f"{where}: execution.runs_dir")
-    reports_dir = check_output_dir(Path(ex["reports_dir"]) / name, f"{where}: execution.reports_dir")
+    ex = study.execution
+    runs_dir = check_output_dir(Path(ex.runs_dir) / name, f"{where}: execution.runs_dir")
+    reports_dir = check_output_dir(Path(ex.reports_dir) / name, f"{where}: execution.reports_dir")
     return runs_dir, reports_dir
 
 
@@ -182,7 +182,7 @@ def prepare(study: Study) -> Prepared:
     write_json(runs_dir / "plan.json", [{"run_id": r.run_id, "arm": r.arm, "fold": r.fold, "seed": r.seed}
                                                for r in runs])
     write_csv(runs_dir / "index.csv", loaded.index)
-    _save_reference(runs_dir, loaded, splits, study.raw["eval"]["resolution"], colormap)
+    _save_reference(runs_dir, loaded, splits, study.eval.resolution, colormap)
     return Prepared(study, runs_dir, data, splits, suite, external, runs)
 
 
