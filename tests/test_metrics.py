@@ -219,3 +219,17 @@ def test_iou_summary_and_by_grouping() -> None:
     assert sb["arm"].tolist() == ["A", "B"]
     with pytest.raises(InputError, match="seed"):
         aggregate_global(t, by=["seed"])
+
+
+def test_metrics_docstring_examples_run() -> None:
+    """The ``Examples`` of the public metrics functions run as doctests (and there are some)."""
+    import doctest
+    import importlib
+
+    attempted = 0
+    for name in ("overlap", "table", "boundary"):
+        module = importlib.import_module(f"robustseg.metrics.{name}")
+        res = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, f"doctest failures in robustseg.metrics.{name}"
+        attempted += res.attempted
+    assert attempted >= 20

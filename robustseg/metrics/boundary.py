@@ -90,6 +90,15 @@ def boundary_metrics(
     """HD (at ``percentile``) and NSD per image and class: ``{"hd95_mm": (N, C), "nsd": (N, C)}``.
 
     ``pixel_mm``: one isotropic pixel size or one per image; NaN or None means unknown (1 pixel).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.zeros((1, 9, 9), dtype=np.uint8); ref[0, 2:6, 2:6] = 1
+    >>> pred = np.roll(ref, 1, axis=2)   # shifted by one pixel
+    >>> m = boundary_metrics(pred, ref, 2, pixel_mm=0.5, nsd_tolerance_mm=0.5)
+    >>> float(m["hd95_mm"][0, 1]), round(float(m["nsd"][0, 1]), 3)
+    (0.5, 1.0)
     """
     check_empty_policy(empty_policy)
     if not np.isfinite(nsd_tolerance_mm) or nsd_tolerance_mm < 0:

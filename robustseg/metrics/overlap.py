@@ -68,7 +68,16 @@ def confusion_matrices(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> n
 
 
 def confusion_counts(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per-image per-class ``tp, fp, fn`` as ``int64 (N, C, 3)`` from label maps ``(N, H, W)`` or ``(H, W)``."""
+    """Per-image per-class ``tp, fp, fn`` as ``int64 (N, C, 3)`` from label maps ``(N, H, W)`` or ``(H, W)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.array([[0, 1], [1, 1]], dtype=np.uint8)
+    >>> pred = np.array([[1, 1], [0, 1]], dtype=np.uint8)
+    >>> confusion_counts(pred, ref, 2)[0].tolist()  # per class: tp, fp, fn
+    [[0, 1, 1], [2, 1, 1]]
+    """
     return counts_from_matrices(confusion_matrices(pred, ref, num_classes))
 
 
@@ -102,7 +111,17 @@ def _ratio(num: np.ndarray, den: np.ndarray, counts: np.ndarray, empty_policy: s
 
 
 def dice_from_counts(counts: np.ndarray, empty_policy: str = DEFAULT_EMPTY_POLICY) -> np.ndarray:
-    """Dice ``2tp / (2tp + fp + fn)`` per entry of counts ``(..., 3)``."""
+    """Dice ``2tp / (2tp + fp + fn)`` per entry of counts ``(..., 3)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> counts = np.array([[[2, 1, 1], [0, 0, 0], [0, 3, 0]]])  # both present, neither, prediction only
+    >>> dice_from_counts(counts).round(3).tolist()
+    [[0.667, nan, 0.0]]
+    >>> dice_from_counts(counts, empty_policy="one").round(3).tolist()
+    [[0.667, 1.0, 0.0]]
+    """
     tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
     return _ratio(2 * tp, 2 * tp + fp + fn, counts, empty_policy)
 

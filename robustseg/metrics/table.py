@@ -42,6 +42,17 @@ def per_image_table(
     ``pixel_mm`` is one value or one per image (NaN = unknown: boundary distances are then in pixels
     and ``pixel_mm_known`` is False). Boundary metrics (``hd95_mm``, ``nsd``) are computed only when
     ``boundary`` is true (they are ~100x slower than the overlap metrics); otherwise they are NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.zeros((1, 4, 4), dtype=np.uint8); ref[0, 1:3, 1:3] = 2
+    >>> pred = np.zeros((1, 4, 4), dtype=np.uint8); pred[0, 1:3, 1:4] = 2
+    >>> t = per_image_table(pred, ref, image_ids=["a"], pixel_mm=0.5)
+    >>> t.loc[t["class"] == "csp", ["tp", "fp", "fn", "presence", "dice"]].round(3).values.tolist()
+    [[4, 2, 0, 'both', 0.8]]
+    >>> t.loc[t["class"] == "lv", "presence"].item(), bool(t.loc[t["class"] == "lv", "dice"].isna().item())
+    ('neither', True)
     """
     check_empty_policy(empty_policy)
     num_classes = len(class_names)
@@ -110,6 +121,15 @@ def aggregate_global(
 
     Returns columns ``*by, class, n_images, tp, fp, fn, ref_pixels, pred_pixels, dice, iou, precision,
     recall, f1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.zeros((2, 4, 4), dtype=np.uint8); ref[:, :2, :2] = 3
+    >>> pred = ref.copy(); pred[1] = 0   # image 2 misses the structure
+    >>> g = aggregate_global(per_image_table(pred, ref))
+    >>> round(float(g.loc[g["class"] == "lv", "dice"].item()), 3)  # 2*4 / (2*4 + 0 + 4)
+    0.667
     """
     keys = _keys(table, by)
     g = table.groupby(keys, sort=False, dropna=False)
