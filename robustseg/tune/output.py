@@ -43,7 +43,15 @@ def _replace_into(path: Path, write: Any) -> None:
 
 
 def tuned_study_path(study: Study) -> Path:
+    """``<study dir>/<name>.tuned.toml``; for a study shipped inside the package (the installed quickstart),
+    ``./studies/`` of the working directory, so nothing is written into the installed package."""
+    import robustseg
+
+    package = Path(robustseg.__file__).resolve().parent
     folder = study.path.parent if study.path is not None else Path("studies")
+    if folder.resolve().is_relative_to(package):
+        folder = Path("studies")
+        folder.mkdir(exist_ok=True)
     return folder / f"{study.name}.tuned.toml"
 
 
