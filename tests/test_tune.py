@@ -532,3 +532,13 @@ def test_journal_storage_two_workers_one_file(tmp_path, phantom_dir):
     assert result.n_trials == 4 and result.storage == url and result.n_complete + result.n_pruned == 4
     with pytest.raises(InputError, match="journal"):
         make_storage(f"journal://{tmp_path}", parse_tune(load_study(study_file)))
+
+
+def test_tuned_file_of_a_packaged_study_is_not_written_into_the_package(tmp_path, monkeypatch):
+    import robustseg
+    from robustseg.tune.output import tuned_study_path
+
+    monkeypatch.chdir(tmp_path)
+    path = tuned_study_path(load_study())  # the quickstart shipped inside the package
+    assert path == Path("studies") / "quickstart.tuned.toml" and (tmp_path / "studies").is_dir()
+    assert not path.resolve().is_relative_to(Path(robustseg.__file__).resolve().parent)
