@@ -250,6 +250,16 @@ def _p_runs_better(va: np.ndarray, fa: np.ndarray, vb: np.ndarray, fb: np.ndarra
     return wins / pairs if pairs else float("nan")
 
 
+
+def _arm_values(per_image: pd.DataFrame, cols: Sequence[str], arm_col: str, value: str, arms: Sequence[str],
+                where: str) -> pd.DataFrame:
+    """``cols`` of the rows of ``arms`` (arm names as strings) plus ``_v``: the per-image measure ``value``."""
+    work = per_image[list(dict.fromkeys(cols))].copy()
+    work[arm_col] = work[arm_col].astype(str)
+    work["_v"] = (dice_all_images(per_image) if value == DICE_ALL and value not in per_image.columns
+                  else numeric(per_image, value, where))
+    return work[work[arm_col].isin(arms)]
+
 def compare_runs(
     per_image: pd.DataFrame,
     value: str = DICE_ALL,
@@ -317,11 +327,7 @@ def compare_runs(
     if len(set(arms)) != len(arms):
         raise InputError(f"{where}: arms {arms} repeat a name; expected distinct arms")
     hib = resolve_direction(value, higher_is_better)
-    work = per_image[list(dict.fromkeys(cols))].copy()
-    work[arm_col] = work[arm_col].astype(str)
-    work["_v"] = (dice_all_images(per_image) if value == DICE_ALL and value not in per_image.columns
-                  else numeric(per_image, value, where))
-    work = work[work[arm_col].isin(arms)]
+    work = _arm_values(per_image, cols, arm_col, value, arms, where)
 
     rows = []
     for key, sub in groups(work, by):
@@ -426,11 +432,7 @@ def ranking_stability(
     present = sorted(per_image[arm_col].dropna().astype(str).unique())
     arms = [str(a) for a in arms] if arms is not None else present
     hib = resolve_direction(value, higher_is_better)
-    work = per_image[list(dict.fromkeys(cols))].copy()
-    work[arm_col] = work[arm_col].astype(str)
-    work["_v"] = (dice_all_images(per_image) if value == DICE_ALL and value not in per_image.columns
-                  else numeric(per_image, value, where))
-    work = work[work[arm_col].isin(arms)]
+    work = _arm_values(per_image, cols, arm_col, value, arms, where)
     rows = []
     for key, sub in groups(work, by):
         means = _image_means(sub, arms, arm_col, image_col)
