@@ -260,6 +260,7 @@ def _arm_values(per_image: pd.DataFrame, cols: Sequence[str], arm_col: str, valu
                   else numeric(per_image, value, where))
     return work[work[arm_col].isin(arms)]
 
+
 def compare_runs(
     per_image: pd.DataFrame,
     value: str = DICE_ALL,
