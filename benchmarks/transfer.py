@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,7 @@ def _one_run(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(job["threads"])
     study, data, folds = _prepare(Path(job["study"]), job["style"], job["overrides"])
-    arm = asdict(study.arms[0])
+    arm = study.arms[0].to_dict()
     cfg = train_config(arm, job["seed"], int(study.raw["data"]["size"]))
     tr = np.flatnonzero((folds != -1) & (folds != job["fold"]))
     va = np.flatnonzero(folds == job["fold"])
