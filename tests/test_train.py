@@ -202,6 +202,9 @@ def test_poly_lr_and_selection_key():
     assert train_mod.selection_key("small_dice", 0.4, np.full(4, np.nan)) > train_mod.selection_key(
         "small_dice", 0.5, np.full(4, np.nan)
     )
+    # another data set's small structures (labels 3 and 4 of five classes), not the fetal (2, 3)
+    five = np.array([0.9, 0.8, 0.1, 0.5, 0.7])
+    assert train_mod.selection_key("small_dice", 0.5, five, (3, 4)) == pytest.approx((0.6, -0.5))
 
 
 def test_checkpoint_by_small_dice_and_poly_schedule(arrays, tmp_path, monkeypatch):

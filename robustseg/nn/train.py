@@ -299,15 +299,17 @@ def _train_loss(criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor, aux
     return criterion(logits.float(), y) if aux is None else aux.loss(criterion, logits, y)
 
 
-def selection_key(metric: str, val_loss: float, dice: np.ndarray) -> tuple[float, ...]:
+def selection_key(metric: str, val_loss: float, dice: np.ndarray,
+                  small_classes: tuple[int, ...] = SMALL_CLASSES) -> tuple[float, ...]:
     """Key of an epoch for checkpoint choice and early stopping: larger is better.
 
     ``val_loss``: ``(-loss,)``; ``small_dice``: ``(mean Dice of the small classes, -loss)`` with classes
-    absent from the validation set (NaN Dice) left out, and 0 when all are absent.
+    absent from the validation set (NaN Dice) left out, and 0 when all are absent. ``small_classes``: label
+    indices of the data set's small structures (``TrainConfig.small_classes``).
     """
     if metric == "val_loss":
         return (-float(val_loss),)
-    small = np.asarray(dice, dtype=np.float64)[list(SMALL_CLASSES)]
+    small = np.asarray(dice, dtype=np.float64)[list(small_classes)]
     small = small[np.isfinite(small)]
     return (float(small.mean()) if small.size else 0.0, -float(val_loss))
 
@@ -394,7 +396,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
         seed=cfg.seed,
         patch=cfg.patch_size or None,
         fg_fraction=cfg.foreground_fraction,
-        fg_classes=SMALL_CLASSES,
+        fg_classes=cfg.small_classes,
     )
     val_ds = SegDataset(va_img, va_msk, None, seed=cfg.seed)
     train_dl = _loader(train_ds, cfg, device, sampler, cfg.seed)
@@ -452,7 +454,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
 
-        key = selection_key(cfg.checkpoint_metric, val_loss, dice)
+        key = selection_key(cfg.checkpoint_metric, val_loss, dice, cfg.small_classes)
         if key > best_key:
             best_key, best_loss, best_epoch, best_dice, wait = key, val_loss, epoch, dice, 0
             _save_checkpoint(
