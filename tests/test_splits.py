@@ -83,3 +83,28 @@ def test_save_load_roundtrip(phantom_index, tmp_path):
     save_splits(bad, tmp_path / "bad.csv")
     with pytest.raises(InputError, match="more than one fold"):
         load_splits(tmp_path / "bad.csv")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(index=datasets(), k=st.integers(2, 4), seed=st.integers(0, 2**31), p_x=st.floats(0.0, 1.0))
+def test_three_small_structures_are_covered(index, k, seed, p_x):
+    """Another data set's small structures (three of them): the first two keep the coverage guarantee, the
+    third is covered wherever enough of its patients are spare."""
+    import numpy as np
+
+    if index["patient_id"].nunique() < k + 1:
+        return
+    rng = np.random.default_rng(seed % 1000)
+    index = index.assign(has_tumor=rng.random(len(index)) < p_x)
+    s = make_splits(index, test_fraction=0.2, k_folds=k, seed=seed, strata=("has_tumor", "has_csp", "has_lv"))
+    assert sorted(s["image_id"]) == sorted(index["image_id"])
+    assert (s.groupby("patient_id")["fold"].nunique() == 1).all()
+    summary = fold_summary(s, index, ("tumor", "csp", "lv")).set_index("fold")
+    for name in ("tumor", "csp"):
+        holders = index.loc[index[f"has_{name}"], "patient_id"].nunique()
+        if holders >= k + 1:
+            assert (summary[f"{name}_images"] > 0).all(), (name, summary)
+    pats = index.groupby("patient_id")[["has_tumor", "has_csp", "has_lv"]].any()
+    spare_lv = int((pats["has_lv"] & ~pats["has_tumor"] & ~pats["has_csp"]).sum())
+    if spare_lv >= k + 1:  # enough LV patients outside the first two coverage steps
+        assert (summary["lv_images"] > 0).all(), summary

@@ -20,10 +20,12 @@ EPOCH_STEP = 10
 """Plain mode prints an epoch line every this many epochs (and the last one)."""
 
 
-def _small(metrics: dict[str, float]) -> str:
+def _small(metrics: dict[str, float], small: tuple[str, ...] = ()) -> str:
+    """``val_loss`` and the validation Dice of the small structures (every foreground class when not given)."""
     parts = [f"val_loss {metrics.get('val_loss', math.nan):.4f}"]
-    parts += [f"{k.removeprefix('val_dice_')} {v:.3f}" for k, v in metrics.items()
-              if k.startswith("val_dice_") and k.removeprefix("val_dice_") not in ("background", "brain")]
+    dice = {k.removeprefix("val_dice_"): v for k, v in metrics.items() if k.startswith("val_dice_")}
+    names = [c for c in small if c in dice] if small else list(dice)[1:]  # the first class is the background
+    parts += [f"{c} {dice[c]:.3f}" for c in names]
     return " ".join(parts)
 
 
@@ -92,12 +94,12 @@ class ProgressRenderer:
     def _epoch(self, e: EpochEnd) -> None:
         if self._bar is None:
             if e.epoch % EPOCH_STEP == 0 or e.epoch == e.max_epochs:
-                self._line(f"{e.run_id} epoch {e.epoch}/{e.max_epochs} {_small(e.metrics)}")
+                self._line(f"{e.run_id} epoch {e.epoch}/{e.max_epochs} {_small(e.metrics, e.small)}")
             return
         if self._epochs is None:
             self._epochs = self._bar.add_task("epochs", total=e.max_epochs)
         self._bar.update(self._epochs, total=e.max_epochs, completed=e.epoch,
-                         description=f"{e.run_id} {_small(e.metrics)}")
+                         description=f"{e.run_id} {_small(e.metrics, e.small)}")
 
     def _finished(self, e: RunFinished) -> None:
         r = e.result

@@ -1,9 +1,10 @@
 """Patient-grouped, stratified splits: a held-out test set and k cross-validation folds.
 
 Every patient lands in exactly one bin (test or one fold). Patients are stratified on which small
-structures their images hold (``has_csp``, ``has_lv``). Coverage guarantee: if at least ``k + 1``
-patients have a CSP image, the test set and every fold contain a CSP image (likewise for LV,
-independently); with fewer such patients no split can give every bin one, so the earliest bins
+structures their images hold (``has_<structure>`` of the data set's small structures; ``has_csp``,
+``has_lv`` for the fetal classes). Coverage guarantee: if at least ``k + 1`` patients have a CSP image,
+the test set and every fold contain a CSP image (likewise for LV and any further structure, as far as
+spare patients allow); with fewer such patients no split can give every bin one, so the earliest bins
 (test first) get them.
 """
 
@@ -19,7 +20,8 @@ from robustseg.errors import InputError
 TEST_FOLD = -1
 
 
-def _patients(index: pd.DataFrame, strata: tuple[str, str] = ("has_csp", "has_lv")) -> pd.DataFrame:
+def _patients(index: pd.DataFrame, strata: tuple[str, ...]) -> pd.DataFrame:
+    """One row per patient: ``patient_id, images`` and ``s0, s1, ...`` (any image of the patient has stratum j)."""
     for col in ("image_id", "patient_id", *strata):
         if col not in index.columns:
             raise InputError(f"index: column {col!r} missing; expected a table from load_index")
@@ -27,19 +29,19 @@ def _patients(index: pd.DataFrame, strata: tuple[str, str] = ("has_csp", "has_lv
         dup = index.loc[index["image_id"].duplicated(), "image_id"].iloc[0]
         raise InputError(f"index: image_id {dup!r} appears twice; expected unique image ids")
     g = index.groupby("patient_id", sort=True)
-    return pd.DataFrame(
-        {"images": g.size(), "csp": g[strata[0]].any(), "lv": g[strata[1]].any()}
-    ).reset_index()
+    return pd.DataFrame({"images": g.size(), **{f"s{j}": g[col].any() for j, col in enumerate(strata)}}).reset_index()
 
 
 def make_splits(
     index: pd.DataFrame, *, test_fraction: float = 0.2, k_folds: int = 5, seed: int = 0,
-    strata: tuple[str, str] = ("has_csp", "has_lv"),
+    strata: tuple[str, ...] = ("has_csp", "has_lv"),
 ) -> pd.DataFrame:
     """Assign each image a fold: ``-1`` test, ``0..k-1`` cross-validation; grouped by patient.
 
-    ``strata``: the two boolean index columns playing the roles of CSP and LV (``has_<small structure>``
-    of ``data.small_structures``; the same column twice for a single small structure).
+    ``strata``: boolean index columns, one per small structure (``has_<name>`` of ``data.small_structures``;
+    CSP and LV by default). Coverage: each bin first gets a patient with the first structure (patients with
+    the most other structures first), then bins still lacking a later structure get one of its spare
+    patients, in the order of ``strata``. The rest are balanced on the presence pattern over all strata.
 
     Returns ``DataFrame[image_id, patient_id, fold]`` sorted by ``image_id``. Deterministic for a seed.
     """
@@ -47,8 +49,11 @@ def make_splits(
         raise InputError(f"k_folds {k_folds!r}: expected an integer >= 2")
     if not 0.0 < float(test_fraction) < 1.0:
         raise InputError(f"test_fraction {test_fraction!r}: expected a number strictly between 0 and 1")
+    strata = tuple(dict.fromkeys(strata))  # a structure named twice counts once
+    if not strata:
+        raise InputError("strata: expected at least one has_<structure> column")
     k = int(k_folds)
-    pats = _patients(index, tuple(strata))  # type: ignore[arg-type]
+    pats = _patients(index, strata)
     n_bins = k + 1
     if len(pats) < n_bins:
         raise InputError(
@@ -57,38 +62,39 @@ def make_splits(
     rng = np.random.default_rng(int(seed))
     pats = pats.iloc[rng.permutation(len(pats))].reset_index(drop=True)
     weights = np.array([float(test_fraction)] + [(1.0 - float(test_fraction)) / k] * k)
-    stratum = (pats["csp"].astype(int) * 2 + pats["lv"].astype(int)).to_numpy()
+    has = np.stack([pats[f"s{j}"].to_numpy(bool) for j in range(len(strata))])  # (strata, patients)
+    stratum = (has.astype(np.int64) * (2 ** np.arange(len(strata))[::-1])[:, None]).sum(axis=0)
     sizes = pats["images"].to_numpy(dtype=np.int64)
-    csp, lv = pats["csp"].to_numpy(bool), pats["lv"].to_numpy(bool)
     assign = np.full(len(pats), -1, dtype=np.int64)
     count = np.zeros(n_bins, dtype=np.int64)
-    count_s = np.zeros((4, n_bins), dtype=np.int64)
+    count_s = np.zeros((2 ** len(strata), n_bins), dtype=np.int64)
 
     def put(i: int, b: int) -> None:
         assign[i] = b
         count[b] += sizes[i]
         count_s[stratum[i], b] += sizes[i]
 
-    # 1) coverage: one CSP patient per bin (patients with both structures first), then LV where missing
-    order = [i for i in range(len(pats)) if csp[i] and lv[i]] + [
-        i for i in range(len(pats)) if csp[i] and not lv[i]
-    ]
+    # 1) coverage: one patient with the first structure per bin (those with the most other structures first),
+    #    then, structure by structure, a spare patient for each bin still lacking it
+    others = has[1:].sum(axis=0)
+    order = sorted((i for i in range(len(pats)) if has[0, i]), key=lambda i: -others[i])
     for b, i in zip(range(n_bins), order, strict=False):
         put(i, b)
-    has_lv_bin = np.zeros(n_bins, dtype=bool)
-    has_lv_bin[assign[(assign >= 0) & lv]] = True
-    spare_lv = [i for i in range(len(pats)) if lv[i] and assign[i] < 0]
-    lacking = np.flatnonzero(~has_lv_bin)
-    for b in sorted(lacking, key=lambda b: (count[b] > 0, b)):  # empty bins first, so none stays empty
-        if not spare_lv:
-            break
-        put(spare_lv.pop(0), int(b))
+    for j in range(1, len(strata)):
+        has_bin = np.zeros(n_bins, dtype=bool)
+        has_bin[assign[(assign >= 0) & has[j]]] = True
+        spare = [i for i in range(len(pats)) if has[j, i] and assign[i] < 0]
+        lacking = np.flatnonzero(~has_bin)
+        for b in sorted(lacking, key=lambda b: (count[b] > 0, b)):  # empty bins first, so none stays empty
+            if not spare:
+                break
+            put(spare.pop(0), int(b))
     # 2) no empty bin (enough patients remain: each filled bin so far holds exactly one patient)
     for b in np.flatnonzero(count == 0):
         put(int(np.flatnonzero(assign < 0)[0]), int(b))
     # 3) the rest: rarest stratum first, largest patients first; to the bin furthest below its share
     rest = [i for i in range(len(pats)) if assign[i] < 0]
-    totals_s = np.bincount(stratum, weights=sizes, minlength=4)
+    totals_s = np.bincount(stratum, weights=sizes, minlength=2 ** len(strata))
     rest.sort(key=lambda i: (totals_s[stratum[i]], -sizes[i]))
     total = sizes.sum()
     for i in rest:
@@ -104,16 +110,17 @@ def make_splits(
     return out.sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
-def fold_summary(splits: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
-    """Per fold: ``fold, images, patients, csp_images, lv_images``."""
-    df = splits.merge(index[["image_id", "has_csp", "has_lv"]], on="image_id", how="left")
+def fold_summary(splits: pd.DataFrame, index: pd.DataFrame, structures: tuple[str, ...] = ("csp", "lv")
+                 ) -> pd.DataFrame:
+    """Per fold: ``fold, images, patients`` and ``<structure>_images`` per structure (``csp_images, lv_images``)."""
+    cols = [f"has_{c}" for c in structures]
+    df = splits.merge(index[["image_id", *cols]], on="image_id", how="left")
     g = df.groupby("fold", sort=True)
     return pd.DataFrame(
         {
             "images": g.size(),
             "patients": g["patient_id"].nunique(),
-            "csp_images": g["has_csp"].sum().astype("int64"),
-            "lv_images": g["has_lv"].sum().astype("int64"),
+            **{f"{c}_images": g[f"has_{c}"].sum().astype("int64") for c in structures},
         }
     ).reset_index()
 

@@ -10,12 +10,14 @@ from robustseg.pipeline.artifacts import RunResult
 
 @dataclass(frozen=True)
 class EpochEnd:
-    """One training epoch of run ``run_id`` finished (``metrics``: val_loss, val_dice_<class>, ...)."""
+    """One training epoch of run ``run_id`` finished (``metrics``: val_loss, val_dice_<class>, ...;
+    ``small``: the data set's small structures, whose Dice a progress line shows)."""
 
     run_id: str
     epoch: int
     max_epochs: int
     metrics: dict[str, float] = field(default_factory=dict)
+    small: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

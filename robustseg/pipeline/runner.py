@@ -74,16 +74,18 @@ def train_config(arm: dict[str, Any], seed: int, size: int, class_names: tuple[s
 
 
 def score(probs: np.ndarray, masks: np.ndarray, image_ids: list[str], pixel_mm: np.ndarray,
-          ev: dict[str, Any], *, postprocess: bool = False) -> pd.DataFrame:
-    """Per-image table of argmax predictions (optionally post-processed) against reference masks."""
+          ev: dict[str, Any], *, postprocess: bool = False, class_names: tuple[str, ...] = CLASS_NAMES,
+          small_classes: tuple[int, ...] = SMALL_CLASSES) -> pd.DataFrame:
+    """Per-image table of argmax predictions (optionally post-processed: ``small_classes``) against reference
+    masks; ``class_names``: the data set's classes."""
     from robustseg.metrics import per_image_table
     from robustseg.metrics.postprocess import postprocess as postprocess_labels
 
     pred = probs.argmax(axis=1).astype(np.uint8)
     if postprocess:
-        pred = postprocess_labels(pred, min_size=ev["min_component_px"])
+        pred = postprocess_labels(pred, classes=small_classes, min_size=ev["min_component_px"])
     return per_image_table(
-        pred, masks, image_ids=image_ids, pixel_mm=pixel_mm, class_names=CLASS_NAMES,
+        pred, masks, image_ids=image_ids, pixel_mm=pixel_mm, class_names=tuple(class_names),
         empty_policy=ev["empty_policy"], boundary=ev["boundary"], nsd_tolerance_mm=ev["nsd_tolerance_mm"],
     )
 
@@ -147,8 +149,10 @@ def _attempt(spec: RunSpec, run_dir: Path, threads: int, on_event: OnEvent) -> R
     write_json(run_dir / SPEC, spec.payload)
     started = time.time()
 
+    small = tuple(spec.payload["data"].get("small_structures", ()))
+
     def progress(epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
-        on_event(EpochEnd(spec.run_id, epoch, max_epochs, dict(metrics)))
+        on_event(EpochEnd(spec.run_id, epoch, max_epochs, dict(metrics), small))
 
     try:
         summary = _execute(spec, run_dir, threads=threads, progress=progress)
@@ -249,11 +253,13 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     shapes = list(zip(data.index["height"].iloc[test_idx], data.index["width"].iloc[test_idx], strict=True))
     write_predictions(run_dir / PREDICTIONS, clean, test_ids, shapes, colormap)
 
-    qc_parts = [qc_scores.condition_scores(clean, test_ids, "none", 0)]  # GT-free QC scores (robustseg.qc)
+    structures = [data.class_names[k] for k in data.small_classes]  # GT-free QC scores (robustseg.qc)
+    qc = functools.partial(qc_scores.condition_scores, class_names=data.class_names, structures=structures)
+    qc_parts = [qc(clean, test_ids, "none", 0)]
     for name, severity in p["perturb"]["pairs"]:
         imgs = perturb_batch(test_imgs, name, severity, p["perturb"]["seed"], image_ids=test_ids)
         perturbed = predict(imgs)
-        qc_parts.append(qc_scores.condition_scores(perturbed, test_ids, name, severity))
+        qc_parts.append(qc(perturbed, test_ids, name, severity))
         t = evaluate(perturbed, test_ref)[0][False]
         tables.append(t.assign(testset="test", perturbation=name, severity=int(severity), postprocessed=False))
 

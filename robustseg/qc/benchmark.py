@@ -5,7 +5,7 @@ Input rows: one per run x image x structure x condition with ``arm, fold, seed, 
 perturbation, severity, class, dice`` and the raw score columns of :data:`robustseg.qc.scores.HIGHER_IS_CONFIDENT`
 (``composite`` is added here). Risk = ``1 - dice``; failure = ``dice < FAILURE_DICE``. Dice here counts a
 structure that is absent in both reference and prediction as 1 (a correct "absent"), and one present in only
-one of them as 0: QC must score every image, including the many without CSP/LV.
+one of them as 0: QC must score every image, including the many without the structure (CSP/LV).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.qc import riskcov
-from robustseg.qc.scores import COMBINED, HIGHER_IS_CONFIDENT, composite, confidence
+from robustseg.qc.scores import HIGHER_IS_CONFIDENT, STRUCTURES, combined_name, composite, confidence
 
 FAILURE_DICE = 0.5
 """A segmentation of a structure fails when its Dice is below this."""
@@ -37,14 +37,15 @@ def qc_dice(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     return np.where(den > 0, 2 * tp / np.maximum(den, 1), 1.0)
 
 
-def add_combined(table: pd.DataFrame, structures: Sequence[str] = ("csp", "lv")) -> pd.DataFrame:
-    """Append rows ``class == COMBINED``: mean Dice and mean score over ``structures`` (``range_z``: the max)."""
+def add_combined(table: pd.DataFrame, structures: Sequence[str] = STRUCTURES) -> pd.DataFrame:
+    """Append rows ``class == combined_name(structures)`` (``"csp+lv"``): mean Dice and mean score over
+    ``structures`` (``range_z``: the max)."""
     keys = [c for c in ("arm", "fold", "seed", "run_id", "image_id", "patient_id", "perturbation", "severity")
             if c in table.columns]
     sub = table[table["class"].isin(list(structures))]
     cols = [c for c in ("dice", *SCORES) if c in sub.columns and c != "composite"]
     agg = {c: ("max" if c == "range_z" else "mean") for c in cols}
-    comb = sub.groupby(keys, sort=False, dropna=False).agg(agg).reset_index().assign(**{"class": COMBINED})
+    comb = sub.groupby(keys, sort=False, dropna=False).agg(agg).reset_index().assign(**{"class": combined_name(structures)})
     return pd.concat([table, comb], ignore_index=True)
 
 
@@ -82,16 +83,17 @@ def with_confidence(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def evaluate(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, per_condition: bool = True
-             ) -> dict[str, pd.DataFrame]:
-    """All benchmark tables from the long per-image table (see the module docstring).
+def evaluate(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, per_condition: bool = True,
+             structures: Sequence[str] = STRUCTURES) -> dict[str, pd.DataFrame]:
+    """All benchmark tables from the long per-image table (see the module docstring); ``structures``: the
+    classes combined into one more class (the data set's small structures; CSP and LV by default).
 
     Returns ``riskcov`` (:func:`riskcov.evaluate_scores` per arm, setting, class and score, with ``rank``
     by normalised AURC; single conditions with at most :data:`CONDITION_BOOT` replicates), ``review`` (failure rate left after reviewing 5/10/20 %, pooled settings),
     ``composite_vs_pairwise`` (paired nAURC difference, pooled settings), ``curves`` (figure data).
     """
     scores = [s for s in SCORES if s in table.columns or s == "composite"]
-    t = with_confidence(settings(add_combined(table), per_condition))
+    t = with_confidence(settings(add_combined(table, structures), per_condition))
     scores = [s for s in scores if s in t.columns and t[s].notna().any()]
     by = ("arm", "setting", "class")
     pooled_rows = t["setting"].isin(SETTINGS_POOLED)
@@ -109,7 +111,7 @@ def evaluate(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, per_cond
 
 
 def winner(riskcov_table: pd.DataFrame, arm: str, setting: str = "all") -> str | None:
-    """The score with the highest mean normalised AURC over the structures (CSP, LV, both) in ``setting``;
+    """The score with the highest mean normalised AURC over the structures (e.g. CSP, LV, both) in ``setting``;
     an exact tie goes to the earlier score of :data:`SCORES` (pairwise Dice, the simple baseline, first)."""
     t = riskcov_table[(riskcov_table["arm"] == arm) & (riskcov_table["setting"] == setting)]
     if t.empty:

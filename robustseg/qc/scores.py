@@ -1,7 +1,7 @@
 """Per-image, ground-truth-free confidence scores of a segmentation (higher = more confident unless noted).
 
 Computed from softmax probabilities ``(N, C, H, W)`` of one model, or from the argmax masks / probabilities of
-an ensemble's members, per structure (CSP, LV); no reference mask is read. Scores and their direction:
+an ensemble's members, per small structure (CSP and LV by default); no reference mask is read. Scores and their direction:
 
 * ``pairwise_dice`` (ensemble, Roy et al. 2019; the strong baseline of Zenk et al. 2025): mean Dice over all
   pairs of members' argmax masks of the structure; a pair where both predict nothing agrees (1).
@@ -36,13 +36,20 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
-from robustseg.labels import CLASS_NAMES
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 
-STRUCTURES: tuple[str, ...] = ("csp", "lv")
-"""Structures that get scores (the small, clinically measured ones)."""
+STRUCTURES: tuple[str, ...] = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
+"""Structures that get scores by default (the small, clinically measured ones: CSP, LV). A study scores the
+small structures of its data set (``data.small_structures``)."""
 
-COMBINED = "csp+lv"
-"""Name of the per-image combination of the structures (mean score; max for ``range_z``)."""
+
+def combined_name(structures: Sequence[str]) -> str:
+    """Name of the per-image combination of ``structures`` (mean score; max for ``range_z``): ``"csp+lv"``."""
+    return "+".join(structures)
+
+
+COMBINED = combined_name(STRUCTURES)
+"""Name of the combination of the default structures, ``"csp+lv"``."""
 
 CANDIDATE_P = 0.1
 """Where a structure is predicted absent, its region is the pixels with probability >= this (missed candidates)."""
@@ -254,10 +261,12 @@ QC_FILE = "qc.csv.gz"
 MASKS_FILE = "masks.npz"
 
 
-def condition_scores(probs: np.ndarray, image_ids: Sequence[str], perturbation: str, severity: int
+def condition_scores(probs: np.ndarray, image_ids: Sequence[str], perturbation: str, severity: int, *,
+                     class_names: Sequence[str] = CLASS_NAMES, structures: Sequence[str] = STRUCTURES,
                      ) -> tuple[pd.DataFrame, str, np.ndarray]:
     """One condition of a run: (single-model score table with ``perturbation, severity``, mask key, argmax)."""
-    table = single_model_scores(probs, image_ids).assign(perturbation=str(perturbation), severity=int(severity))
+    table = single_model_scores(probs, image_ids, class_names=class_names, structures=structures).assign(
+        perturbation=str(perturbation), severity=int(severity))
     return table, f"{perturbation}@{int(severity)}", np.asarray(probs).argmax(axis=1).astype(np.uint8)
 
 
