@@ -57,3 +57,13 @@ def fingerprint(data: LoadedData) -> str:
     for arr in (data.images, data.masks, np.nan_to_num(data.pixel_mm, nan=-1.0)):
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:16]
+
+
+def saved_classes(saved: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(class names, small structure names)`` recorded in a study's ``study.json`` (``saved``: its content);
+    the fetal classes and ``data.small_structures`` (or CSP and LV) for run folders written before they were."""
+    names = tuple(saved.get("class_names") or CLASS_NAMES)
+    study = saved.get("study") or {}
+    default = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
+    small = tuple(saved.get("small_structures") or study.get("data", {}).get("small_structures") or default)
+    return names, small

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
+from robustseg.labels import CLASS_NAMES
 from robustseg.qc import anomaly
 from robustseg.qc import scores as qs
 
@@ -56,14 +57,19 @@ def _read(files: Sequence[Path], size: int) -> tuple[np.ndarray, np.ndarray]:
     return images, longest
 
 
-def _runs(run_dir: Path, arm: str | None) -> tuple[dict, list[Path], str]:
-    """Study dict, checkpoints of the arm's completed runs, and the arm."""
+def _runs(run_dir: Path, arm: str | None) -> tuple[dict, list[Path], str, tuple[str, ...], tuple[str, ...]]:
+    """Study dict, checkpoints of the arm's completed runs, the arm, the data set's class names and small
+    structures."""
     import json
+
+    from robustseg.pipeline.inputs import saved_classes
 
     for name in ("study.json", "plan.json", "reference.npz"):
         if not (run_dir / name).is_file():
             raise InputError(f"{run_dir}: not a finished study run folder (missing {name})")
-    study = json.loads((run_dir / "study.json").read_text()).get("study", {})
+    saved = json.loads((run_dir / "study.json").read_text())
+    study = saved.get("study", {})
+    names, small = saved_classes(saved)
     plan = pd.DataFrame(json.loads((run_dir / "plan.json").read_text()), columns=["run_id", "arm", "fold", "seed"])
     arms = list(dict.fromkeys(plan["arm"]))
     arm = arms[0] if arm is None else arm
@@ -73,35 +79,42 @@ def _runs(run_dir: Path, arm: str | None) -> tuple[dict, list[Path], str]:
              if (run_dir / r / "complete.json").is_file() and (run_dir / r / "checkpoint.pt").is_file()]
     if not ckpts:
         raise InputError(f"{run_dir}: arm {arm!r} has no completed run with a checkpoint")
-    return study, ckpts, arm
+    return study, ckpts, arm, names, small
 
 
 def ensemble_scores(member_probs: np.ndarray, ids: Sequence[str], pixel_mm: np.ndarray,
-                    ranges: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scores per image x structure of an ensemble (``(M, N, C, S, S)``) and its mean prediction's features."""
+                    ranges: pd.DataFrame | None, class_names: Sequence[str] = CLASS_NAMES,
+                    structures: Sequence[str] = qs.STRUCTURES) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores per image x structure (``structures`` of ``class_names``) of an ensemble (``(M, N, C, S, S)``) and
+    its mean prediction's features."""
+    kw = {"class_names": tuple(class_names), "structures": tuple(structures)}
     mean = member_probs.mean(axis=0)
-    single = qs.single_model_scores(mean, ids).drop(columns=["entropy"])
+    single = qs.single_model_scores(mean, ids, **kw).drop(columns=["entropy"])
     pred = mean.argmax(axis=1).astype(np.uint8)
-    feats = anomaly.structure_features(pred, image_ids=list(ids), pixel_mm=pixel_mm, classes=list(qs.STRUCTURES))
+    feats = anomaly.structure_features(pred, image_ids=list(ids), pixel_mm=pixel_mm, class_names=tuple(class_names),
+                                       classes=list(structures))
     out = single
     if len(member_probs) >= 2:
-        out = out.merge(qs.pairwise_dice(member_probs.argmax(axis=2).astype(np.uint8), ids), on=["image_id", "class"])
-        out = out.merge(qs.mutual_information(member_probs, ids), on=["image_id", "class"])
+        out = out.merge(qs.pairwise_dice(member_probs.argmax(axis=2).astype(np.uint8), ids, **kw),
+                        on=["image_id", "class"])
+        out = out.merge(qs.mutual_information(member_probs, ids, **kw), on=["image_id", "class"])
     else:
-        out = out.merge(qs.single_model_scores(mean, ids)[["image_id", "class", "entropy"]], on=["image_id", "class"])
+        out = out.merge(qs.single_model_scores(mean, ids, **kw)[["image_id", "class", "entropy"]],
+                        on=["image_id", "class"])
         out["pairwise_dice"] = np.nan
         out["mutual_info"] = np.nan
     if ranges is not None:
-        out = out.merge(qs.range_scores(feats, ranges), on=["image_id", "class"], how="left")
+        out = out.merge(qs.range_scores(feats, ranges, structures), on=["image_id", "class"], how="left")
     else:
         out["range_z"] = np.nan
     return out, feats
 
 
-def _combined(t: pd.DataFrame) -> pd.DataFrame:
+def _combined(t: pd.DataFrame, structures: Sequence[str] = qs.STRUCTURES) -> pd.DataFrame:
     cols = ["pairwise_dice", "mutual_info", "entropy", "sdc", "range_z"]
     agg = {c: ("max" if c == "range_z" else "mean") for c in cols}
-    comb = t.groupby("image_id", sort=False).agg(agg).reset_index().assign(**{"class": qs.COMBINED})
+    comb = t.groupby("image_id", sort=False).agg(agg).reset_index().assign(
+        **{"class": qs.combined_name(structures)})
     return pd.concat([t, comb], ignore_index=True)
 
 
@@ -133,7 +146,7 @@ def qc_folder(run_dir: str | Path, image_dir: str | Path, output: str | Path | N
         raise InputError(f"--review {review!r}: expected a fraction between 0 and 1")
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: run folder not found")
-    study, ckpts, arm = _runs(run_dir, arm)
+    study, ckpts, arm, names, small = _runs(run_dir, arm)
     if score in qs.ENSEMBLE_SCORES and len(ckpts) < 2:
         raise InputError(f"--score {score}: needs at least two completed runs of arm {arm!r}; found {len(ckpts)}")
     files = _list_images(image_dir)
@@ -154,9 +167,9 @@ def qc_folder(run_dir: str | Path, image_dir: str | Path, output: str | Path | N
     ranges = anomaly.fit_reference_ranges(pd.read_csv(rf_path)) if rf_path.is_file() else None
 
     new_probs, ref_probs = _predict_all(ckpts, [images, ref_images], device, batch_size)
-    new, feats = ensemble_scores(new_probs, ids, mm, ranges if np.isfinite(mm).any() else None)
-    ref, _ = ensemble_scores(ref_probs, ref_ids, ref_mm, ranges)
-    new, ref = _combined(new), _combined(ref)
+    new, feats = ensemble_scores(new_probs, ids, mm, ranges if np.isfinite(mm).any() else None, names, small)
+    ref, _ = ensemble_scores(ref_probs, ref_ids, ref_mm, ranges, names, small)
+    new, ref = _combined(new, small), _combined(ref, small)
     rows = []
     for cls, g in new.groupby("class", sort=False):
         r = ref[ref["class"] == cls]

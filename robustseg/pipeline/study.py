@@ -2,7 +2,8 @@
 
 This module wires the pieces; it holds no maths. Layout of ``runs/<study>/``:
 
-- ``study.json``          the resolved study (defaults + file + overrides) and its hash
+- ``study.json``          the resolved study (defaults + file + overrides), its hash, and the data set's
+                          ``class_names`` (label order) and ``small_structures``, which the report uses
 - ``index.csv``           the data index (one row per image, with patient and metadata)
 - ``splits-<fp>.csv``     image -> fold (-1 = held-out test), named by its fingerprint
 - ``plan.json``           the runs of the current plan (run id, arm, fold, seed)
@@ -98,23 +99,38 @@ def resolve_suite(study: Study) -> list[tuple[str, int]]:
     return [(n, int(s)) for n, s in resolve(spec) if int(s) in keep]
 
 
-def validate_arms(study: Study) -> None:
-    """Build every arm's training config, loss and model once, so a bad option fails before any training."""
+def study_classes(study: Study) -> tuple[str, ...]:
+    """The class names of the study's data set (dataset.json of an nnU-Net data set; the fetal four otherwise)."""
+    from robustseg.data.index import dataset_classes
     from robustseg.labels import CLASS_NAMES
+
+    d = study.data
+    if d.source != "nnunet" or not d.path:  # no path: 'data.path is required' is raised by prepare
+        return CLASS_NAMES
+    try:
+        return dataset_classes(d.source, d.path)
+    except InputError as exc:
+        raise InputError(f"{study.path or 'study'}: key 'data.path': {exc}") from None
+
+
+def validate_arms(study: Study, class_names: tuple[str, ...] | None = None) -> None:
+    """Build every arm's training config, loss and model once (for the data set's ``class_names``; by default
+    :func:`study_classes`), so a bad option fails before any training."""
     from robustseg.nn import losses, models
     from robustseg.pipeline.runner import train_config
 
     where = study.path or "study"
     check_seeds(study.seeds, f"{where}: seeds")
+    names = study_classes(study) if class_names is None else tuple(class_names)
     size = study.data.size
     for arm in study.arms:
         try:
-            cfg = train_config(arm.to_dict(), seed=0, size=size)
+            cfg = train_config(arm.to_dict(), seed=0, size=size, class_names=names)
             kw = dict(cfg.loss_kwargs)
             if cfg.loss in losses.USES_CLASS_WEIGHTS and "class_weights" not in kw:
-                kw["class_weights"] = [1.0] * len(CLASS_NAMES)
+                kw["class_weights"] = [1.0] * len(names)
             losses.create(cfg.loss, **kw)
-            model = models.create(cfg.model, in_channels=1, num_classes=len(CLASS_NAMES), **cfg.model_kwargs)
+            model = models.create(cfg.model, in_channels=1, num_classes=len(names), **cfg.model_kwargs)
         except InputError as exc:
             raise InputError(f"{where} [arms.{arm.name}]: {exc}") from None
         divisor = int(getattr(model, "size_divisor", 1))
@@ -163,7 +179,7 @@ def prepare(study: Study) -> Prepared:
     data = DataSpec(d.source, str(path.resolve()), d.plane, colormap, d.size, small)
     loaded = load_data(data)  # bad data fails here, before anything is written under runs/
     s = study.split
-    strata = tuple(f"has_{name}" for name in (small * 2)[:2])  # the first two small structures (one: twice)
+    strata = tuple(f"has_{name}" for name in small)  # patients stratified on the data set's small structures
     splits = make_splits(loaded.index, test_fraction=s.test_fraction, k_folds=s.k_folds, seed=s.seed,
                          strata=strata)
     external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size, small))
@@ -178,7 +194,9 @@ def prepare(study: Study) -> Prepared:
     fp = split_fingerprint(splits)
     _write_csv_once(runs_dir / f"splits-{fp}.csv", splits)
     write_json(runs_dir / "study.json", {"study": study.raw, "hash": study.file_hash,
-                                                "file": str(study.path) if study.path else None})
+                                                "file": str(study.path) if study.path else None,
+                                                "class_names": list(loaded.class_names),
+                                                "small_structures": list(small)})
     write_json(runs_dir / "plan.json", [{"run_id": r.run_id, "arm": r.arm, "fold": r.fold, "seed": r.seed}
                                                for r in runs])
     write_csv(runs_dir / "index.csv", loaded.index)

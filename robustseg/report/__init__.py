@@ -17,7 +17,7 @@ import pandas as pd
 
 from robustseg._io import write_text
 from robustseg.report import figures, qc_section, sections
-from robustseg.report.compute import Results, compute
+from robustseg.report.compute import Results, compute, structure_measures
 from robustseg.report.load import load_inputs
 from robustseg.report.repro import block
 
@@ -45,35 +45,36 @@ def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
     """Every figure the data allow; a figure that cannot be drawn is None (its section says why)."""
     _clear(out, "*.png")
     t = res.tables
+    names, small = res.inputs.class_names, res.inputs.small
     figs: dict[str, str | None] = dict.fromkeys(
         ("spread", "robustness", "bland_altman", "ensembles", "mismatch", "structures", "gt_free", "qualitative",
          "training"))
     if not res.levels.empty:
-        figs["spread"] = figures.spread_plot(res.levels, res.arms, out / "spread.png")
+        figs["spread"] = figures.spread_plot(res.levels, res.arms, out / "spread.png", names)
     if not t.get("retention", pd.DataFrame()).empty:
-        figs["robustness"] = figures.robustness_plot(t["robustness"], res.arms, out / "robustness.png")
+        figs["robustness"] = figures.robustness_plot(t["robustness"], res.arms, out / "robustness.png", names)
     if not t.get("bland_altman", pd.DataFrame()).empty and not res.areas.empty:
         ba = t["bland_altman"]
         kind = "ensemble (all runs)" if res.areas_label == "all-runs ensemble" else "single run"
         figs["bland_altman"] = figures.bland_altman_plot(res.areas, ba[ba["prediction"] == kind], res.baseline,
-                                                         res.area_unit, out / "bland_altman.png", res.areas_label)
+                                                         res.area_unit, out / "bland_altman.png", res.areas_label,
+                                                         small, names)
     if not t.get("ensembles", pd.DataFrame()).empty:
-        figs["ensembles"] = figures.ensemble_plot(res.levels, t["ensembles"], res.arms, out / "ensembles.png")
+        figs["ensembles"] = figures.ensemble_plot(res.levels, t["ensembles"], res.arms, out / "ensembles.png", names)
     if not t.get("mismatch", pd.DataFrame()).empty:
-        figs["mismatch"] = figures.mismatch_plot(t["mismatch"], res.arms, out / "mismatch.png")
-    if not res.structures.empty:
-        from robustseg.report.compute import STRUCTURE_MEASURES
-
-        figs["structures"] = figures.structures_plot(res.structures, list(STRUCTURE_MEASURES), out / "structures.png")
+        figs["mismatch"] = figures.mismatch_plot(t["mismatch"], res.arms, out / "mismatch.png", names)
+    measures = structure_measures(names)  # the fetal measurements, where the data set has those classes
+    if not res.structures.empty and measures:
+        figs["structures"] = figures.structures_plot(res.structures, measures, out / "structures.png")
     if not t.get("gt_free", pd.DataFrame()).empty:
-        figs["gt_free"] = figures.gt_free_plot(t["gt_free"], res.baseline, out / "gt_free.png")
+        figs["gt_free"] = figures.gt_free_plot(t["gt_free"], res.baseline, out / "gt_free.png", small)
     ref = res.inputs.reference
     if res.picks and ref is not None:
         figs["qualitative"] = figures.qualitative_plot(ref.images, ref.masks, res.ensembles.panel_probs[res.baseline],
-                                                       res.picks, out / "qualitative.png")
+                                                       res.picks, out / "qualitative.png", names, small)
     if not res.inputs.history.empty:
         figs["training"] = figures.training_plot(res.inputs.history, res.arms, out / "training.png")
-    figs["qc"] = qc_section.figure(t, res.baseline, out / "qc_risk_coverage.png")
+    figs["qc"] = qc_section.figure(t, res.baseline, out / "qc_risk_coverage.png", small)
     return figs
 
 
@@ -91,7 +92,7 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
             sections.ensembles(res, figs["ensembles"]),
             sections.arm_comparison(res),
             sections.anomaly(res, figs),
-            qc_section.section(res.tables, res.baseline, figs.get("qc")),
+            qc_section.section(res.tables, res.baseline, figs.get("qc"), inp.small),
             sections.qualitative(res, figs["qualitative"]),
             sections.postprocessing(res),
             sections.training(res, figs["training"]),

@@ -7,6 +7,8 @@ Nothing is rounded here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -22,6 +24,7 @@ from robustseg.qc.robustness import (
 RUN = ("arm", "fold", "seed")
 SPREAD_METRICS = ("dice", "iou", "hd95_mm", "nsd")
 SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
+"""The default small structures (CSP, LV); a study's report uses those of its data set (``data.small_structures``)."""
 BOOT_SEED = 0
 CI_METHOD = stats.bootstrap.DEFAULT_METHOD
 """Patient-level interval of the summary (``stats.patient_bootstrap_ci``; chosen by benchmarks/calibration.py)."""
@@ -31,15 +34,17 @@ FEW_PATIENTS = 30
 """Below this many test patients the report says that the test set limits what can be concluded."""
 
 
-def order_classes(df: pd.DataFrame, arms: list[str] | None = None, first: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Sort rows by the ``first`` columns (order of appearance), then arm (plan order), then class (label order)."""
+def order_classes(df: pd.DataFrame, arms: list[str] | None = None, first: tuple[str, ...] = (),
+                  classes: Sequence[str] = CLASS_NAMES) -> pd.DataFrame:
+    """Sort rows by the ``first`` columns (order of appearance), then arm (plan order), then class (label order
+    of ``classes``, the data set's class names; others after them)."""
     if df.empty:
         return df.reset_index(drop=True)
     keys: dict[str, dict] = {c: {v: i for i, v in enumerate(pd.unique(df[c]))} for c in first if c in df.columns}
     if arms is not None and "arm" in df.columns:
         keys["arm"] = {a: i for i, a in enumerate(arms)}
     if "class" in df.columns:
-        keys["class"] = {c: i for i, c in enumerate(CLASS_NAMES)}
+        keys["class"] = {c: i for i, c in enumerate(classes)}
     if not keys:
         return df.reset_index(drop=True)
     tmp = df.assign(**{f"_o_{c}": df[c].map(m).astype(float).fillna(len(m)) for c, m in keys.items()})
@@ -66,8 +71,9 @@ def area_columns(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return out, ("mm²" if known else "px")
 
 
-def seed_icc(clean: pd.DataFrame, per_fold: bool = False) -> pd.DataFrame:
-    """ICC(A,1) across seeds of per-image Dice and of predicted CSP / LV area, per arm and class.
+def seed_icc(clean: pd.DataFrame, per_fold: bool = False, small: Sequence[str] = SMALL) -> pd.DataFrame:
+    """ICC(A,1) across seeds of per-image Dice and of the predicted area of the ``small`` structures (CSP / LV),
+    per arm and class.
 
     Seeds are nested in folds (``stats.pooled_seed_icc``: per-fold variance components pooled, targets =
     test images, a failed run removes only itself). Dice uses only images whose reference has the
@@ -82,7 +88,7 @@ def seed_icc(clean: pd.DataFrame, per_fold: bool = False) -> pd.DataFrame:
     n_all = clean.groupby(["arm", "class"])["image_id"].nunique()
     n_present = present.groupby(["arm", "class"])["image_id"].nunique().reindex(n_all.index, fill_value=0)
     absent = (n_all - n_present).rename("n_ref_absent").reset_index()
-    small = with_area[with_area["class"].isin(SMALL)]
+    small = with_area[with_area["class"].isin(list(small))]
     if per_fold:
         dice = stats.icc(present, targets="image_id", raters="seed", ratings="dice", by=("arm", "fold", "class"),
                          kind=stats.SEED_REPRODUCIBILITY_KIND)
@@ -99,23 +105,26 @@ def seed_icc(clean: pd.DataFrame, per_fold: bool = False) -> pd.DataFrame:
     return out[["measure", *[c for c in out.columns if c != "measure"]]]
 
 
-def presence_kappa(clean: pd.DataFrame) -> pd.DataFrame:
-    """Fleiss' kappa of the seeds of each fold on CSP / LV presence (``stats.presence_agreement``)."""
-    small = clean[clean["class"].isin(SMALL)]
+def presence_kappa(clean: pd.DataFrame, small: Sequence[str] = SMALL) -> pd.DataFrame:
+    """Fleiss' kappa of the seeds of each fold on the presence of the ``small`` structures (CSP / LV;
+    ``stats.presence_agreement``)."""
+    small = clean[clean["class"].isin(list(small))]
     if small.empty or small.groupby("fold")["seed"].nunique().max() < 2:
         return pd.DataFrame()
     return stats.presence_agreement(small, by=("arm", "class"))
 
 
-def _area_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """CSP / LV rows with areas; flags the rows where reference or prediction has the structure."""
-    with_area, unit = area_columns(table[table["class"].isin(SMALL)])
+def _area_rows(table: pd.DataFrame, small: Sequence[str] = SMALL) -> tuple[pd.DataFrame, str]:
+    """Rows of the small structures (CSP / LV) with areas; flags the rows where reference or prediction has
+    the structure."""
+    with_area, unit = area_columns(table[table["class"].isin(list(small))])
     return with_area.assign(_any=(with_area["ref_pixels"] > 0) | (with_area["pred_pixels"] > 0)), unit
 
 
-def reference_agreement(clean: pd.DataFrame, ensemble: pd.DataFrame | None = None
+def reference_agreement(clean: pd.DataFrame, ensemble: pd.DataFrame | None = None, small: Sequence[str] = SMALL
                         ) -> dict[str, pd.DataFrame | str]:
-    """ICC(A,1) and Bland-Altman of predicted vs reference CSP / LV area, per single run and for the ensemble.
+    """ICC(A,1) and Bland-Altman of predicted vs reference area of the ``small`` structures (CSP / LV), per
+    single run and for the ensemble.
 
     Only images where the reference or the prediction has the structure count (``n_both_absent`` counts
     the rest, which agree trivially). *Single run*: the statistics of every run on its own (one trained
@@ -130,7 +139,7 @@ def reference_agreement(clean: pd.DataFrame, ensemble: pd.DataFrame | None = Non
     except ``slope_p``, which is NaN there: ``n_runs_proportional_bias`` counts the runs with
     ``slope_p < 0.05``.
     """
-    rows, unit = _area_rows(clean)
+    rows, unit = _area_rows(clean, small)
     empty = {"icc": pd.DataFrame(), "bland_altman": pd.DataFrame(), "icc_runs": pd.DataFrame(),
              "bland_altman_runs": pd.DataFrame(), "areas": pd.DataFrame(), "unit": unit}
     if rows.empty:
@@ -151,7 +160,7 @@ def reference_agreement(clean: pd.DataFrame, ensemble: pd.DataFrame | None = Non
     icc_parts, ba_parts, areas = [icc_sum.assign(prediction="single run")], [ba_sum.assign(prediction="single run")], used
     if ensemble is not None and not ensemble.empty and {"pixel_mm", "pred_pixels"} <= set(ensemble.columns):
         e = ensemble[ensemble["kind"] == "seeds+folds"] if "kind" in ensemble.columns else ensemble
-        e_rows, _ = _area_rows(e)
+        e_rows, _ = _area_rows(e, small)
         if not e_rows.empty:
             absent_e = (~e_rows["_any"]).groupby([e_rows["arm"], e_rows["class"]]).sum().rename("n_both_absent")
             e_used = e_rows[e_rows["_any"]]
@@ -188,7 +197,8 @@ def _summarise_runs(per_run: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 def summary_table(clean: pd.DataFrame, index: pd.DataFrame, levels: pd.DataFrame, n_boot: int,
-                  icc_table: pd.DataFrame, arms: list[str], presence: pd.DataFrame) -> pd.DataFrame:
+                  icc_table: pd.DataFrame, arms: list[str], presence: pd.DataFrame,
+                  classes: Sequence[str] = CLASS_NAMES) -> pd.DataFrame:
     """Per arm and class: global and per-image Dice (mean, seed SD, fold SD over runs), pooled estimate
     with patient-bootstrap CI, seed ICC of per-image Dice with its Koo-Li reading, presence counts
     (``presence``: the ``presence_table`` of ``clean``)."""
@@ -213,7 +223,7 @@ def summary_table(clean: pd.DataFrame, index: pd.DataFrame, levels: pd.DataFrame
     else:
         out = out.assign(icc_dice=np.nan, icc_ci_low=np.nan, icc_ci_high=np.nan, icc_reading="n/a (one seed)")
     out = out.merge(presence, on=["arm", "class"], how="left")
-    return order_classes(out, arms)
+    return order_classes(out, arms, classes=classes)
 
 
 def presence_table(clean: pd.DataFrame) -> pd.DataFrame:
@@ -250,11 +260,11 @@ def retention_table(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def arm_comparisons(clean: pd.DataFrame, index: pd.DataFrame, arms: list[str], n_boot: int) -> pd.DataFrame:
-    """Run-level comparison of every pair of arms on CSP, LV and brain (``stats.compare_runs``).
+    """Run-level comparison of every pair of arms on every foreground class (``stats.compare_runs``).
 
     Measure: per-image Dice over every test image with both-empty = 1 (``stats.dice_all_images``), so a
     false positive on a structure-absent image counts; each run's value is its mean over the test
-    images; Holm over every row (all arm pairs x the three structures; background left out).
+    images; Holm over every row (all arm pairs x the foreground classes; background left out).
     """
     if len(arms) < 2:
         return pd.DataFrame()
@@ -279,7 +289,8 @@ def n_test_patients(clean: pd.DataFrame, index: pd.DataFrame) -> int:
     return int(stats.attach_patients(clean.drop_duplicates("image_id")[["image_id"]], index)["patient_id"].nunique())
 
 
-def postprocessing_table(per_image: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+def postprocessing_table(per_image: pd.DataFrame, arms: list[str], classes: Sequence[str] = CLASS_NAMES
+                         ) -> pd.DataFrame:
     """Raw vs post-processed global and per-image Dice on the clean test set, mean over runs."""
     both = per_image[(per_image["testset"] == "test") & (per_image["perturbation"] == "none")]
     if both.empty or both["postprocessed"].nunique() < 2:
@@ -291,4 +302,4 @@ def postprocessing_table(per_image: pd.DataFrame, arms: list[str]) -> pd.DataFra
     mean = mean.reset_index()
     mean["post_minus_raw"] = mean["post"] - mean["raw"]
     mean.columns.name = None
-    return order_classes(mean[["arm", "class", "aggregate", "raw", "post", "post_minus_raw"]], arms)
+    return order_classes(mean[["arm", "class", "aggregate", "raw", "post", "post_minus_raw"]], arms, classes=classes)

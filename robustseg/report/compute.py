@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from robustseg.labels import CLASS_NAMES, display_name
 from robustseg.report import aggregate as agg
 from robustseg.report.ensembles import (
     EnsembleResults,
@@ -19,6 +21,12 @@ from robustseg.report.load import StudyInputs, clean_rows
 
 STRUCTURE_MEASURES = (("csp", "area_mm2", "area (mm²)"), ("lv", "area_mm2", "area (mm²)"),
                       ("lv", "minor_axis_mm", "minor axis ≈ atrial width (mm)"))
+"""The fetal clinical measurements (class, feature column, label): reported only for the classes a data set has."""
+
+
+def structure_measures(class_names: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The entries of :data:`STRUCTURE_MEASURES` whose class is one of ``class_names`` (none for other data sets)."""
+    return [m for m in STRUCTURE_MEASURES if m[0] in set(class_names)]
 
 
 @dataclass
@@ -32,7 +40,8 @@ class Results:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     area_unit: str = "px"
     areas: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """Predicted vs reference CSP / LV area per arm, class and image of the Bland-Altman figure (the all-runs
+    """Predicted vs reference area of the small structures (CSP / LV) per arm, class and image of the
+    Bland-Altman figure (the all-runs
     ensemble's where there is one, else every run's; ``aggregate.reference_agreement``)."""
     areas_label: str = ""
     n_patients: int = 0
@@ -44,15 +53,14 @@ class Results:
 
 def _picks(inputs: StudyInputs, ens: EnsembleResults, arm: str) -> tuple[list[tuple[str, int, str]], pd.DataFrame]:
     """Best and median test image of ``arm``'s ensemble by mean foreground Dice, then the worst image per
-    small structure (lowest CSP / LV Dice; a structure's failure is hidden in a mean over classes).
-    Ties: image id. An image picked twice is shown once, with both labels."""
-    from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+    small structure (lowest Dice of each of ``inputs.small``, e.g. CSP and LV; a structure's failure is hidden in
+    a mean over classes). Ties: image id. An image picked twice is shown once, with both labels."""
     from robustseg.report.ensembles import score_probs
 
     if arm not in ens.panel_probs or inputs.reference is None:
         return [], pd.DataFrame()
     table = score_probs(inputs, ens.panel_probs[arm])
-    fg = table[table["class"] != "background"]
+    fg = table[table["class"] != inputs.class_names[0]]
     per = fg.groupby("image_id", sort=True)["dice"].mean().dropna().rename("mean_fg_dice").reset_index()
     if per.empty:
         return [], per
@@ -60,12 +68,11 @@ def _picks(inputs: StudyInputs, ens: EnsembleResults, arm: str) -> tuple[list[tu
     pos = {k: i for i, k in enumerate(inputs.reference.image_id)}
     chosen = [(f"best (Dice {per.iloc[-1].mean_fg_dice:.2f})", per.iloc[-1].image_id),
               (f"median (Dice {per.iloc[(len(per) - 1) // 2].mean_fg_dice:.2f})", per.iloc[(len(per) - 1) // 2].image_id)]
-    for k in SMALL_CLASSES:
-        name = CLASS_NAMES[k]
+    for name in inputs.small:
         cls = table[table["class"] == name].dropna(subset=["dice"]).sort_values(["dice", "image_id"], kind="stable")
         if not cls.empty:
             worst = cls.iloc[0]
-            chosen.append((f"worst {name.upper()} (Dice {worst.dice:.2f})", worst.image_id))
+            chosen.append((f"worst {display_name(name)} (Dice {worst.dice:.2f})", worst.image_id))
     labels: dict[str, list[str]] = {}
     for label, image_id in chosen:
         labels.setdefault(image_id, []).append(label)
@@ -95,10 +102,11 @@ def _structures(inputs: StudyInputs, baseline: str) -> pd.DataFrame:
     return out
 
 
-def structure_summary(structures: pd.DataFrame) -> pd.DataFrame:
-    """Median and IQR of each measurement per class, group and source (absent structures: area 0, axes NaN)."""
+def structure_summary(structures: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES) -> pd.DataFrame:
+    """Median and IQR of each measurement (:func:`structure_measures` of ``class_names``) per class, group and
+    source (absent structures: area 0, axes NaN)."""
     rows = []
-    for cls, col, label in STRUCTURE_MEASURES:
+    for cls, col, label in structure_measures(class_names):
         if structures.empty or col not in structures.columns:
             continue
         sub = structures[structures["class"] == cls]
@@ -122,24 +130,25 @@ def compute(inputs: StudyInputs) -> Results:
     res.levels = agg.run_level(clean)
     t = res.tables
     t["run_level"] = res.levels
-    t["spread"] = agg.order_classes(agg.spread_table(res.levels), arms)
-    t["icc_seed"] = agg.seed_icc(clean)
-    t["icc_seed_per_fold"] = agg.seed_icc(clean, per_fold=True)
-    t["presence_kappa"] = agg.presence_kappa(clean)
+    names, small = inputs.class_names, inputs.small
+    t["spread"] = agg.order_classes(agg.spread_table(res.levels), arms, classes=names)
+    t["icc_seed"] = agg.seed_icc(clean, small=small)
+    t["icc_seed_per_fold"] = agg.seed_icc(clean, per_fold=True, small=small)
+    t["presence_kappa"] = agg.presence_kappa(clean, small)
     res.n_patients = agg.n_test_patients(clean, inputs.index)
     presence = agg.presence_table(clean)
-    t["summary"] = agg.summary_table(clean, inputs.index, res.levels, n_boot, t["icc_seed"], arms, presence)
-    t["presence"] = agg.order_classes(presence, arms)
+    t["summary"] = agg.summary_table(clean, inputs.index, res.levels, n_boot, t["icc_seed"], arms, presence, names)
+    t["presence"] = agg.order_classes(presence, arms, classes=names)
     t.update(agg.robustness_tables(inputs.per_image, res.baseline))
     t["retention"] = agg.retention_table(t["robustness"])
     t["arm_comparison"] = agg.arm_comparisons(clean, inputs.index, arms, n_boot)
     t["arm_ranking"] = agg.arm_ranking(clean, inputs.index, arms, n_boot)
-    t["postprocessing"] = agg.postprocessing_table(inputs.per_image, arms)
+    t["postprocessing"] = agg.postprocessing_table(inputs.per_image, arms, names)
     complete = inputs.plan[inputs.plan["run_id"].isin(set(clean["run_id"]))]
     res.ensembles = build_ensembles(inputs, complete)
     t["ensembles"] = ensemble_vs_members(res.levels, res.ensembles)
     t["ensemble_per_image"] = res.ensembles.per_image
-    ref_agree = agg.reference_agreement(clean, res.ensembles.per_image)
+    ref_agree = agg.reference_agreement(clean, res.ensembles.per_image, small)
     t["icc_reference"], t["bland_altman"] = ref_agree["icc"], ref_agree["bland_altman"]
     t["icc_reference_runs"], t["bland_altman_runs"] = ref_agree["icc_runs"], ref_agree["bland_altman_runs"]
     res.areas, res.area_unit = ref_agree["areas"], ref_agree["unit"]
@@ -149,7 +158,7 @@ def compute(inputs: StudyInputs) -> Results:
     t["gt_free"] = gt_free_scores(inputs, res.ensembles)
     t["gt_free_checks"] = gt_free_checks(t["gt_free"])
     res.structures = _structures(inputs, res.baseline)
-    t["structures"] = structure_summary(res.structures)
+    t["structures"] = structure_summary(res.structures, names)
     res.picks, t["qualitative"] = _picks(inputs, res.ensembles, res.baseline)
     from robustseg.report import qc_section  # GT-free QC as failure detection (risk-coverage)
 
@@ -159,5 +168,5 @@ def compute(inputs: StudyInputs) -> Results:
     for name, df in t.items():
         if (isinstance(df, pd.DataFrame) and not df.empty and "arm" in df.columns
                 and name not in ("run_level", "arm_ranking")):
-            t[name] = agg.order_classes(df, arms, firsts.get(name, ()))
+            t[name] = agg.order_classes(df, arms, firsts.get(name, ()), classes=names)
     return res

@@ -18,10 +18,8 @@ import numpy as np
 import pandas as pd
 
 from robustseg import stats
-from robustseg.labels import CLASS_NAMES
 from robustseg.pipeline.native import evaluate_probs, map_native, native_features
 from robustseg.qc import anomaly
-from robustseg.report.aggregate import SMALL
 from robustseg.report.load import StudyInputs, load_probs
 
 CHUNK = 16
@@ -64,9 +62,10 @@ def score_probs(inputs: StudyInputs, probs: np.ndarray) -> pd.DataFrame:
     ref = inputs.reference
     assert ref is not None
     ev = dict(inputs.study.get("eval", {}))
+    names = inputs.class_names
     if ref.native is not None:  # native-resolution study: mapped back and scored as the runs' tables
-        return evaluate_probs(probs, ref.native, ev)[0][False]
-    return score(probs, ref.masks, list(ref.image_id), ref.pixel_mm, ev)
+        return evaluate_probs(probs, ref.native, ev, class_names=names)[0][False]
+    return score(probs, ref.masks, list(ref.image_id), ref.pixel_mm, ev, class_names=names)
 
 
 def _aligned(inputs: StudyInputs, run_id: str) -> np.ndarray | None:
@@ -80,11 +79,12 @@ def _aligned(inputs: StudyInputs, run_id: str) -> np.ndarray | None:
     return probs[[pos[i] for i in inputs.reference.image_id]]
 
 
-def _disagreement(members: list[np.ndarray], ids: np.ndarray) -> pd.DataFrame:
+def _disagreement(members: list[np.ndarray], ids: np.ndarray, class_names: tuple[str, ...]) -> pd.DataFrame:
     parts = []
     for start in range(0, len(ids), CHUNK):
         stack = np.stack([m[start:start + CHUNK] for m in members])
-        parts.append(anomaly.ensemble_disagreement(stack, image_ids=list(ids[start:start + CHUNK])))
+        parts.append(anomaly.ensemble_disagreement(stack, image_ids=list(ids[start:start + CHUNK]),
+                                                   class_names=class_names))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -95,6 +95,7 @@ def build_ensembles(inputs: StudyInputs, runs: pd.DataFrame) -> EnsembleResults:
     if ref is None or runs.empty:
         return out
     ids = ref.image_id
+    names = inputs.class_names
     typical = _typical_ref_pixels(inputs)
     tables, mismatch, disagree, feats, overall = [], [], [], [], []
     for arm, arm_runs in runs.groupby("arm", sort=False):
@@ -107,10 +108,11 @@ def build_ensembles(inputs: StudyInputs, runs: pd.DataFrame) -> EnsembleResults:
                     out.missing.append(r.run_id)
                     continue
                 if ref.native is not None:
-                    scores = map_native(anomaly.anomaly_scores, probs, ref.native, typical_ref_pixels=typical)
+                    scores = map_native(anomaly.anomaly_scores, probs, ref.native, typical_ref_pixels=typical,
+                                        class_names=names)
                 else:
                     scores = anomaly.anomaly_scores(probs.argmax(axis=1).astype(np.uint8), ref.masks,
-                                                    image_ids=list(ids), typical_ref_pixels=typical)
+                                                    image_ids=list(ids), typical_ref_pixels=typical, class_names=names)
                 mismatch.append(scores.assign(arm=arm, fold=fold, seed=r.seed))
                 members.append(probs)
             if not members:
@@ -121,7 +123,7 @@ def build_ensembles(inputs: StudyInputs, runs: pd.DataFrame) -> EnsembleResults:
             if len(members) >= 2:
                 tables.append(score_probs(inputs, fold_sum / len(members))
                               .assign(arm=arm, fold=fold, seed=-1, kind="seeds", n_members=len(members)))
-                disagree.append(_disagreement(members, ids).assign(arm=arm, fold=fold))
+                disagree.append(_disagreement(members, ids, names).assign(arm=arm, fold=fold))
             del members
         if arm_sum is None:
             continue
@@ -130,11 +132,12 @@ def build_ensembles(inputs: StudyInputs, runs: pd.DataFrame) -> EnsembleResults:
             tables.append(score_probs(inputs, mean).assign(arm=arm, fold=-1, seed=-1, kind="seeds+folds",
                                                       n_members=arm_n))
         if ref.native is not None:
-            feats.append(native_features(mean, ref.native).assign(arm=arm))
+            feats.append(native_features(mean, ref.native, class_names=names).assign(arm=arm))
             overall.append(map_native(anomaly.overall_anomaly_scores, mean, ref.native).assign(arm=arm))
         else:
             pred = mean.argmax(axis=1).astype(np.uint8)
-            feats.append(anomaly.structure_features(pred, image_ids=list(ids), pixel_mm=ref.pixel_mm).assign(arm=arm))
+            feats.append(anomaly.structure_features(pred, image_ids=list(ids), pixel_mm=ref.pixel_mm,
+                                                    class_names=names).assign(arm=arm))
             overall.append(anomaly.overall_anomaly_scores(pred, ref.masks, image_ids=list(ids)).assign(arm=arm))
         out.panel_probs[str(arm)] = mean
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
@@ -170,21 +173,21 @@ def ensemble_vs_members(levels: pd.DataFrame, ens: EnsembleResults) -> pd.DataFr
 def gt_free_scores(inputs: StudyInputs, ens: EnsembleResults) -> pd.DataFrame:
     """Ground-truth-free anomaly score per arm and test image, next to the mismatch score and labels.
 
-    Components (CSP and LV): ``disagreement`` = mean over folds and over CSP/LV of the seed ensemble's
-    ``dice_disagreement``; ``range_z`` = largest robust z (``anomaly.out_of_range_scores``) of the all-runs
-    ensemble's CSP/LV measurements against the training/validation reference masks; ``out_of_range`` =
+    Components (the small structures ``inputs.small``, e.g. CSP and LV): ``disagreement`` = mean over folds and
+    over the small structures of the seed ensemble's ``dice_disagreement``; ``range_z`` = largest robust z
+    (``anomaly.out_of_range_scores``) of the all-runs ensemble's measurements of them against the training/validation reference masks; ``out_of_range`` =
     ``range_z > RANGE_Z``. ``gt_free_score`` = mean of the two components' percentile ranks over the test
     images (ties averaged), so neither scale dominates. ``mismatch`` = the ensemble's overall mismatch score.
     """
     if ens.disagreement.empty or ens.ensemble_features.empty:
         return pd.DataFrame()
-    small = ens.disagreement[ens.disagreement["class"].isin(SMALL)]
+    small = ens.disagreement[ens.disagreement["class"].isin(list(inputs.small))]
     dis = small.groupby(["arm", "image_id"], sort=False)["dice_disagreement"].mean().rename("disagreement")
     out = dis.reset_index()
     rf = inputs.reference_features
     if not rf.empty:
         ranges = anomaly.fit_reference_ranges(rf)
-        feats = ens.ensemble_features[ens.ensemble_features["class"].isin(SMALL)]
+        feats = ens.ensemble_features[ens.ensemble_features["class"].isin(list(inputs.small))]
         parts = []
         for arm, f in feats.groupby("arm", sort=False):
             z = anomaly.max_abs_z(anomaly.out_of_range_scores(f.drop(columns="arm"), ranges))
@@ -225,5 +228,5 @@ def gt_free_checks(scores: pd.DataFrame) -> pd.DataFrame:
     return out[["arm", "score", *[c for c in out.columns if c not in ("arm", "score")]]]
 
 
-__all__ = ["CLASS_NAMES", "EnsembleResults", "build_ensembles", "ensemble_vs_members", "gt_free_checks",
+__all__ = ["EnsembleResults", "build_ensembles", "ensemble_vs_members", "gt_free_checks",
            "gt_free_scores"]

@@ -6,6 +6,7 @@ byte-identical. Each function returns the file name it wrote (relative to the fi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,23 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from robustseg.labels import CLASS_NAMES
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES, display_name
 
 FOREGROUND = CLASS_NAMES[1:]
+SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
 CLASS_COLORS = {"background": "#7f7f7f", "brain": "#1f77b4", "csp": "#2ca02c", "lv": "#d62728"}
+"""Colours of the fetal classes; other class names get :data:`PALETTE` colours by label index."""
+PALETTE = ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+           "#17becf")
+"""Colours by label index for class names without a fixed colour (matplotlib tab10, grey first for label 0)."""
+COLOR_NAMES = dict(zip(PALETTE, ("grey", "blue", "green", "red", "orange", "purple", "brown", "pink", "olive", "cyan"),
+                       strict=True))
+"""How the report's text names each colour."""
+
+
+def class_colors(classes: Sequence[str] = CLASS_NAMES) -> dict[str, str]:
+    """Colour of each class: :data:`CLASS_COLORS` for the fetal names, else :data:`PALETTE` by label index."""
+    return {c: CLASS_COLORS.get(c, PALETTE[i % len(PALETTE)]) for i, c in enumerate(classes)}
 ARM_STYLES = ("-", "--", ":", "-.")
 HATCHES = (None, "//", "..", "xx")
 FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -33,14 +47,16 @@ def _jitter(n: int, width: float = 0.25) -> np.ndarray:
     return np.linspace(-width, width, n) if n > 1 else np.zeros(1)
 
 
-def spread_plot(levels: pd.DataFrame, arms: list[str], path: Path) -> str:
-    """Run-level Dice per class (columns) for global and per-image aggregation (rows); one point per run."""
-    dice = levels[(levels["metric"] == "dice") & levels["class"].isin(FOREGROUND)]
-    fig = Figure(figsize=(3.2 * len(FOREGROUND), 6.0))
-    axes = fig.subplots(2, len(FOREGROUND), squeeze=False)
+def spread_plot(levels: pd.DataFrame, arms: list[str], path: Path, classes: Sequence[str] = CLASS_NAMES) -> str:
+    """Run-level Dice per foreground class of ``classes`` (columns) for global and per-image aggregation (rows);
+    one point per run."""
+    fg_names, colors = list(classes[1:]), class_colors(classes)
+    dice = levels[(levels["metric"] == "dice") & levels["class"].isin(fg_names)]
+    fig = Figure(figsize=(3.2 * len(fg_names), 6.0))
+    axes = fig.subplots(2, len(fg_names), squeeze=False)
     folds = sorted(dice["fold"].unique())
     for r, agg in enumerate(("global", "per_image")):
-        for c, cls in enumerate(FOREGROUND):
+        for c, cls in enumerate(fg_names):
             ax = axes[r, c]
             sub = dice[(dice["aggregate"] == agg) & (dice["class"] == cls)]
             data = [sub.loc[sub["arm"] == a, "value"].dropna().to_numpy() for a in arms]
@@ -52,7 +68,7 @@ def spread_plot(levels: pd.DataFrame, arms: list[str], path: Path) -> str:
                 offs = _jitter(len(s))
                 for j, row in enumerate(s.itertuples(index=False)):
                     ax.plot(i + offs[j], row.value, FOLD_MARKERS[folds.index(row.fold) % len(FOLD_MARKERS)],
-                            color=CLASS_COLORS[cls], alpha=0.85, ms=6, mec="black", mew=0.4)
+                            color=colors[cls], alpha=0.85, ms=6, mec="black", mew=0.4)
             ax.set_xticks(range(len(arms)), arms, rotation=20 if len(arms) > 2 else 0)
             ax.set_title(f"{cls}: {'global' if agg == 'global' else 'per-image'} Dice", fontsize=10)
             ax.set_ylim(-0.02, 1.02)
@@ -66,9 +82,10 @@ def spread_plot(levels: pd.DataFrame, arms: list[str], path: Path) -> str:
     return save(fig, path)
 
 
-def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
+def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path, classes: Sequence[str] = CLASS_NAMES) -> str:
     """Mean Dice (± SD across runs) vs severity, one panel per perturbation; external sets in the last panel."""
-    fg = curves[curves["class"].isin(FOREGROUND)]
+    fg_names, colors = list(classes[1:]), class_colors(classes)
+    fg = curves[curves["class"].isin(fg_names)]
     perts = [p for p in pd.unique(fg["perturbation"]) if p != "none" and not str(p).startswith("external: ")]
     externals = [p for p in pd.unique(fg["perturbation"]) if str(p).startswith("external: ")]
     n = len(perts) + (1 if externals else 0)
@@ -81,12 +98,12 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
         ax = axes[k]
         sub = pd.concat([clean, fg[fg["perturbation"] == pert]])
         for a_i, arm in enumerate(arms):
-            for cls in FOREGROUND:
+            for cls in fg_names:
                 s = sub[(sub["arm"] == arm) & (sub["class"] == cls)].sort_values("severity")
                 x, y, sd = (s[c].to_numpy(dtype=float) for c in ("severity", "dice_mean", "dice_sd"))
-                ax.plot(x, y, color=CLASS_COLORS[cls], ls=ARM_STYLES[a_i % len(ARM_STYLES)], marker="o", ms=3.5, lw=1.5)
+                ax.plot(x, y, color=colors[cls], ls=ARM_STYLES[a_i % len(ARM_STYLES)], marker="o", ms=3.5, lw=1.5)
                 sd = np.nan_to_num(sd)
-                ax.fill_between(x, np.clip(y - sd, 0, 1), np.clip(y + sd, 0, 1), color=CLASS_COLORS[cls], alpha=0.12,
+                ax.fill_between(x, np.clip(y - sd, 0, 1), np.clip(y + sd, 0, 1), color=colors[cls], alpha=0.12,
                                 lw=0)
         ax.set_title(str(pert), fontsize=10)
         ax.set_xlabel("severity (0 = clean)")
@@ -98,13 +115,13 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
     if externals:
         ax = axes[len(perts)]
         conds = ["none", *externals]
-        width = 0.8 / max(1, len(arms) * len(FOREGROUND))
+        width = 0.8 / max(1, len(arms) * len(fg_names))
         for a_i, arm in enumerate(arms):
-            for c_i, cls in enumerate(FOREGROUND):
+            for c_i, cls in enumerate(fg_names):
                 s = fg[(fg["arm"] == arm) & (fg["class"] == cls) & fg["perturbation"].isin(conds)]
                 s = s.set_index("perturbation").reindex(conds)
-                x = np.arange(len(conds)) + (a_i * len(FOREGROUND) + c_i - (len(arms) * len(FOREGROUND) - 1) / 2) * width
-                ax.bar(x, s["dice_mean"], width, yerr=s["dice_sd"].fillna(0.0), color=CLASS_COLORS[cls],
+                x = np.arange(len(conds)) + (a_i * len(fg_names) + c_i - (len(arms) * len(fg_names) - 1) / 2) * width
+                ax.bar(x, s["dice_mean"], width, yerr=s["dice_sd"].fillna(0.0), color=colors[cls],
                        hatch=HATCHES[a_i % len(HATCHES)], edgecolor="black", lw=0.4)
         ax.set_xticks(range(len(conds)), ["held-out test", *[e.removeprefix("external: ") for e in externals]])
         ax.set_title("external test sets", fontsize=10)
@@ -112,7 +129,7 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=CLASS_COLORS[c], label=c) for c in FOREGROUND]
+    handles = [Line2D([], [], color=colors[c], label=c) for c in fg_names]
     if len(arms) > 1:
         handles += [Line2D([], [], color="black", ls=ARM_STYLES[i % len(ARM_STYLES)], label=a) for i, a in enumerate(arms)]
         if externals:
@@ -124,17 +141,19 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path) -> str:
 
 
 def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str, path: Path,
-                      label: str = "mean over runs") -> str:
-    """Bland-Altman (difference vs mean of predicted and reference area) per small class, one arm; ``label``
+                      label: str = "mean over runs", small: Sequence[str] = SMALL,
+                      class_names: Sequence[str] = CLASS_NAMES) -> str:
+    """Bland-Altman (difference vs mean of predicted and reference area) per ``small`` class, one arm; ``label``
     names the prediction plotted (e.g. the all-runs ensemble)."""
-    classes = [c for c in ("csp", "lv") if c in set(areas["class"])]
+    colors = class_colors(class_names)
+    classes = [c for c in small if c in set(areas["class"])]
     fig = Figure(figsize=(4.6 * len(classes), 3.8))
     axes = fig.subplots(1, len(classes), squeeze=False)[0]
     for ax, cls in zip(axes, classes, strict=True):
         s = areas[(areas["arm"] == arm) & (areas["class"] == cls)]
         mean = (s["pred_area"] + s["ref_area"]) / 2
         diff = s["pred_area"] - s["ref_area"]
-        ax.scatter(mean, diff, s=12, alpha=0.6, color=CLASS_COLORS[cls], edgecolor="none")
+        ax.scatter(mean, diff, s=12, alpha=0.6, color=colors[cls], edgecolor="none")
         row = ba[(ba["arm"] == arm) & (ba["class"] == cls)]
         if not row.empty:
             r = row.iloc[0]
@@ -152,22 +171,24 @@ def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str
     return save(fig, path)
 
 
-def ensemble_plot(levels: pd.DataFrame, evm: pd.DataFrame, arms: list[str], path: Path) -> str:
+def ensemble_plot(levels: pd.DataFrame, evm: pd.DataFrame, arms: list[str], path: Path,
+                  classes: Sequence[str] = CLASS_NAMES) -> str:
     """Global Dice of member runs (dots) against the seed ensembles (diamonds) and seeds+folds ensemble (star)."""
-    members = levels[(levels["metric"] == "dice") & (levels["aggregate"] == "global") & levels["class"].isin(FOREGROUND)]
-    ens = evm[(evm["aggregate"] == "global") & evm["class"].isin(FOREGROUND)]
-    fig = Figure(figsize=(3.4 * len(FOREGROUND), 3.6))
-    axes = fig.subplots(1, len(FOREGROUND), squeeze=False)[0]
+    fg_names, colors = list(classes[1:]), class_colors(classes)
+    members = levels[(levels["metric"] == "dice") & (levels["aggregate"] == "global") & levels["class"].isin(fg_names)]
+    ens = evm[(evm["aggregate"] == "global") & evm["class"].isin(fg_names)]
+    fig = Figure(figsize=(3.4 * len(fg_names), 3.6))
+    axes = fig.subplots(1, len(fg_names), squeeze=False)[0]
     folds = sorted(members["fold"].unique())
     step = 0.5 / max(1, len(folds))
-    for ax, cls in zip(axes, FOREGROUND, strict=True):
+    for ax, cls in zip(axes, fg_names, strict=True):
         for i, arm in enumerate(arms):
             e = ens[(ens["class"] == cls) & (ens["arm"] == arm)]
             for k, fold in enumerate(folds):
                 x0 = i - 0.3 + k * step
                 m = members[(members["class"] == cls) & (members["arm"] == arm) & (members["fold"] == fold)]
                 m = m.sort_values("seed")
-                ax.plot(x0 + _jitter(len(m), 0.03), m["value"], "o", color=CLASS_COLORS[cls], alpha=0.7, ms=5)
+                ax.plot(x0 + _jitter(len(m), 0.03), m["value"], "o", color=colors[cls], alpha=0.7, ms=5)
                 se = e[(e["kind"] == "seeds") & (e["fold"] == fold)]
                 ax.plot(np.full(len(se), x0 + 0.07), se["ensemble"], "D", color="black", ms=5, mfc="white")
             sf = e[e["kind"] == "seeds+folds"]
@@ -190,11 +211,12 @@ MISMATCH_CAP = 5.0
 """Mismatch scores above this are off the plotted scale (counted under the axis); the boxes use every value."""
 
 
-def mismatch_plot(mismatch: pd.DataFrame, arms: list[str], path: Path) -> str:
+def mismatch_plot(mismatch: pd.DataFrame, arms: list[str], path: Path, classes: Sequence[str] = CLASS_NAMES) -> str:
     """Distribution of the per-class mismatch score |pred XOR ref| / |ref| over images x runs."""
-    fig = Figure(figsize=(3.4 * len(FOREGROUND), 3.8))
-    axes = fig.subplots(1, len(FOREGROUND), squeeze=False)[0]
-    for ax, cls in zip(axes, FOREGROUND, strict=True):
+    fg_names = list(classes[1:])
+    fig = Figure(figsize=(3.4 * len(fg_names), 3.8))
+    axes = fig.subplots(1, len(fg_names), squeeze=False)[0]
+    for ax, cls in zip(axes, fg_names, strict=True):
         data, labels = [], []
         for arm in arms:
             v = mismatch.loc[(mismatch["class"] == cls) & (mismatch["arm"] == arm), "score"].to_numpy(dtype=float)
@@ -226,7 +248,7 @@ def structures_plot(features: pd.DataFrame, measures: list[tuple[str, str, str]]
                 v = features.loc[(features["class"] == cls) & (features["group"] == g) & (features["source"] == src), col]
                 data.append(v.dropna().to_numpy(dtype=float))
                 ticks.append(f"{g}\n{'reference' if src == 'ref' else 'predicted'}\nn={data[-1].size}")
-                colors.append("0.85" if src == "ref" else CLASS_COLORS[cls])
+                colors.append("0.85" if src == "ref" else class_colors().get(cls, PALETTE[1]))
         bp = ax.boxplot(data, positions=range(len(data)), widths=0.6, patch_artist=True,
                         medianprops={"color": "black"}, flierprops={"marker": ".", "ms": 3})
         for patch, col_ in zip(bp["boxes"], colors, strict=True):
@@ -238,14 +260,16 @@ def structures_plot(features: pd.DataFrame, measures: list[tuple[str, str, str]]
     return save(fig, path)
 
 
-def gt_free_plot(scores: pd.DataFrame, arm: str, path: Path) -> str:
-    """Ground-truth-free score against the mismatch score (test images of one arm), abnormal cases marked."""
+def gt_free_plot(scores: pd.DataFrame, arm: str, path: Path, small: Sequence[str] = SMALL) -> str:
+    """Ground-truth-free score against the mismatch score (test images of one arm), abnormal cases marked;
+    ``small``: the structures whose seed disagreement is plotted."""
     s = scores[scores["arm"] == arm]
+    names = "/".join(display_name(c) for c in small)
     fig = Figure(figsize=(9.0, 3.8))
     axes = fig.subplots(1, 2)
     has_lab = "abnormal" in s.columns and s["abnormal"].notna().any()
     for ax, col, xlabel in ((axes[0], "gt_free_score", "GT-free score (mean percentile rank)"),
-                            (axes[1], "disagreement", "seed disagreement (1 - mean pairwise Dice, CSP/LV)")):
+                            (axes[1], "disagreement", f"seed disagreement (1 - mean pairwise Dice, {names})")):
         if has_lab:
             ab = s["abnormal"].astype(bool).to_numpy()
             ax.scatter(s.loc[~ab, col], s.loc[~ab, "mismatch"], s=18, color="#1f77b4", label="normal", alpha=0.7)
@@ -261,14 +285,16 @@ def gt_free_plot(scores: pd.DataFrame, arm: str, path: Path) -> str:
     return save(fig, path)
 
 
-def _overlay(ax: object, image: np.ndarray, labels: np.ndarray | None = None) -> None:
+def _overlay(ax: object, image: np.ndarray, labels: np.ndarray | None = None,
+             classes: Sequence[str] = CLASS_NAMES) -> None:
     ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     if labels is not None:
+        colors = class_colors(classes)
         rgba = np.zeros((*labels.shape, 4))
-        for c, name in enumerate(CLASS_NAMES):
+        for c, name in enumerate(classes):
             if c == 0:
                 continue
-            rgb = tuple(int(CLASS_COLORS[name][i:i + 2], 16) / 255 for i in (1, 3, 5))
+            rgb = tuple(int(colors[name][i:i + 2], 16) / 255 for i in (1, 3, 5))
             rgba[labels == c] = (*rgb, 0.45)
         ax.imshow(rgba, interpolation="nearest")
 
@@ -285,26 +311,30 @@ def crop_box(mask: np.ndarray, margin: float = 0.15) -> tuple[slice, slice]:
 
 
 def qualitative_plot(images: np.ndarray, masks: np.ndarray, probs: np.ndarray, picks: list[tuple[str, int, str]],
-                     path: Path) -> str:
-    """Rows: chosen test images; columns: image, reference, prediction, CSP and LV probability, mismatch.
+                     path: Path, classes: Sequence[str] = CLASS_NAMES, small: Sequence[str] = SMALL) -> str:
+    """Rows: chosen test images; columns: image, reference, prediction, the probability of each ``small``
+    structure (CSP, LV), mismatch.
 
-    Each row is cropped to the reference head (brain + structures) so the small CSP and LV stay visible.
+    Each row is cropped to the reference foreground (for the fetal head: brain + structures) so the small
+    structures stay visible.
     """
-    cols = ("image", "reference", "prediction", "P(csp)", "P(lv)", "mismatch (pred != ref)")
+    small = list(small)
+    cols = ("image", "reference", "prediction", *(f"P({c})" for c in small), "mismatch (pred != ref)")
     fig = Figure(figsize=(2.1 * len(cols), 2.3 * len(picks) + 0.9), layout="constrained")
     axes = fig.subplots(len(picks), len(cols), squeeze=False)
-    csp, lv = CLASS_NAMES.index("csp"), CLASS_NAMES.index("lv")
+    index = [list(classes).index(c) for c in small]
+    last = len(cols) - 1
     im = None
     for r, (label, i, image_id) in enumerate(picks):
         rs, cs = crop_box(masks[i] > 0)
         img, ref, p = images[i][rs, cs], masks[i][rs, cs], probs[i][:, rs, cs]
         pred = p.argmax(axis=0)
         _overlay(axes[r, 0], img)
-        _overlay(axes[r, 1], img, ref)
-        _overlay(axes[r, 2], img, pred)
-        axes[r, 3].imshow(p[csp], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        im = axes[r, 4].imshow(p[lv], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, 5].imshow(pred != ref, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        _overlay(axes[r, 1], img, ref, classes)
+        _overlay(axes[r, 2], img, pred, classes)
+        for k, c in enumerate(index):
+            im = axes[r, 3 + k].imshow(p[c], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, last].imshow(pred != ref, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[r, 0].set_ylabel(f"{label}\n{image_id}", fontsize=8)
         for c in range(len(cols)):
             axes[r, c].set_xticks([])
@@ -312,8 +342,9 @@ def qualitative_plot(images: np.ndarray, masks: np.ndarray, probs: np.ndarray, p
             if r == 0:
                 axes[r, c].set_title(cols[c], fontsize=9)
     if im is not None:
-        fig.colorbar(im, ax=axes[:, 3:5].ravel().tolist(), location="bottom", shrink=0.8, label="probability")
-    handles = [Line2D([], [], ls="", marker="s", ms=8, color=CLASS_COLORS[c], label=c) for c in FOREGROUND]
+        fig.colorbar(im, ax=axes[:, 3:last].ravel().tolist(), location="bottom", shrink=0.8, label="probability")
+    colors = class_colors(classes)
+    handles = [Line2D([], [], ls="", marker="s", ms=8, color=colors[c], label=c) for c in classes[1:]]
     fig.legend(handles=handles, loc="outside lower left", ncol=3, frameon=False, title="overlay colours",
                fontsize=8, title_fontsize=8)
     return save(fig, path)

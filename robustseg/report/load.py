@@ -15,10 +15,13 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+from robustseg.pipeline.inputs import saved_classes
 from robustseg.pipeline.native import NativeSet, unpack_masks
 from robustseg.qc.anomaly import load_heatmaps
 
 _ID_COLUMNS = {"image_id": str, "patient_id": str, "run_id": str, "arm": str}
+SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class StudyInputs:
     reference_features: pd.DataFrame
     reference: Reference | None
     completes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    class_names: tuple[str, ...] = CLASS_NAMES
+    """The data set's classes in label order (``study.json``; the fetal four for run folders written before)."""
+    small: tuple[str, ...] = SMALL
+    """The data set's small structures (``data.small_structures``; CSP and LV by default)."""
 
     @property
     def arms(self) -> list[str]:
@@ -128,8 +135,10 @@ def load_inputs(runs_dir: str | Path) -> StudyInputs:
     for run_id in plan["run_id"]:
         if run_state(runs_dir / run_id) == "complete":
             completes[run_id] = json.loads((runs_dir / run_id / COMPLETE).read_text())
+    study = saved.get("study", {})
+    names, small = saved_classes(saved)
     return StudyInputs(
-        runs_dir=runs_dir, study=saved.get("study", {}), study_hash=str(saved.get("hash", "")),
+        runs_dir=runs_dir, study=study, study_hash=str(saved.get("hash", "")), class_names=names, small=small,
         study_file=saved.get("file"), plan=plan, index=_csv(runs_dir / "index.csv"), runs=runs,
         per_image=per_image, features=_csv(tables / "features.csv.gz"), history=_csv(tables / "history.csv.gz"),
         reference_features=_csv(runs_dir / "reference_features.csv.gz"), reference=reference, completes=completes,

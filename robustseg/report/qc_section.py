@@ -9,12 +9,14 @@ rest. Tables ``qc_riskcov``, ``qc_review``, ``qc_composite_vs_pairwise``, ``qc_c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from robustseg.labels import display_list, display_name
 from robustseg.qc import anomaly, benchmark
 from robustseg.qc import scores as qs
 from robustseg.qc.riskcov import REVIEW_FRACTIONS
@@ -29,12 +31,13 @@ SCORE_LABELS = {"pairwise_dice": "pairwise Dice (ensemble)", "mutual_info": "mut
 KEYS = ["image_id", "class", "perturbation", "severity"]
 
 
-def _range_z(ids: list[str], masks: dict, pixel_mm: pd.Series, ranges: pd.DataFrame) -> pd.DataFrame:
+def _range_z(ids: list[str], masks: dict, pixel_mm: pd.Series, ranges: pd.DataFrame, class_names: Sequence[str],
+             small: Sequence[str]) -> pd.DataFrame:
     mm = pixel_mm.reindex(ids).to_numpy(dtype=np.float64)
     parts = []
     for (pert, sev), m in masks.items():
-        f = anomaly.structure_features(m, image_ids=ids, pixel_mm=mm, classes=list(qs.STRUCTURES))
-        parts.append(qs.range_scores(f, ranges).assign(perturbation=pert, severity=sev))
+        f = anomaly.structure_features(m, image_ids=ids, pixel_mm=mm, class_names=class_names, classes=list(small))
+        parts.append(qs.range_scores(f, ranges, small).assign(perturbation=pert, severity=sev))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -50,7 +53,8 @@ def _ensemble_scores(inputs: StudyInputs, members: dict[str, tuple[list[str], di
             mids, masks, _ = members[rid]
             pos = {k: i for i, k in enumerate(mids)}
             stack.append(masks[key][[pos[i] for i in ids]])
-        parts.append(qs.pairwise_dice(np.stack(stack), ids).assign(perturbation=key[0], severity=key[1]))
+        parts.append(qs.pairwise_dice(np.stack(stack), ids, class_names=inputs.class_names, structures=inputs.small)
+                     .assign(perturbation=key[0], severity=key[1]))
     out = pd.concat(parts, ignore_index=True)
     probs = [load_probs(inputs, rid) for rid in run_ids]
     if all(p is not None for p in probs):
@@ -58,7 +62,8 @@ def _ensemble_scores(inputs: StudyInputs, members: dict[str, tuple[list[str], di
         for pids, pr in probs:
             pos = {k: i for i, k in enumerate(pids)}
             aligned.append(pr[[pos[i] for i in ids]])
-        mi = qs.mutual_information(np.stack(aligned), ids)[["image_id", "class", "mutual_info"]]
+        mi = qs.mutual_information(np.stack(aligned), ids, class_names=inputs.class_names,
+                                   structures=inputs.small)[["image_id", "class", "mutual_info"]]
         out = out.merge(mi.assign(perturbation="none", severity=0), on=KEYS, how="left")
     return out
 
@@ -69,7 +74,7 @@ def build_table(inputs: StudyInputs, run_ids: set[str]) -> tuple[pd.DataFrame, l
     per = inputs.per_image
     if per.empty or runs.empty:
         return pd.DataFrame(), []
-    per = per[(per["testset"] == "test") & ~per["postprocessed"].astype(bool) & per["class"].isin(qs.STRUCTURES)]
+    per = per[(per["testset"] == "test") & ~per["postprocessed"].astype(bool) & per["class"].isin(list(inputs.small))]
     per = per.assign(dice=benchmark.qc_dice(per["tp"], per["fp"], per["fn"]))
     per = per[["run_id", *KEYS, "dice"]]
     ranges = anomaly.fit_reference_ranges(inputs.reference_features) if not inputs.reference_features.empty else None
@@ -86,7 +91,8 @@ def build_table(inputs: StudyInputs, run_ids: set[str]) -> tuple[pd.DataFrame, l
             q = pd.read_csv(d / qs.QC_FILE, dtype={"image_id": str, "class": str, "perturbation": str})
             ids, masks = qs.load_run_masks(d / qs.MASKS_FILE)
             if ranges is not None and not pixel_mm.empty:
-                q = q.merge(_range_z(ids, masks, pixel_mm, ranges), on=KEYS, how="left")
+                q = q.merge(_range_z(ids, masks, pixel_mm, ranges, inputs.class_names, inputs.small), on=KEYS,
+                            how="left")
             members[r.run_id] = (ids, masks, q.assign(arm=arm, fold=fold, seed=r.seed, run_id=r.run_id))
         ens = _ensemble_scores(inputs, members) if len(members) >= 2 else None
         for _, _, q in members.values():
@@ -103,7 +109,7 @@ def tables(inputs: StudyInputs, run_ids: set[str], n_boot: int) -> dict[str, pd.
     table, missing = build_table(inputs, run_ids)
     if table.empty:
         return {"qc_missing": pd.DataFrame({"run_id": missing})} if missing else {}
-    out = benchmark.evaluate(table, n_boot=n_boot)
+    out = benchmark.evaluate(table, n_boot=n_boot, structures=inputs.small)
     res = {f"qc_{k}": v for k, v in out.items()}
     if missing:
         res["qc_missing"] = pd.DataFrame({"run_id": missing})
@@ -115,15 +121,16 @@ def _best(rc: pd.DataFrame, arm: str, k: int = 3) -> list[str]:
     return t.groupby("score")["naurc"].mean().sort_values(ascending=False).index[:k].tolist()
 
 
-def figure(t: dict[str, pd.DataFrame], arm: str, path: Path) -> str | None:
-    """Risk-coverage curves per structure (columns) for clean and perturbed sets (rows), best three scores."""
+def figure(t: dict[str, pd.DataFrame], arm: str, path: Path, small: Sequence[str] = qs.STRUCTURES) -> str | None:
+    """Risk-coverage curves per structure of ``small`` and their combination (columns) for clean and perturbed
+    sets (rows), best three scores."""
     from robustseg.report.figures import save
 
     curves, rc = t.get("qc_curves", pd.DataFrame()), t.get("qc_riskcov", pd.DataFrame())
     if curves.empty or rc.empty:
         return None
     show = [*_best(rc, arm), "oracle", "random"]
-    classes = [c for c in (*qs.STRUCTURES, qs.COMBINED) if c in set(curves["class"])]
+    classes = [c for c in (*small, qs.combined_name(small)) if c in set(curves["class"])]
     rows = [s for s in ("clean", "perturbed") if s in set(curves["setting"])]
     fig = Figure(figsize=(3.4 * len(classes), 3.0 * len(rows)))
     axes = fig.subplots(len(rows), len(classes), squeeze=False)
@@ -156,8 +163,8 @@ def _ci(r: pd.Series, v: str, lo: str, hi: str) -> str:
     return f"{md.num(r[v])} {md.interval(r[lo], r[hi])}"
 
 
-def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None) -> str:
-    """The Markdown of the section (a subsection of the anomaly section)."""
+def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None, small: Sequence[str] = qs.STRUCTURES) -> str:
+    """The Markdown of the section (a subsection of the anomaly section); ``small``: the scored structures."""
     out = f"### {TITLE}\n\n"
     rc = t.get("qc_riskcov", pd.DataFrame())
     if rc.empty:
@@ -173,7 +180,8 @@ def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None) -> str:
             "of their mean (clean set only: perturbed probabilities are not saved), mean entropy and Soft Dice "
             "Confidence of the run's own softmax, the largest robust z of the predicted measurements against the "
             "training masks, and the composite (mean percentile rank of seed disagreement and that z). "
-            f"`{qs.COMBINED}` = mean Dice and mean score over CSP and LV. **Normalised AURC**: 1 = the oracle "
+            f"`{qs.combined_name(small)}` = mean Dice and mean score over {display_list(small)}. **Normalised AURC**: "
+            "1 = the oracle "
             "ranking, 0 = random (area under the risk-coverage curve, trapezoidal, tied scores kept together); "
             "per run, then averaged over runs; 95% patient-bootstrap intervals. `perturbed` pools every "
             "perturbation x severity; `all` adds the clean set. Per condition: `tables/qc_riskcov.csv`.\n\n")
@@ -181,7 +189,7 @@ def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None) -> str:
         out += md.figure(f"figures/{fig}", "Risk-coverage curves of the best scores") + "\n"
     piv = rc[rc["setting"].isin(benchmark.SETTINGS_POOLED)]
     rows = []
-    order = {c: i for i, c in enumerate((*qs.STRUCTURES, qs.COMBINED))}
+    order = {c: i for i, c in enumerate((*small, qs.combined_name(small)))}
     for (cls, score), g in piv.groupby(["class", "score"], sort=False):
         row = {"class": cls, "score": SCORE_LABELS.get(score, score), "_o": order.get(cls, 9)}
         for _, r in g.iterrows():
@@ -201,8 +209,9 @@ def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None) -> str:
         f"{r['class']} {r['setting']} {int(r['n_failures'])}/{int(r['n_images'])}" for _, r in counts.iterrows())
         + ".\n\n")
     out += _review(t.get("qc_review", pd.DataFrame()), rc, arm)
-    out += _verdict(t.get("qc_composite_vs_pairwise", pd.DataFrame()), rc, arm)
+    out += _verdict(t.get("qc_composite_vs_pairwise", pd.DataFrame()), rc, arm, small)
     return out
+
 
 
 def _review(rev: pd.DataFrame, rc: pd.DataFrame, arm: str) -> str:
@@ -232,7 +241,7 @@ def _review(rev: pd.DataFrame, rc: pd.DataFrame, arm: str) -> str:
             + md.table(tab, cols) + "\n")
 
 
-def _verdict(diff: pd.DataFrame, rc: pd.DataFrame, arm: str) -> str:
+def _verdict(diff: pd.DataFrame, rc: pd.DataFrame, arm: str, small: Sequence[str] = qs.STRUCTURES) -> str:
     out = ""
     if not diff.empty:
         d = diff[diff["arm"] == arm]
@@ -247,7 +256,9 @@ def _verdict(diff: pd.DataFrame, rc: pd.DataFrame, arm: str) -> str:
                 "setting x structure rows.\n\n")
     best = benchmark.winner(rc, arm)
     if best:
-        out += (f"**Winner** (highest mean normalised AURC over CSP, LV and both, all conditions): "
+        both = "both" if len(small) == 2 else "all together"
+        out += (f"**Winner** (highest mean normalised AURC over {', '.join(display_name(c) for c in small)} and "
+                f"{both}, all conditions): "
                 f"`{best}` ({SCORE_LABELS.get(best, best)}). `robustseg qc` flags by `{qs.DEFAULT_SCORE}` by default"
                 + ("." if best == qs.DEFAULT_SCORE else f"; on this study `{best}` ranks images better "
                    f"(`robustseg qc --score {best}`).") + "\n")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from robustseg.labels import display_list, display_name
 from robustseg.report import markdown as md
 from robustseg.report.aggregate import FEW_PATIENTS
 from robustseg.report.compute import Results
 from robustseg.report.ensembles import RANGE_Z
+from robustseg.report.figures import COLOR_NAMES, class_colors
 
 SECTIONS = (
     "Summary",
@@ -27,6 +29,12 @@ SECTIONS = (
 
 def heading(i: int) -> str:
     return f"## {i + 1}. {SECTIONS[i]}\n"
+
+
+def _foreground(res: Results) -> str:
+    """The foreground classes, small structures first: ``CSP/LV/brain``."""
+    names = [*res.inputs.small, *(c for c in res.inputs.class_names[1:] if c not in res.inputs.small)]
+    return "/".join(display_name(c) for c in names)
 
 
 def _arm_cols(res: Results) -> dict:
@@ -320,7 +328,7 @@ def arm_comparison(res: Results) -> str:
             "as Dice 0 against the arm. Each run contributes one value (its mean over the test images), so the test "
             "sees seed noise: Welch t on the run values, blocked by fold (difference = mean over folds of the "
             "per-fold differences; SE from the seed-to-seed variance within folds); the verdict's direction and "
-            "significance come from the same t. Holm over every row of the table (all arm pairs x CSP/LV/brain). "
+            f"significance come from the same t. Holm over every row of the table (all arm pairs x {_foreground(res)}). "
             "*P(run a > run b)*: share of same-fold run pairs where a's run is better; *bootstrap*: share of "
             "patient-bootstrap replicates where a's mean is better. Full table: `tables/arm_comparison.csv`.\n\n"
             + md.table(t, cols))
@@ -358,8 +366,9 @@ def anomaly(res: Results, figs: dict[str, str | None]) -> str:
     if gf.empty:
         return out + "Ground-truth-free score: needs at least two seeds with saved probabilities.\n"
     out += ("**Ground-truth-free anomaly score** (no reference mask needed): the mean percentile rank over test "
-            "images of (a) the seed ensemble's disagreement on CSP and LV (1 - mean pairwise Dice of the seeds' masks, "
-            "averaged over folds) and (b) the largest robust z-score of the ensemble's CSP/LV measurements against "
+            f"images of (a) the seed ensemble's disagreement on {display_list(res.inputs.small)} (1 - mean pairwise Dice "
+            "of the seeds' masks, averaged over folds) and (b) the largest robust z-score of the ensemble's "
+            f"{'/'.join(display_name(c) for c in res.inputs.small)} measurements against "
             f"the training masks (|z| > {RANGE_Z:g} = out of range). Checked against the mismatch score (Spearman) "
             "and, where the data label abnormal cases, by AUROC.\n\n")
     if figs.get("gt_free"):
@@ -379,9 +388,12 @@ def qualitative(res: Results, fig: str | None) -> str:
     out = heading(7) + "\n"
     if not fig:
         return out + "_(needs saved probabilities and reference masks)_\n"
+    names = res.inputs.class_names
+    colors = class_colors(names)
+    overlay = ", ".join(f"{display_name(c)} {COLOR_NAMES.get(colors[c], colors[c])}" for c in names[1:])
     return out + (f"Best and median test image by mean foreground Dice of arm `{res.baseline}`'s ensemble "
-                  "(all its runs), then the worst image for each small structure (lowest CSP and LV Dice). "
-                  "Reference and prediction overlays: brain blue, CSP green, LV red.\n\n"
+                  f"(all its runs), then the worst image for each small structure (lowest "
+                  f"{display_list(res.inputs.small)} Dice). Reference and prediction overlays: {overlay}.\n\n"
                   + md.figure(f"figures/{fig}", "Best, median and worst-per-structure test images"))
 
 
