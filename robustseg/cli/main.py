@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from robustseg.cli.progress import ProgressRenderer, collapsed_text
-from robustseg.errors import RobustsegError
+from robustseg.errors import InputError, RobustsegError
+from robustseg.labels import CLASS_NAMES
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,7 +53,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     from robustseg.data.check import check_data
 
     source = None if args.source == "auto" else args.source
-    report = check_data(args.data_dir, source=source, plane=args.plane, colormap=args.colormap)
+    small = [c.strip() for c in args.small_structures.split(",")] if args.small_structures else None
+    report = check_data(args.data_dir, source=source, plane=args.plane, colormap=args.colormap, small_structures=small)
     print_table(report.summary, title=f"{args.data_dir}")
     print_table(report.classes, title="classes")
     distinct = report.size_summary.attrs.get("distinct_sizes", len(report.sizes))
@@ -76,13 +78,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate_folder(args: argparse.Namespace) -> int:
     from robustseg.metrics.folder import check_output, evaluate_folder, write_evaluation
 
-    classes = tuple(c.strip() for c in args.classes.split(","))
+    colormap = args.colormap or "pascal"
+    if args.dataset_json:  # an nnU-Net data set: its class list, masks of class indices
+        from robustseg.data.nnunet import read_dataset_json
+
+        if args.classes:
+            raise InputError("--classes and --dataset-json: give one of them (the class names come from either)")
+        classes = read_dataset_json(args.dataset_json)[0]
+        colormap = args.colormap or "labels"
+    else:
+        classes = tuple(c.strip() for c in (args.classes or ",".join(CLASS_NAMES)).split(","))
+    small = [c.strip() for c in args.small_structures.split(",")] if args.small_structures else None
     out = Path(args.output) if args.output else Path(args.pred_dir).parent / "evaluation"
     check_output(out)  # before the evaluation, not after it
     per_image, summary = evaluate_folder(
-        args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=args.colormap,
+        args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=colormap,
         empty_policy=args.empty_policy, nsd_tolerance_mm=args.nsd_tolerance_mm, boundary=not args.no_boundary,
-        postprocess=args.postprocess, min_component_px=args.min_component_px,
+        postprocess=args.postprocess, min_component_px=args.min_component_px, small_structures=small,
     )
     write_evaluation(out, per_image, summary)
     n = per_image["image_id"].nunique()
@@ -193,10 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-data", help="validate a data set and print class / patient statistics")
     s.add_argument("data_dir", help="data set folder")
-    s.add_argument("--source", default="auto", choices=["auto", "fetal_head", "phantom", "folder"],
+    s.add_argument("--source", default="auto", choices=["auto", "fetal_head", "phantom", "folder", "nnunet"],
                    help="data set layout (default: detected)")
     s.add_argument("--plane", default="Trans-thalamic", help="plane folder of a fetal-head data set (default Trans-thalamic)")
     s.add_argument("--colormap", default="pascal", help="mask colours: pascal or rgb (default pascal)")
+    s.add_argument("--small-structures", metavar="NAMES",
+                   help="classes whose images the summary counts, comma-separated (default: csp,lv when present)")
     s.set_defaults(func=cmd_check_data)
 
     s = sub.add_parser("train", help="train one run (arm x fold x seed) of a study")
@@ -212,14 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("gt_dir", help="folder of reference masks (same file names)")
     s.add_argument("-o", "--output", help="output folder (default: PRED_DIR/../evaluation)")
     s.add_argument("--pixel-size-csv", help="CSV of pixel sizes in mm (columns Label, Pixel in mm) for HD95 / NSD in mm")
-    s.add_argument("--classes", default="background,brain,csp,lv", help="class names by label, comma-separated")
-    s.add_argument("--colormap", default="pascal", help="mask colours: pascal or rgb (default pascal)")
+    s.add_argument("--classes", default=None,
+                   help="class names by label, comma-separated (default background,brain,csp,lv)")
+    s.add_argument("--dataset-json", metavar="PATH",
+                   help="class names from an nnU-Net dataset.json (a file or its folder) instead of --classes; "
+                        "masks then hold class indices (--colormap labels)")
+    s.add_argument("--small-structures", metavar="NAMES",
+                   help="classes that --postprocess cleans up, comma-separated (default: csp,lv when present)")
+    s.add_argument("--colormap", default=None,
+                   help="mask colours: pascal, rgb or labels (class indices); default pascal, labels with --dataset-json")
     s.add_argument("--empty-policy", default="nan", choices=["nan", "one"],
                    help="both reference and prediction empty: nan (nnU-Net, excluded) or one")
     s.add_argument("--nsd-tolerance-mm", type=float, default=1.0, help="NSD boundary tolerance in mm (default 1.0)")
     s.add_argument("--no-boundary", action="store_true", help="skip HD95 / NSD (faster)")
     s.add_argument("--postprocess", action="store_true",
-                   help="also score predictions after closing + keep-largest CSP/LV component, side by side")
+                   help="also score predictions after closing + keep-largest component of the small structures "
+                        "(CSP/LV by default), side by side")
     s.add_argument("--min-component-px", type=int, default=5,
                    help="post-processing: smallest component kept, in pixels (default 5)")
     s.set_defaults(func=cmd_evaluate_folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pandas as pd
 
 from robustseg.data.index import detect_source, load_index
 from robustseg.data.io import Colormap
-from robustseg.labels import CLASS_NAMES
+from robustseg.errors import InputError
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES, display_list, display_name
 
 
 @dataclass(frozen=True)
@@ -31,16 +33,39 @@ class CheckReport:
     size_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def summarize(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
-    """Summary, per-class and image-size tables plus warnings for an index table."""
+def index_classes(index: pd.DataFrame) -> tuple[str, ...]:
+    """The class names of an index table, in label order (its ``px_<class>`` columns)."""
+    return tuple(c.removeprefix("px_") for c in index.columns if c.startswith("px_"))
+
+
+def _small_names(names: tuple[str, ...], small: Sequence[str] | None) -> list[str]:
+    """The small structures to count: the given names (each a foreground class), else the fetal ones present."""
+    if small is None:
+        return [CLASS_NAMES[i] for i in SMALL_CLASSES if CLASS_NAMES[i] in names[1:]]
+    unknown = [c for c in small if c not in names[1:]]
+    if unknown:
+        raise InputError(f"small structures: {unknown[0]!r} is not a foreground class of the data set "
+                         f"(classes: {', '.join(names)})")
+    return list(small)
+
+
+def summarize(index: pd.DataFrame, small: Sequence[str] | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """Summary, per-class and image-size tables plus warnings for an index table.
+
+    Classes come from the index (``px_<class>`` columns, the data set's own for nnU-Net data); the summary counts
+    the images holding each of the ``small`` structures, and all of them together (default: CSP and LV when
+    the data set has them).
+    """
     n = len(index)
-    px_cols = [f"px_{c}" for c in CLASS_NAMES]
+    names = index_classes(index)
+    px_cols = [f"px_{c}" for c in names]
     pixels = index[px_cols].sum().to_numpy(dtype=np.int64)
     total = int(pixels.sum())
     present = [int((index[c] > 0).sum()) for c in px_cols]
     classes = pd.DataFrame(
         {
-            "class": list(CLASS_NAMES),
+            "class": list(names),
             "images": present,
             "image_share": [p / n if n else float("nan") for p in present],
             "pixels": pixels,
@@ -48,12 +73,14 @@ def summarize(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
         }
     )
     known = int(index["pixel_mm"].notna().sum())
+    small_names = _small_names(names, small)
+    has = {c: index[f"px_{c}"].to_numpy() > 0 for c in small_names}
     rows = [
         ("images", n),
         ("patients", int(index["patient_id"].nunique())),
-        ("images with CSP", int(index["has_csp"].sum())),
-        ("images with LV", int(index["has_lv"].sum())),
-        ("images with CSP and LV", int((index["has_csp"] & index["has_lv"]).sum())),
+        *((f"images with {display_name(c)}", int(has[c].sum())) for c in small_names),
+        *([(f"images with {display_list(small_names)}", int(np.logical_and.reduce(list(has.values())).sum()))]
+          if len(small_names) > 1 else []),
         ("images with pixel size", known),
         ("pixel size coverage", known / n if n else float("nan")),
         ("pixel_mm min", float(index["pixel_mm"].min()) if known else float("nan")),
@@ -84,16 +111,19 @@ def check_data(
     source: str | None = None,
     plane: str = "Trans-thalamic",
     colormap: str | Colormap = "pascal",
+    small_structures: Sequence[str] | None = None,
 ) -> CheckReport:
     """Validate the data set at ``path`` (decoding every image and mask); write nothing.
 
-    ``source`` ``None`` detects ``folder`` (``images/`` + ``masks/``) or else ``fetal_head``. Bad input
-    raises ``InputError`` naming the file; missing pixel sizes become warnings.
+    ``source`` ``None`` detects ``nnunet`` (``dataset.json`` + ``imagesTr/``), ``folder`` (``images/`` +
+    ``masks/``) or else ``fetal_head``. ``small_structures``: the classes whose images the summary counts
+    (default: CSP and LV where the data set has them). Bad input raises ``InputError`` naming the file;
+    missing pixel sizes become warnings.
     """
     path = Path(path)
     src = source or detect_source(path)
     index = load_index(src, path, plane=plane, colormap=colormap, verify_images=True)
-    summary, classes, sizes, warnings = summarize(index)
+    summary, classes, sizes, warnings = summarize(index, small_structures)
     return CheckReport(path, src, index, summary, classes, sizes, warnings, summarize_sizes(index))
 
 

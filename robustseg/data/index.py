@@ -355,8 +355,11 @@ def dataset_classes(source: str, path: str | Path) -> tuple[str, ...]:
 
 
 def detect_source(path: str | Path) -> str:
-    """``folder`` when ``path`` holds ``images/`` and ``masks/``, else ``fetal_head``."""
+    """``nnunet`` when ``path`` holds ``dataset.json`` and ``imagesTr/``, ``folder`` when it holds ``images/`` and
+    ``masks/``, else ``fetal_head``."""
     path = Path(path)
+    if path.is_dir() and (path / "dataset.json").is_file() and (path / "imagesTr").is_dir():
+        return "nnunet"
     if path.is_dir() and _child(path, "images") is not None and _child(path, "masks") is not None:
         return "folder"
     return "fetal_head"

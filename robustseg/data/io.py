@@ -183,7 +183,8 @@ def _rgb_to_labels(rgb: np.ndarray, cmap: dict[tuple[int, int, int], int], path:
     return lut[inverse].reshape(code.shape).astype(np.uint8)
 
 
-def _palette_labels(img: Image.Image, cmap: dict[tuple[int, int, int], int], path: Path) -> np.ndarray:
+def _palette_labels(img: Image.Image, cmap: dict[tuple[int, int, int], int], path: Path,
+                    num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
     """Labels of a palette mask: through the colour map, or the indices themselves when every used palette
     entry is the grey ``(i, i, i)`` of its own index (the "grey palette" many tools write)."""
     idx = np.asarray(img)
@@ -192,7 +193,7 @@ def _palette_labels(img: Image.Image, cmap: dict[tuple[int, int, int], int], pat
     used = np.flatnonzero(counts)
     colours = {int(i): tuple(int(c) for c in pal[i]) if i < len(pal) else (0, 0, 0) for i in used}
     if all(colours[i] == (i, i, i) for i in used) and any(colours[i] not in cmap for i in used):
-        return _integer_labels(idx.astype(np.int64), path)
+        return _integer_labels(idx.astype(np.int64), path, num_classes)
     lut = np.zeros(256, dtype=np.uint8)
     for i in used:
         colour = colours[int(i)]
@@ -205,12 +206,12 @@ def _palette_labels(img: Image.Image, cmap: dict[tuple[int, int, int], int], pat
     return lut[idx]
 
 
-def _integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
-    bad = (arr >= len(CLASS_NAMES)) | (arr < 0)
+def _integer_labels(arr: np.ndarray, path: Path, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    bad = (arr >= num_classes) | (arr < 0)
     if bad.any():
         vals, counts = np.unique(arr[bad], return_counts=True)
         raise InputError(
-            f"{path}: label value {int(vals[0])} ({int(counts[0])} pixels) outside 0..{len(CLASS_NAMES) - 1}; "
+            f"{path}: label value {int(vals[0])} ({int(counts[0])} pixels) outside 0..{num_classes - 1}; "
             "expected an integer-label mask"
         )
     return arr.astype(np.uint8)
@@ -252,13 +253,16 @@ def _opaque(alpha: np.ndarray, path: Path) -> None:
                          "(labels cannot be read through transparency)")
 
 
-def read_mask(path: str | Path, colormap: str | Colormap | object = "pascal") -> np.ndarray:
-    """Read a label mask as uint8 ``(H, W)`` with values ``0..C-1``.
+def read_mask(path: str | Path, colormap: str | Colormap | object = "pascal",
+              num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """Read a label mask as uint8 ``(H, W)`` with values ``0..C-1`` (``C = num_classes``, the fetal four by
+    default).
 
     Palette PNGs are looked up through their palette (a grey palette, entry ``i`` = ``(i, i, i)``, gives the
     indices as labels), RGB PNGs through ``colormap``; single-channel masks (8/16-bit, or grey + an opaque
     alpha channel) are integer labels (values must be < C). A colour outside the map, transparency, and
-    modes that cannot hold exact labels (CMYK, float) raise InputError naming the file.
+    modes that cannot hold exact labels (CMYK, float) raise InputError naming the file. ``colormap`` ``"labels"``:
+    every mask holds class indices (nnU-Net; values checked by the caller against its class list).
     """
     path = Path(path)
     if isinstance(colormap, str) and colormap == LABELS:  # nnU-Net: every mask holds class indices
@@ -267,7 +271,7 @@ def read_mask(path: str | Path, colormap: str | Colormap | object = "pascal") ->
     img = _open(path)
     mode = img.mode
     if mode == "P" and "transparency" not in img.info:
-        return _palette_labels(img, cmap, path)
+        return _palette_labels(img, cmap, path, num_classes)
     if mode in ("P", "PA", "RGBA"):
         rgba = np.asarray(img.convert("RGBA"))
         _opaque(rgba[..., 3], path)
@@ -277,9 +281,9 @@ def read_mask(path: str | Path, colormap: str | Colormap | object = "pascal") ->
     if mode in ("LA", "La"):
         arr = np.asarray(img)
         _opaque(arr[..., 1], path)
-        return _integer_labels(arr[..., 0].astype(np.int64), path)
+        return _integer_labels(arr[..., 0].astype(np.int64), path, num_classes)
     if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N"):
-        return _integer_labels(np.asarray(img).astype(np.int64), path)
+        return _integer_labels(np.asarray(img).astype(np.int64), path, num_classes)
     raise InputError(f"{path}: mask mode {mode!r} cannot hold exact labels; expected a palette, RGB or "
                      "8/16-bit grey PNG")
 
@@ -295,10 +299,11 @@ def write_mask(path: str | Path, labels: np.ndarray, colormap: str | Colormap = 
     assert labels.ndim == 2, "labels must be (H, W)"
     inv = {label: colour for colour, label in sorted(cmap.items(), key=lambda kv: kv[0], reverse=True)}
     inv[0] = (0, 0, 0)
+    n = max(len(CLASS_NAMES), max(cmap.values()) + 1)  # the colour map's classes (the fetal four by default)
     palette = np.zeros((256, 3), dtype=np.uint8)
-    for label in range(len(CLASS_NAMES)):
+    for label in range(n):
         palette[label] = inv.get(label, (0, 0, 0))
-    assert labels.size == 0 or int(labels.max()) < len(CLASS_NAMES), "labels outside 0..C-1"
+    assert labels.size == 0 or int(labels.max()) < n, "labels outside 0..C-1"
     lab = np.ascontiguousarray(labels.astype(np.uint8))
     img = Image.frombytes("P", (lab.shape[1], lab.shape[0]), lab.tobytes())
     img.putpalette(palette.ravel().tolist())

@@ -32,8 +32,10 @@ CHANNEL = "_0000"
 
 
 def read_dataset_json(root: str | Path) -> tuple[tuple[str, ...], str]:
-    """``(class names in label order, file ending)`` from ``root/dataset.json``."""
-    path = Path(root) / "dataset.json"
+    """``(class names in label order, file ending)`` from ``root/dataset.json`` (or ``root`` itself when it is a
+    JSON file). Label 0 must be named ``background`` (as nnU-Net requires)."""
+    root = Path(root)
+    path = root if root.is_file() and root.suffix.lower() == ".json" else root / "dataset.json"
     if not path.is_file():
         raise InputError(f"{root}: no dataset.json; expected an nnU-Net v2 raw data set folder")
     try:
@@ -49,6 +51,9 @@ def read_dataset_json(root: str | Path) -> tuple[tuple[str, ...], str]:
     by_value = sorted(labels.items(), key=lambda kv: kv[1])
     if [v for _, v in by_value] != list(range(len(by_value))):
         raise InputError(f"{path}: 'labels' values {sorted(labels.values())}; expected 0..{len(labels) - 1}, each once")
+    if by_value[0][0] != "background" or len(by_value) < 2:
+        raise InputError(f"{path}: 'labels' {dict(by_value)}; expected \"background\": 0 and at least one "
+                         "foreground class")
     ending = meta.get("file_ending", ".png")
     if ending.lower() != ".png":
         raise InputError(f"{path}: file_ending {ending!r}; expected '.png' (2D data sets)")

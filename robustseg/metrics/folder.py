@@ -18,7 +18,7 @@ import pandas as pd
 from robustseg._io import write_csv, write_text
 from robustseg.data.index import MASK_EXTS
 from robustseg.errors import InputError
-from robustseg.labels import CLASS_NAMES
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 from robustseg.metrics._common import DEFAULT_EMPTY_POLICY, check_empty_policy
 from robustseg.metrics.postprocess import compare_postprocessing
 from robustseg.metrics.postprocess import postprocess as postprocess_labels
@@ -72,14 +72,15 @@ def evaluate_folder(
     postprocess: bool = False,
     min_component_px: int = 5,
     progress: Callable[[int, int], None] | None = None,
+    small_structures: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-image table (docs/architecture.md schema) and a JSON-ready summary for two mask folders.
 
     ``pixel_size_csv`` (columns ``Label``, ``Pixel in mm``) gives mm per pixel by image stem; images it
     does not list, or all images without it, are measured in pixels (``pixel_mm_known`` False).
     ``progress(done, total)`` is called after each image is read. With ``postprocess`` the predictions
-    are also scored after closing + keep-largest-component of CSP and LV (classes named ``csp`` / ``lv``):
-    the table gets a ``postprocessed`` column (raw rows False) and the summary a ``postprocessing`` list
+    are also scored after closing + keep-largest-component of the ``small_structures`` (class names; default:
+    the fetal ``csp`` and ``lv`` among ``classes``): the table gets a ``postprocessed`` column (raw rows False) and the summary a ``postprocessing`` list
     with raw and post-processed numbers side by side; the other summary entries stay those of the raw
     predictions.
     """
@@ -89,6 +90,10 @@ def evaluate_folder(
     classes = tuple(classes)
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise InputError(f"classes: expected at least two distinct names, got {','.join(classes)!r}")
+    small = _small_indices(classes, small_structures)
+    if postprocess and not small:
+        raise InputError(f"--postprocess: needs the small structures to post-process (--small-structures NAME,...) "
+                         f"among the classes {','.join(classes)}")
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds = _list_masks(pred_dir, "prediction")
     refs = _list_masks(gt_dir, "reference")
@@ -111,7 +116,7 @@ def evaluate_folder(
     for k, image_id in enumerate(ids):
         pair = []
         for path in (preds[image_id], refs[image_id]):
-            lab = read_mask(path, colormap)
+            lab = read_mask(path, colormap, num_classes=256)  # checked against the class list just below
             if lab.size and int(lab.max()) >= len(classes):
                 raise InputError(
                     f"{path}: label {int(lab.max())} found but only {len(classes)} classes ({','.join(classes)}) given"
@@ -125,9 +130,6 @@ def evaluate_folder(
         if progress is not None:
             progress(k + 1, len(ids))
     tables = []
-    small = [k for k, c in enumerate(classes) if c in ("csp", "lv")]
-    if postprocess and not small:
-        raise InputError(f"--postprocess: needs a class named csp or lv among {','.join(classes)}")
     variants = (False, True) if postprocess else (False,)
     for items in groups.values():
         gid = [i for i, _, _ in items]
@@ -164,6 +166,20 @@ def evaluate_folder(
     summary["pred_dir"], summary["gt_dir"] = str(pred_dir), str(gt_dir)
     summary["pixel_size_csv"] = None if pixel_size_csv is None else str(pixel_size_csv)
     return table, summary
+
+
+def _small_indices(classes: tuple[str, ...], small_structures: Sequence[str] | None) -> list[int]:
+    """Label indices of the small structures: the named ones (each must be a foreground class), or by default
+    the fetal small structures (CSP, LV) among ``classes``."""
+    if small_structures is None:
+        fetal = {CLASS_NAMES[i] for i in SMALL_CLASSES}
+        return [k for k, c in enumerate(classes) if c in fetal]
+    names = [str(c).strip() for c in small_structures]
+    unknown = [c for c in names if c not in classes[1:]]
+    if unknown or not names:
+        raise InputError(f"small structures {','.join(names)!r}: {unknown[0] if unknown else 'none'} is not a "
+                         f"foreground class; expected names among {','.join(classes[1:])}")
+    return [classes.index(c) for c in names]
 
 
 def _clean(value: Any) -> Any:
