@@ -54,9 +54,11 @@ def int_list(lo: int) -> Any:
     return Annotated[list[Annotated[int, Field(ge=lo)]], Field(min_length=1), AfterValidator(distinct)]
 
 
-def name_list(choices: tuple[str, ...]) -> Any:
-    """A non-empty list of distinct names from ``choices``."""
-    return Annotated[list[Literal[choices]], Field(min_length=1), AfterValidator(distinct)]  # type: ignore[valid-type]
+def class_list() -> Any:
+    """A non-empty list of distinct class names (checked against the data set's classes: the fetal ones at load,
+    an nnU-Net data set's when its dataset.json is read)."""
+    return Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, json_schema_extra={
+        "expected": "a non-empty list of distinct class names"}), AfterValidator(distinct)]
 
 
 Colormap = Annotated[str | dict[str, Any], Field(json_schema_extra={"expected": "a colormap name or a table"})]
@@ -262,8 +264,10 @@ class TuneTable(Table):
     """Fresh seeds per confirmed trial (and for the current settings)."""
     confirm_alpha: Annotated[Number, Field(gt=0, lt=1)] = 0.05
     """Holm-corrected level at which a confirmed trial must beat the current settings to be adopted."""
-    classes: name_list(CLASS_NAMES[1:]) = ["csp", "lv"]
-    parenchyma_classes: name_list(CLASS_NAMES[1:]) = ["brain"]
+    classes: class_list() | None = None
+    """Classes the objective averages; unset: the data set's small structures (``data.small_structures``)."""
+    parenchyma_classes: class_list() | None = None
+    """The second objective's classes (``mode = "multi"``); unset: the other foreground classes (fetal: brain)."""
     folds: int_list(0) = [0]
     a: _range("a") = [0.0, 1.0]
     b: _range("b") = [0.0, 1.0]
@@ -328,6 +332,18 @@ class StudyConfig(Table):
         k = self.split.k_folds
         if self.tune is not None and any(f >= k for f in self.tune.folds):
             raise key_error("tune.folds", self.tune.folds, f"a non-empty list of distinct fold numbers in [0, {k - 1}]")
+        return self
+
+    @model_validator(mode="after")
+    def _tune_classes(self) -> Self:
+        """The fetal data sources have the fetal classes (an nnU-Net data set's are checked when it is read)."""
+        if self.tune is None or self.data.source == "nnunet":
+            return self
+        for key in ("classes", "parenchyma_classes"):
+            value = getattr(self.tune, key)
+            if value is not None and any(c not in CLASS_NAMES[1:] for c in value):
+                raise key_error(f"tune.{key}", value, "a non-empty list of distinct class names from "
+                                + ", ".join(repr(c) for c in CLASS_NAMES[1:]))
         return self
 
 

@@ -190,7 +190,8 @@ def run_confirmation(ostudy: optuna.Study, spec: TuneSpec, arm: dict[str, Any], 
                 out = out_dir / f"{key}"
                 try:
                     for fold in spec.folds:
-                        result = fit_unit(arm, dict(s.params), seed, size, folds[fold], out / f"fold-{fold}")
+                        result = fit_unit(arm, dict(s.params), seed, size, folds[fold], out / f"fold-{fold}",
+                                          spec=spec)
                         small.append(class_dice({f"val_dice_{c}": v for c, v in result.val_dice.items()},
                                                 spec.classes))
                 except RunError as exc:

@@ -56,12 +56,15 @@ def search_seeds(first: int, n: int) -> list[int]:
 
 
 def fit_unit(arm: dict[str, Any], params: dict[str, float], seed: int, size: int,
-             arrays: tuple[Any, Any], out: Path, progress: Callable[..., None] | None = None) -> Any:
-    """Train the arm with ``params`` placed in it on one fold with one seed; returns ``TrainResult``."""
+             arrays: tuple[Any, Any], out: Path, progress: Callable[..., None] | None = None, *,
+             spec: TuneSpec | None = None) -> Any:
+    """Train the arm with ``params`` placed in it on one fold with one seed; returns ``TrainResult``.
+    ``spec`` gives the data set's classes and small structures (default: the fetal ones)."""
     from robustseg.nn.train import train_run
     from robustseg.pipeline.runner import train_config
 
-    cfg = train_config(apply_params(arm, params), seed, size)
+    labels = {} if spec is None else {"class_names": spec.class_names, "small_classes": spec.small_classes}
+    cfg = train_config(apply_params(arm, params), seed, size, **labels)
     return train_run(cfg, arrays[0], arrays[1], out, progress=progress)
 
 
@@ -114,7 +117,7 @@ class Objective:
                                                      f"mean Dice so far {running:.4f}")
 
                 result = fit_unit(self.arm, params, seed, self.size, self.folds[fold],
-                                  out / f"seed-{seed}-fold-{fold}", progress=progress)
+                                  out / f"seed-{seed}-fold-{fold}", progress=progress, spec=spec)
                 dice = {f"val_dice_{c}": v for c, v in result.val_dice.items()}
                 small.append(class_dice(dice, spec.classes))
                 large.append(class_dice(dice, spec.parenchyma_classes))

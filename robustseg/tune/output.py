@@ -26,6 +26,7 @@ import tomli_w
 from optuna.trial import FrozenTrial, TrialState
 
 from robustseg.config import Study
+from robustseg.labels import display_name
 from robustseg.tune.space import LOG_SCALE, SPACE_KEYS, TuneSpec, apply_params, tuned_arm
 
 KILLED_PREFIX = "killed_trial_"
@@ -329,7 +330,8 @@ def _oversampling_figure(table: pd.DataFrame, spec: TuneSpec, path: Path, *, bas
     elif "oversampling" in base:
         ax.axvline(base["oversampling"], color="black", ls=":", lw=1, label="current settings")
     ax.set_xscale("log")
-    ax.set_xlabel("oversampling factor of images with CSP/LV")
+    small = "/".join(display_name(spec.class_names[k]) for k in spec.small_classes)
+    ax.set_xlabel(f"oversampling factor of images with {small}")
     ax.set_ylabel(target)
     ax.legend(fontsize=7)
     _replace_into(path, lambda tmp: fig.savefig(tmp, dpi=110))
@@ -386,7 +388,8 @@ def write_report_section(ostudy: optuna.Study, spec: TuneSpec, out_dir: Path, *,
         lines += [f"- {k} = {v:.6g}" for k, v in effective_params(best).items()] + [""]
     if spec.mode == "multi" and best is not None:
         front = {t.number for t in ostudy.best_trials}
-        lines += ["## Pareto front (small structures vs parenchyma)", "",
+        lines += [f"## Pareto front ({'/'.join(map(display_name, spec.classes))} vs "
+                  f"{'/'.join(map(display_name, spec.parenchyma_classes))})", "",
                   md_table(table[table["number"].isin(front)].sort_values(target, ascending=False))]
         problem = _optuna_figure(ovm.plot_pareto_front, figs / "pareto_front.png", study=ostudy,
                                  target_names=spec.objective_names)

@@ -223,7 +223,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
     from robustseg.pipeline.study import prepare
 
     started = time.time()
-    spec = parse_tune(study)
+    spec = parse_tune(study)  # reads the data set's classes (an nnU-Net dataset.json) and checks tune.classes
     n_trials = spec.options["trials"] if trials is None else trials
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 0:
         raise InputError(f"--trials {n_trials!r}: expected an integer >= 0")

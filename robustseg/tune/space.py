@@ -8,7 +8,8 @@ defaults); this module turns it into a ``TuneSpec``. Options: ``trials`` (per ca
 Dice stays near 0 for the first epochs of every trial and says little before),
 ``startup_trials`` (random TPE start-up), ``storage``, ``study_name``, ``arm`` (default the first),
 ``heartbeat_interval`` / ``grace_period`` (s), ``retry_killed``, ``max_consecutive_failures``,
-``keep_checkpoints``, ``classes`` (default csp, lv), ``parenchyma_classes`` (brain), ``folds`` ([0]),
+``keep_checkpoints``, ``classes`` (default: ``data.small_structures``, csp and lv), ``parenchyma_classes``
+(default: the other foreground classes, brain), ``folds`` ([0]),
 ``seeds_per_trial`` (1: each trial's objective is the mean over that many training seeds),
 ``confirm_top_k`` (3: trials re-trained after the search; 0: no confirmation, the tuned file then keeps
 the current settings), ``confirm_seeds`` (5: fresh seeds per confirmed setting, >= 2) and
@@ -20,7 +21,7 @@ Search space (each entry is either a fixed number or a ``[low, high]`` range; a 
 
 - ``a``             Dice share of the hybrid loss, default ``[0, 1]``
 - ``b``             focal share of the hybrid loss, default ``[0, 1]``
-- ``oversampling``  oversampling factor of images with CSP/LV, default ``[1, 10]``, log scale
+- ``oversampling``  oversampling factor of images with a small structure (CSP/LV), default ``[1, 10]``, log scale
 - ``gamma``         focal gamma, optional (absent: the study's value)
 - ``lr``            learning rate, optional (absent: the study's value), log scale
 
@@ -36,12 +37,14 @@ triangle ``a, b >= 0, a + b <= 1``. The Optuna parameters are ``a``, ``b_share``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from robustseg.config import Study
 from robustseg.config.schema import RANGE_LIMITS
+from robustseg.errors import InputError
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 
 SPACE_KEYS = tuple(RANGE_LIMITS)
 LOG_SCALE = {k for k, (_, _, log) in RANGE_LIMITS.items() if log}
@@ -71,6 +74,10 @@ class TuneSpec:
     space: Mapping[str, Range]
     classes: tuple[str, ...] = ("csp", "lv")
     parenchyma_classes: tuple[str, ...] = ("brain",)
+    class_names: tuple[str, ...] = CLASS_NAMES
+    """The data set's classes in label order (what the trained models predict)."""
+    small_classes: tuple[int, ...] = SMALL_CLASSES
+    """Label indices of ``data.small_structures`` (the sampler's oversampling, foreground crops)."""
     folds: tuple[int, ...] = (0,)
     mode: str = "single"
     pruner: str = "median"
@@ -91,13 +98,47 @@ def _range(key: str, value: float | list[float]) -> Range:
     return Range(float(low), float(high), key in LOG_SCALE)
 
 
-def parse_tune(study: Study) -> TuneSpec:
-    """The search space of ``study.tune`` (validated when the study was loaded; absent: all defaults)."""
+def _data_classes(study: Study, class_names: Sequence[str] | None) -> tuple[str, ...]:
+    if class_names is not None:
+        return tuple(class_names)
+    from robustseg.pipeline.study import study_classes
+
+    return study_classes(study)
+
+
+def objective_classes(study: Study, class_names: Sequence[str] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(classes, parenchyma_classes)`` of the objective: ``tune.classes`` or the data set's small structures
+    (``data.small_structures``), ``tune.parenchyma_classes`` or the other foreground classes (fetal: brain).
+    ``class_names``: the data set's classes (default: read from the study's data set); a name that is not one
+    of its foreground classes is an InputError."""
+    class_names = _data_classes(study, class_names)
+    table = study.tune
+    small = tuple(table.classes) if table.classes is not None else tuple(study.data.small_structures)
+    other = (tuple(table.parenchyma_classes) if table.parenchyma_classes is not None
+             else tuple(c for c in class_names[1:] if c not in small))
+    for key, names in (("classes" if table.classes is not None else "data.small_structures", small),
+                       ("parenchyma_classes", other)):
+        unknown = [c for c in names if c not in class_names[1:]]
+        if unknown:
+            where = key if key.startswith("data.") else f"tune.{key}"
+            raise InputError(f"{study.path or 'study'}: key '{where}': {unknown[0]!r} is not a foreground class of the "
+                             f"data set (classes: {', '.join(class_names)})")
+    if not other:
+        other = small  # no other foreground class: the second objective repeats the first
+    return small, other
+
+
+def parse_tune(study: Study, class_names: Sequence[str] | None = None) -> TuneSpec:
+    """The search space of ``study.tune`` (validated when the study was loaded; absent: all defaults) and the
+    objective's classes (:func:`objective_classes`; ``class_names``: the data set's classes)."""
     table = study.tune
     space = {k: _range(k, getattr(table, k)) for k in SPACE_KEYS if getattr(table, k) is not None}
     if tuned_arm(study, table.arm).loss != "hybrid":
         del space["a"], space["b"]  # the default space: nothing to tune in a non-hybrid loss
-    return TuneSpec(space=space, classes=tuple(table.classes), parenchyma_classes=tuple(table.parenchyma_classes),
+    names = _data_classes(study, class_names)
+    classes, parenchyma = objective_classes(study, names)
+    small = tuple(names.index(c) for c in study.data.small_structures if c in names)
+    return TuneSpec(space=space, classes=classes, parenchyma_classes=parenchyma, class_names=names, small_classes=small,
                     folds=tuple(table.folds), mode=table.mode, pruner=table.pruner_name,
                     options={k: getattr(table, k) for k in OPTION_KEYS})
 
