@@ -150,3 +150,32 @@ def test_evaluate_folder_and_check_data_use_the_classes(liver: tuple[Path, Path,
     printed = capsys.readouterr().out
     assert "tumor" in printed and "vessel" in printed and "kidney" in printed
     assert not FETAL.search(printed), FETAL.search(printed)
+
+
+def test_tuning_trains_and_scores_the_data_sets_classes(liver: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """A trial trains a 5-class model and its objectives average the small structures / the other classes."""
+    import optuna
+
+    from robustseg.config import build_study
+    from robustseg.errors import InputError
+    from robustseg.tune import parse_tune, run_tuning
+
+    data, _, _ = liver
+    raw = {
+        "name": "liver-tune", "seeds": [0],
+        "data": {"source": "nnunet", "path": str(data), "size": 32, "small_structures": SMALL},
+        "split": {"test_fraction": 0.3, "k_folds": 2},
+        "model": {"name": "attention_unet", "base": 4, "depth": 3},
+        "train": {"max_epochs": 1, "batch_size": 8},
+        "tune": {"mode": "multi", "confirm_top_k": 0},
+        "execution": {"threads": 1, "runs_dir": str(tmp_path / "runs"), "reports_dir": str(tmp_path / "reports")},
+    }
+    study = build_study(raw)
+    spec = parse_tune(study)
+    assert (spec.classes, spec.parenchyma_classes) == (("tumor", "vessel"), ("liver", "kidney"))
+    assert spec.class_names == tuple(NAMES) and spec.small_classes == (3, 4)
+    result = run_tuning(study, trials=1, storage=None, timeout=None)
+    trial = optuna.load_study(study_name="liver-tune", storage=result.storage).trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    with pytest.raises(InputError, match="tune.classes.*'csp' is not a foreground class"):
+        parse_tune(build_study({**raw, "tune": {"classes": ["csp"]}}))
