@@ -137,6 +137,8 @@ def test_evaluate_folder_and_check_data_use_the_classes(liver: tuple[Path, Path,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"] == NAMES
     assert {r["class"] for r in summary["postprocessing"]} >= set(SMALL)
+    small_iou = [summary["global"][c]["iou"] for c in SMALL]
+    assert summary["iou_summary"]["miou_small"] == pytest.approx(np.mean([v for v in small_iou if v is not None]))
     # the same numbers as the run's own native-resolution table
     own = pd.read_csv(run / "per_image.csv.gz")
     own = own[(own["perturbation"] == "none") & ~own["postprocessed"].astype(bool)]

@@ -159,7 +159,8 @@ def evaluate_folder(
         .reset_index(drop=True)
     )
     raw = table[~table["postprocessed"]] if postprocess else table
-    summary = summarise(raw, empty_policy=empty_policy, nsd_tolerance_mm=nsd_tolerance_mm)
+    summary = summarise(raw, empty_policy=empty_policy, nsd_tolerance_mm=nsd_tolerance_mm,
+                        small=[classes[k] for k in small])
     if postprocess:
         comparison = compare_postprocessing(raw, table[table["postprocessed"]])
         summary["postprocessing"] = [{k: _clean(v) for k, v in row.items()} for row in comparison.to_dict("records")]
@@ -199,10 +200,12 @@ def _records(df: pd.DataFrame, key: str = "class") -> dict[str, dict[str, Any]]:
 
 
 def summarise(
-    table: pd.DataFrame, *, empty_policy: str = DEFAULT_EMPTY_POLICY, nsd_tolerance_mm: float | None = None
+    table: pd.DataFrame, *, empty_policy: str = DEFAULT_EMPTY_POLICY, nsd_tolerance_mm: float | None = None,
+    small: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """JSON-ready summary of a per-image table: global, per-image and presence counts per class, mIoU/FWIoU."""
-    tables = summarise_table(table, empty_policy=empty_policy)
+    """JSON-ready summary of a per-image table: global, per-image and presence counts per class, mIoU/FWIoU
+    (``miou_small`` over ``small``, CSP and LV by default)."""
+    tables = summarise_table(table, empty_policy=empty_policy, small=small)
     iou = tables["iou_summary"].iloc[0]
     known = table.drop_duplicates("image_id")["pixel_mm_known"]
     return {

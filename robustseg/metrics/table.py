@@ -228,12 +228,14 @@ def iou_summary(
 
 
 def summarise_table(
-    table: pd.DataFrame, by: Sequence[str] = (), empty_policy: str = DEFAULT_EMPTY_POLICY
+    table: pd.DataFrame, by: Sequence[str] = (), empty_policy: str = DEFAULT_EMPTY_POLICY,
+    small: Sequence[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The standard set of aggregates: ``global``, ``per_image``, ``presence``, ``iou_summary``."""
+    """The standard set of aggregates: ``global``, ``per_image``, ``presence``, ``iou_summary`` (``small``: the
+    small structures of ``miou_small``, CSP and LV by default)."""
     return {
         "global": aggregate_global(table, by, empty_policy),
         "per_image": aggregate_per_image(table, by),
         "presence": presence_counts(table, by),
-        "iou_summary": iou_summary(table, by, empty_policy=empty_policy),
+        "iou_summary": iou_summary(table, by, empty_policy=empty_policy, small=small),
     }
