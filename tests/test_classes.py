@@ -148,10 +148,21 @@ def test_evaluate_folder_and_check_data_use_the_classes(liver: tuple[Path, Path,
     np.testing.assert_array_equal(merged["fp"], merged["fp_f"])
     capsys.readouterr()
 
-    assert main(["check-data", str(data)]) == 0  # nnU-Net layout detected
+    assert main(["check-data", str(data), "--small-structures", "tumor,vessel"]) == 0  # nnU-Net layout detected
     printed = capsys.readouterr().out
-    assert "tumor" in printed and "vessel" in printed and "kidney" in printed
+    assert "images with tumor and vessel" in printed and "kidney" in printed
     assert not FETAL.search(printed), FETAL.search(printed)
+    assert main(["check-data", str(data), "--small-structures", "csp"]) == 2
+    assert "'csp' is not a foreground class" in capsys.readouterr().err
+
+    # robustseg qc: the ensemble's GT-free scores per small structure of the data set
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    for p in sorted((data / "imagesTr").glob("*.png"))[:3]:
+        (images / p.name).write_bytes(p.read_bytes())
+    assert main(["qc", str(runs_dir), str(images), "-o", str(tmp_path / "qc.csv")]) == 0
+    qc = pd.read_csv(tmp_path / "qc.csv")
+    assert set(qc["structure"]) == {"tumor", "vessel", "tumor+vessel"} and len(qc) == 9
 
 
 def test_tuning_trains_and_scores_the_data_sets_classes(liver: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ def structure_features(
     (skimage ``regionprops``), in mm (in pixels when the pixel size is unknown, ``pixel_mm_known`` False);
     ``orientation`` in radians as skimage defines it. The LV minor axis approximates the atrial width:
     ``ventriculomegaly`` is ``minor_axis_mm >= ventriculomegaly_mm`` for ``lv_class`` with a known pixel size,
-    NA otherwise. An absent structure has area 0 and NaN shape values. ``classes`` defaults to all but the first.
+    NA otherwise (a fetal measurement: all NA for a data set without a class of that name). An absent structure has area 0 and NaN shape values. ``classes`` defaults to all but the first.
     """
     lab = np.asarray(labels)
     if lab.ndim == 2:
