@@ -149,7 +149,7 @@ def _attempt(spec: RunSpec, run_dir: Path, threads: int, on_event: OnEvent) -> R
     write_json(run_dir / SPEC, spec.payload)
     started = time.time()
 
-    small = tuple(spec.payload["data"].get("small_structures", ()))
+    small = tuple(spec.payload.get("data", {}).get("small_structures", ()))
 
     def progress(epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
         on_event(EpochEnd(spec.run_id, epoch, max_epochs, dict(metrics), small))
