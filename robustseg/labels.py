@@ -11,6 +11,9 @@ CLASS_NAMES: tuple[str, ...] = ("background", "brain", "csp", "lv")
 SMALL_CLASSES: tuple[int, ...] = (2, 3)
 """The small, clinically important structures (CSP, LV)."""
 
+SMALL_STRUCTURES: tuple[str, ...] = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
+"""Their names, ``("csp", "lv")``: the default of ``data.small_structures``."""
+
 DISPLAY_NAMES: dict[str, str] = {"csp": "CSP", "lv": "LV"}
 """How text spells a class name where it differs from the name (the fetal abbreviations)."""
 

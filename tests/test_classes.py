@@ -192,3 +192,20 @@ def test_tuning_trains_and_scores_the_data_sets_classes(liver: tuple[Path, Path,
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
     with pytest.raises(InputError, match="tune.classes.*'csp' is not a foreground class"):
         parse_tune(build_study({**raw, "tune": {"classes": ["csp"]}}))
+
+
+def test_external_test_set_must_have_the_same_classes(liver: tuple[Path, Path, Path], make_layout1,
+                                                      tmp_path: Path) -> None:
+    from robustseg.config import build_study
+    from robustseg.errors import InputError
+    from robustseg.pipeline.study import prepare
+
+    data, _, _ = liver
+    study = build_study({
+        "name": "liver-ext", "data": {"source": "nnunet", "path": str(data), "size": 32, "small_structures": SMALL,
+                                      "external": {"fetal": {"source": "fetal_head", "path": str(make_layout1())}}},
+        "split": {"test_fraction": 0.3, "k_folds": 2},
+        "execution": {"runs_dir": str(tmp_path / "runs"), "reports_dir": str(tmp_path / "reports")},
+    })
+    with pytest.raises(InputError, match="external test set 'fetal' has the classes background, brain, csp, lv"):
+        prepare(study)

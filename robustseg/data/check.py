@@ -12,7 +12,7 @@ import pandas as pd
 from robustseg.data.index import detect_source, load_index
 from robustseg.data.io import Colormap
 from robustseg.errors import InputError
-from robustseg.labels import CLASS_NAMES, SMALL_CLASSES, display_list, display_name
+from robustseg.labels import SMALL_STRUCTURES, display_list, display_name
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def index_classes(index: pd.DataFrame) -> tuple[str, ...]:
 def _small_names(names: tuple[str, ...], small: Sequence[str] | None) -> list[str]:
     """The small structures to count: the given names (each a foreground class), else the fetal ones present."""
     if small is None:
-        return [CLASS_NAMES[i] for i in SMALL_CLASSES if CLASS_NAMES[i] in names[1:]]
+        return [c for c in SMALL_STRUCTURES if c in names[1:]]
     unknown = [c for c in small if c not in names[1:]]
     if unknown:
         raise InputError(f"small structures: {unknown[0]!r} is not a foreground class of the data set "

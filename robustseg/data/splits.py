@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
+from robustseg.labels import SMALL_STRUCTURES
 
 TEST_FOLD = -1
 
@@ -110,7 +111,7 @@ def make_splits(
     return out.sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
-def fold_summary(splits: pd.DataFrame, index: pd.DataFrame, structures: tuple[str, ...] = ("csp", "lv")
+def fold_summary(splits: pd.DataFrame, index: pd.DataFrame, structures: tuple[str, ...] = SMALL_STRUCTURES
                  ) -> pd.DataFrame:
     """Per fold: ``fold, images, patients`` and ``<structure>_images`` per structure (``csp_images, lv_images``)."""
     cols = [f"has_{c}" for c in structures]

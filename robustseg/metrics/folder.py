@@ -18,7 +18,7 @@ import pandas as pd
 from robustseg._io import write_csv, write_text
 from robustseg.data.index import MASK_EXTS
 from robustseg.errors import InputError
-from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES
 from robustseg.metrics._common import DEFAULT_EMPTY_POLICY, check_empty_policy
 from robustseg.metrics.postprocess import compare_postprocessing
 from robustseg.metrics.postprocess import postprocess as postprocess_labels
@@ -173,8 +173,7 @@ def _small_indices(classes: tuple[str, ...], small_structures: Sequence[str] | N
     """Label indices of the small structures: the named ones (each must be a foreground class), or by default
     the fetal small structures (CSP, LV) among ``classes``."""
     if small_structures is None:
-        fetal = {CLASS_NAMES[i] for i in SMALL_CLASSES}
-        return [k for k, c in enumerate(classes) if c in fetal]
+        return [k for k, c in enumerate(classes) if c in SMALL_STRUCTURES]
     names = [str(c).strip() for c in small_structures]
     unknown = [c for c in names if c not in classes[1:]]
     if unknown or not names:

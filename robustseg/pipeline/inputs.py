@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
-from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+from robustseg.labels import CLASS_NAMES, SMALL_CLASSES, SMALL_STRUCTURES
 from robustseg.pipeline.plan import DataSpec
 
 
@@ -64,6 +64,6 @@ def saved_classes(saved: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
     the fetal classes and ``data.small_structures`` (or CSP and LV) for run folders written before they were."""
     names = tuple(saved.get("class_names") or CLASS_NAMES)
     study = saved.get("study") or {}
-    default = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
-    small = tuple(saved.get("small_structures") or study.get("data", {}).get("small_structures") or default)
+    small = tuple(saved.get("small_structures") or study.get("data", {}).get("small_structures")
+                  or SMALL_STRUCTURES)
     return names, small

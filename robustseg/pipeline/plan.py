@@ -18,6 +18,7 @@ import pandas as pd
 
 from robustseg import __version__
 from robustseg.config import DataTable, Study, stable_hash
+from robustseg.labels import SMALL_STRUCTURES
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class DataSpec:
     """A colour-map name or table; stored in the hashable canonical form of
     :func:`robustseg.data.io.canonical_colormap` (so a spec can key the per-process data cache)."""
     size: int
-    small_structures: tuple[str, ...] = ("csp", "lv")
+    small_structures: tuple[str, ...] = SMALL_STRUCTURES
     """Names of the small structures (oversampling, post-processing, split strata): ``data.small_structures``."""
 
     def __post_init__(self) -> None:

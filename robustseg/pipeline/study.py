@@ -184,8 +184,14 @@ def prepare(study: Study) -> Prepared:
                          strata=strata)
     external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size, small))
                 for e in study.external]
-    for _, spec in external:
-        load_data(spec)  # validate external sets before any training
+    for name, spec in external:  # validate external sets before any training
+        from robustseg.data.index import dataset_classes
+
+        names = dataset_classes(spec.source, spec.path)
+        if names != loaded.class_names:
+            raise InputError(f"{study.path or 'study'}: external test set {name!r} has the classes "
+                             f"{', '.join(names)}; expected those of the data set ({', '.join(loaded.class_names)})")
+        load_data(spec)
     suite = resolve_suite(study)
     prints = {"data": fingerprint(loaded)} | {name: fingerprint(load_data(spec)) for name, spec in external}
     runs = plan_runs(study, data, splits, suite, external, prints)

@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
-from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES
 
-STRUCTURES: tuple[str, ...] = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
+STRUCTURES: tuple[str, ...] = SMALL_STRUCTURES
 """Structures that get scores by default (the small, clinically measured ones: CSP, LV). A study scores the
 small structures of its data set (``data.small_structures``)."""
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg import stats
-from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES
 from robustseg.qc.robustness import (
     corruption_error,
     mean_corruption_error,
@@ -23,7 +23,7 @@ from robustseg.qc.robustness import (
 
 RUN = ("arm", "fold", "seed")
 SPREAD_METRICS = ("dice", "iou", "hd95_mm", "nsd")
-SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
+SMALL = SMALL_STRUCTURES
 """The default small structures (CSP, LV); a study's report uses those of its data set (``data.small_structures``)."""
 BOOT_SEED = 0
 CI_METHOD = stats.bootstrap.DEFAULT_METHOD

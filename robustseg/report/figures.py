@@ -15,10 +15,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from robustseg.labels import CLASS_NAMES, SMALL_CLASSES, display_name
+from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES, display_name
 
 FOREGROUND = CLASS_NAMES[1:]
-SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
+SMALL = SMALL_STRUCTURES
 CLASS_COLORS = {"background": "#7f7f7f", "brain": "#1f77b4", "csp": "#2ca02c", "lv": "#d62728"}
 """Colours of the fetal classes; other class names get :data:`PALETTE` colours by label index."""
 PALETTE = ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",

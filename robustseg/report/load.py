@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
-from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES
 from robustseg.pipeline.inputs import saved_classes
 from robustseg.pipeline.native import NativeSet, unpack_masks
 from robustseg.qc.anomaly import load_heatmaps
 
 _ID_COLUMNS = {"image_id": str, "patient_id": str, "run_id": str, "arm": str}
-SMALL = tuple(CLASS_NAMES[i] for i in SMALL_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class StudyInputs:
     completes: dict[str, dict[str, Any]] = field(default_factory=dict)
     class_names: tuple[str, ...] = CLASS_NAMES
     """The data set's classes in label order (``study.json``; the fetal four for run folders written before)."""
-    small: tuple[str, ...] = SMALL
+    small: tuple[str, ...] = SMALL_STRUCTURES
     """The data set's small structures (``data.small_structures``; CSP and LV by default)."""
 
     @property
