@@ -209,3 +209,19 @@ def test_external_test_set_must_have_the_same_classes(liver: tuple[Path, Path, P
     })
     with pytest.raises(InputError, match="external test set 'fetal' has the classes background, brain, csp, lv"):
         prepare(study)
+
+
+def test_progress_line_and_colours_follow_the_classes() -> None:
+    from robustseg.cli.progress import _small
+    from robustseg.labels import display_list
+    from robustseg.report.figures import CLASS_COLORS, PALETTE, class_colors
+
+    metrics = {"val_loss": 0.5, "val_dice_background": 0.9, "val_dice_liver": 0.8, "val_dice_tumor": 0.1}
+    assert _small(metrics, ("tumor",)) == "val_loss 0.5000 tumor 0.100"
+    assert _small(metrics) == "val_loss 0.5000 liver 0.800 tumor 0.100"  # every foreground class when not told
+    fetal = {"val_loss": 0.5, "val_dice_background": 0.9, "val_dice_brain": 0.8, "val_dice_csp": 0.3, "val_dice_lv": 0.2}
+    assert _small(fetal, ("csp", "lv")) == "val_loss 0.5000 csp 0.300 lv 0.200"
+    assert class_colors() == CLASS_COLORS  # the fetal colours are kept
+    colors = class_colors(NAMES)
+    assert colors == {c: PALETTE[i] for i, c in enumerate(NAMES)} and len(set(colors.values())) == len(NAMES)
+    assert display_list(SMALL) == "tumor and vessel" and display_list(["csp", "lv"]) == "CSP and LV"
