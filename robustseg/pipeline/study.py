@@ -161,6 +161,7 @@ def output_dirs(study: Study) -> tuple[Path, Path]:
 
 def prepare(study: Study) -> Prepared:
     """Everything before training: data, splits, perturbation list, plan; saved under runs/<study>/."""
+    from robustseg.data.index import dataset_classes
     from robustseg.data.splits import make_splits
 
     runs_dir, reports_dir = output_dirs(study)
@@ -185,8 +186,6 @@ def prepare(study: Study) -> Prepared:
     external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size, small))
                 for e in study.external]
     for name, spec in external:  # validate external sets before any training
-        from robustseg.data.index import dataset_classes
-
         names = dataset_classes(spec.source, spec.path)
         if names != loaded.class_names:
             raise InputError(f"{study.path or 'study'}: external test set {name!r} has the classes "
