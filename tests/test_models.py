@@ -50,11 +50,32 @@ def test_unknown_model_lists_valid_names():
         ({"depth": 0}, "depth"),
         ({"base": 0}, "base"),
         ({"dropout": 1.5}, "dropout"),
+        ({"init": "xavier"}, "init"),
     ],
 )
 def test_bad_options_are_input_errors(kw, match):
     with pytest.raises(InputError, match=match):
         create("attention_unet", **kw)
+
+
+def test_he_init_is_nnunets_and_torch_init_is_unchanged():
+    """``init="he"``: Kaiming normal (slope 0.01), zero biases; the default keeps PyTorch's initialisation."""
+    torch.manual_seed(0)
+    he = create("attention_unet", base=16, depth=2, init="he")
+    torch.manual_seed(0)
+    default = create("attention_unet", base=16, depth=2)
+    torch.manual_seed(0)
+    explicit = create("attention_unet", base=16, depth=2, init="torch")
+    conv = he.encoders[1][0]  # 3x3, 16 -> 32 channels: fan_in 144
+    expected_std = (2.0 / (1 + 0.01**2) / 144) ** 0.5
+    assert abs(float(conv.weight.std()) / expected_std - 1) < 0.05
+    assert float(he.head.bias.abs().sum()) == 0.0
+    default_std = float(default.encoders[1][0].weight.std())
+    assert abs(default_std / (1 / (3 * 144)) ** 0.5 - 1) < 0.05  # kaiming_uniform(a=sqrt(5)): var 1/(3 fan_in)
+    for a, b in zip(default.state_dict().values(), explicit.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    zero = create("attention_unet", base=16, depth=2, init="he_zero_head")
+    assert float(zero.head.weight.abs().sum()) == 0.0
 
 
 def test_unet_entry_fixes_attention_off():

@@ -24,6 +24,7 @@ from robustseg.errors import InputError
 from robustseg.nn.models.registry import MODELS
 
 NORMS = ("batch", "instance", "group", "none")
+INITS = ("torch", "he", "he_zero_head")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -98,6 +99,17 @@ class AttentionGate(nn.Module):
         return torch.cat([x * alpha, g], dim=1)
 
 
+def _he_init(model: nn.Module, *, zero_head: bool) -> None:
+    """nnU-Net's ``InitWeights_He(1e-2)`` on every (transposed) convolution; optionally a zero output head."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, a=1e-2)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    if zero_head:
+        nn.init.zeros_(model.head.weight)
+
+
 @MODELS.register("attention_unet", fixed={"attention": True}, positional=2)
 @MODELS.register("unet", fixed={"attention": False}, positional=2)
 class AttentionUNet(nn.Module):
@@ -111,6 +123,9 @@ class AttentionUNet(nn.Module):
         norm: ``batch``, ``instance``, ``group`` or ``none``.
         dropout: Dropout2d probability inside the bottleneck and decoder blocks (0 disables).
         attention: add attention gates (``False`` gives a plain U-Net).
+        init: weight initialisation. ``torch``: PyTorch's defaults; ``he``: nnU-Net's (Kaiming normal with
+            negative slope 0.01 for every convolution, zero biases); ``he_zero_head``: ``he`` with the output
+            head's weights zero, so every class starts at the same logit.
     """
 
     def __init__(
@@ -123,6 +138,7 @@ class AttentionUNet(nn.Module):
         norm: str = "batch",
         dropout: float = 0.0,
         attention: bool = True,
+        init: str = "torch",
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -131,6 +147,8 @@ class AttentionUNet(nn.Module):
             raise InputError(f"model base={base!r}: expected a positive integer")
         if not (isinstance(depth, int) and 1 <= depth <= 7):
             raise InputError(f"model depth={depth!r}: expected an integer in 1..7")
+        if init not in INITS:
+            raise InputError(f"model init={init!r}: expected one of {', '.join(INITS)}")
         if not 0.0 <= float(dropout) < 1.0:
             raise InputError(f"model dropout={dropout!r}: expected a value in [0, 1)")
         self.depth = depth
@@ -151,6 +169,8 @@ class AttentionUNet(nn.Module):
             self.gates.append(AttentionGate(w, w, max(w // 2, 1), norm) if attention else nn.Identity())
             self.decoders.append(ConvBlock(2 * w, w, norm, dropout))
         self.head = Pointwise(widths[0], num_classes)
+        if init != "torch":
+            _he_init(self, zero_head=init == "he_zero_head")
 
     @property
     def size_divisor(self) -> int:
