@@ -104,10 +104,13 @@ def _append_log(path: Path, label: str, runs: pd.DataFrame) -> None:
     for r in runs.itertuples():
         lines.append(f"| {when} | {label} | {r.style} | {r.fold} | {r.seed} | {r.csp:.3f} | {r.lv:.3f} | "
                      f"{r.brain:.3f} | {r.best_epoch} | {r.epochs} | {r.s_per_epoch:.2f} | {r.seconds:.0f} |")
-    new = not path.exists()
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    last = next((ln for ln in reversed(text.splitlines()) if ln.strip()), "")
     with open(path, "a", encoding="utf-8") as fh:
-        if new:
-            fh.write("# Transfer experiments (benchmarks/transfer.py)\n\n" + header)
+        if not text:
+            fh.write("# Transfer experiments (benchmarks/transfer.py)\n\n")
+        if not last.startswith("|"):  # the file ends in prose: start a new table
+            fh.write(("\n" if text else "") + header)
         fh.write("\n".join(lines) + "\n")
 
 

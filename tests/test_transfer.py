@@ -54,3 +54,17 @@ def test_summary_counts_runs_reaching_the_threshold():
     out = _bench().summarise(runs).set_index("style")
     assert out.loc["a", "runs"] == 3 and out.loc["a", "reach"] == 2 and out.loc["b", "reach"] == 0
     assert out.loc["a", "csp_min"] == pytest.approx(0.4) and out.loc["b", "lv_mean"] == pytest.approx(0.8)
+
+
+def test_log_rows_always_land_in_a_table(tmp_path):
+    runs = pd.DataFrame({"style": ["a"], "fold": [0], "seed": [1], "csp": [0.5], "lv": [0.6], "brain": [0.9],
+                         "best_epoch": [3], "epochs": [4], "s_per_epoch": [1.0], "seconds": [4.0]})
+    log = tmp_path / "log.md"
+    bench = _bench()
+    bench._append_log(log, "first", runs)
+    bench._append_log(log, "second", runs)  # continues the table
+    assert log.read_text().count("| when |") == 1
+    log.write_text(log.read_text() + "\n## Notes\n\nprose\n")
+    bench._append_log(log, "third", runs)  # after prose: a new table header
+    lines = log.read_text().splitlines()
+    assert log.read_text().count("| when |") == 2 and lines[-3].startswith("| when |") and "third" in lines[-1]
