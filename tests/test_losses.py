@@ -105,6 +105,17 @@ def test_hybrid_is_the_weighted_sum():
     torch.testing.assert_close(got, (1 - a - b) * ce + b * fo + a * di)
 
 
+def test_hybrid_unweighted_dice_keeps_weighted_ce():
+    logits, target = _random_batch(2)
+    w = [0.2, 0.8, 1.5, 1.5]
+    got = losses.create("hybrid", a=0.5, b=0.0, class_weights=w, weighted_dice=False)(logits, target)
+    ce = losses.create("weighted_ce", class_weights=w)(logits, target)
+    di = losses.create("dice")(logits, target)  # every class's Dice counts the same
+    torch.testing.assert_close(got, 0.5 * ce + 0.5 * di)
+    weighted = losses.create("hybrid", a=0.5, b=0.0, class_weights=w)(logits, target)
+    assert not torch.isclose(got, weighted)
+
+
 def test_hybrid_without_weights_uses_plain_ce():
     logits, target = _random_batch(3)
     got = losses.create("hybrid", a=0.0, b=0.0)(logits, target)

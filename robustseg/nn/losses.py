@@ -12,7 +12,8 @@ autocast) and averaged over the pixels of the whole batch, as in the reference s
   ``D_c = (2 sum_i p_ic y_ic + eps) / (sum_i p_ic**2 + sum_i y_ic**2 + eps)`` (pixels pooled over the batch:
   nnU-Net's "batch Dice"; ``batch_dice=False`` computes ``D_c`` per image and averages over the images)
 * ``hybrid``:       ``(1 - a - b) * CE + b * Focal + a * Dice``; CE uses the class weights when given,
-  focal uses ``alpha`` (default: the class weights), Dice uses the class weights.
+  focal uses ``alpha`` (default: the class weights), Dice uses the class weights unless
+  ``weighted_dice=False`` (every class's Dice counts the same, as in nnU-Net).
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class HybridLoss(nn.Module):
         alpha: Weights = None,
         eps: float = 1e-6,
         batch_dice: bool = True,
+        weighted_dice: bool = True,
     ) -> None:
         super().__init__()
         if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0 and a + b <= 1 + 1e-12):
@@ -162,7 +164,7 @@ class HybridLoss(nn.Module):
         self.a, self.b = float(a), float(b)
         self.ce = CrossEntropy(class_weights)
         self.focal = FocalLoss(gamma, class_weights if alpha is None else alpha)
-        self.dice = SoftDiceLoss(class_weights, eps, batch_dice)
+        self.dice = SoftDiceLoss(class_weights if weighted_dice else None, eps, batch_dice)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = (1.0 - self.a - self.b) * self.ce(logits, target)
