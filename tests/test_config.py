@@ -144,13 +144,13 @@ def test_resolved_study_and_run_payload_hashes_are_unchanged() -> None:
     study = load_study(STUDIES / "quickstart.toml")
     # 9a846f872c4b before native-resolution evaluation (eval.resolution, data.small_structures), train.compile and the
     # recipe options; 8a4125a22992 before the recipe that transfers (He init, batch 4, poly, deep supervision)
-    assert study.file_hash == "cb513c9d6e4c"
+    assert study.file_hash == "1ced3b6af4ad"
     assert stable_hash(study.arms[0].to_dict()) == stable_hash({
         "name": "default", "model": "attention_unet", "model_kwargs": {"base": 8, "depth": 4, "init": "he"},
         "loss": "hybrid", "loss_kwargs": {"a": 0.5, "b": 0.0, "gamma": 2.0}, "class_weight_smoothing": 0.1,
         "oversampling": 3.0,
         "train": {"batch_size": 4, "max_epochs": 40, "lr": 3e-3, "weight_decay": 0.0, "lr_factor": 0.5,
-                  "lr_patience": 5, "lr_min": 1e-6, "early_stopping_patience": 12, "grad_clip": 1.0, "amp": "auto",
+                  "lr_patience": 5, "lr_min": 1e-6, "early_stopping_patience": 0, "grad_clip": 1.0, "amp": "auto",
                   "device": "auto", "num_workers": 0, "augment": True, "samples_per_epoch": 64,
                   "channels_last": "auto", "compile": "auto", "patch_size": 0, "foreground_fraction": 0.0,
                   "lr_schedule": "poly", "deep_supervision": 2, "checkpoint_metric": "small_dice"}})
