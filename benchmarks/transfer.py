@@ -16,6 +16,7 @@ per epoch) and per style how many runs reach CSP and LV Dice >= 0.5 (issue 14's 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -31,8 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.5
 
 
-def _prepare(study_path: Path, style: str, overrides: list[str]) -> tuple[Any, Any, np.ndarray]:
-    """The study for one style, its data (at input size) and the fold of each image (-1: test)."""
+@functools.lru_cache(maxsize=2)
+def _prepare(study_path: Path, style: str, overrides: tuple[str, ...]) -> tuple[Any, Any, np.ndarray]:
+    """The study for one style, its data (at input size) and the fold of each image (-1: test).
+
+    Cached per process: a worker trains the six (fold, seed) runs of a style from one read of its images.
+    """
     from robustseg.config import load_study
     from robustseg.data.splits import folds_for, make_splits
     from robustseg.pipeline.plan import DataSpec
@@ -68,7 +73,7 @@ def _one_run(job: dict[str, Any]) -> dict[str, Any]:
     from robustseg.pipeline.runner import train_config
 
     torch.set_num_threads(job["threads"])
-    study, data, folds = _prepare(Path(job["study"]), job["style"], job["overrides"])
+    study, data, folds = _prepare(Path(job["study"]), job["style"], tuple(job["overrides"]))
     arm = study.arms[0].to_dict()
     cfg = train_config(arm, job["seed"], int(study.raw["data"]["size"]))
     tr = np.flatnonzero((folds != -1) & (folds != job["fold"]))
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--styles: unknown {unknown}; valid: {', '.join(STYLES)}", file=sys.stderr)
         return 2
     for style in styles:  # generate each phantom once, before the workers race for it
-        _prepare(Path(args.study), style, args.set)
+        _prepare(Path(args.study), style, tuple(args.set))
     jobs = [{"study": args.study, "style": s, "fold": int(f), "seed": int(k), "overrides": args.set,
              "threads": args.threads}
             for s in styles for f in args.folds.split(",") for k in args.seeds.split(",")]

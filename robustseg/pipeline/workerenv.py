@@ -64,9 +64,9 @@ def worker_env(
 
 
 @contextlib.contextmanager
-def worker_environment(runs_dir: str | Path, size: int | None = None) -> Iterator[dict[str, str]]:
-    """Set :func:`worker_env` in ``os.environ`` while workers are spawned; restore it afterwards."""
-    added = worker_env(runs_dir, size)
+def _absent_vars_set(env: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """Set the variables of ``env`` that ``os.environ`` lacks while the block runs; remove them afterwards."""
+    added = {k: v for k, v in env.items() if k not in os.environ}
     os.environ.update(added)
     try:
         yield added
@@ -76,17 +76,19 @@ def worker_environment(runs_dir: str | Path, size: int | None = None) -> Iterato
 
 
 @contextlib.contextmanager
+def worker_environment(runs_dir: str | Path, size: int | None = None) -> Iterator[dict[str, str]]:
+    """Set :func:`worker_env` in ``os.environ`` while workers are spawned; restore it afterwards."""
+    with _absent_vars_set(worker_env(runs_dir, size)) as added:
+        yield added
+
+
+@contextlib.contextmanager
 def compile_cache(runs_dir: str | Path) -> Iterator[dict[str, str]]:
     """Point this process's torch.compile caches at the runs folder (unless the user chose a place)
     while the block runs; the environment is restored afterwards. Yields the variables that were set.
     """
-    added = {k: v for k, v in compile_cache_env(runs_dir).items() if k not in os.environ}
-    os.environ.update(added)
-    try:
+    with _absent_vars_set(compile_cache_env(runs_dir)) as added:
         yield added
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
 
 
 def _is_glibc() -> bool:
