@@ -116,6 +116,12 @@ def test_hybrid_unweighted_dice_keeps_weighted_ce():
     assert not torch.isclose(got, weighted)
 
 
+@pytest.mark.parametrize("key", ["weighted_dice", "batch_dice"])
+def test_loss_flags_must_be_booleans(key):
+    with pytest.raises(InputError, match=f"loss {key}='maybe': expected true or false"):
+        losses.create("hybrid", **{key: "maybe"})
+
+
 def test_hybrid_without_weights_uses_plain_ce():
     logits, target = _random_batch(3)
     got = losses.create("hybrid", a=0.0, b=0.0)(logits, target)

@@ -75,6 +75,13 @@ def _weight_tensor(weights: Weights, name: str) -> torch.Tensor | None:
     return t
 
 
+def _flag(name: str, value: Any) -> bool:
+    """A loss's on/off option: exactly ``True`` or ``False`` (a string such as ``"no"`` would read as true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"loss {name}={value!r}: expected true or false")
+    return bool(value)
+
+
 def _check_classes(logits: torch.Tensor, w: torch.Tensor | None, name: str) -> None:
     if w is not None and w.numel() != logits.shape[1]:
         raise InputError(f"loss {name}: {w.numel()} values given for {logits.shape[1]} classes")
@@ -122,7 +129,7 @@ class SoftDiceLoss(nn.Module):
     def __init__(self, class_weights: Weights = None, eps: float = 1e-6, batch_dice: bool = True) -> None:
         super().__init__()
         self.eps = float(eps)
-        self.batch_dice = bool(batch_dice)
+        self.batch_dice = _flag("batch_dice", batch_dice)
         self.register_buffer("weight", _weight_tensor(class_weights, "class_weights"), persistent=False)
 
     def per_class(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -164,7 +171,7 @@ class HybridLoss(nn.Module):
         self.a, self.b = float(a), float(b)
         self.ce = CrossEntropy(class_weights)
         self.focal = FocalLoss(gamma, class_weights if alpha is None else alpha)
-        self.dice = SoftDiceLoss(class_weights if weighted_dice else None, eps, batch_dice)
+        self.dice = SoftDiceLoss(class_weights if _flag("weighted_dice", weighted_dice) else None, eps, batch_dice)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = (1.0 - self.a - self.b) * self.ce(logits, target)
