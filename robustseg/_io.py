@@ -14,9 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from robustseg.errors import WriteError
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], *, fsync: bool = True) -> Path:
-    """Call ``write(tmp_path)`` and rename the result over ``path``; the temporary file never survives."""
+    """Call ``write(tmp_path)`` and rename the result over ``path``; the temporary file never survives.
+
+    An ``OSError`` while writing (a full disk, a file-size limit, an I/O error) becomes a :class:`WriteError`
+    naming ``path``; ``path`` is then untouched (its previous content, or absent).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -28,10 +34,49 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, fsync: bool
             finally:
                 os.close(fd)
         os.replace(tmp, path)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise write_error(path, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_error(path: str | Path, exc: OSError) -> WriteError:
+    """One line for a failed write: the file, the reason (``No space left on device``), nothing left half-written."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    err = WriteError(f"{path}: cannot write ({reason}); nothing was left half-written")
+    err.errno = exc.errno
+    return err
+
+
+def write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
+    """Write ``data`` atomically (``fsync=False`` for bulk files inside a staging folder that is published as a
+    whole, see :meth:`robustseg._outdir.Output.staging`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), fsync=fsync)
+
+
+def save_figure(path: str | Path, fig: Any, *, fsync: bool = True, **kw: Any) -> Path:
+    """Save a matplotlib figure atomically (the format follows ``path``'s suffix)."""
+    fmt = kw.pop("format", None) or Path(path).suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kw), fsync=fsync)
+
+
+def save_image(path: str | Path, image: Any, *, fsync: bool = True, **kw: Any) -> Path:
+    """Save a Pillow image atomically (the format follows ``path``'s suffix)."""
+    fmt = kw.pop("format", None) or _pil_format(path)
+    return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **kw), fsync=fsync)
+
+
+def _pil_format(path: str | Path) -> str:
+    """Pillow's format name for a file suffix (``.png`` -> ``PNG``, ``.jpg`` -> ``JPEG``)."""
+    from PIL import Image
+
+    Image.init()
+    suffix = Path(path).suffix.lower()
+    return Image.EXTENSION.get(suffix, "PNG")
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -19,3 +19,12 @@ class RunError(RobustsegError):
     """A run failed while executing (NaN loss, out of memory, ...). Recorded, never swallowed."""
 
     exit_code = 1
+
+
+class WriteError(RobustsegError, OSError):
+    """A file could not be written (disk full, file-size limit, I/O error). Nothing half-written is left behind.
+
+    Also an ``OSError`` (``errno`` is set), so code that handles OSErrors keeps working.
+    """
+
+    exit_code = 1

@@ -103,3 +103,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="session")
+def qc_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny study (phantom of 30 at 32 px, 2 seeds x 1 epoch on fold 0 and 1, report written):
+    its ``runs/tiny-qc`` folder. Shared by the QC, data-safety and full-disk tests."""
+    from robustseg.config import build_study
+    from robustseg.pipeline.study import run_study
+
+    tmp = tmp_path_factory.mktemp("qc")
+    study = build_study({
+        "name": "tiny-qc", "seeds": [0, 1],
+        "data": {"source": "phantom", "phantom_n": 30, "size": 32},
+        "split": {"k_folds": 2, "test_fraction": 0.3},
+        "model": {"base": 4, "depth": 3},
+        "train": {"max_epochs": 1, "batch_size": 8, "lr": 3e-3},
+        "perturb": {"suite": ["gaussian_noise"], "severities": [1, 3]},
+        "eval": {"boundary": False, "empty_policy": "nan"},
+        "execution": {"runs_dir": str(tmp / "runs"), "reports_dir": str(tmp / "reports"), "bootstrap": 50,
+                      "threads": 1},
+    })
+    outcome = run_study(study, report=True)
+    assert not outcome.failures, outcome.failures
+    return outcome.runs_dir

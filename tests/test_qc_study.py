@@ -11,30 +11,9 @@ import pandas as pd
 import pytest
 
 from robustseg.cli.main import main
-from robustseg.config import build_study
 from robustseg.data.phantom import generate_phantom
 from robustseg.pipeline.qc_folder import QC_COLUMNS
-from robustseg.pipeline.study import run_study
 from robustseg.qc import scores as qs
-
-
-@pytest.fixture(scope="module")
-def qc_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("qc")
-    study = build_study({
-        "name": "tiny-qc", "seeds": [0, 1],
-        "data": {"source": "phantom", "phantom_n": 30, "size": 32},
-        "split": {"k_folds": 2, "test_fraction": 0.3},
-        "model": {"base": 4, "depth": 3},
-        "train": {"max_epochs": 1, "batch_size": 8, "lr": 3e-3},
-        "perturb": {"suite": ["gaussian_noise"], "severities": [1, 3]},
-        "eval": {"boundary": False, "empty_policy": "nan"},
-        "execution": {"runs_dir": str(tmp / "runs"), "reports_dir": str(tmp / "reports"), "bootstrap": 50,
-                      "threads": 1},
-    })
-    outcome = run_study(study, report=True)
-    assert not outcome.failures, outcome.failures
-    return outcome.runs_dir
 
 
 @pytest.mark.slow

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +47,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     style = get_style(args.style)
     n = style.n if args.n is None else args.n
     out = generate_phantom(args.out_dir, n=n, seed=args.seed, style=args.style,
-                           abnormal_fraction=args.abnormal_fraction, difficulty=args.difficulty)
+                           abnormal_fraction=args.abnormal_fraction, difficulty=args.difficulty, force=args.force)
     console.print(f"wrote {n} phantom images ({args.style}: {style.size[0]} x {style.size[1]}) to {out}")
     return 0
 
@@ -171,7 +174,7 @@ def cmd_qc(args: argparse.Namespace) -> int:
     args.score = args.score or DEFAULT_SCORE
 
     table, path = qc_folder(args.run_dir, args.image_dir, args.output, score=args.score, review=args.review,
-                            pixel_size_csv=args.pixel_size_csv, arm=args.arm, device=args.device)
+                            pixel_size_csv=args.pixel_size_csv, arm=args.arm, device=args.device, force=args.force)
     flagged = table[table["review"]]
     console.print(f"{table['image'].nunique()} images scored by {args.score}; {flagged['image'].nunique()} flagged "
                   f"for review in at least one structure (threshold: the {args.review:.0%} least-confident test "
@@ -182,6 +185,8 @@ def cmd_qc(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 
 
+FORCE_HELP = ("write into an output folder that is not empty and was not made by this command (default: refuse; "
+              "robustseg never deletes files it did not write)")
 SET_HELP = "override a study key with a TOML value, e.g. --set train.max_epochs=5 --set seeds=[0,1] (repeatable)"
 
 
@@ -201,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability that a patient is abnormal (absent CSP or enlarged LV); default 0.10")
     s.add_argument("--difficulty", type=float, default=0.0,
                    help="0-1: fainter CSP/LV, dark look-alikes, coarser speckle (0 = the default phantom)")
+    s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_phantom)
 
     s = sub.add_parser("check-data", help="validate a data set and print class / patient statistics")
@@ -284,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-size-csv", help="Label, Pixel in mm per image (else measurements in px, no range score)")
     s.add_argument("--arm", help="arm whose runs form the ensemble (default: the baseline arm)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing -o file that is not an earlier qc.csv (default: refuse)")
     s.set_defaults(func=cmd_qc)
 
     s = sub.add_parser("report", help="rebuild the report of a study from its saved tables")
@@ -292,15 +300,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS})
+"""OSErrors of the machine, not of the input: a full disk, a file-size limit, a failing or read-only device."""
+
+
+def _error(message: str) -> None:
+    err_console.print("[red]error:[/red] ", end="")
+    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _os_error(exc: OSError) -> int:
+    """One line for an OSError that escaped the package's own checks (exit 1 for the machine, 2 for a path)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    _error(f"{where}{reason}")
+    return 1 if exc.errno in _DISK_ERRNOS or not exc.filename else 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit (ulimit -f) raises OSError(EFBIG) instead of killing us
+        with contextlib.suppress(ValueError):  # not the main thread: leave it
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except RobustsegError as exc:
-        err_console.print("[red]error:[/red] ", end="")
-        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        _error(str(exc))
         return exc.exit_code
+    except OSError as exc:
+        return _os_error(exc)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

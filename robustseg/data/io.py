@@ -237,13 +237,15 @@ def read_labels(path: str | Path, num_classes: int) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def write_labels(path: str | Path, labels: np.ndarray) -> None:
-    """Write ``labels`` (uint8 ``(H, W)``) as a grayscale integer-label PNG (nnU-Net convention)."""
+def write_labels(path: str | Path, labels: np.ndarray, *, fsync: bool = False) -> None:
+    """Write ``labels`` (uint8 ``(H, W)``) as a grayscale integer-label PNG (nnU-Net convention), atomically."""
+    from robustseg._io import save_image
+
     lab = np.ascontiguousarray(np.asarray(labels).astype(np.uint8))
     assert lab.ndim == 2, "labels must be (H, W)"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(lab).save(path, compress_level=6)
+    save_image(path, Image.fromarray(lab), format="PNG", fsync=fsync, compress_level=6)
 
 
 def _opaque(alpha: np.ndarray, path: Path) -> None:
@@ -288,11 +290,15 @@ def read_mask(path: str | Path, colormap: str | Colormap | object = "pascal",
                      "8/16-bit grey PNG")
 
 
-def write_mask(path: str | Path, labels: np.ndarray, colormap: str | Colormap = "pascal") -> None:
+def write_mask(path: str | Path, labels: np.ndarray, colormap: str | Colormap = "pascal", *,
+               fsync: bool = False) -> None:
     """Write ``labels`` (uint8 ``(H, W)``, values ``0..C-1``) as a palette PNG coloured by ``colormap``
-    (``"labels"``: a grayscale integer-label PNG, :func:`write_labels`)."""
+    (``"labels"``: a grayscale integer-label PNG, :func:`write_labels`), atomically (``fsync`` off by default:
+    masks are written in bulk, into staging or run folders that are verified or published as a whole)."""
+    from robustseg._io import save_image
+
     if isinstance(colormap, str) and colormap == LABELS:
-        write_labels(path, labels)
+        write_labels(path, labels, fsync=fsync)
         return
     cmap = resolve_colormap(colormap)
     labels = np.asarray(labels)
@@ -309,4 +315,4 @@ def write_mask(path: str | Path, labels: np.ndarray, colormap: str | Colormap = 
     img.putpalette(palette.ravel().tolist())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, compress_level=6)
+    save_image(path, img, format="PNG", fsync=fsync, compress_level=6)

@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from robustseg._io import save_figure, write_bytes, write_csv
+from robustseg._outdir import claim_output_dir
 from robustseg.data.io import write_mask
 from robustseg.errors import InputError
 
@@ -330,6 +332,7 @@ def generate_phantom(
     style: str | PhantomStyle = "default",
     abnormal_fraction: float = P_ABNORMAL,
     difficulty: float = 0.0,
+    force: bool = False,
 ) -> Path:
     """Write ``n`` phantom images in layout 1 under ``out_dir/<plane>``; return ``out_dir``.
 
@@ -341,6 +344,11 @@ def generate_phantom(
     from a separate random stream; 0 (default) leaves every byte of the phantom unchanged. Writes images,
     PASCAL palette masks, ``<Plane>-Pixel-Size.csv`` (``Label``, ``Pixel in mm``) and ``meta.csv``
     (``image_id, abnormal, abnormality``). Same seed, style and options, same bytes.
+
+    ``out_dir`` must be new, empty or an earlier phantom's folder (:func:`robustseg._outdir.claim_output_dir`):
+    a folder holding anything else (a real data set uses the same file names) is refused unless ``force``. The
+    files are written into a staging folder and moved into place only when all were written, so a failure (a
+    full disk) leaves no partial data set; a re-run replaces the earlier phantom's files and nothing else.
     """
     st = get_style(style)
     n = st.n if n is None else n
@@ -354,7 +362,14 @@ def generate_phantom(
     w, h = (int(size[0]), int(size[1]))
     if w < 32 or h < 32:
         raise InputError(f"phantom size {size!r}: expected width and height >= 32")
-    out = Path(out_dir)
+    target = claim_output_dir(out_dir, "phantom", force=force, what="phantom folder")
+    with target.staging() as stage:
+        _write_phantom(stage, int(n), int(seed), plane, w, h, st, float(abnormal_fraction), float(difficulty))
+    return target.path
+
+
+def _write_phantom(out: Path, n: int, seed: int, plane: str, w: int, h: int, st: PhantomStyle,
+                   abnormal_fraction: float, difficulty: float) -> None:
     root = out / plane
     img_dir, mask_dir = root / plane, root / masks_dirname(plane) / "SegmentationClass"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -376,17 +391,17 @@ def generate_phantom(
             image, labels, pixel_mm = _render(irng, pat, has_csp, has_lv, h, w, geo, st, hard)
             name = f"{pat.pid}_Plane3_{j + 1}_of_{k}"
             rgb = np.repeat(image[..., None], 3, axis=2)
-            if not cv2.imwrite(str(img_dir / f"{name}.png"), rgb, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                raise InputError(f"{img_dir / name}.png: cannot write image; expected a writable folder")
+            ok, png = cv2.imencode(".png", rgb, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            assert ok, "PNG encoding of a uint8 image cannot fail"
+            write_bytes(img_dir / f"{name}.png", png.tobytes(), fsync=False)  # staged: published all at once
             write_mask(mask_dir / f"{name}.png", labels, "pascal")
             px_rows.append({"Label": f"{name}.png", "Pixel in mm": round(pixel_mm, 6)})
             rows.append(
                 {"image_id": name, "abnormal": pat.abnormality != "none", "abnormality": pat.abnormality}
             )
             i += 1
-    pd.DataFrame(px_rows).to_csv(root / pixel_csv_name(plane), index=False)
-    pd.DataFrame(rows).to_csv(root / "meta.csv", index=False)
-    return out
+    write_csv(root / pixel_csv_name(plane), pd.DataFrame(px_rows))
+    write_csv(root / "meta.csv", pd.DataFrame(rows))
 
 
 def phantom_figure(
@@ -425,6 +440,8 @@ def phantom_figure(
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(out_png, fig, dpi=110)
+    finally:
+        plt.close(fig)
     return out_png

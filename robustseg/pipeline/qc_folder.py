@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robustseg._io import write_csv
+from robustseg._outdir import claim_output_file, expand, first_line
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
 from robustseg.qc import anomaly
@@ -132,18 +134,23 @@ def _predict_all(ckpts: Sequence[Path], batches: Sequence[np.ndarray], device: s
 
 def qc_folder(run_dir: str | Path, image_dir: str | Path, output: str | Path | None = None, *,
               score: str = qs.DEFAULT_SCORE, review: float = 0.10, pixel_size_csv: str | Path | None = None,
-              arm: str | None = None, device: str = "auto", batch_size: int = 16) -> tuple[pd.DataFrame, Path]:
+              arm: str | None = None, device: str = "auto", batch_size: int = 16,
+              force: bool = False) -> tuple[pd.DataFrame, Path]:
     """Score every image of ``image_dir`` (no masks needed) and write ``qc.csv``; returns (table, path).
 
     ``pixel_size_csv`` (``Label``, ``Pixel in mm``) gives mm per pixel by file stem; without it measurements
     are in pixels and the out-of-range score is not available. ``output`` defaults to
-    ``<image_dir>/../qc.csv``.
+    ``<image_dir>/../qc.csv``. It is checked before any work (a file name, outside the image and run folders;
+    an existing file is replaced only when it is an earlier ``qc.csv``, or with ``force``) and written
+    atomically: a full disk leaves the previous file, never a truncated one.
     """
-    run_dir, image_dir = Path(run_dir), Path(image_dir)
+    run_dir, image_dir = expand(run_dir), expand(image_dir)
     if score not in qs.HIGHER_IS_CONFIDENT:
         raise InputError(f"--score {score!r}: expected one of {', '.join(qs.HIGHER_IS_CONFIDENT)}")
     if not 0.0 < float(review) < 1.0:
         raise InputError(f"--review {review!r}: expected a fraction between 0 and 1")
+    path = claim_output_file(output if output else image_dir.parent / "qc.csv", "qc", force=force,
+                             inputs=(image_dir, run_dir), signature=is_qc_table)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: run folder not found")
     study, ckpts, arm, names, small = _runs(run_dir, arm)
@@ -191,7 +198,11 @@ def qc_folder(run_dir: str | Path, image_dir: str | Path, output: str | Path | N
     out = out.merge(f, on=["image_id", "class"], how="left").rename(columns={"image_id": "image", "class": "structure"})
     out["pixel_mm_known"] = out["pixel_mm_known"].fillna(bool(np.isfinite(mm).all())).astype(bool)
     out = out[list(QC_COLUMNS)]
-    path = Path(output) if output else image_dir.parent / "qc.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False)
+    write_csv(path, out)
     return out, path
+
+
+def is_qc_table(path: Path) -> bool:
+    """Whether ``path`` is a table written by ``robustseg qc`` (its header is :data:`QC_COLUMNS`)."""
+    return first_line(path) == ",".join(QC_COLUMNS)

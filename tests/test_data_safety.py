@@ -1,0 +1,147 @@
+"""Never harm the user's data: output folders robustseg did not make are refused, outputs never go into input
+folders, an existing file that robustseg did not write is never replaced without --force."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from corpus.build import half_written, real_looking_dataset, snapshot
+from robustseg._outdir import MARKER
+from robustseg.cli.main import main
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    return lines[0]
+
+
+# --- phantom ------------------------------------------------------------------------------------------------
+
+
+def test_phantom_refuses_a_real_looking_data_set(tmp_path: Path, capsys) -> None:
+    root = real_looking_dataset(tmp_path / "fhb")
+    before = snapshot(root)
+    assert main(["phantom", str(root), "--n", "3", "--style", "small-thin"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "not empty" in line and "--force" in line and str(root) in line
+    assert snapshot(root) == before
+
+
+def test_phantom_refuses_a_folder_of_other_files(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "Desktop"
+    folder.mkdir()
+    (folder / "thesis draft.docx").write_bytes(b"PK\x03\x04 not really")
+    before = snapshot(folder)
+    assert main(["phantom", str(folder), "--n", "2", "--style", "small-thin"]) == 2
+    assert "thesis draft.docx" in _one_error_line(capsys.readouterr().err)
+    assert snapshot(folder) == before
+
+
+def test_phantom_rerun_replaces_only_its_own_files(tmp_path: Path) -> None:
+    out = tmp_path / "ph"
+    assert main(["phantom", str(out), "--n", "6", "--style", "small-thin"]) == 0
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["made_by"] == "robustseg phantom" and marker["version"]
+    assert main(["phantom", str(out), "--n", "3", "--style", "small-thin", "--seed", "1"]) == 0
+    images = sorted((out / "Trans-thalamic" / "Trans-thalamic").glob("*.png"))
+    assert len(images) == 3  # the 6 of the first run are gone, not mixed in
+    csv = pd.read_csv(out / "Trans-thalamic" / "Trans-Thalamic-Pixel-Size.csv")
+    assert sorted(csv["Label"]) == [p.name for p in images]
+    assert main(["check-data", str(out)]) == 0
+
+
+def test_phantom_force_writes_beside_user_files_and_deletes_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    assert main(["phantom", str(folder), "--n", "2", "--style", "small-thin", "--force"]) == 0
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert len(list((folder / "Trans-thalamic" / "Trans-thalamic").glob("*.png"))) == 2
+    assert not (folder / MARKER).exists()  # not ours: the next run needs --force again
+
+
+def test_phantom_into_a_folder_holding_only_os_litter(tmp_path: Path) -> None:
+    folder = tmp_path / "new"
+    folder.mkdir()
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    assert main(["phantom", str(folder), "--n", "2", "--style", "small-thin"]) == 0
+
+
+def test_phantom_failure_leaves_no_folder(tmp_path: Path, monkeypatch) -> None:
+    import robustseg.data.phantom as ph
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ph, "write_mask", boom)
+    out = tmp_path / "ph"
+    assert main(["phantom", str(out), "--n", "2", "--style", "small-thin"]) == 1
+    assert not out.exists()
+
+
+# --- qc -o ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def qc_images(qc_study: Path, tmp_path: Path) -> Path:
+    data = next((qc_study / "data").iterdir()) / "Trans-thalamic" / "Trans-thalamic"
+    folder = tmp_path / "to score"
+    folder.mkdir()
+    for f in sorted(data.glob("*.png"))[:3]:
+        shutil.copy(f, folder)
+    return folder
+
+
+@pytest.fixture
+def no_inference(monkeypatch):
+    import robustseg.pipeline.qc_folder as qf
+
+    def fail(*a, **k):
+        raise AssertionError("inference ran before the output was checked")
+
+    monkeypatch.setattr(qf, "_predict_all", fail)
+
+
+@pytest.mark.slow
+def test_qc_output_that_is_a_folder_is_refused_before_inference(qc_study, qc_images, tmp_path, capsys,
+                                                                no_inference) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main(["qc", str(qc_study), str(qc_images), "-o", str(folder)]) == 2
+    assert "is a folder" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_qc_output_under_a_file_is_refused_before_inference(qc_study, qc_images, tmp_path, capsys,
+                                                            no_inference) -> None:
+    (tmp_path / "report.txt").write_text("x")
+    assert main(["qc", str(qc_study), str(qc_images), "-o", str(tmp_path / "report.txt" / "qc.csv")]) == 2
+    assert "report.txt" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_qc_output_inside_the_image_folder_is_refused(qc_study, qc_images, capsys, no_inference) -> None:
+    before = snapshot(qc_images)
+    assert main(["qc", str(qc_study), str(qc_images), "-o", str(qc_images / "qc.csv")]) == 2
+    assert "inside the input folder" in _one_error_line(capsys.readouterr().err)
+    assert snapshot(qc_images) == before
+
+
+@pytest.mark.slow
+def test_qc_never_replaces_a_user_file_without_force(qc_study, qc_images, tmp_path, capsys) -> None:
+    mine = tmp_path / "qc.csv"  # the default output: IMAGE_DIR/../qc.csv
+    mine.write_bytes(b"patient;comment\r\n7;re-scan\r\n")
+    assert main(["qc", str(qc_study), str(qc_images)]) == 2
+    assert "--force" in _one_error_line(capsys.readouterr().err)
+    assert mine.read_bytes() == b"patient;comment\r\n7;re-scan\r\n"
+    assert main(["qc", str(qc_study), str(qc_images), "--force"]) == 0
+    first = mine.read_bytes()
+    assert main(["qc", str(qc_study), str(qc_images)]) == 0  # its own earlier table: replaced without --force
+    assert mine.read_bytes() == first and half_written(tmp_path) == []

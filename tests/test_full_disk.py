@@ -1,0 +1,78 @@
+"""A full disk (simulated with RLIMIT_FSIZE in a subprocess: every write past the limit fails with EFBIG): each
+writing command exits 1 or 2 with one error line and leaves nothing half-written (no truncated file, no
+temporary file); what was there before is unchanged.
+
+The CLI itself ignores SIGXFSZ (the signal that would otherwise kill the process at the limit); the tests set
+only the limit, so they prove that.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corpus.build import half_written, snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_limited(argv: list[str], limit: int, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``robustseg ARGV`` in a subprocess whose files may not grow beyond ``limit`` bytes."""
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "robustseg.cli", *argv], cwd=cwd, env=env, preexec_fn=limit_files,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_failure(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert proc.returncode in (1, 2), (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def test_phantom_on_a_full_disk_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "ph"
+    proc = run_limited(["phantom", str(out), "--n", "4", "--style", "small-thin"], 20_000, tmp_path)
+    assert_one_line_failure(proc, "File too large")
+    assert not out.exists()
+
+
+def test_phantom_rerun_on_a_full_disk_keeps_the_earlier_phantom(tmp_path: Path) -> None:
+    out = tmp_path / "ph"
+    assert run_limited(["phantom", str(out), "--n", "2", "--style", "small-thin"], 1 << 30, tmp_path).returncode == 0
+    before = snapshot(out)
+    proc = run_limited(["phantom", str(out), "--n", "4", "--style", "small-thin", "--seed", "3"], 20_000, tmp_path)
+    assert_one_line_failure(proc, "File too large")
+    assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_qc_on_a_full_disk_leaves_no_truncated_csv(qc_study: Path, tmp_path: Path) -> None:
+    data = next((qc_study / "data").iterdir()) / "Trans-thalamic" / "Trans-thalamic"
+    images = tmp_path / "images"
+    images.mkdir()
+    for f in sorted(data.glob("*.png"))[:6]:
+        shutil.copy(f, images)
+    out = tmp_path / "qc.csv"
+    proc = run_limited(["qc", str(qc_study), str(images), "-o", str(out)], 1024, tmp_path)
+    assert_one_line_failure(proc, "qc.csv", "File too large")
+    assert not out.exists() and half_written(tmp_path) == []
+    assert run_limited(["qc", str(qc_study), str(images), "-o", str(out)], 1 << 30, tmp_path).returncode == 0
+    before = out.read_bytes()
+    proc = run_limited(["qc", str(qc_study), str(images), "-o", str(out), "--review", "0.3"], 1024, tmp_path)
+    assert_one_line_failure(proc, "qc.csv")
+    assert out.read_bytes() == before and half_written(tmp_path) == []
