@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from corpus.build import half_written, real_looking_dataset, snapshot
+
 from robustseg._outdir import MARKER
 from robustseg.cli.main import main
 

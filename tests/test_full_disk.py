@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from corpus.build import half_written, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
