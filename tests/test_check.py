@@ -93,3 +93,12 @@ def test_non_numeric_pixel_size(make_layout1):
     root = make_layout1(csv_text="Label,Pixel in mm\nPatient00001_Plane3_1_of_2.png,abc\n")
     with pytest.raises(InputError, match=r"Pixel-Size\.csv: pixel size 'abc'"):
         check_data(root)
+
+
+def test_check_data_reports_the_probe_geometry(phantom_dir):
+    rep = check_data(phantom_dir)
+    assert set(rep.geometry["kind"]) == {"sector"} and len(rep.geometry) == len(rep.index)
+    q = rep.geometry_summary.set_index("quantity")
+    h = int(rep.index["height"].iloc[0])
+    assert abs(q.loc["apex_row", "median"] + 0.12 * h) <= 0.01 * h  # the phantom's apex lies above the image
+    assert rep.geometry_warnings == []

@@ -62,7 +62,10 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     print_table(report.classes, title="classes")
     distinct = report.size_summary.attrs.get("distinct_sizes", len(report.sizes))
     print_table(report.size_summary, title=f"image sizes ({distinct} distinct)")
-    for warning in report.warnings:
+    if not report.geometry_summary.empty:
+        kinds = ", ".join(f"{n} {k}" for k, n in report.geometry_summary.attrs.get("kinds", {}).items())
+        print_table(report.geometry_summary, title=f"probe geometry ({kinds} images; px, degrees)", digits=1)
+    for warning in [*report.warnings, *report.geometry_warnings]:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robustseg.data.geometry import GeometrySetting, geometry_table, resolve_geometry, summarize_geometry
 from robustseg.data.index import detect_source, load_index
 from robustseg.data.io import Colormap
 from robustseg.errors import InputError
@@ -31,6 +32,12 @@ class CheckReport:
     sizes: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     size_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    geometry: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """One row per image: its probe geometry (:func:`robustseg.data.geometry.geometry_table`)."""
+    geometry_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """``quantity, min, median, max`` over the images (:func:`robustseg.data.geometry.summarize_geometry`)."""
+    geometry_warnings: list[str] = field(default_factory=list)
+    """Where the images' geometries disagree."""
 
 
 def index_classes(index: pd.DataFrame) -> tuple[str, ...]:
@@ -124,7 +131,21 @@ def check_data(
     src = source or detect_source(path)
     index = load_index(src, path, plane=plane, colormap=colormap, verify_images=True)
     summary, classes, sizes, warnings = summarize(index, small_structures)
-    return CheckReport(path, src, index, summary, classes, sizes, warnings, summarize_sizes(index))
+    geometry = index_geometry(index)
+    geo_summary, geo_warnings = summarize_geometry(geometry) if len(geometry) else (pd.DataFrame(), [])
+    return CheckReport(path, src, index, summary, classes, sizes, warnings, summarize_sizes(index), geometry,
+                       geo_summary, geo_warnings)
+
+
+def index_geometry(index: pd.DataFrame, setting: GeometrySetting | None = None) -> pd.DataFrame:
+    """The probe geometry of every image of an index (its ``probe_geometry`` column where given, else estimated
+    under ``setting``): :func:`robustseg.data.geometry.geometry_table`."""
+    from robustseg.data.io import read_image
+
+    setting = setting or GeometrySetting()
+    given = index[setting.column] if setting.column in index.columns else [None] * len(index)
+    geos = [resolve_geometry(read_image(p), setting, g) for p, g in zip(index["image_path"], given, strict=True)]
+    return geometry_table(geos, index["image_id"].astype(str).tolist())
 
 
 def summarize_sizes(index: pd.DataFrame) -> pd.DataFrame:
