@@ -57,7 +57,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
     source = None if args.source == "auto" else args.source
     small = [c.strip() for c in args.small_structures.split(",")] if args.small_structures else None
-    report = check_data(args.data_dir, source=source, plane=args.plane, colormap=args.colormap, small_structures=small)
+    report = check_data(args.data_dir, source=source, plane=args.plane, colormap=args.colormap, small_structures=small,
+                        frame=args.frame)
     print_table(report.summary, title=f"{args.data_dir}")
     print_table(report.classes, title="classes")
     distinct = report.size_summary.attrs.get("distinct_sizes", len(report.sizes))
@@ -214,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-data", help="validate a data set and print class / patient statistics")
     s.add_argument("data_dir", help="data set folder")
-    s.add_argument("--source", default="auto", choices=["auto", "fetal_head", "phantom", "folder", "nnunet"],
+    s.add_argument("--source", default="auto", choices=["auto", "fetal_head", "phantom", "folder", "nnunet", "dicom"],
                    help="data set layout (default: detected)")
+    s.add_argument("--frame", type=int, default=None,
+                   help="DICOM: the frame (1 = first) read from each multi-frame image (required when there are any)")
     s.add_argument("--plane", default="Trans-thalamic", help="plane folder of a fetal-head data set (default Trans-thalamic)")
     s.add_argument("--colormap", default="pascal", help="mask colours: pascal or rgb (default pascal)")
     s.add_argument("--small-structures", metavar="NAMES",

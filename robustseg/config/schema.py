@@ -70,17 +70,32 @@ class Table(BaseModel):
     model_config = _CLOSED
 
 
+Frame = Annotated[int, Field(ge=1, json_schema_extra={"expected": "a frame number, 1 or more (DICOM numbering)"})]
+"""``data.frame``: the frame read from each multi-frame DICOM image (1 = the first)."""
+
+
+def _frame_needs_dicom(table: Any) -> Any:
+    if table.frame is not None and table.source != "dicom":
+        raise key_error("frame", table.frame, "no frame: only DICOM data sets (source = 'dicom') have frames")
+    return table
+
+
 class ExternalTable(Table):
     """``[data.external.NAME]``: an extra test set, scored next to the held-out test set (never trained on)."""
 
-    source: Literal["fetal_head", "folder"] = "folder"
+    source: Literal["fetal_head", "folder", "dicom"] = "folder"
     path: Annotated[str, Field(min_length=1, json_schema_extra={"expected": "a folder (required)"})]
     plane: str = "Trans-thalamic"
     colormap: Colormap = "pascal"
+    frame: Frame | None = None
+
+    @model_validator(mode="after")
+    def _frame_source(self) -> Self:
+        return _frame_needs_dicom(self)
 
 
 class DataTable(Table):
-    source: Literal["phantom", "fetal_head", "folder", "nnunet"] = "phantom"
+    source: Literal["phantom", "fetal_head", "folder", "nnunet", "dicom"] = "phantom"
     path: str = ""
     plane: str = "Trans-thalamic"
     colormap: Colormap = "pascal"
@@ -93,6 +108,12 @@ class DataTable(Table):
         "expected": "a non-empty list of distinct class names"})] = ["csp", "lv"]
     """The classes that count as small structures (oversampling, split strata, collapse flags, QC)."""
     external: dict[str, ExternalTable] = {}
+    frame: Frame | None = None
+    """The frame (1-based) read from each multi-frame DICOM image; required when the data set has cine loops."""
+
+    @model_validator(mode="after")
+    def _frame_source(self) -> Self:
+        return _frame_needs_dicom(self)
 
     @model_validator(mode="after")
     def _distinct_small(self) -> Self:

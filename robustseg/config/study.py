@@ -70,6 +70,7 @@ class ExternalSet:
     path: str
     plane: str
     colormap: Any
+    frame: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Study:
         cfg = self.config
         out = cfg.model_dump()
         out["data"]["external"] = {n: e.model_dump(exclude_unset=True) for n, e in cfg.data.external.items()}
+        if out["data"].get("frame") is None:  # only DICOM cine data sets set it; others keep their hash
+            out["data"].pop("frame", None)
         out["arms"] = {n: a.model_dump(exclude_unset=True) for n, a in cfg.arms.items()}
         if cfg.tune is None:
             del out["tune"]
@@ -238,7 +241,8 @@ def build_study(user: Mapping[str, Any], *, where: str = "study", path: Path | N
         config = config.model_copy(update={"name": path.stem if path else "study"})
     arms = _arms(config, where)
     _check_tune(config, arms, where)
-    external = tuple(ExternalSet(n, e.source, e.path, e.plane, e.colormap) for n, e in config.data.external.items())
+    external = tuple(ExternalSet(n, e.source, e.path, e.plane, e.colormap, e.frame)
+                     for n, e in config.data.external.items())
     return Study(name=config.name, path=path, config=config, arms=arms, external=external)
 
 

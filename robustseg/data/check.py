@@ -96,6 +96,8 @@ def summarize(index: pd.DataFrame, small: Sequence[str] | None = None
     ]
     if "abnormal" in index.columns:
         rows.append(("abnormal images", int(index["abnormal"].astype(bool).sum())))
+    if "calibration" in index.columns:  # a DICOM data set
+        rows += _dicom_rows(index)
     # counts stay integers (printed as 85, not 85.0000); shares and millimetres are floats
     summary = pd.DataFrame({"metric": [r[0] for r in rows], "value": pd.Series([r[1] for r in rows], dtype=object)})
     sizes = (
@@ -110,7 +112,45 @@ def summarize(index: pd.DataFrame, small: Sequence[str] | None = None
         warnings.append(
             f"{len(missing)} of {n} images have no pixel size (mm metrics will be NaN for them): {shown}"
         )
+    if "calibration" in index.columns:
+        warnings += _dicom_warnings(index)
     return summary, classes, sizes, warnings
+
+
+def _counts(values: pd.Series) -> str:
+    """``MONOCHROME2: 3, RGB: 2`` (most frequent first)."""
+    counts = values.astype(str).value_counts(sort=True)
+    return ", ".join(f"{k}: {int(v)}" for k, v in counts.items())
+
+
+def _dicom_rows(index: pd.DataFrame) -> list[tuple[str, object]]:
+    multi = index["n_frames"] > 1
+    frames = sorted(set(index.loc[multi, "frame"].astype(int)))
+    return [
+        ("images with US region calibration", int((index["calibration"] == "us_region").sum())),
+        ("images with probe reference", int(index["probe_x"].notna().sum())),
+        ("multi-frame images" + (f" (frame {', '.join(map(str, frames))} read)" if frames else ""), int(multi.sum())),
+        ("photometric interpretations", _counts(index["photometric"])),
+        ("transfer syntaxes", _counts(index["transfer_syntax"])),
+        ("masks", _counts(index["mask_path"].map(lambda p: "DICOM SEG" if not str(p).lower().endswith(".png")
+                                                 else "PNG"))),
+    ]
+
+
+def _dicom_warnings(index: pd.DataFrame) -> list[str]:
+    out = []
+    uncalibrated = index[index["calibration"] != "us_region"]
+    for reason, group in uncalibrated.groupby("calibration", sort=True):
+        ids = group["image_id"].tolist()
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        out.append(f"{len(ids)} DICOM image(s) without ultrasound region calibration "
+                   f"({str(reason).removeprefix('none: ')}): distances in pixels unless meta.csv gives pixel_mm: {shown}")
+    by_name = index.loc[index["patient_from"] != "PatientID", "image_id"].tolist()
+    if by_name:
+        shown = ", ".join(by_name[:5]) + (", ..." if len(by_name) > 5 else "")
+        out.append(f"{len(by_name)} DICOM image(s) without PatientID: patient taken from the file name "
+                   f"(splits keep each patient on one side only if that is right): {shown}")
+    return out
 
 
 def check_data(
@@ -119,17 +159,19 @@ def check_data(
     plane: str = "Trans-thalamic",
     colormap: str | Colormap = "pascal",
     small_structures: Sequence[str] | None = None,
+    frame: int | None = None,
 ) -> CheckReport:
     """Validate the data set at ``path`` (decoding every image and mask); write nothing.
 
     ``source`` ``None`` detects ``nnunet`` (``dataset.json`` + ``imagesTr/``), ``folder`` (``images/`` +
-    ``masks/``) or else ``fetal_head``. ``small_structures``: the classes whose images the summary counts
+    ``masks/``), ``dicom`` (``*.dcm`` files) or else ``fetal_head``. ``frame``: the frame read from multi-frame
+    DICOM images. ``small_structures``: the classes whose images the summary counts
     (default: CSP and LV where the data set has them). Bad input raises ``InputError`` naming the file;
     missing pixel sizes become warnings.
     """
     path = Path(path)
     src = source or detect_source(path)
-    index = load_index(src, path, plane=plane, colormap=colormap, verify_images=True)
+    index = load_index(src, path, plane=plane, colormap=colormap, verify_images=True, frame=frame)
     summary, classes, sizes, warnings = summarize(index, small_structures)
     geometry = index_geometry(index)
     geo_summary, geo_warnings = summarize_geometry(geometry) if len(geometry) else (pd.DataFrame(), [])

@@ -1,9 +1,11 @@
 """The index: one row per image (paths, patient, pixel size, classes present, pixel counts, metadata).
 
 Sources: ``fetal_head`` (layout 1 of the Large-Scale Fetal Head Biometry set), ``phantom`` (the same
-layout, generated), ``folder`` (``images/`` + ``masks/`` + optional ``meta.csv``) and ``nnunet`` (an nnU-Net v2
+layout, generated), ``folder`` (``images/`` + ``masks/`` + optional ``meta.csv``), ``nnunet`` (an nnU-Net v2
 raw 2D data set, :mod:`robustseg.data.nnunet`; its classes come from its dataset.json, so its index has
-``px_<class>`` for every class and ``has_<class>`` for every foreground class instead of the fetal columns).
+``px_<class>`` for every class and ``has_<class>`` for every foreground class instead of the fetal columns) and
+``dicom`` (DICOM ultrasound images with PNG or DICOM SEG masks, :mod:`robustseg.data.dicom`; its index adds
+:data:`robustseg.data.dicom.DICOM_COLUMNS`: frame, UIDs, calibration, region and probe).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from robustseg.data.io import Colormap, image_size, read_image, read_mask
+from robustseg.data.io import MAX_IMAGE_PIXELS, Colormap, image_size, read_image, read_mask
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
 
-SOURCES = ("phantom", "fetal_head", "folder", "nnunet")
+SOURCES = ("phantom", "fetal_head", "folder", "nnunet", "dicom")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
 INDEX_COLUMNS = [
@@ -179,18 +181,21 @@ def _rows(images: dict[str, Path], masks: dict[str, Path], plane: str, colormap,
                 f"{mp}: mask size {lab.shape[1]}x{lab.shape[0]} differs from image {ip.name} size {w}x{h}; "
                 "expected equal sizes"
             )
-        counts = np.bincount(lab.ravel(), minlength=len(CLASS_NAMES))
         rows.append(
             {
                 "image_id": stem, "image_path": str(ip), "mask_path": str(mp),
                 "patient_id": patient_from_name(stem), "plane": plane, "pixel_mm": float("nan"),
-                "height": int(h), "width": int(w),
-                "px_background": int(counts[0]), "px_brain": int(counts[1]),
-                "px_csp": int(counts[2]), "px_lv": int(counts[3]),
-                "has_csp": bool(counts[2] > 0), "has_lv": bool(counts[3] > 0),
+                "height": int(h), "width": int(w), **_class_counts(lab),
             }
         )  # fmt: skip
     return rows
+
+
+def _class_counts(lab: np.ndarray) -> dict[str, int | bool]:
+    """``px_<class>`` pixel counts and ``has_csp`` / ``has_lv`` of a fetal label mask."""
+    counts = np.bincount(lab.ravel(), minlength=len(CLASS_NAMES))
+    return {"px_background": int(counts[0]), "px_brain": int(counts[1]), "px_csp": int(counts[2]),
+            "px_lv": int(counts[3]), "has_csp": bool(counts[2] > 0), "has_lv": bool(counts[3] > 0)}
 
 
 def _read_meta(path: Path) -> pd.DataFrame:
@@ -316,13 +321,19 @@ def load_index(
     plane: str = "Trans-thalamic",
     colormap: str | Colormap = "pascal",
     verify_images: bool = False,
+    frame: int | None = None,
 ) -> pd.DataFrame:
     """Index the data set at ``path``: one row per image, columns ``INDEX_COLUMNS`` plus metadata.
 
-    ``verify_images`` decodes every image (catches truncated files); otherwise only headers are read.
+    ``verify_images`` decodes every image (catches truncated files); otherwise only headers are read. ``frame``
+    (``dicom`` only): the frame (1-based) read from each multi-frame image.
     """
     if source not in SOURCES:
         raise InputError(f"source {source!r}: unknown; expected one of {list(SOURCES)}")
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 1):
+        raise InputError(f"frame {frame!r}: expected a frame number, 1 or more (DICOM numbering)")
+    if frame is not None and source != "dicom":
+        raise InputError(f"frame {frame!r}: only DICOM data sets have frames; expected no frame for source {source!r}")
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: does not exist; expected a data set folder")
@@ -330,7 +341,29 @@ def load_index(
         return _folder(path, plane, colormap, verify_images)
     if source == "nnunet":
         return _nnunet(path, verify_images)
+    if source == "dicom":
+        return _dicom(path, plane, colormap, verify_images, frame)
     return _layout1(path, plane, colormap, verify_images)
+
+
+def _dicom(path: Path, plane: str, colormap, verify: bool, frame: int | None) -> pd.DataFrame:
+    from robustseg.data.dicom import DICOM_COLUMNS, dicom_images
+
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder; expected a folder of DICOM files")
+    rows = dicom_images(path, frame, MAX_IMAGE_PIXELS)
+    for r in rows:
+        lab = read_mask(r["mask_path"], colormap)
+        if verify:
+            read_image(r["image_path"], r["frame"])
+        if lab.shape != (r["height"], r["width"]):
+            raise InputError(f"{r['mask_path']}: mask size {lab.shape[1]}x{lab.shape[0]} differs from image "
+                             f"{Path(r['image_path']).name} size {r['width']}x{r['height']}; expected equal sizes")
+        r.update(_class_counts(lab), plane=plane)
+        r["patient_id"] = r["patient_id"] or patient_from_name(r["image_id"])
+    meta_path = _child(path, "meta.csv", is_dir=False)
+    meta = _read_meta(meta_path) if meta_path else None
+    return _finish(rows, meta, meta_path, INDEX_COLUMNS + DICOM_COLUMNS)
 
 
 def _nnunet(path: Path, verify: bool) -> pd.DataFrame:
@@ -356,10 +389,12 @@ def dataset_classes(source: str, path: str | Path) -> tuple[str, ...]:
 
 def detect_source(path: str | Path) -> str:
     """``nnunet`` when ``path`` holds ``dataset.json`` and ``imagesTr/``, ``folder`` when it holds ``images/`` and
-    ``masks/``, else ``fetal_head``."""
+    ``masks/``, ``dicom`` when it or a folder below holds ``*.dcm`` / ``*.dicom`` files, else ``fetal_head``."""
     path = Path(path)
     if path.is_dir() and (path / "dataset.json").is_file() and (path / "imagesTr").is_dir():
         return "nnunet"
     if path.is_dir() and _child(path, "images") is not None and _child(path, "masks") is not None:
         return "folder"
+    if path.is_dir() and any(p.suffix.lower() in (".dcm", ".dicom") for p in path.rglob("*")):
+        return "dicom"
     return "fetal_head"

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from robustseg.data.pixels import luma, to_uint8
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES, COLORMAPS
 
 Colormap = Mapping[tuple[int, int, int], int]
-
-_LUMA = np.array([0.299, 0.587, 0.114])
 
 LABELS = "labels"
 """The colour-map name meaning: masks hold class indices, no colours (nnU-Net data sets)."""
@@ -142,13 +141,22 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return h, w
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, frame: int | None = None) -> np.ndarray:
     """Read an image as uint8 grayscale ``(H, W)``.
 
     RGB (and palette, CMYK, YCbCr, via Pillow's conversion to RGB) with ITU-R 601 luma; an alpha channel is
-    dropped; 16/32-bit and float images are scaled by their maximum. Other modes are InputErrors.
+    dropped; 16/32-bit and float images are scaled by their maximum (:func:`robustseg.data.pixels.to_uint8`).
+    Other modes are InputErrors. A DICOM file (``.dcm``/``.dicom``, or no extension and the ``DICM`` marker) is
+    read by :func:`robustseg.data.dicom.read_dicom_image`; ``frame`` (1-based) chooses the frame of a multi-frame
+    one and is ignored for other formats.
     """
     path = Path(path)
+    from robustseg.data.dicom import is_dicom
+
+    if is_dicom(path):
+        from robustseg.data.dicom import read_dicom_image
+
+        return read_dicom_image(path, frame, MAX_IMAGE_PIXELS)
     img = _open(path)
     if img.mode in ("LA", "La"):
         img = img.getchannel("L")
@@ -156,16 +164,10 @@ def read_image(path: str | Path) -> np.ndarray:
         img = img.convert("RGB")  # CMYK: Pillow inverts the inks, so dark stays dark
     elif img.mode not in _GREY_MODES + ("RGB", "RGBA"):
         raise InputError(f"{path}: image mode {img.mode!r} is not supported; expected grey, RGB or palette")
-    arr = np.asarray(img)
-    if arr.dtype.kind in "iuf" and arr.dtype != np.uint8 and arr.dtype != bool:
-        arr = np.nan_to_num(arr.astype(np.float64))
-        arr = (np.clip(arr, 0, None) / max(1.0, float(arr.max())) * 255.0).round().astype(np.uint8)
+    arr = to_uint8(np.asarray(img))
     if arr.ndim == 3:
-        arr = arr[..., :3]
-        arr = np.clip(np.rint(arr.astype(np.float64) @ _LUMA), 0, 255).astype(np.uint8)
-    elif arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    return np.ascontiguousarray(arr.astype(np.uint8))
+        arr = luma(arr)
+    return np.ascontiguousarray(arr)
 
 
 def _rgb_to_labels(rgb: np.ndarray, cmap: dict[tuple[int, int, int], int], path: Path) -> np.ndarray:
@@ -264,9 +266,16 @@ def read_mask(path: str | Path, colormap: str | Colormap | object = "pascal",
     indices as labels), RGB PNGs through ``colormap``; single-channel masks (8/16-bit, or grey + an opaque
     alpha channel) are integer labels (values must be < C). A colour outside the map, transparency, and
     modes that cannot hold exact labels (CMYK, float) raise InputError naming the file. ``colormap`` ``"labels"``:
-    every mask holds class indices (nnU-Net; values checked by the caller against its class list).
+    every mask holds class indices (nnU-Net; values checked by the caller against its class list). A DICOM SEG
+    (:func:`robustseg.data.dicom_seg.read_seg_labels`) gives the classes its segment labels name.
     """
     path = Path(path)
+    from robustseg.data.dicom import is_dicom
+
+    if is_dicom(path):  # a DICOM SEG: segment labels name the classes
+        from robustseg.data.dicom_seg import read_seg_labels
+
+        return read_seg_labels(path, CLASS_NAMES[:num_classes])
     if isinstance(colormap, str) and colormap == LABELS:  # nnU-Net: every mask holds class indices
         return read_labels(path, 256)
     cmap = resolve_colormap(colormap)

@@ -22,8 +22,9 @@ def load_arrays(
     n = len(index_rows)
     images = np.zeros((n, size, size), dtype=np.uint8)
     masks = np.zeros((n, size, size), dtype=np.uint8)
-    for i, (ip, mp) in enumerate(zip(index_rows["image_path"], index_rows["mask_path"], strict=True)):
-        img = read_image(ip)
+    frames = index_rows["frame"] if "frame" in index_rows.columns else [None] * n  # DICOM: the frame read
+    for i, (ip, mp, frame) in enumerate(zip(index_rows["image_path"], index_rows["mask_path"], frames, strict=True)):
+        img = read_image(ip, None if frame is None else int(frame))
         msk = read_mask(mp, colormap)
         if img.shape != msk.shape:
             raise InputError(

@@ -41,7 +41,7 @@ def load_data(spec: DataSpec) -> LoadedData:
         raise InputError(f"data.small_structures: {unknown[0]!r} is not a foreground class of {spec.path} "
                          f"(classes: {', '.join(names)})")
     small = tuple(names.index(s) for s in spec.small_structures)
-    index = load_index(spec.source, spec.path, plane=spec.plane, colormap=spec.colormap)
+    index = load_index(spec.source, spec.path, plane=spec.plane, colormap=spec.colormap, frame=spec.frame)
     images, masks = load_arrays(index, spec.size, spec.colormap)
     longest = np.maximum(index["height"].to_numpy(), index["width"].to_numpy()).astype(np.float64)
     pixel_mm = index["pixel_mm"].to_numpy(dtype=np.float64) * longest / spec.size

@@ -24,6 +24,9 @@ from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 PREDICTIONS = "predictions"
 """Folder of a run holding its native-size predicted masks."""
 
+PREDICTIONS_SEG = "predictions-seg"
+"""Folder of a run on DICOM images holding the same predictions as DICOM SEG (``<image_id>.dcm``)."""
+
 CHUNK = 16
 """Images upsampled at a time (bounds memory: CHUNK x C x H x W float32)."""
 
@@ -91,15 +94,36 @@ def native_predictions(probs: np.ndarray, native: NativeSet, chunk: int = CHUNK,
 
 
 def write_predictions(folder: str | Path, probs: np.ndarray, image_ids: Sequence[str],
-                      shapes: Sequence[tuple[int, int]], colormap: Any = "pascal") -> Path:
-    """Write each image's native-size prediction as ``<folder>/<image_id>.png`` (palette PNG, nnU-Net style)."""
+                      shapes: Sequence[tuple[int, int]], colormap: Any = "pascal",
+                      also: Callable[[int, np.ndarray], Any] | None = None) -> Path:
+    """Write each image's native-size prediction as ``<folder>/<image_id>.png`` (palette PNG, nnU-Net style);
+    ``also(k, labels)`` receives the same labels of image ``k`` (e.g. :func:`seg_writer`)."""
     from robustseg.data.io import write_mask
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for k, (image_id, (h, w)) in enumerate(zip(image_ids, shapes, strict=True)):
-        write_mask(folder / f"{image_id}.png", native_argmax(probs[k:k + 1], (int(h), int(w)))[0], colormap)
+        labels = native_argmax(probs[k:k + 1], (int(h), int(w)))[0]
+        write_mask(folder / f"{image_id}.png", labels, colormap)
+        if also is not None:
+            also(k, labels)
     return folder
+
+
+def seg_writer(folder: str | Path, index_rows: pd.DataFrame, class_names: Sequence[str], run_id: str,
+               version: str = "0") -> Callable[[int, np.ndarray], Path]:
+    """``write(k, labels)``: the prediction of row ``k`` of ``index_rows`` (a DICOM index) as
+    ``<folder>/<image_id>.dcm``, a DICOM SEG referencing its source image (:mod:`robustseg.data.dicom_seg`)."""
+    from robustseg.data.dicom_seg import write_seg
+
+    rows = index_rows.reset_index(drop=True)
+
+    def write(k: int, labels: np.ndarray) -> Path:
+        r = rows.iloc[k]
+        return write_seg(Path(folder) / f"{r['image_id']}.dcm", r["image_path"], labels, class_names,
+                         run_id=run_id, image_id=str(r["image_id"]), frame=int(r["frame"]), version=version)
+
+    return write
 
 
 def _in_order(parts: list[pd.DataFrame], order: list[str]) -> pd.DataFrame:

@@ -34,6 +34,8 @@ class DataSpec:
     size: int
     small_structures: tuple[str, ...] = SMALL_STRUCTURES
     """Names of the small structures (oversampling, post-processing, split strata): ``data.small_structures``."""
+    frame: int | None = None
+    """The frame (1-based) read from each multi-frame DICOM image: ``data.frame``."""
 
     def __post_init__(self) -> None:
         from robustseg.data.io import canonical_colormap
@@ -42,7 +44,15 @@ class DataSpec:
         object.__setattr__(self, "colormap", canonical_colormap(self.colormap))
 
     def key(self) -> str:
-        return stable_hash(asdict(self))
+        return stable_hash(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-able fields (what a run's payload holds); ``frame`` only when set, so data sets without
+        frames keep the run ids they had."""
+        out = asdict(self)
+        if out["frame"] is None:
+            del out["frame"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -88,8 +98,8 @@ def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tu
                 payload = {
                     "version": ".".join(__version__.split(".")[:2]),
                     "arm": arm.to_dict(),
-                    "data": asdict(data),
-                    "external": [{"name": n, "data": asdict(e)} for n, e in external or []],
+                    "data": data.to_dict(),
+                    "external": [{"name": n, "data": e.to_dict()} for n, e in external or []],
                     "data_fingerprints": dict(fingerprints or {}),
                     "split": {**study.split.model_dump(exclude={"folds"}), "fingerprint": fingerprint},
                     "fold": fold,

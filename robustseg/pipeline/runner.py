@@ -57,7 +57,15 @@ from robustseg.pipeline.artifacts import (
 )
 from robustseg.pipeline.events import EpochEnd, OnEvent, RunWaiting, ignore
 from robustseg.pipeline.inputs import LoadedData, load_data
-from robustseg.pipeline.native import PREDICTIONS, NativeSet, evaluate_probs, read_native, write_predictions
+from robustseg.pipeline.native import (
+    PREDICTIONS,
+    PREDICTIONS_SEG,
+    NativeSet,
+    evaluate_probs,
+    read_native,
+    seg_writer,
+    write_predictions,
+)
 from robustseg.pipeline.plan import DataSpec, RunSpec
 
 
@@ -251,7 +259,11 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     for post, t in clean_tables.items():
         tables.append(t.assign(testset="test", perturbation="none", severity=0, postprocessed=post))
     shapes = list(zip(data.index["height"].iloc[test_idx], data.index["width"].iloc[test_idx], strict=True))
-    write_predictions(run_dir / PREDICTIONS, clean, test_ids, shapes, colormap)
+    seg = None  # DICOM images: the same predictions as DICOM SEG next to the PNGs
+    if p["data"]["source"] == "dicom":
+        seg = seg_writer(run_dir / PREDICTIONS_SEG, data.index.iloc[test_idx], data.class_names, spec.run_id,
+                         _version())
+    write_predictions(run_dir / PREDICTIONS, clean, test_ids, shapes, colormap, also=seg)
 
     structures = [data.class_names[k] for k in data.small_classes]  # GT-free QC scores (robustseg.qc)
     qc = functools.partial(qc_scores.condition_scores, class_names=data.class_names, structures=structures)

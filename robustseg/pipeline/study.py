@@ -177,14 +177,18 @@ def prepare(study: Study) -> Prepared:
 
     small = tuple(d.small_structures)
     colormap = LABELS if d.source == "nnunet" else d.colormap  # nnU-Net masks hold class indices
-    data = DataSpec(d.source, str(path.resolve()), d.plane, colormap, d.size, small)
+    data = DataSpec(d.source, str(path.resolve()), d.plane, colormap, d.size, small, d.frame)
     loaded = load_data(data)  # bad data fails here, before anything is written under runs/
     s = study.split
     strata = tuple(f"has_{name}" for name in small)  # patients stratified on the data set's small structures
     splits = make_splits(loaded.index, test_fraction=s.test_fraction, k_folds=s.k_folds, seed=s.seed,
                          strata=strata)
-    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size, small))
+    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size, small, e.frame))
                 for e in study.external]
+    if any(spec.source == "dicom" for spec in (data, *(s for _, s in external))):
+        from robustseg.data.dicom_seg import require_highdicom
+
+        require_highdicom()  # test-set predictions of DICOM images are written as DICOM SEG too
     for name, spec in external:  # validate external sets before any training
         names = dataset_classes(spec.source, spec.path)
         if names != loaded.class_names:
