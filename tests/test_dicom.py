@@ -23,6 +23,7 @@ from _dicom import (  # noqa: E402
     save,
     us_dataset,
 )
+from _tiny import tiny_study  # noqa: E402
 
 from robustseg.data.check import check_data  # noqa: E402
 from robustseg.data.dicom import read_dicom_image, region_calibration  # noqa: E402
@@ -386,35 +387,12 @@ def test_study_on_dicom_reports_pixel_sizes_and_round_trips_seg(dicom_set, tmp_p
     from robustseg.pipeline.native import PREDICTIONS, PREDICTIONS_SEG
 
     root, phantom = dicom_set
+    text = tiny_study("dcm", seeds="[0]", max_epochs=1, bootstrap=20)
+    phantom_data = 'source = "phantom"\nphantom_n = 30\n'
+    assert phantom_data in text
+    text = text.replace(phantom_data, f'source = "dicom"\npath = "{root}"\nframe = 2\n')
     study = tmp_path / "dcm.toml"
-    study.write_text(f"""
-name = "dcm"
-seeds = [0]
-[data]
-source = "dicom"
-path = "{root}"
-size = 32
-frame = 2
-[split]
-test_fraction = 0.3
-k_folds = 2
-folds = [0]
-[model]
-name = "attention_unet"
-base = 4
-depth = 3
-[train]
-max_epochs = 1
-batch_size = 8
-[perturb]
-suite = ["gaussian_noise"]
-severities = [3]
-[execution]
-threads = 1
-bootstrap = 20
-runs_dir = "{tmp_path / 'runs'}"
-reports_dir = "{tmp_path / 'reports'}"
-""")
+    study.write_text(text + f'runs_dir = "{tmp_path / "runs"}"\nreports_dir = "{tmp_path / "reports"}"\n')
     assert main(["study", str(study)]) == 0
     runs_dir = tmp_path / "runs" / "dcm"
     index = pd.read_csv(runs_dir / "index.csv")
