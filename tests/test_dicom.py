@@ -307,6 +307,37 @@ def test_a_seg_of_one_cine_frame_is_matched_to_that_frame(tmp_path: Path) -> Non
         load_index("dicom", tmp_path, frame=3)
 
 
+def test_probe_geometry_from_the_region_tags_or_the_pixels_inside_the_region(tmp_path: Path) -> None:
+    from _fan import CONVEX, LINEAR, fan_image
+
+    from robustseg.data.geometry import ProbeGeometry
+
+    h, w = CONVEX.shape
+    screen = np.zeros((h + 40, w + 80), np.uint8)  # a scanner screen: the image region, text above it, a grey bar
+    screen[20:20 + h, 10:10 + w] = fan_image(CONVEX, seed=1)
+    screen[2:14, 100:300] = 240
+    screen[30:300, w + 40:w + 60] = np.linspace(255, 0, 270)[:, None].astype(np.uint8)
+    convex = us_dataset(screen, regions=[region(10, 20, 9 + w, 19 + h, 0.02, reference=(w // 2, 53))],
+                        TransducerType="CURVED LINEAR")
+    _write(tmp_path, "convex", convex, np.zeros(screen.shape, np.uint8))
+    linear = us_dataset(fan_image(LINEAR, seed=2), patient="P2", TransducerType="LINEAR",
+                        regions=[region(60, 0, 419, 322, 0.02, reference=(180, 12))])
+    _write(tmp_path, "linear", linear, np.zeros(LINEAR.shape, np.uint8))
+    report = check_data(tmp_path)
+    given = report.index.set_index("image_id")["probe_geometry"]
+    assert given["convex"] == ""  # no apex in the tags: estimated from the pixels
+    assert given["linear"] == ProbeGeometry.linear(LINEAR.shape, cols=(60, 419), rows=(12, 322)).to_text()
+    geo = report.geometry.set_index("image_id")
+    assert geo.loc["linear", "kind"] == "linear" and geo.loc["linear", "row_top"] == 12
+    sector = geo.loc["convex"]
+    assert sector["kind"] == "sector"
+    assert abs(sector["apex_row"] - (CONVEX.apex_row + 20)) < 2 and abs(sector["apex_col"] - (CONVEX.apex_col + 10)) < 2
+    assert abs(sector["r_near"] - CONVEX.r_near) < 3  # the text above the region would pull the probe face up
+    from robustseg.data.geometry import estimate_geometry
+
+    assert abs(estimate_geometry(screen).r_near - CONVEX.r_near) > 10
+
+
 # --- DICOM SEG export ----------------------------------------------------------------------------------
 
 

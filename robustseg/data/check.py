@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,8 +186,20 @@ def index_geometry(index: pd.DataFrame, setting: GeometrySetting | None = None) 
 
     setting = setting or GeometrySetting()
     given = index[setting.column] if setting.column in index.columns else [None] * len(index)
-    geos = [resolve_geometry(read_image(p), setting, g) for p, g in zip(index["image_path"], given, strict=True)]
+    geos = [resolve_geometry(geometry_image(index, i, read_image), setting, g) for i, g in enumerate(given)]
     return geometry_table(geos, index["image_id"].astype(str).tolist())
+
+
+def geometry_image(index: pd.DataFrame, i: int, read: Callable[..., np.ndarray]) -> np.ndarray:
+    """Row ``i``'s image as a geometry estimate sees it: its frame (DICOM cine), and for DICOM only the pixels
+    inside the calibrated ultrasound region (:func:`robustseg.data.dicom.blank_outside_region`)."""
+    row = index.iloc[i]
+    if "frame" not in index.columns:
+        return read(row["image_path"])
+    from robustseg.data.dicom import blank_outside_region
+
+    image = read(row["image_path"], int(row["frame"]))
+    return blank_outside_region(image, [row.get(k, np.nan) for k in ("region_x0", "region_y0", "region_x1", "region_y1")])
 
 
 def summarize_sizes(index: pd.DataFrame) -> pd.DataFrame:

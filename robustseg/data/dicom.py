@@ -33,7 +33,9 @@ type; M-mode, Doppler spectra, waveforms and graphics are never used. Its Physic
 count as no calibration; any other unit is an error. Pixels must be square within 1 % (robustseg measures
 distances with one pixel size); anisotropic pixels are an error. The region's bounds (RegionLocationMinX0 ...
 MaxY1) and the transducer reference (ReferencePixelX0/Y0, an offset from the region's corner, so the index holds
-the image coordinates ``RegionLocationMin + ReferencePixel``) describe the probe. A file without calibration is
+the image coordinates ``RegionLocationMin + ReferencePixel``) describe the probe: a linear probe's geometry is
+taken from them (:func:`probe_geometry_text`), a sector's is estimated from the pixels inside the region (the tags
+hold no apex or opening angle). A file without calibration is
 kept: its pixel size is unknown (distances in pixels, flagged by ``check-data`` and the report as for any image
 without a pixel size), and the index says why.
 """
@@ -72,10 +74,11 @@ DICOM_COLUMNS = [
     "frame", "n_frames", "sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid",
     "frame_of_reference_uid", "photometric", "transfer_syntax", "patient_from", "calibration",
     "pixel_mm_x", "pixel_mm_y", "region_x0", "region_y0", "region_x1", "region_y1", "probe_x", "probe_y",
-    "transducer_type",
+    "transducer_type", "probe_geometry",
 ]  # fmt: skip
 """Index columns of a DICOM data set beyond the common ones. ``calibration``: ``us_region`` or ``none: <why>``;
-``patient_from``: ``PatientID`` or ``file name``; region / probe coordinates in image pixels (NaN when absent)."""
+``patient_from``: ``PatientID`` or ``file name``; region / probe coordinates in image pixels (NaN when absent);
+``probe_geometry``: :func:`probe_geometry_text` (the column :mod:`robustseg.data.geometry` reads per image)."""
 
 
 def require_pydicom() -> Any:
@@ -241,6 +244,43 @@ def region_calibration(ds: Any, path: str | Path) -> dict[str, Any]:
             "region_x0": x0, "region_y0": y0,
             "region_x1": _optional(region, "RegionLocationMaxX1"), "region_y1": _optional(region, "RegionLocationMaxY1"),
             "probe_x": x0 + _optional(region, "ReferencePixelX0"), "probe_y": y0 + _optional(region, "ReferencePixelY0")}
+    return out
+
+
+def probe_geometry_text(row: dict[str, Any]) -> str:
+    """The probe geometry the DICOM tags fix, as :meth:`robustseg.data.geometry.ProbeGeometry.to_text` text: a
+    linear probe (TransducerType ``LINEAR``) beams down the columns of its calibrated region, from the transducer
+    reference row (else the region's top) to the region's bottom. Sector probes (``CURVED LINEAR``,
+    ``SECTOR_PHASED``, ...) and files without a region give ``""``: the tags hold no apex or opening angle, so
+    the geometry is estimated from the pixels inside the region (:func:`blank_outside_region`)."""
+    from robustseg.data.geometry import ProbeGeometry
+
+    box = [row.get(k, float("nan")) for k in ("region_x0", "region_y0", "region_x1", "region_y1")]
+    if str(row.get("transducer_type", "")).strip().upper() != "LINEAR" or not all(map(math.isfinite, box)):
+        return ""
+    top = row.get("probe_y", float("nan"))
+    top = top if math.isfinite(top) and box[1] <= top < box[3] else box[1]
+    try:
+        geo = ProbeGeometry.linear((int(row["height"]), int(row["width"])), cols=(box[0], box[2]),
+                                   rows=(top, box[3]), source="dicom")
+    except InputError:
+        return ""  # a degenerate region: estimate from the pixels instead
+    return geo.to_text()
+
+
+def blank_outside_region(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """``image`` with the pixels outside the calibrated region ``(x0, y0, x1, y1)`` (inclusive) set to 0, so
+    annotations, colour bars and Doppler panels beside it do not enter a geometry estimate. Unchanged when the
+    box is not all finite.
+
+    >>> blank_outside_region(np.full((3, 4), 9, np.uint8), (1, 0, 2, 1)).tolist()
+    [[0, 9, 9, 0], [0, 9, 9, 0], [0, 0, 0, 0]]
+    """
+    if len(box) != 4 or not all(math.isfinite(float(v)) for v in box):
+        return image
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    out = np.zeros_like(image)
+    out[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = image[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1]
     return out
 
 
@@ -435,9 +475,10 @@ def dicom_images(root: str | Path, frame: int | None = None, max_pixels: int | N
         by_id[image_id] = path
         mask = png_mask(path)
         patient = str(ds.get("PatientID", "") or "").strip()
-        rows[uid] = {"image_id": image_id, "image_path": str(path), "mask_path": str(mask) if mask else "",
-                     "patient_id": patient, "patient_from": "PatientID" if patient else "file name",
-                     **info, **region_calibration(ds, path)}
+        row = {"image_id": image_id, "image_path": str(path), "mask_path": str(mask) if mask else "",
+               "patient_id": patient, "patient_from": "PatientID" if patient else "file name",
+               **info, **region_calibration(ds, path)}
+        rows[uid] = row | {"probe_geometry": probe_geometry_text(row)}
     for path, uid, seg_frame in segs:
         row = rows.get(uid)
         if row is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robustseg.data.geometry import GEOMETRY_COLUMN
 from robustseg.data.io import MAX_IMAGE_PIXELS, Colormap, image_size, read_image, read_mask
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
@@ -238,6 +239,11 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None,
             )
             df["patient_id"] = pid.fillna(df["patient_id"]).astype(str)
             extra = extra.drop(columns="patient_id")
+        if GEOMETRY_COLUMN in extra.columns and GEOMETRY_COLUMN in columns:  # given in meta.csv: it wins
+            given = dict(zip(extra["image_id"], extra[GEOMETRY_COLUMN], strict=True))
+            df[GEOMETRY_COLUMN] = [given[i] if isinstance(given.get(i), str) and given[i].strip() else g
+                                   for i, g in zip(df["image_id"], df[GEOMETRY_COLUMN], strict=True)]
+            extra = extra.drop(columns=GEOMETRY_COLUMN)
         if "pixel_mm" in extra.columns:
             px = dict(zip(extra["image_id"], extra["pixel_mm"], strict=True))
             df["pixel_mm"] = [
