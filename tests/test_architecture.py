@@ -48,6 +48,47 @@ def test_evaluate_folder_runs_without_torch(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "per_image.csv").is_file()
 
 
+OPTIONAL = ("timm", "torchvision", "mlflow", "tensorboard", "distributed", "dask", "dask_jobqueue", "pydicom",
+            "highdicom", "pingouin", "sklearn", "statsmodels", "monai")
+"""Packages of the extras (and test oracles) that no robustseg module may import at module load."""
+
+
+def test_no_module_imports_an_optional_package_at_load() -> None:
+    """Importing every module of the package (torch layers included) loads none of the extras' packages:
+    they are imported only when a study asks for them (``robustseg._extras.require``)."""
+    modules = sorted(_module_name(p) for p in PKG.rglob("*.py") if p.name != "__main__.py")
+    loaded = _modules_loaded_after("\n".join(f"import {m}" for m in modules))
+    offenders = sorted(m for m in loaded if m.split(".")[0] in OPTIONAL)
+    assert not offenders, f"importing robustseg's modules pulled in optional packages: {offenders[:10]}"
+
+
+def test_extras_error_names_the_extra_and_exits_2(tmp_path: Path) -> None:
+    """Asked for without its extra, an optional feature is one line naming the extra, exit code 2, before any
+    work: timm_unet without timm, a Dask scheduler without distributed."""
+    from tests._tiny import tiny_study
+
+    plain, timm = tmp_path / "plain.toml", tmp_path / "timm.toml"
+    plain.write_text(tiny_study("extras"))
+    timm.write_text(tiny_study("extras").replace('name = "attention_unet"\nbase = 4\ndepth = 3',
+                                                 'name = "timm_unet"\nencoder = "resnet18"'))
+    cases = {
+        "timm": (["study", str(timm)], 'model \'timm_unet\' needs timm, which is not installed: '
+                                       'pip install "robustseg[timm]"'),
+        "distributed": (["study", str(plain), "--scheduler", "tcp://127.0.0.1:1"],
+                        'needs distributed, which is not installed: pip install "robustseg[dask]"'),
+    }
+    for blocked, (argv, message) in cases.items():
+        code = (f"import sys; sys.modules[{blocked!r}] = None\n"
+                "from robustseg.cli import main\n"
+                f"sys.exit(main({argv!r}))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                             env={**__import__("os").environ, "COLUMNS": "300"})
+        assert out.returncode == 2, out.stderr
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], out.stderr
+        assert not (tmp_path / "runs" / "extras").exists() or not any((tmp_path / "runs" / "extras").iterdir())
+
+
 def _module_name(path: Path) -> str:
     rel = path.relative_to(PKG.parent).with_suffix("")
     parts = list(rel.parts)

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from robustseg._extras import require
 from robustseg.errors import InputError
 from robustseg.pipeline import workerenv
 from robustseg.pipeline.artifacts import RunResult, RunStatus
@@ -177,10 +178,7 @@ class DaskExecutor:
     """Submits every run to a Dask distributed scheduler and yields results as they complete."""
 
     def __init__(self, address: str, threads: int = 0) -> None:
-        try:
-            from distributed import Client
-        except ImportError as exc:  # pragma: no cover - dask is a dependency
-            raise InputError("--scheduler needs the 'distributed' package (pip install 'dask[distributed]')") from exc
+        Client = require("distributed", "a Dask scheduler (--scheduler, execution.executor = 'dask')").Client
         try:
             self.client = Client(address, timeout="20s")
         except (OSError, TimeoutError) as exc:

@@ -279,16 +279,16 @@ def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent |
     """
     on_event = on_event or ignore
     started = time.time()
-    prep = prepare(study)
-    outcome = StudyOutcome(prep.runs_dir)
-    states = {r.run_id: run_state(prep.runs_dir / r.run_id) for r in prep.runs}
-    pending = [r for r in prep.runs if states[r.run_id] != "complete"]
-    on_event(RunStarted(total=len(prep.runs), done=len(prep.runs) - len(pending)))
-    for r in pending:
-        if states[r.run_id] == "corrupt":  # reported, then run again: never trusted
-            on_event(RunInvalid(r.run_id, verify_run(prep.runs_dir / r.run_id) or "changed"))
-    executor = _executor(study, scheduler)
+    executor = _executor(study, scheduler)  # a missing extra or an unreachable scheduler fails before any work
     try:
+        prep = prepare(study)
+        outcome = StudyOutcome(prep.runs_dir)
+        states = {r.run_id: run_state(prep.runs_dir / r.run_id) for r in prep.runs}
+        pending = [r for r in prep.runs if states[r.run_id] != "complete"]
+        on_event(RunStarted(total=len(prep.runs), done=len(prep.runs) - len(pending)))
+        for r in pending:
+            if states[r.run_id] == "corrupt":  # reported, then run again: never trusted
+                on_event(RunInvalid(r.run_id, verify_run(prep.runs_dir / r.run_id) or "changed"))
         for result in executor.map(pending, prep.runs_dir, on_event):
             outcome.results.append(result)
             on_event(RunFinished(result))

@@ -11,14 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustseg._extras import require
 from robustseg.errors import InputError
 from robustseg.nn.models.attention_unet import ConvBlock
 from robustseg.nn.models.registry import MODELS
 
 
 def _create_encoder(encoder: str, in_channels: int, pretrained: bool) -> nn.Module:
-    """``timm.create_model(encoder, features_only=True)``; user-facing errors as :class:`InputError`."""
-    import timm
+    """``timm.create_model(encoder, features_only=True)``; user-facing errors as :class:`InputError` (timm itself
+    is the optional extra ``robustseg[timm]``)."""
+    timm = require("timm", "model 'timm_unet'")
 
     if not timm.is_model(encoder):
         raise InputError(f"model encoder={encoder!r}: not a timm model name (see timm.list_models())")
