@@ -29,8 +29,10 @@ from torch import nn
 from robustseg._registry import Registry
 from robustseg.errors import InputError
 
-LOSSES: Registry[Any] = Registry("loss")
-"""Loss registry; entries register below with ``@LOSSES.register(name)``."""
+LOSSES: Registry[Any] = Registry("loss", group="robustseg.losses")
+"""Loss registry; entries register below with ``@LOSSES.register(name)``. Plugins: ``loss.name =
+"package.module:factory"`` or an entry point of group ``robustseg.losses``; ``factory(**options)`` returns a
+module mapping ``(logits (N, C, H, W), labels (N, H, W))`` to a scalar loss."""
 
 Weights = Sequence[float] | np.ndarray | torch.Tensor | None
 
@@ -190,7 +192,15 @@ def _weighted_ce(class_weights: Weights = None) -> nn.Module:
 
 
 USES_CLASS_WEIGHTS: frozenset[str] = frozenset({"weighted_ce", "dice", "hybrid"})
-"""Losses that receive ``class_weights`` from the training split when training builds them."""
+"""Built-in losses that receive ``class_weights`` from the training split when training builds them."""
+
+
+def uses_class_weights(name: str) -> bool:
+    """Whether training passes loss ``name`` the training split's ``class_weights``: the built-ins of
+    :data:`USES_CLASS_WEIGHTS`, and a plugin whose factory takes a ``class_weights`` keyword."""
+    if name in USES_CLASS_WEIGHTS:
+        return True
+    return LOSSES.plugin(name) is not None and "class_weights" in (LOSSES.options(name) or [])
 
 
 def list_losses() -> list[str]:

@@ -93,15 +93,15 @@ class TrainConfig(TrainTable):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        if name not in models.list_models():
-            raise ValueError(f"one of {', '.join(models.list_models())}")
+        if not models.MODELS.has(name):
+            raise ValueError(f"one of {', '.join(models.list_models())}, or 'package.module:factory'")
         return name
 
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, name: str) -> str:
-        if name not in losses.list_losses():
-            raise ValueError(f"one of {', '.join(losses.list_losses())}")
+        if not losses.LOSSES.has(name):
+            raise ValueError(f"one of {', '.join(losses.list_losses())}, or 'package.module:factory'")
         return name
 
     @model_validator(mode="after")
@@ -367,7 +367,7 @@ def _train(cfg, train, val, out, device, precision, channels_last, num_classes, 
     counts = np.bincount(tr_msk.ravel(), minlength=num_classes)
     class_weights = losses.class_weights_from_counts(counts, cfg.class_weight_smoothing)
     loss_kw = dict(cfg.loss_kwargs)
-    if cfg.loss in losses.USES_CLASS_WEIGHTS and "class_weights" not in loss_kw:
+    if losses.uses_class_weights(cfg.loss) and "class_weights" not in loss_kw:
         loss_kw["class_weights"] = class_weights.tolist()
     criterion = losses.create(cfg.loss, **loss_kw).to(device)
 

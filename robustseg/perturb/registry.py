@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -145,8 +145,21 @@ _ENTRIES: tuple[Perturbation, ...] = (
     ),
 )
 
-PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
-"""The perturbation registry (a read-only mapping name -> :class:`Perturbation`, in registration order)."""
+def _plugin_perturbation(name: str, obj: object) -> Perturbation:
+    """A plugin as a registry entry: a :class:`Perturbation` (renamed to ``name``), or a function
+    ``f(image: uint8 (H, W), severity: int 1..5, rng: numpy Generator) -> uint8 (H, W)``."""
+    if isinstance(obj, Perturbation):
+        return replace(obj, name=name)
+    if not callable(obj):
+        raise InputError(f"perturbation {name!r}: not callable; expected f(image, severity, rng) or a Perturbation")
+    doc = (getattr(obj, "__doc__", None) or name).strip().splitlines()[0]
+    return Perturbation(name, doc, "severity", SEVERITIES, stochastic=True, function=obj)  # type: ignore[arg-type]
+
+
+PERTURBATIONS: Registry[Perturbation] = Registry("perturbation", group="robustseg.perturbations",
+                                                 adapt=_plugin_perturbation)
+"""The perturbation registry (a read-only mapping name -> :class:`Perturbation`, in registration order).
+Plugins: a suite entry ``"package.module:function"`` or an entry point of group ``robustseg.perturbations``."""
 for _p in _ENTRIES:
     PERTURBATIONS.add(_p.name, _p)
 
@@ -279,11 +292,12 @@ def resolve_suite(spec: str | Sequence[object] | Mapping[str, object]) -> list[t
     if isinstance(spec, str):
         if spec in SUITES:
             pairs = [(n, s) for n in SUITES[spec] for s in SEVERITIES]
-        elif spec in PERTURBATIONS:
-            pairs = [(spec, s) for s in SEVERITIES]
+        elif PERTURBATIONS.has(spec):
+            pairs = [(_entry(spec).name, s) for s in SEVERITIES]
         else:
             raise InputError(
-                f"suite {spec!r}: unknown; expected one of {list_suites()} or a perturbation {list_perturbations()}"
+                f"suite {spec!r}: unknown; expected one of {list_suites()}, a perturbation {list_perturbations()} "
+                "or a plugin 'package.module:function'"
             )
     elif isinstance(spec, Mapping):
         for name, sev in spec.items():

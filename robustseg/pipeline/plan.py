@@ -3,7 +3,8 @@
 A run id is ``<arm>-f<fold>-s<seed>-<hash>`` where the hash covers everything that changes the run's
 result: the arm's model / loss / sampler / training settings, the data identity and input size, a hash
 of the images, masks and pixel sizes as read (so corrected masks never reuse old runs), the exact split
-assignment, the seed, the perturbation list and the evaluation options. Which folds a study runs
+assignment, the seed, the perturbation list and the evaluation options, and for plugins (a model, loss or
+perturbation from another package) that package's distribution name and version. Which folds a study runs
 (``split.folds``) is not part of it: running more folds later reuses the finished ones. Two
 studies that differ in any of these never share a run folder; a resumed study finds its finished runs.
 """
@@ -86,11 +87,28 @@ def _identity(payload: dict[str, Any], data: DataTable) -> dict[str, Any]:
     return {**payload, "data": {**payload["data"], "path": recipe}}
 
 
+def plugin_records(study: Study, suite: list[tuple[str, int]]) -> dict[str, list[dict[str, Any]]]:
+    """Per arm, the plugins its runs use (model, loss, perturbations): distribution, version, object
+    (``robustseg._registry.Registry.plugin``); arms that use only built-ins are absent."""
+    from robustseg.nn.losses import LOSSES
+    from robustseg.nn.models import MODELS
+    from robustseg.perturb import PERTURBATIONS
+
+    perturbations = [PERTURBATIONS.plugin(name) for name in dict.fromkeys(n for n, _ in suite)]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for arm in study.arms:
+        found = [MODELS.plugin(arm.model), LOSSES.plugin(arm.loss), *perturbations]
+        if any(found):
+            out[arm.name] = [p for p in found if p is not None]
+    return out
+
+
 def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tuple[str, int]],
               external: list[tuple[str, DataSpec]] | None = None,
               fingerprints: dict[str, str] | None = None) -> list[RunSpec]:
     """All runs of a study, in a stable order (arm, fold, seed)."""
     fingerprint = split_fingerprint(splits)
+    plugins = plugin_records(study, suite)
     runs = []
     for arm in study.arms:
         for fold in study.folds:
@@ -107,6 +125,8 @@ def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tu
                     "perturb": {"pairs": [list(p) for p in suite], "seed": study.perturb.seed},
                     "eval": study.eval.model_dump(),
                 }
+                if arm.name in plugins:  # only then: studies of built-ins keep their run ids
+                    payload["plugins"] = plugins[arm.name]
                 run_id = f"{_slug(arm.name)}-f{fold}-s{seed}-{stable_hash(_identity(payload, study.data), 10)}"
                 runs.append(RunSpec(study.name, arm.name, fold, seed, run_id, payload))
     return runs

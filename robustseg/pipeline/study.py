@@ -127,7 +127,7 @@ def validate_arms(study: Study, class_names: tuple[str, ...] | None = None) -> N
         try:
             cfg = train_config(arm.to_dict(), seed=0, size=size, class_names=names)
             kw = dict(cfg.loss_kwargs)
-            if cfg.loss in losses.USES_CLASS_WEIGHTS and "class_weights" not in kw:
+            if losses.uses_class_weights(cfg.loss) and "class_weights" not in kw:
                 kw["class_weights"] = [1.0] * len(names)
             losses.create(cfg.loss, **kw)
             model = models.create(cfg.model, in_channels=1, num_classes=len(names), **cfg.model_kwargs)

@@ -12,11 +12,13 @@ from torch import nn
 
 from robustseg._registry import Registry
 
-MODELS: Registry[Any] = Registry("model")
+MODELS: Registry[Any] = Registry("model", group="robustseg.models", positional=2)
+"""Built-in models, plus plugins: ``model.name = "package.module:factory"`` or an entry point of group
+``robustseg.models``; a plugin factory is called as ``factory(in_channels, num_classes, **options)``."""
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create`."""
+    """Names accepted by :func:`create` (built-ins and installed entry points; ``module:factory`` too)."""
     return MODELS.names()
 
 
