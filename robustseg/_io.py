@@ -116,3 +116,21 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def append_text(path: str | Path, text: str) -> Path:
+    """Append ``text`` (UTF-8) to a log file in one ``write`` with ``O_APPEND``, then fsync.
+
+    For logs that several processes share (lines of one call stay together); data files are written with
+    :func:`atomic_write` instead.
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = memoryview(text.encode("utf-8"))
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path

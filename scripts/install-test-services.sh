@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
-# Installs the servers the test suite starts on loopback (PostgreSQL for distributed Optuna).
-# The tests start and stop their own throw-away server; nothing is left running.
-# Needs root (or sudo) for apt-get; where PostgreSQL is already installed it does nothing.
+# Installs what the test suite needs outside Python:
+#  - PostgreSQL, for distributed Optuna (the tests start and stop their own throw-away server on loopback;
+#    nothing is left running);
+#  - Chromium, for the browser test of report.html (run headless by the test, then closed).
+# Needs root (or sudo) for apt-get; what is already installed is left as it is.
 set -euo pipefail
+packages=()
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "PostgreSQL already installed: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
+else
+  packages+=(postgresql)
+fi
+if command -v chromium >/dev/null 2>&1; then
+  echo "Chromium already installed: $(command -v chromium)"
+else
+  packages+=(chromium)
+fi
+if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-# The Debian package starts a cluster service on port 5432; the tests use their own, so stop it.
-$SUDO service postgresql stop >/dev/null 2>&1 || true
-echo "PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
+$SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+if [[ " ${packages[*]} " == *" postgresql "* ]]; then
+  # The Debian package starts a cluster service on port 5432; the tests use their own, so stop it.
+  $SUDO service postgresql stop >/dev/null 2>&1 || true
+  echo "PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
+fi
+if [[ " ${packages[*]} " == *" chromium "* ]]; then
+  echo "Chromium installed: $(command -v chromium)"
+fi

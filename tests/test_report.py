@@ -132,3 +132,111 @@ def test_report_statistics_tables(report: Path) -> None:
     assert len(pd.read_csv(tables / "icc_reference_runs.csv")) == 16  # 8 runs x CSP, LV
     assert {"degradation_mean", "wm_dice_mean"} <= set(pd.read_csv(tables / "degradation.csv").columns)
     assert "Fleiss' kappa" in text and "Ranking stability" in text and "test patients** (fewer than 30)" in text
+
+
+# --- findings first, report.html, the browser check --------------------------------------------------------------
+
+
+def test_report_opens_with_generated_findings_and_cautions(report: Path) -> None:
+    """The first sections are Findings and Read with care; every sentence is the saved findings table's, links to
+    a heading of the report and to a table that exists."""
+    from robustseg.report.markdown import anchor
+
+    text = report.read_text(encoding="utf-8")
+    heads = re.findall(r"^#+ (.+)$", text, flags=re.M)
+    assert heads[:4] == ["robustseg report: tiny-report", "Findings", "Read with care", "About these numbers"]
+    saved = pd.read_csv(report.parent / "tables" / "findings.csv")
+    block = text.split("## Findings\n\n", 1)[1].split("## About these numbers", 1)[0]
+    bullets = [line[2:] for line in block.splitlines() if line.startswith("- ")]
+    assert bullets == saved["sentence"].tolist()
+    assert 6 <= (saved["kind"] == "finding").sum() <= 12
+    ids = {anchor(h) for h in heads}
+    for sentence in saved["sentence"]:
+        for target in re.findall(r"\]\(#([^)]+)\)", sentence):
+            assert target in ids, (target, sentence)
+        for table in re.findall(r"\]\((tables/[^)]+)\)", sentence):
+            assert (report.parent / table).is_file(), table
+    assert "**Only 5 test patients**" in block and "**A collapsed run**" in block  # 1 epoch: every run collapses
+
+
+def test_every_figure_has_alt_text_saying_what_it_shows(report: Path) -> None:
+    text = report.read_text(encoding="utf-8")
+    alts = re.findall(r"!\[((?:[^\]\\]|\\.)*)\]\(figures/", text)
+    assert len(alts) >= 9
+    for alt in alts:
+        assert len(alt.split()) >= 15, alt  # a description, not a title
+        assert re.search(r"axis|panel|grid|rows|column", alt), alt
+
+
+def test_html_is_one_self_contained_file(report: Path) -> None:
+    page = (report.parent / "report.html").read_text(encoding="utf-8")
+    md_text = report.read_text(encoding="utf-8")
+    n_figures = len(re.findall(r"!\[", md_text))
+    assert page.count("<img ") == n_figures == page.count('src="data:image/png;base64,')
+    assert 'src="figures/' not in page and "<script" not in page and "http://" not in page
+    assert '<nav class="toc"' in page and 'href="#1-summary"' in page and 'id="1-summary"' in page
+    assert '<section class="findings"' in page and page.index('id="findings"') < page.index('id="about-these-numbers"')
+    assert page.count('<div class="table-wrap">') == page.count("<table>") > 10
+    assert "@media print" in page
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    from _browser import find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("Chromium is not installed (scripts/install-test-services.sh installs it: apt-get install chromium)")
+    return binary
+
+
+def test_html_in_headless_chromium(report: Path, chromium: str, tmp_path: Path) -> None:
+    """At 1280 px every figure loads and no table is wider than the viewport; printed to PDF (A4), no table is cut:
+    every table fits the printed width and every character of the page is in the PDF."""
+    import os
+
+    from _browser import PRINT_WIDTH_PX, Browser, broken_images, layout, layout_problems, missing_from_pdf
+
+    page = report.parent / "report.html"
+    n_figures = len(re.findall(r"!\[", report.read_text(encoding="utf-8")))
+    shots = Path(os.environ.get("ROBUSTSEG_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with Browser(chromium) as b:
+        b.viewport(1280, 800)
+        b.load(page)
+        screen = layout(b)
+        shot = b.screenshot(shots / "report-1280x800.png")
+        b.viewport(PRINT_WIDTH_PX, 1100, media="print")
+        printed = layout(b)
+        text = b.evaluate("document.body.innerText")
+        pdf = b.pdf(tmp_path / "report.pdf")
+    assert screen["vw"] == 1280 and len(screen["images"]) == n_figures
+    assert not broken_images(screen)
+    assert not layout_problems(screen)
+    assert shot.stat().st_size > 10_000
+    assert printed["vw"] == PRINT_WIDTH_PX and len(printed["tables"]) == len(screen["tables"])
+    assert not layout_problems(printed)
+    assert not missing_from_pdf(text, pdf)
+
+
+def test_browser_checks_catch_a_cut_table_and_a_broken_image(chromium: str, tmp_path: Path) -> None:
+    """The checks above can fail: a table that cannot wrap is flagged at 1280 px and in print, and loses text in
+    the PDF; a missing image file is flagged."""
+    from _browser import PRINT_WIDTH_PX, Browser, broken_images, layout, layout_problems, missing_from_pdf
+
+    cells = "".join(f"<td>{chr(65 + i) * 30}</td>" for i in range(8))
+    (tmp_path / "bad.html").write_text(
+        "<!DOCTYPE html><html><head><style>@page { size: A4; margin: 12mm } td { white-space: nowrap }</style></head>"
+        f"<body><table><thead><tr><th>head</th></tr></thead><tbody><tr>{cells}</tr></tbody></table>"
+        '<img alt="a figure" src="missing.png"></body></html>')
+    with Browser(chromium) as b:
+        b.viewport(1280, 800)
+        b.load(tmp_path / "bad.html")
+        screen = layout(b)
+        b.viewport(PRINT_WIDTH_PX, 1100, media="print")
+        printed = layout(b)
+        text = b.evaluate("document.body.innerText")
+        pdf = b.pdf(tmp_path / "bad.pdf")
+    assert layout_problems(screen) and layout_problems(printed)
+    assert broken_images(screen)
+    assert missing_from_pdf(text, pdf).get("H", 0) == 30  # the last column fell off the page

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from robustseg._warnings import LOG_NAME, logged
 from robustseg.cli.progress import ProgressRenderer, collapsed_text
 from robustseg.errors import InputError, RobustsegError
 from robustseg.labels import CLASS_NAMES
@@ -323,14 +325,28 @@ def _os_error(exc: OSError) -> int:
     return 1 if exc.errno in _DISK_ERRNOS or not exc.filename else 2
 
 
+def _logged_elsewhere(caught: list) -> None:
+    """Say where the Python warnings that no output folder took were logged (they never print themselves)."""
+    if caught:
+        n = sum(c.count for c in caught)
+        err_console.print(f"[dim]{n} Python warning(s) from libraries logged to {_WARNINGS_FALLBACK / LOG_NAME}[/dim]",
+                          highlight=False, soft_wrap=True)
+
+
+_WARNINGS_FALLBACK = Path(tempfile.gettempdir()) / "robustseg"
+"""Where warnings raised outside a study, report or run folder are logged (the study and report log their own)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit (ulimit -f) raises OSError(EFBIG) instead of killing us
         with contextlib.suppress(ValueError):  # not the main thread: leave it
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
+    caught: list = []
     try:
-        return int(args.func(args) or 0)
+        with logged(_WARNINGS_FALLBACK, args.command) as caught:
+            return int(args.func(args) or 0)
     except RobustsegError as exc:
         _error(str(exc))
         return exc.exit_code
@@ -339,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    finally:
+        _logged_elsewhere(caught)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from robustseg._extras import require
+from robustseg._warnings import logged
 from robustseg.errors import InputError
 from robustseg.pipeline import workerenv
 from robustseg.pipeline.artifacts import RunResult, RunStatus
@@ -112,7 +113,14 @@ def _forward(event: Event) -> None:
 
 
 def _pool_run(spec: RunSpec, runs_dir: Path, threads: int) -> RunResult:
-    return execute_run(spec, runs_dir, threads=threads, on_event=_forward)
+    with logged(runs_dir, f"run {spec.run_id}"):  # a worker's stderr is the user's terminal: log instead
+        return execute_run(spec, runs_dir, threads=threads, on_event=_forward)
+
+
+def _remote_run(spec: RunSpec, runs_dir: Path, threads: int) -> RunResult:
+    """A run on a Dask worker, its Python warnings logged to the study's run folder."""
+    with logged(runs_dir, f"run {spec.run_id}"):
+        return execute_run(spec, runs_dir, threads=threads)
 
 
 class PoolExecutor:
@@ -190,7 +198,7 @@ class DaskExecutor:
 
         runs_dir = Path(runs_dir).resolve()
         futures = [
-            self.client.submit(execute_run, spec, runs_dir, threads=self.threads, key=f"robustseg-{spec.run_id}", pure=False)
+            self.client.submit(_remote_run, spec, runs_dir, self.threads, key=f"robustseg-{spec.run_id}", pure=False)
             for spec in specs
         ]
         for future in as_completed(futures):

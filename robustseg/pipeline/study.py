@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg._io import atomic_write, read_json, write_csv, write_json
+from robustseg._warnings import logged
 from robustseg._paths import check_component, check_output_dir, clean_stale_temp
 from robustseg.config import Study
 from robustseg.errors import InputError
@@ -289,15 +290,16 @@ def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent |
         for r in pending:
             if states[r.run_id] == "corrupt":  # reported, then run again: never trusted
                 on_event(RunInvalid(r.run_id, verify_run(prep.runs_dir / r.run_id) or "changed"))
-        for result in executor.map(pending, prep.runs_dir, on_event):
-            outcome.results.append(result)
-            on_event(RunFinished(result))
+        with logged(prep.runs_dir, "study"):  # Python warnings go to runs_dir/warnings.log, not the terminal
+            for result in executor.map(pending, prep.runs_dir, on_event):
+                outcome.results.append(result)
+                on_event(RunFinished(result))
+            collect_tables(prep.runs_dir)
     finally:
         executor.close()
     outcome.failures = [f"{r.run_id}: {r.error or '?'}" for r in outcome.results if r.status is RunStatus.FAILED]
     outcome.diverged = [f"{r.run_id}: {r.summary.get('diverged_reason')}" for r in outcome.results
                         if r.ok and r.summary.get("diverged")]
-    collect_tables(prep.runs_dir)
     if report:
         outcome.report = write_report(prep.runs_dir, study)
     outcome.seconds = time.time() - started

@@ -190,6 +190,26 @@ def patient_weights(patients: Sequence[object], n_boot: int, seed: int = 0) -> n
 METRICS = ("aurc", "eaurc", "naurc", "failure_auroc")
 
 
+def defined_mean(values, axis: int | None = None) -> np.ndarray | float:
+    """Mean of the non-NaN values (along ``axis``); NaN where none is defined, without numpy's warning.
+
+    A metric can be undefined for a run or a replicate (no failure to catch, every image at the same risk):
+    such values drop out of the mean instead of making it NaN, and an all-undefined slice is NaN.
+
+    >>> defined_mean([0.5, float("nan"), 1.0]), bool(np.isnan(defined_mean([float("nan")])))
+    (0.75, True)
+    >>> defined_mean([[1.0, float("nan")], [3.0, float("nan")]], axis=0).tolist()
+    [2.0, nan]
+    """
+    a = np.asarray(values, dtype=np.float64)
+    known = ~np.isnan(a)
+    n = known.sum(axis=axis)
+    total = np.where(known, a, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = total / n
+    return float(out) if np.ndim(out) == 0 else out
+
+
 def evaluate_scores(table: pd.DataFrame, scores: Sequence[str], *, by: Sequence[str], unit: str = "run_id",
                     patient_col: str = "patient_id", risk_col: str = "risk", failure_col: str = "failure",
                     n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
@@ -243,17 +263,15 @@ def evaluate_scores(table: pd.DataFrame, scores: Sequence[str], *, by: Sequence[
             per_unit = acc[score]["point"]
             if not per_unit:
                 continue
-            with _quiet():
-                est = {m: float(np.nanmean([d[m][0] for d in per_unit])) for m in METRICS}
+            est = {m: float(defined_mean([d[m][0] for d in per_unit])) for m in METRICS}
             rhos = acc[score]["rho"]
             row = dict(zip(by, key, strict=True)) | {
                 "score": score, "n_units": len(per_unit), "n_images": n_img, "n_failures": n_fail,
                 "failure_rate": n_fail / n_img, "mean_risk": float(np.mean(risks)), **est,
-                "spearman_rho": float(np.nanmean(rhos)) if np.isfinite(rhos).any() else np.nan}
+                "spearman_rho": float(defined_mean(rhos))}
             for m, lo, hi in (("naurc", "naurc_ci_low", "naurc_ci_high"),
                               ("failure_auroc", "auroc_ci_low", "auroc_ci_high")):
-                with _quiet():
-                    reps = np.nanmean(np.vstack([b[m] for b in acc[score]["boot"]]), axis=0)
+                reps = defined_mean(np.vstack([b[m] for b in acc[score]["boot"]]), axis=0)
                 reps = reps[np.isfinite(reps)]
                 row[lo], row[hi] = (np.quantile(reps, [alpha / 2, 1 - alpha / 2]) if reps.size else (np.nan, np.nan))
             row |= {"n_boot": n_boot, "alpha": alpha}
@@ -288,29 +306,14 @@ def paired_difference(table: pd.DataFrame, a: str, b: str, *, by: Sequence[str],
                 boot.append(risk_metrics(c, r, f, w)["naurc"])
         if not pa:
             continue
-        with _quiet():
-            d = np.nanmean(np.vstack(ba), axis=0) - np.nanmean(np.vstack(bb), axis=0)
+        d = defined_mean(np.vstack(ba), axis=0) - defined_mean(np.vstack(bb), axis=0)
         d = d[np.isfinite(d)]
         lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2]) if d.size else (np.nan, np.nan)
-        na, nb = float(np.nanmean(pa)), float(np.nanmean(pb))
+        na, nb = float(defined_mean(pa)), float(defined_mean(pb))
         rows.append(dict(zip(by, key, strict=True)) | {"score_a": a, "score_b": b, "naurc_a": na, "naurc_b": nb,
                                                         "diff": na - nb, "ci_low": lo, "ci_high": hi,
                                                         "n_images": len(g)})
     return pd.DataFrame(rows)
-
-
-class _quiet:
-    """Silence numpy's 'mean of empty slice' warnings inside a block."""
-
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)
 
 
 def review_table(table: pd.DataFrame, scores: Sequence[str], *, by: Sequence[str], unit: str = "run_id",
@@ -342,7 +345,7 @@ def review_table(table: pd.DataFrame, scores: Sequence[str], *, by: Sequence[str
                     acc[x].append((a, b, f.mean(), caught))
             for x, vals in acc.items():
                 if vals:
-                    v = np.nanmean(np.asarray(vals, dtype=np.float64), axis=0)
+                    v = defined_mean(vals, axis=0)
                     rows.append(dict(zip(by, key, strict=True)) | {
                         "score": score, "review": x, "failure_rate_kept": v[0], "mean_risk_kept": v[1],
                         "failure_rate_all": v[2], "failures_caught": v[3]})

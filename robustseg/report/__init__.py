@@ -1,4 +1,5 @@
-"""The study report: ``build_report(runs_dir, out_dir)`` writes ``report.md``, ``figures/*.png``, ``tables/*.csv``.
+"""The study report: ``build_report(runs_dir, out_dir)`` writes ``report.md``, ``report.html``, ``figures/*.png``,
+``tables/*.csv``.
 
 Everything is computed from the tables a study saved under ``runs_dir`` (see ``robustseg.pipeline.study``), so
 ``robustseg report RUN_DIR`` rebuilds the same report without training. Deterministic: fixed bootstrap
@@ -6,7 +7,8 @@ seeds, sorted groupings, PNGs without date stamps, no clock reads.
 
 Modules: ``load`` (read the run folder), ``aggregate`` (summary, spread, ICC, robustness, arm tables),
 ``ensembles`` (ensembles, mismatch, ground-truth-free score), ``compute`` (all tables), ``figures``,
-``sections`` and ``markdown`` (the text), ``repro`` (versions, commit, hardware, wall time).
+``sections`` and ``markdown`` (the text), ``findings`` (the generated Findings and Read-with-care sentences at
+the top), ``html`` (the same text as one self-contained page), ``repro`` (versions, commit, hardware, wall time).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from robustseg._io import write_text
-from robustseg.report import figures, qc_section, sections
+from robustseg._warnings import logged
+from robustseg.report import alt, figures, findings, qc_section, sections
 from robustseg.report.compute import Results, compute, structure_measures
+from robustseg.report.html import HTML_NAME, to_html
 from robustseg.report.load import load_inputs
 from robustseg.report.repro import block
 
@@ -92,12 +96,14 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
             sections.ensembles(res, figs["ensembles"]),
             sections.arm_comparison(res),
             sections.anomaly(res, figs),
-            qc_section.section(res.tables, res.baseline, figs.get("qc"), inp.small),
+            qc_section.section(res.tables, res.baseline, figs.get("qc"), inp.small, alt.qc(res)),
             sections.qualitative(res, figs["qualitative"]),
             sections.postprocessing(res),
             sections.training(res, figs["training"]),
         ]
     parts = [
+        sections.title(res),
+        findings.render(res.tables.get("findings", pd.DataFrame(columns=["kind", "key", "sentence"]))),
         sections.header(res),
         *body,
         block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs, inp.completes),
@@ -106,16 +112,28 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
 
+def facts(res: Results) -> findings.Facts:
+    """What the Findings and Read-with-care sentences read: the computed tables and a few counts."""
+    n_images = len(res.inputs.reference.image_id) if res.inputs.reference is not None else 0
+    return findings.Facts(tables=res.tables, baseline=res.baseline, arms=tuple(res.arms),
+                          class_names=tuple(res.inputs.class_names), small=tuple(res.inputs.small),
+                          n_patients=res.n_patients, n_images=n_images, sections=sections.section_titles())
+
+
 def build_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write ``out_dir/report.md`` with ``figures/`` and ``tables/`` from the saved tables of ``runs_dir``."""
+    """Write ``out_dir/report.md`` and ``report.html`` with ``figures/`` and ``tables/`` from the saved tables
+    of ``runs_dir``. Python warnings raised meanwhile go to ``out_dir/warnings.log``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    res = compute(load_inputs(runs_dir))
-    table_names = write_tables(res, out_dir / "tables")
-    figs = draw_figures(res, out_dir / "figures")
-    path = out_dir / REPORT_NAME
-    write_text(path, render(res, figs, table_names))
+    with logged(out_dir, "report"):
+        res = compute(load_inputs(runs_dir))
+        res.tables["findings"] = findings.table(facts(res))
+        table_names = write_tables(res, out_dir / "tables")
+        figs = draw_figures(res, out_dir / "figures")
+        text = render(res, figs, table_names)
+        path = write_text(out_dir / REPORT_NAME, text)
+        write_text(out_dir / HTML_NAME, to_html(text, out_dir))
     return path
 
 
-__all__ = ["REPORT_NAME", "build_report"]
+__all__ = ["HTML_NAME", "REPORT_NAME", "build_report"]

@@ -18,6 +18,7 @@ from robustseg.report.ensembles import (
     gt_free_scores,
 )
 from robustseg.report.load import StudyInputs, clean_rows
+from robustseg.report.repro import environment_table
 
 STRUCTURE_MEASURES = (("csp", "area_mm2", "area (mm²)"), ("lv", "area_mm2", "area (mm²)"),
                       ("lv", "minor_axis_mm", "minor axis ≈ atrial width (mm)"))
@@ -118,11 +119,28 @@ def structure_summary(structures: pd.DataFrame, class_names: Sequence[str] = CLA
     return pd.DataFrame(rows)
 
 
+def test_sets(per_image: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """Images (and patients, where the index knows them) of the held-out test set and of each external set."""
+    if per_image.empty:
+        return pd.DataFrame(columns=["testset", "n_images", "n_patients"])
+    rows = []
+    patients = index.set_index("image_id")["patient_id"] if {"image_id", "patient_id"} <= set(index.columns) else None
+    for name, g in per_image.groupby("testset", sort=False):
+        ids = pd.unique(g["image_id"])
+        known = patients.reindex(ids).dropna() if patients is not None and name == "test" else pd.Series(dtype=str)
+        rows.append({"testset": str(name), "n_images": len(ids), "n_patients": known.nunique() if len(known) else np.nan})
+    out = pd.DataFrame(rows)
+    return out.assign(_o=out["testset"] != "test").sort_values(["_o", "testset"], kind="stable").drop(columns="_o") \
+        .reset_index(drop=True)
+
+
 def compute(inputs: StudyInputs) -> Results:
     arms = inputs.arms
     n_boot = int(inputs.study.get("execution", {}).get("bootstrap", 2000))
     clean = clean_rows(inputs.per_image)
     res = Results(inputs, arms, arms[0], n_boot, clean, pd.DataFrame())
+    res.tables.update(runs=inputs.runs, environment=environment_table(inputs.completes),
+                      test_sets=test_sets(inputs.per_image, inputs.index))
     if clean.empty:
         return res
     arms = [a for a in arms if a in set(clean["arm"])]
@@ -167,6 +185,6 @@ def compute(inputs: StudyInputs) -> Results:
               "gt_free_checks": ("score",), "icc_reference": ("prediction",), "bland_altman": ("prediction",)}
     for name, df in t.items():
         if (isinstance(df, pd.DataFrame) and not df.empty and "arm" in df.columns
-                and name not in ("run_level", "arm_ranking")):
+                and name not in ("run_level", "arm_ranking", "runs", "environment")):
             t[name] = agg.order_classes(df, arms, firsts.get(name, ()), classes=names)
     return res

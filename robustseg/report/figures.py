@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -19,19 +20,32 @@ from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES, display_name
 
 FOREGROUND = CLASS_NAMES[1:]
 SMALL = SMALL_STRUCTURES
-CLASS_COLORS = {"background": "#7f7f7f", "brain": "#1f77b4", "csp": "#2ca02c", "lv": "#d62728"}
-"""Colours of the fetal classes; other class names get :data:`PALETTE` colours by label index."""
-PALETTE = ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
-           "#17becf")
-"""Colours by label index for class names without a fixed colour (matplotlib tab10, grey first for label 0)."""
-COLOR_NAMES = dict(zip(PALETTE, ("grey", "blue", "green", "red", "orange", "purple", "brown", "pink", "olive", "cyan"),
-                       strict=True))
+OKABE_ITO = {"blue": "#0072B2", "yellow": "#F0E442", "vermillion": "#D55E00", "sky blue": "#56B4E9",
+             "bluish green": "#009E73", "orange": "#E69F00", "reddish purple": "#CC79A7", "black": "#000000"}
+"""The Okabe-Ito palette (Okabe & Ito 2008): eight colours told apart with every common colour-vision deficiency."""
+CLASS_COLORS = {"background": "#7f7f7f", "brain": OKABE_ITO["blue"], "csp": OKABE_ITO["yellow"],
+                "lv": OKABE_ITO["vermillion"]}
+"""Colours of the fetal classes: of all Okabe-Ito triples, blue / yellow / vermillion keeps the three overlays
+furthest apart (smallest CIELAB distance, 50 % over dark to light grey) under simulated protan, deutan and
+tritan vision (tests/test_figures.py checks it). Other class names get :data:`PALETTE` colours by label index."""
+PALETTE = ("#7f7f7f", *OKABE_ITO.values())
+"""Colours by label index for class names without a fixed colour (grey for label 0, then Okabe-Ito)."""
+COLOR_NAMES = {"#7f7f7f": "grey", **{v: k for k, v in OKABE_ITO.items()}}
 """How the report's text names each colour."""
+MISMATCH_COLOR = OKABE_ITO["reddish purple"]
+"""Pixels where prediction and reference disagree (a colour no fetal class uses)."""
+SERIES = (OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["bluish green"], OKABE_ITO["orange"],
+          OKABE_ITO["sky blue"], OKABE_ITO["reddish purple"], OKABE_ITO["black"], OKABE_ITO["yellow"])
+"""Colours of unordered series (folds, scores) on a white background: Okabe-Ito, yellow last (faint on white)."""
+OUTLINE = [patheffects.Stroke(linewidth=2.6, foreground="0.2"), patheffects.Normal()]
+"""A dark edge under class-coloured lines, so a light class colour (yellow) stays visible on white."""
 
 
 def class_colors(classes: Sequence[str] = CLASS_NAMES) -> dict[str, str]:
     """Colour of each class: :data:`CLASS_COLORS` for the fetal names, else :data:`PALETTE` by label index."""
     return {c: CLASS_COLORS.get(c, PALETTE[i % len(PALETTE)]) for i, c in enumerate(classes)}
+
+
 ARM_STYLES = ("-", "--", ":", "-.")
 HATCHES = (None, "//", "..", "xx")
 FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -101,7 +115,8 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path, classes: 
             for cls in fg_names:
                 s = sub[(sub["arm"] == arm) & (sub["class"] == cls)].sort_values("severity")
                 x, y, sd = (s[c].to_numpy(dtype=float) for c in ("severity", "dice_mean", "dice_sd"))
-                ax.plot(x, y, color=colors[cls], ls=ARM_STYLES[a_i % len(ARM_STYLES)], marker="o", ms=3.5, lw=1.5)
+                ax.plot(x, y, color=colors[cls], ls=ARM_STYLES[a_i % len(ARM_STYLES)], marker="o", ms=3.5, lw=1.5,
+                        mec="0.2", mew=0.5, path_effects=OUTLINE)
                 sd = np.nan_to_num(sd)
                 ax.fill_between(x, np.clip(y - sd, 0, 1), np.clip(y + sd, 0, 1), color=colors[cls], alpha=0.12,
                                 lw=0)
@@ -129,7 +144,7 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path, classes: 
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=colors[c], label=c) for c in fg_names]
+    handles = [Line2D([], [], color=colors[c], label=display_name(c), lw=1.5, path_effects=OUTLINE) for c in fg_names]
     if len(arms) > 1:
         handles += [Line2D([], [], color="black", ls=ARM_STYLES[i % len(ARM_STYLES)], label=a) for i, a in enumerate(arms)]
         if externals:
@@ -153,7 +168,7 @@ def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str
         s = areas[(areas["arm"] == arm) & (areas["class"] == cls)]
         mean = (s["pred_area"] + s["ref_area"]) / 2
         diff = s["pred_area"] - s["ref_area"]
-        ax.scatter(mean, diff, s=12, alpha=0.6, color=colors[cls], edgecolor="none")
+        ax.scatter(mean, diff, s=14, alpha=0.75, color=colors[cls], edgecolor="0.2", linewidth=0.4)
         row = ba[(ba["arm"] == arm) & (ba["class"] == cls)]
         if not row.empty:
             r = row.iloc[0]
@@ -188,7 +203,8 @@ def ensemble_plot(levels: pd.DataFrame, evm: pd.DataFrame, arms: list[str], path
                 x0 = i - 0.3 + k * step
                 m = members[(members["class"] == cls) & (members["arm"] == arm) & (members["fold"] == fold)]
                 m = m.sort_values("seed")
-                ax.plot(x0 + _jitter(len(m), 0.03), m["value"], "o", color=colors[cls], alpha=0.7, ms=5)
+                ax.plot(x0 + _jitter(len(m), 0.03), m["value"], "o", color=colors[cls], alpha=0.8, ms=5, mec="0.2",
+                        mew=0.4)
                 se = e[(e["kind"] == "seeds") & (e["fold"] == fold)]
                 ax.plot(np.full(len(se), x0 + 0.07), se["ensemble"], "D", color="black", ms=5, mfc="white")
             sf = e[e["kind"] == "seeds+folds"]
@@ -272,11 +288,12 @@ def gt_free_plot(scores: pd.DataFrame, arm: str, path: Path, small: Sequence[str
                             (axes[1], "disagreement", f"seed disagreement (1 - mean pairwise Dice, {names})")):
         if has_lab:
             ab = s["abnormal"].astype(bool).to_numpy()
-            ax.scatter(s.loc[~ab, col], s.loc[~ab, "mismatch"], s=18, color="#1f77b4", label="normal", alpha=0.7)
-            ax.scatter(s.loc[ab, col], s.loc[ab, "mismatch"], s=22, color="#d62728", marker="^", label="abnormal", alpha=0.8)
+            ax.scatter(s.loc[~ab, col], s.loc[~ab, "mismatch"], s=18, color=OKABE_ITO["blue"], label="normal", alpha=0.7)
+            ax.scatter(s.loc[ab, col], s.loc[ab, "mismatch"], s=22, color=OKABE_ITO["vermillion"], marker="^", label="abnormal",
+                       alpha=0.8)
             ax.legend(fontsize=8, frameon=False)
         else:
-            ax.scatter(s[col], s["mismatch"], s=18, color="#1f77b4", alpha=0.7)
+            ax.scatter(s[col], s["mismatch"], s=18, color=OKABE_ITO["blue"], alpha=0.7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("overall mismatch score (needs reference)")
         ax.grid(alpha=0.3)
@@ -286,8 +303,8 @@ def gt_free_plot(scores: pd.DataFrame, arm: str, path: Path, small: Sequence[str
 
 
 def _overlay(ax: object, image: np.ndarray, labels: np.ndarray | None = None,
-             classes: Sequence[str] = CLASS_NAMES) -> None:
-    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+             classes: Sequence[str] = CLASS_NAMES, extent: tuple[float, float, float, float] | None = None) -> None:
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest", extent=extent)
     if labels is not None:
         colors = class_colors(classes)
         rgba = np.zeros((*labels.shape, 4))
@@ -295,59 +312,98 @@ def _overlay(ax: object, image: np.ndarray, labels: np.ndarray | None = None,
             if c == 0:
                 continue
             rgb = tuple(int(colors[name][i:i + 2], 16) / 255 for i in (1, 3, 5))
-            rgba[labels == c] = (*rgb, 0.45)
-        ax.imshow(rgba, interpolation="nearest")
+            rgba[labels == c] = (*rgb, 0.5)
+        ax.imshow(rgba, interpolation="nearest", extent=extent)
 
 
 def crop_box(mask: np.ndarray, margin: float = 0.15) -> tuple[slice, slice]:
-    """Square-ish crop around the reference foreground (whole image when it is empty)."""
+    """A square crop around the reference foreground with a ``margin`` (the whole image, squared, when it is
+    empty). The square may reach past the image; :func:`crop` pads it, so every panel of a row has one extent."""
+    h, w = mask.shape
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
-        return slice(None), slice(None)
-    h, w = mask.shape
-    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    pad = int(np.ceil(margin * max(r1 - r0, c1 - c0)))
-    return slice(max(0, r0 - pad), min(h, r1 + pad)), slice(max(0, c0 - pad), min(w, c1 + pad))
+        r0, r1, c0, c1 = 0, h, 0, w
+    else:
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    side = max(r1 - r0, c1 - c0)
+    side += 2 * int(np.ceil(margin * side)) if rows.size else 0
+    top, left = (r0 + r1 - side) // 2, (c0 + c1 - side) // 2
+    top = int(np.clip(top, min(0, h - side), max(0, h - side)))  # inside the image where the square fits
+    left = int(np.clip(left, min(0, w - side), max(0, w - side)))
+    return slice(top, top + side), slice(left, left + side)
+
+
+def crop(array: np.ndarray, box: tuple[slice, slice], fill: float = 0) -> np.ndarray:
+    """``array[..., rows, cols]`` of the (possibly out-of-bounds) ``box``, padded with ``fill`` outside."""
+    rs, cs = box
+    h, w = array.shape[-2:]
+    pad = [(0, 0)] * (array.ndim - 2) + [(max(0, -rs.start), max(0, rs.stop - h)), (max(0, -cs.start), max(0, cs.stop - w))]
+    inner = array[..., max(0, rs.start):min(h, rs.stop), max(0, cs.start):min(w, cs.stop)]
+    return np.pad(inner, pad, constant_values=fill)
 
 
 def qualitative_plot(images: np.ndarray, masks: np.ndarray, probs: np.ndarray, picks: list[tuple[str, int, str]],
                      path: Path, classes: Sequence[str] = CLASS_NAMES, small: Sequence[str] = SMALL) -> str:
+    """:func:`qualitative_figure` saved to ``path``."""
+    return save(qualitative_figure(images, masks, probs, picks, classes, small), path)
+
+
+def qualitative_figure(images: np.ndarray, masks: np.ndarray, probs: np.ndarray, picks: list[tuple[str, int, str]],
+                       classes: Sequence[str] = CLASS_NAMES, small: Sequence[str] = SMALL) -> Figure:
     """Rows: chosen test images; columns: image, reference, prediction, the probability of each ``small``
     structure (CSP, LV), mismatch.
 
-    Each row is cropped to the reference foreground (for the fetal head: brain + structures) so the small
-    structures stay visible.
+    Every panel of a row shows the same square crop around the reference foreground (for the fetal head: brain
+    + structures), with the same pixel extent and size: a pixel sits at the same place in all of them. The
+    probability colour bar has its own axis under the probability columns, so it takes no room from them.
     """
+    from matplotlib.gridspec import GridSpec
+
     small = list(small)
-    cols = ("image", "reference", "prediction", *(f"P({c})" for c in small), "mismatch (pred != ref)")
-    fig = Figure(figsize=(2.1 * len(cols), 2.3 * len(picks) + 0.9), layout="constrained")
-    axes = fig.subplots(len(picks), len(cols), squeeze=False)
+    cols = ("image", "reference", "prediction", *(f"P({display_name(c)})" for c in small), "mismatch (pred ≠ ref)")
+    n, ncol, cell = len(picks), len(cols), 2.0
+    fig = Figure(figsize=(cell * ncol + 0.5, cell * n + 1.3))
+    grid = GridSpec(n + 1, ncol, figure=fig, height_ratios=[*([1.0] * n), 0.12], hspace=0.08, wspace=0.04,
+                    left=0.5 / (cell * ncol + 0.5), right=0.995, top=1 - 0.35 / (cell * n + 1.3),
+                    bottom=0.6 / (cell * n + 1.3))
     index = [list(classes).index(c) for c in small]
-    last = len(cols) - 1
+    last = ncol - 1
     im = None
     for r, (label, i, image_id) in enumerate(picks):
-        rs, cs = crop_box(masks[i] > 0)
-        img, ref, p = images[i][rs, cs], masks[i][rs, cs], probs[i][:, rs, cs]
+        box = crop_box(masks[i] > 0)
+        img, ref, p = crop(images[i], box), crop(masks[i], box), crop(probs[i], box)
         pred = p.argmax(axis=0)
-        _overlay(axes[r, 0], img)
-        _overlay(axes[r, 1], img, ref, classes)
-        _overlay(axes[r, 2], img, pred, classes)
+        side = img.shape[-1]
+        extent = (0, side, side, 0)
+        axes = [fig.add_subplot(grid[r, c]) for c in range(ncol)]
+        _overlay(axes[0], img, extent=extent)
+        _overlay(axes[1], img, ref, classes, extent=extent)
+        _overlay(axes[2], img, pred, classes, extent=extent)
         for k, c in enumerate(index):
-            im = axes[r, 3 + k].imshow(p[c], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, last].imshow(pred != ref, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, 0].set_ylabel(f"{label}\n{image_id}", fontsize=8)
-        for c in range(len(cols)):
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
+            im = axes[3 + k].imshow(p[c], cmap="viridis", vmin=0, vmax=1, interpolation="nearest", extent=extent)
+        miss = np.zeros((*ref.shape, 4))
+        miss[pred != ref] = (*(int(MISMATCH_COLOR[j:j + 2], 16) / 255 for j in (1, 3, 5)), 1.0)
+        axes[last].imshow(img, cmap="gray", vmin=0, vmax=255 * 2, interpolation="nearest", extent=extent)  # dimmed
+        axes[last].imshow(miss, interpolation="nearest", extent=extent)
+        axes[0].set_ylabel(f"{label}\n{image_id}", fontsize=8)
+        for c, ax in enumerate(axes):
+            ax.set_xlim(0, side)
+            ax.set_ylim(side, 0)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
             if r == 0:
-                axes[r, c].set_title(cols[c], fontsize=9)
+                ax.set_title(cols[c], fontsize=9)
     if im is not None:
-        fig.colorbar(im, ax=axes[:, 3:last].ravel().tolist(), location="bottom", shrink=0.8, label="probability")
+        cax = fig.add_subplot(grid[n, 3:last])
+        fig.colorbar(im, cax=cax, orientation="horizontal", label="probability")
     colors = class_colors(classes)
-    handles = [Line2D([], [], ls="", marker="s", ms=8, color=colors[c], label=c) for c in classes[1:]]
-    fig.legend(handles=handles, loc="outside lower left", ncol=3, frameon=False, title="overlay colours",
-               fontsize=8, title_fontsize=8)
-    return save(fig, path)
+    handles = [Patch(facecolor=colors[c], edgecolor="0.2", label=display_name(c)) for c in classes[1:]]
+    handles.append(Patch(facecolor=MISMATCH_COLOR, edgecolor="0.2", label="mismatch"))
+    leg = fig.add_subplot(grid[n, 0:3])
+    leg.axis("off")
+    leg.legend(handles=handles, loc="center", ncol=len(handles), frameon=False, fontsize=8)
+    return fig
 
 
 def training_plot(history: pd.DataFrame, arms: list[str], path: Path) -> str:
@@ -356,19 +412,19 @@ def training_plot(history: pd.DataFrame, arms: list[str], path: Path) -> str:
     fig = Figure(figsize=(4.2 * len(arms), 3.4))
     axes = fig.subplots(1, len(arms), squeeze=False)[0]
     folds = sorted(history["fold"].unique())
-    cmap = [f"C{i}" for i in range(10)]
+    cmap = list(SERIES)
     for ax, arm in zip(axes, arms, strict=True):
         h = history[history["arm"] == arm]
         for (fold, _seed), run in h.groupby(["fold", "seed"], sort=True):
             run = run.sort_values("epoch")
             for col in loss_cols:
-                ax.plot(run["epoch"], run[col], color=cmap[folds.index(fold) % 10], ls="-" if col == "train_loss" else "--",
+                ax.plot(run["epoch"], run[col], color=cmap[folds.index(fold) % len(cmap)], ls="-" if col == "train_loss" else "--",
                         lw=1.1, alpha=0.8)
         ax.set_title(f"arm {arm}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("loss")
-    handles = [Line2D([], [], color=cmap[i % 10], label=f"fold {f}") for i, f in enumerate(folds)]
+    handles = [Line2D([], [], color=cmap[i % len(cmap)], label=f"fold {f}") for i, f in enumerate(folds)]
     handles += [Line2D([], [], color="black", ls="-", label="train"), Line2D([], [], color="black", ls="--", label="validation")]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.04))
     fig.tight_layout(rect=(0, 0, 1, 0.93))

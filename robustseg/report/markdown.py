@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -83,4 +84,17 @@ def table(df: pd.DataFrame, columns: Mapping[str, str | tuple[str, Formatter] | 
 
 
 def figure(path: str, alt: str) -> str:
-    return f"![{alt}]({path})\n"
+    """An image with its alt text (brackets and line breaks escaped, so any text is safe)."""
+    text = " ".join(str(alt).split()).replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+    return f"![{text}]({path})\n"
+
+
+def anchor(title: str) -> str:
+    """The id of a heading, as GitHub makes it: lower case, punctuation dropped, spaces to hyphens.
+
+    The HTML report gives its headings the same ids, so ``[text](#id)`` links work in both.
+
+    >>> anchor("1. Summary"), anchor("Reproducibility and agreement (ICC, Bland-Altman)")
+    ('1-summary', 'reproducibility-and-agreement-icc-bland-altman')
+    """
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")

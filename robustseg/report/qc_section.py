@@ -124,7 +124,7 @@ def _best(rc: pd.DataFrame, arm: str, k: int = 3) -> list[str]:
 def figure(t: dict[str, pd.DataFrame], arm: str, path: Path, small: Sequence[str] = qs.STRUCTURES) -> str | None:
     """Risk-coverage curves per structure of ``small`` and their combination (columns) for clean and perturbed
     sets (rows), best three scores."""
-    from robustseg.report.figures import save
+    from robustseg.report.figures import SERIES, save
 
     curves, rc = t.get("qc_curves", pd.DataFrame()), t.get("qc_riskcov", pd.DataFrame())
     if curves.empty or rc.empty:
@@ -135,7 +135,7 @@ def figure(t: dict[str, pd.DataFrame], arm: str, path: Path, small: Sequence[str
     fig = Figure(figsize=(3.4 * len(classes), 3.0 * len(rows)))
     axes = fig.subplots(len(rows), len(classes), squeeze=False)
     styles = {"oracle": ("k", ":"), "random": ("#7f7f7f", "--")}
-    palette = ["#1f77b4", "#d62728", "#2ca02c"]
+    palette = list(SERIES[:3])
     for i, setting in enumerate(rows):
         for j, cls in enumerate(classes):
             ax = axes[i, j]
@@ -163,8 +163,10 @@ def _ci(r: pd.Series, v: str, lo: str, hi: str) -> str:
     return f"{md.num(r[v])} {md.interval(r[lo], r[hi])}"
 
 
-def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None, small: Sequence[str] = qs.STRUCTURES) -> str:
-    """The Markdown of the section (a subsection of the anomaly section); ``small``: the scored structures."""
+def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None, small: Sequence[str] = qs.STRUCTURES,
+            alt: str = "Risk-coverage curves of the best scores") -> str:
+    """The Markdown of the section (a subsection of the anomaly section); ``small``: the scored structures;
+    ``alt``: the figure's alt text."""
     out = f"### {TITLE}\n\n"
     rc = t.get("qc_riskcov", pd.DataFrame())
     if rc.empty:
@@ -186,7 +188,7 @@ def section(t: dict[str, pd.DataFrame], arm: str, fig: str | None, small: Sequen
             "per run, then averaged over runs; 95% patient-bootstrap intervals. `perturbed` pools every "
             "perturbation x severity; `all` adds the clean set. Per condition: `tables/qc_riskcov.csv`.\n\n")
     if fig:
-        out += md.figure(f"figures/{fig}", "Risk-coverage curves of the best scores") + "\n"
+        out += md.figure(f"figures/{fig}", alt) + "\n"
     piv = rc[rc["setting"].isin(benchmark.SETTINGS_POOLED)]
     rows = []
     order = {c: i for i, c in enumerate((*small, qs.combined_name(small)))}

@@ -60,6 +60,53 @@ def environment_line(env: dict) -> str:
             f"evaluation: {_switches(env.get('determinism_evaluation') or {})}")
 
 
+def machine_kind(env: dict, device: str = "cpu") -> str:
+    """A short name of the machine kind a run ran on: what must match for a bit-identical rerun."""
+    cpu = (f"{env.get('cpu_model', '?')} CPU ({env.get('cpu_count', '?')} logical cores, "
+           f"{env.get('torch_cpu_capability', '?')} kernels)")
+    gpu = (f"GPU {env.get('gpu') or '?'} (CUDA {env.get('cuda', '?')}) with " if str(device).startswith("cuda")
+           else "")
+    threads = env.get("torch_threads", "?")
+    return (f"{gpu}{cpu}{'' if gpu else ', no GPU used'}, torch {env.get('torch', '?')}, {threads} "
+            f"thread{'' if threads == 1 else 's'} per run")
+
+
+def nondeterminism(env: dict, device: str = "cpu") -> str:
+    """Why a run's kernels may not be deterministic ("" when its recorded settings are)."""
+    train, ev = env.get("determinism_training") or {}, env.get("determinism_evaluation") or {}
+    gpu = str(device).startswith("cuda")
+    why = []
+    if train and not train.get("deterministic_algorithms"):
+        why.append("deterministic algorithms off in training")
+    elif gpu and train.get("warn_only"):
+        why.append("deterministic algorithms only warn on the GPU")
+    if gpu and (train.get("cudnn_benchmark") or ev.get("cudnn_benchmark")):
+        why.append("cudnn.benchmark on")
+    return "; ".join(why)
+
+
+def environment_table(completes: dict[str, dict]) -> pd.DataFrame:
+    """One row per completed run with a machine record: device, CPU, GPU, library versions, threads, the
+    determinism switches, ``machine_kind`` (:func:`machine_kind`) and ``nondeterministic`` (:func:`nondeterminism`)."""
+    rows = []
+    for run_id, done in sorted(completes.items()):
+        env = done.get("environment")
+        if not isinstance(env, dict):
+            continue
+        device = str(done.get("device", "cpu"))
+        train = env.get("determinism_training") or {}
+        rows.append({"run_id": run_id, "arm": done.get("arm"), "fold": done.get("fold"), "seed": done.get("seed"),
+                     "device": device, "cpu_model": env.get("cpu_model"), "cpu_count": env.get("cpu_count"),
+                     "cpu_kernels": env.get("torch_cpu_capability"), "gpu": env.get("gpu"), "cuda": env.get("cuda"),
+                     "torch": env.get("torch"), "torch_threads": env.get("torch_threads"),
+                     "deterministic_training": train.get("deterministic_algorithms"),
+                     "warn_only_training": train.get("warn_only"),
+                     "cudnn_benchmark": bool(train.get("cudnn_benchmark")
+                                             or (env.get("determinism_evaluation") or {}).get("cudnn_benchmark")),
+                     "machine_kind": machine_kind(env, device), "nondeterministic": nondeterminism(env, device)})
+    return pd.DataFrame(rows)
+
+
 def environment_lines(completes: dict[str, dict]) -> list[str]:
     """Markdown bullets: each distinct environment record of the runs, with how many runs it covers."""
     groups: dict[str, int] = {}

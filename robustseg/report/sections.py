@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from robustseg.labels import display_list, display_name
+from robustseg.report import alt
 from robustseg.report import markdown as md
-from robustseg.report.aggregate import FEW_PATIENTS
 from robustseg.report.compute import Results
 from robustseg.report.ensembles import RANGE_Z
 from robustseg.report.figures import COLOR_NAMES, class_colors
@@ -25,6 +25,16 @@ SECTIONS = (
     "Reproducibility",
 )
 """Section headings, in order (every report has all of them; empty ones say why)."""
+SECTION_KEYS = ("summary", "spread", "robustness", "agreement", "ensembles", "arms", "anomaly", "qualitative", "post",
+                "training", "repro")
+"""Short names of :data:`SECTIONS` (same order) that the findings link to."""
+
+
+def section_titles() -> dict[str, str]:
+    """Key -> heading text (``summary`` -> ``1. Summary``), including the QC subsection (``qc``)."""
+    from robustseg.report.qc_section import TITLE
+
+    return {k: f"{i + 1}. {t}" for i, (k, t) in enumerate(zip(SECTION_KEYS, SECTIONS, strict=True))} | {"qc": TITLE}
 
 
 def heading(i: int) -> str:
@@ -60,7 +70,12 @@ def failed_runs(res: Results) -> str:
             "number below.\n\n" + md.table(bad, cols) + "\n")
 
 
+def title(res: Results) -> str:
+    return f"# robustseg report: {res.inputs.study.get('name', res.inputs.runs_dir.name)}\n"
+
+
 def header(res: Results) -> str:
+    """What the numbers are (after the findings): study, test set, intervals, resolution, empty policy."""
     inp = res.inputs
     s = inp.study
     n_test = len(inp.reference.image_id) if inp.reference is not None else 0
@@ -68,7 +83,7 @@ def header(res: Results) -> str:
     seeds = sorted(res.clean["seed"].unique().tolist()) if n_runs else []
     folds = sorted(res.clean["fold"].unique().tolist()) if n_runs else []
     lines = [
-        f"# robustseg report: {s.get('name', inp.runs_dir.name)}\n",
+        "## About these numbers\n",
         f"Study hash `{inp.study_hash}`; data source `{s.get('data', {}).get('source', '?')}`; "
         f"{n_test} held-out test images; arms {', '.join(f'`{a}`' for a in res.arms)} "
         f"(baseline `{res.baseline}`); folds {folds}; seeds {seeds}; {n_runs} completed runs.\n",
@@ -81,9 +96,6 @@ def header(res: Results) -> str:
         _resolution(res),
         _policy(res),
     ]
-    if 0 < res.n_patients < FEW_PATIENTS:
-        lines.append(f"> **Only {res.n_patients} test patients** (fewer than {FEW_PATIENTS}): intervals are wide and "
-                     "small differences between arms cannot be resolved; read the numbers as indicative.\n")
     return "\n".join(lines) + "\n" + failed_runs(res)
 
 
@@ -184,7 +196,7 @@ def spread(res: Results, fig: str | None) -> str:
             "cv": ("CV", md.fixed(3)), "n_runs": ("Runs", md.integer)}
     out = heading(1) + "\n"
     if fig:
-        out += md.figure(f"figures/{fig}", "Run-level Dice per class, one point per run") + "\n"
+        out += md.figure(f"figures/{fig}", alt.spread(res)) + "\n"
     return out + ("SD folds is the SD over folds of the seed-averaged value; CV = SD over all runs / mean. "
                   "HD95 in mm, lower is better. IoU and every other value: `tables/spread.csv`.\n\n" + md.table(t, cols))
 
@@ -195,7 +207,7 @@ def robustness(res: Results, fig: str | None) -> str:
     if ret.empty:
         return out + "_(the study has no perturbation suite and no external test set)_\n"
     if fig:
-        out += md.figure(f"figures/{fig}", "Dice vs severity per perturbation") + "\n"
+        out += md.figure(f"figures/{fig}", alt.robustness(res)) + "\n"
     ret = ret[ret["class"] != "background"]
     ce = res.tables.get("corruption_error", pd.DataFrame())
     if not ce.empty:
@@ -286,7 +298,7 @@ def agreement(res: Results, fig: str | None) -> str:
                 "Limits of agreement with exact 95% CIs; proportional bias = slope of the difference regressed on "
                 "the mean of the two areas.\n\n" + md.table(ba, cols) + "\n")
     if fig:
-        out += md.figure(f"figures/{fig}", "Bland-Altman plot of predicted vs reference area")
+        out += md.figure(f"figures/{fig}", alt.bland_altman(res))
     return out
 
 
@@ -299,7 +311,7 @@ def ensembles(res: Results, fig: str | None) -> str:
             "like a single model; global Dice below, per-image Dice in `tables/ensembles.csv`. Rank 1 = better than "
             "every member.\n\n")
     if fig:
-        out += md.figure(f"figures/{fig}", "Global Dice of members and ensembles") + "\n"
+        out += md.figure(f"figures/{fig}", alt.ensembles(res)) + "\n"
     t = t[(t["class"] != "background") & (t["aggregate"] == "global")]
     cols = {"kind": "Ensemble", **_arm_cols(res), "fold": ("Fold", lambda v: "all" if int(v) < 0 else str(int(v))),
             "class": "Class", "aggregate": "Aggregate", "ensemble": ("Ensemble Dice", md.fixed(3)),
@@ -351,13 +363,13 @@ def anomaly(res: Results, figs: dict[str, str | None]) -> str:
         out += ("**Mismatch score** `|pred XOR ref| / |ref|` per class over every run's clean test predictions "
                 "(empty reference: predicted area over the median training area of the class).\n\n")
         if figs.get("mismatch"):
-            out += md.figure(f"figures/{figs['mismatch']}", "Mismatch score per class") + "\n"
+            out += md.figure(f"figures/{figs['mismatch']}", alt.mismatch(res)) + "\n"
     st = res.tables.get("structures", pd.DataFrame())
     if not st.empty:
         out += ("**Structure measurements** of reference masks (one per test image) and of predicted masks (every run "
                 f"of arm `{res.baseline}`), by group; an absent structure has area 0 and no axis.\n\n")
         if figs.get("structures"):
-            out += md.figure(f"figures/{figs['structures']}", "Structure measurements, normal vs abnormal") + "\n"
+            out += md.figure(f"figures/{figs['structures']}", alt.structures(res)) + "\n"
         out += md.table(st, {"class": "Class", "measure": "Measure", "group": "Group", "source": "Mask",
                              "median": ("Median", md.fixed(2)),
                              "iqr": ("IQR", lambda r: md.interval(r["q1"], r["q3"], 2), True), "n": ("n", md.integer)})
@@ -372,7 +384,7 @@ def anomaly(res: Results, figs: dict[str, str | None]) -> str:
             f"the training masks (|z| > {RANGE_Z:g} = out of range). Checked against the mismatch score (Spearman) "
             "and, where the data label abnormal cases, by AUROC.\n\n")
     if figs.get("gt_free"):
-        out += md.figure(f"figures/{figs['gt_free']}", "GT-free score vs mismatch score") + "\n"
+        out += md.figure(f"figures/{figs['gt_free']}", alt.gt_free(res)) + "\n"
     cols = {**_arm_cols(res), "score": "Score", "spearman_rho": ("Spearman rho vs mismatch", md.fixed(3)),
             "spearman_p": ("p", md.pvalue), "n": ("Images", md.integer)}
     if "auroc" in gf.columns:
@@ -394,7 +406,7 @@ def qualitative(res: Results, fig: str | None) -> str:
     return out + (f"Best and median test image by mean foreground Dice of arm `{res.baseline}`'s ensemble "
                   f"(all its runs), then the worst image for each small structure (lowest "
                   f"{display_list(res.inputs.small)} Dice). Reference and prediction overlays: {overlay}.\n\n"
-                  + md.figure(f"figures/{fig}", "Best, median and worst-per-structure test images"))
+                  + md.figure(f"figures/{fig}", alt.qualitative(res)))
 
 
 def postprocessing(res: Results) -> str:
@@ -418,4 +430,4 @@ def training(res: Results, fig: str | None) -> str:
     out = heading(9) + "\n"
     if not fig:
         return out + "_(no training history saved)_\n"
-    return out + md.figure(f"figures/{fig}", "Training and validation loss per run")
+    return out + md.figure(f"figures/{fig}", alt.training(res))
