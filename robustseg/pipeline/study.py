@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from robustseg._io import atomic_write, read_json, write_csv, write_json
-from robustseg._warnings import logged
 from robustseg._paths import check_component, check_output_dir, clean_stale_temp
+from robustseg._warnings import logged
 from robustseg.config import Study
 from robustseg.errors import InputError
 from robustseg.pipeline.artifacts import COMPLETE, RunResult, RunStatus, read_failure, run_state, verify_run

@@ -10,7 +10,7 @@ import pandas as pd
 
 from robustseg.labels import display_name
 from robustseg.report.compute import Results, structure_measures
-from robustseg.report.figures import COLOR_NAMES, MISMATCH_COLOR, MISMATCH_CAP, class_colors
+from robustseg.report.figures import COLOR_NAMES, MISMATCH_CAP, MISMATCH_COLOR, class_colors
 
 
 def _list(items: Sequence[str]) -> str:

@@ -395,7 +395,7 @@ def qualitative_figure(images: np.ndarray, masks: np.ndarray, probs: np.ndarray,
             if r == 0:
                 ax.set_title(cols[c], fontsize=9)
     if im is not None:
-        cax = fig.add_subplot(grid[n, 3:last])
+        cax = fig.add_subplot(grid[n, 3:last], label="probability colour bar")
         fig.colorbar(im, cax=cax, orientation="horizontal", label="probability")
     colors = class_colors(classes)
     handles = [Patch(facecolor=colors[c], edgecolor="0.2", label=display_name(c)) for c in classes[1:]]
