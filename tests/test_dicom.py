@@ -228,6 +228,12 @@ def test_index_of_a_dicom_tree(tmp_path: Path) -> None:
         counts = np.bincount(_labels(i).ravel(), minlength=4)
         assert [index.loc[i, f"px_{c}"] for c in CLASS_NAMES] == counts.tolist()
     np.testing.assert_array_equal(read_mask(index.loc[3, "mask_path"]), _labels(3))
+    (root / "meta.csv").write_text("image_id,patient_id,pixel_mm,probe_geometry\n"
+                                   "P1__b,P9,0.11,linear col_left=2 col_right=30 row_top=0 row_bottom=23\n")
+    with_meta = load_index("dicom", root, frame=2).set_index("image_id")  # meta.csv wins where it says something
+    assert with_meta.loc["P1__b", "patient_id"] == "P9" and with_meta.loc["P1__b", "pixel_mm"] == 0.11
+    assert with_meta.loc["P1__b", "probe_geometry"].startswith("linear col_left=2")
+    assert with_meta.loc["P1__a", "pixel_mm"] == 0.2 and with_meta.loc["P1__a", "probe_geometry"] == ""
 
 
 def test_check_data_reports_a_dicom_set(tmp_path: Path) -> None:
@@ -265,7 +271,7 @@ def test_bad_files_get_one_line_and_exit_2(tmp_path: Path, case: str, capsys: py
     elif case == "truncated":
         _write(root, "bad", ds, _labels())
         bad.write_bytes(bad.read_bytes()[:-300])
-        expected = "bad.dcm: "
+        expected = r"bad.dcm: pixel data is truncated \(468 of 768 bytes\)"
     elif case == "no_pixels":
         del ds.PixelData
         _write(root, "bad", ds, _labels())

@@ -42,8 +42,10 @@ without a pixel size), and the index says why.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,14 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """pydicom's warnings about odd values stay off the terminal (a file it cannot read is an InputError)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def read_header(path: str | Path) -> Any:
     """The data set of a DICOM file, pixel data left on disk until decoded. Unreadable files are InputErrors."""
     pydicom = require_pydicom()
@@ -121,8 +131,9 @@ def read_header(path: str | Path) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        ds = pydicom.dcmread(path, defer_size="1 KB")
-        ds.get("SOPClassUID")  # parses the leading elements: a corrupt header fails here, not later
+        with _quiet():
+            ds = pydicom.dcmread(path, defer_size="1 KB")
+            ds.get("SOPClassUID")  # parses the leading elements: a corrupt header fails here, not later
     except InvalidDicomError as exc:
         raise InputError(f"{path}: not a DICOM file ({_first_line(exc)}); expected a DICOM file with the DICM "
                          "marker") from None
@@ -163,9 +174,8 @@ def _check_syntax(ds: Any, path: Path) -> str:
     try:
         decoder = get_decoder(uid)
         ok = decoder.is_available
-        missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items()) \
-            if not ok and hasattr(decoder, "missing_dependencies") else ""
-        hint = f" (a decoder needs: {missing})" if missing else ""
+        if not ok:  # pydicom's own words, e.g. 'pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1'
+            hint = f" (one of: {'; '.join(map(str, decoder.missing_dependencies))})"
     except NotImplementedError:
         ok = False
     if not ok:
@@ -391,14 +401,38 @@ def read_dicom_image(path: str | Path, frame: int | None = None, max_pixels: int
     from pydicom.pixels import pixel_array
 
     try:
-        arr = pixel_array(str(path), index=info["frame"] - 1 if info["n_frames"] > 1 else None)
+        with _quiet():
+            arr = pixel_array(str(path), index=info["frame"] - 1 if info["n_frames"] > 1 else None)
+            expected = (info["height"], info["width"])
+            if tuple(arr.shape[:2]) != expected:
+                raise InputError(f"{path}: decoded pixels have shape {arr.shape}; expected {expected[1]} x "
+                                 f"{expected[0]}")
+            return to_grey(arr, ds)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - decoders raise many kinds on bad data; one line names the file
-        raise InputError(f"{path}: pixel data cannot be decoded ({_first_line(exc)}); expected "
-                         f"{info['height']} x {info['width']} pixels in {info['transfer_syntax']}") from None
-    expected = (info["height"], info["width"])
-    if tuple(arr.shape[:2]) != expected:
-        raise InputError(f"{path}: decoded pixels have shape {arr.shape}; expected {expected[1]} x {expected[0]}")
-    return to_grey(arr, ds)
+        short = _short_pixel_data(ds)
+        what = f"pixel data is truncated ({short})" if short else f"pixel data cannot be decoded ({_first_line(exc)})"
+        raise InputError(f"{path}: {what}; expected {info['n_frames']} frame(s) of {info['width']} x "
+                         f"{info['height']} pixels in {info['transfer_syntax']}") from None
+
+
+def _short_pixel_data(ds: Any) -> str:
+    """``"N of M bytes"`` when uncompressed pixel data hold fewer bytes than the image needs, else ``""``."""
+    from pydicom.uid import UID
+
+    meta = getattr(ds, "file_meta", None)
+    if UID(str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2") if meta is not None else "1.2.840.10008.1.2")
+           ).is_compressed:
+        return ""
+    try:
+        with _quiet():
+            have = len(ds.PixelData or b"")
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        need = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames * int(ds.BitsAllocated) // 8
+    except Exception:  # noqa: BLE001 - a value that cannot be read says nothing about the length
+        return ""
+    return f"{have} of {need} bytes" if have < need else ""
 
 
 def seg_reference(ds: Any, path: str | Path) -> tuple[str, int | None]:

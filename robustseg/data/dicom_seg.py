@@ -12,7 +12,10 @@ highdicom is imported inside the functions only; the core never loads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,20 @@ SNOMED = {"brain": "Brain", "csp": "CavumOfSeptumPellucidum", "lv": "LateralVent
 _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
           "ReferringPhysicianName", "StudyID")
 """Attributes highdicom copies from the source that an anonymised image may lack (empty is legal: type 2)."""
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """highdicom's log records and warnings stay off the terminal while it works (failures raise)."""
+    log = logging.getLogger("highdicom")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def require_highdicom() -> Any:
@@ -70,12 +87,13 @@ def read_seg_labels(path: str | Path, class_names: Sequence[str]) -> np.ndarray:
                              f"{segment.get('SegmentLabel', '')!r}; expected a class name ({', '.join(class_names)})")
         lut[int(segment.SegmentNumber)] = k
     try:
-        seg = hd.seg.segread(path)
-        kw = {"combine_segments": True, "relabel": False}
-        if frame is None:
-            pixels = seg.get_pixels_by_source_instance([uid], **kw)
-        else:
-            pixels = seg.get_pixels_by_source_frame(uid, [frame], **kw)
+        with _quiet():
+            seg = hd.seg.segread(path)
+            kw = {"combine_segments": True, "relabel": False}
+            if frame is None:
+                pixels = seg.get_pixels_by_source_instance([uid], **kw)
+            else:
+                pixels = seg.get_pixels_by_source_frame(uid, [frame], **kw)
     except RuntimeError as exc:
         if "overlap" in str(exc):
             raise InputError(f"{path}: segments overlap; expected one class per pixel") from None
@@ -144,13 +162,15 @@ def build_seg(source_path: str | Path, labels: np.ndarray, class_names: Sequence
     if labels.shape != (int(src.Rows), int(src.Columns)):
         raise InputError(f"{source_path}: prediction of shape {labels.shape}; expected the image's "
                          f"{int(src.Rows)} x {int(src.Columns)}")
-    seg = hd.seg.Segmentation(
-        source_images=[_source_view(src, n_frames)], pixel_array=labels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=_descriptions(hd, class_names, version),
-        series_instance_uid=series_uid, series_number=series_number, sop_instance_uid=sop_uid, instance_number=1,
-        manufacturer="robustseg", manufacturer_model_name="robustseg", software_versions=version,
-        device_serial_number="0", series_description="robustseg prediction", omit_empty_frames=False)
+    with _quiet():
+        seg = hd.seg.Segmentation(
+            source_images=[_source_view(src, n_frames)], pixel_array=labels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=_descriptions(hd, class_names, version),
+            series_instance_uid=series_uid, series_number=series_number, sop_instance_uid=sop_uid,
+            instance_number=1, manufacturer="robustseg", manufacturer_model_name="robustseg",
+            software_versions=version, device_serial_number="0", series_description="robustseg prediction",
+            omit_empty_frames=False)
     if n_frames > 1:
         _point_at_frame(seg, str(src.SOPClassUID), int(frame))
     return seg

@@ -230,7 +230,7 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None,
             columns=[
                 c
                 for c in meta.columns
-                if c in columns and c not in ("image_id", "patient_id", "pixel_mm")
+                if c in columns and c not in ("image_id", "patient_id", "pixel_mm", GEOMETRY_COLUMN)
             ]
         )
         if "patient_id" in extra.columns:
@@ -246,9 +246,9 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None,
             extra = extra.drop(columns=GEOMETRY_COLUMN)
         if "pixel_mm" in extra.columns:
             px = dict(zip(extra["image_id"], extra["pixel_mm"], strict=True))
-            df["pixel_mm"] = [
-                _parse_float(px[i], meta_path, i) if i in px else np.nan for i in df["image_id"]
-            ]
+            given = [_parse_float(px[i], meta_path, i) if i in px else np.nan for i in df["image_id"]]
+            # meta.csv wins where it gives a size; elsewhere the source's own (a DICOM calibration) stays
+            df["pixel_mm"] = [g if np.isfinite(g) else old for g, old in zip(given, df["pixel_mm"], strict=True)]
             extra = extra.drop(columns="pixel_mm")
         df = df.merge(extra, on="image_id", how="left")
     df["pixel_mm"] = df["pixel_mm"].astype("float64")
