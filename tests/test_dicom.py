@@ -472,3 +472,11 @@ def test_data_frame_key_is_checked() -> None:
         build_study({"data": {"external": {"cine": {"source": "fetal_head", "path": "x", "frame": 2}}}})
     raw = build_study({"data": {"source": "folder", "path": "x"}}).raw
     assert "frame" not in raw["data"]  # studies without frames keep their saved form
+
+
+def test_the_core_never_loads_pydicom_or_highdicom_at_import() -> None:
+    from test_architecture import _modules_loaded_after
+
+    loaded = _modules_loaded_after("import robustseg, robustseg.data, robustseg.pipeline.study, robustseg.pipeline.runner,"
+                                   " robustseg.cli.main, robustseg.data.dicom, robustseg.data.dicom_seg")
+    assert not {"pydicom", "highdicom"} & loaded
