@@ -429,7 +429,8 @@ def test_study_on_dicom_reports_pixel_sizes_and_round_trips_seg(dicom_set, tmp_p
     assert phantom_data in text
     text = text.replace(phantom_data, f'source = "dicom"\npath = "{root}"\nframe = 2\n')
     study = tmp_path / "dcm.toml"
-    study.write_text(text + f'runs_dir = "{tmp_path / "runs"}"\nreports_dir = "{tmp_path / "reports"}"\n')
+    study.write_text(text + f'runs_dir = "{tmp_path / "runs"}"\nreports_dir = "{tmp_path / "reports"}"\n'
+                     f'[data.external.cines]\nsource = "dicom"\npath = "{root}"\nframe = 2\n')
     assert main(["study", str(study)]) == 0
     runs_dir = tmp_path / "runs" / "dcm"
     index = pd.read_csv(runs_dir / "index.csv")
@@ -440,6 +441,9 @@ def test_study_on_dicom_reports_pixel_sizes_and_round_trips_seg(dicom_set, tmp_p
     test = per_image[(per_image["perturbation"] == "none") & ~per_image["postprocessed"]]
     np.testing.assert_allclose(test["pixel_mm"], by_id.loc[test["image_id"], "pixel_mm"].to_numpy())
     assert test["pixel_mm_known"].all() and test["hd95_mm"].notna().any()  # boundary distances in the DICOM's mm
+    ext = per_image[per_image["testset"] == "cines"]  # an external DICOM test set is scored the same way
+    assert set(ext["image_id"]) == set(index["image_id"])
+    np.testing.assert_allclose(ext["pixel_mm"], by_id.loc[ext["image_id"], "pixel_mm"].to_numpy())
     assert (tmp_path / "reports" / "dcm" / "report.md").is_file()
 
     run = runs_dir / pd.read_json(runs_dir / "plan.json")["run_id"].iloc[0]

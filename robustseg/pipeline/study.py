@@ -186,7 +186,7 @@ def prepare(study: Study) -> Prepared:
                          strata=strata)
     external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size, small, e.frame))
                 for e in study.external]
-    if any(spec.source == "dicom" for spec in (data, *(s for _, s in external))):
+    if data.source == "dicom":
         from robustseg.data.dicom_seg import require_highdicom
 
         require_highdicom()  # test-set predictions of DICOM images are written as DICOM SEG too
