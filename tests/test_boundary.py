@@ -9,7 +9,13 @@ import pytest
 from scipy import ndimage
 
 from robustseg.metrics import per_image_table
-from robustseg.metrics.boundary import boundary_metrics, boundary_pixels
+from robustseg.metrics.boundary import (
+    boundary_metrics,
+    boundary_pixels,
+    directed_distances,
+    foreground_box,
+    outlines,
+)
 
 
 def shifted_squares() -> tuple[np.ndarray, np.ndarray]:
@@ -97,14 +103,40 @@ def test_agrees_with_monai_on_random_masks() -> None:
     assert ours["nsd"].min() < 0.9  # the masks really differ: the test can fail
 
 
-def test_distance_to_matches_scipy_on_random_crops() -> None:
+def test_distances_are_exact_float32_of_the_integer_distance() -> None:
+    """Every distance is float32(sqrt(dy^2 + dx^2)) x pixel size for the nearest pixel of the other boundary."""
     from scipy import ndimage
 
-    from robustseg.metrics.boundary import distance_to
-
     rng = np.random.default_rng(3)
-    for shape in [(1, 7), (7, 1), (2, 2), (5, 9), (40, 31), (128, 97)]:
-        edges = rng.random(shape) < 0.05
-        edges.flat[rng.integers(edges.size)] = True
-        want = ndimage.distance_transform_edt(~edges, sampling=(0.3, 0.3))
-        np.testing.assert_allclose(distance_to(edges, 0.3), want, rtol=1e-6, atol=1e-6)
+    for shape in [(1, 7), (7, 1), (2, 2), (5, 9), (40, 31), (128, 97), (300, 410)]:
+        a, b = rng.random(shape) < 0.05, rng.random(shape) < 0.02
+        a.flat[rng.integers(a.size)] = True
+        b.flat[rng.integers(b.size)] = True
+        _, (rr, cc) = ndimage.distance_transform_edt(~b, return_indices=True)
+        yy, xx = np.indices(shape)
+        d2 = (yy - rr) ** 2 + (xx - cc) ** 2
+        want = np.sqrt(d2.astype(np.float32)).astype(np.float64) * 0.3
+        got, back = directed_distances(a, b, 0.3)
+        assert np.array_equal(got, want[a])  # bit for bit, in row-major order of a's pixels
+        assert back.shape == (b.sum(),) and back.min() >= 0
+
+
+def test_outlines_with_a_window_equal_the_full_search() -> None:
+    rng = np.random.default_rng(5)
+    for shape in [(9, 11), (40, 60), (3, 3), (1, 5)]:
+        lab = _blobs(rng, 1, *shape, 4)[0]
+        lab[: shape[0] // 3] = 0
+        full = outlines(lab, 4, window=(0, shape[0], 0, shape[1]))
+        for window in ["auto", foreground_box(lab)]:
+            got = outlines(lab, 4, window=window)
+            for c in range(4):
+                want = boundary_pixels(lab)[0] & (lab == c)
+                if not want.any():
+                    assert got[c] is None and full[c] is None
+                    continue
+                for o in (got[c], full[c]):
+                    mask = np.zeros(shape, bool)
+                    mask[o.points[:, 0], o.points[:, 1]] = True
+                    assert np.array_equal(mask, want) and len(o.points) == want.sum()
+    blank = outlines(np.zeros((4, 5), np.uint8), 3)
+    assert blank[1] is None and blank[2] is None and len(blank[0].points) == 14  # the image border

@@ -16,7 +16,9 @@ from robustseg.pipeline.native import (
     NativeSet,
     evaluate_probs,
     native_argmax,
+    native_labels,
     pack_masks,
+    read_native,
     shape_groups,
     unpack_masks,
 )
@@ -87,6 +89,69 @@ def test_native_scores_use_native_masks_and_pixel_size() -> None:
     model_t = evaluate_probs(small, model, EV)[0][False]  # reference of the probabilities' size: no resize
     assert np.allclose(model_t.loc[model_t["class"] != "background", "dice"], 1.0)
     assert native_argmax(small[:1], (220, 320)).shape == (1, 220, 320)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_native_labels_equal_the_full_resize_argmax(seed: int) -> None:
+    """Labelling only the window that can hold foreground gives the labels of resizing everything, ties included
+    (probabilities on a coarse grid of levels tie often; background wins its ties)."""
+    from _reference_eval import plain_labels
+
+    rng = np.random.default_rng(seed)
+    for h, w, size, c in [(661, 959, 96, 4), (220, 320, 32, 4), (97, 50, 32, 3), (33, 31, 32, 5), (40, 40, 16, 2)]:
+        probs = np.zeros((c, size, size), np.float32)
+        probs[0] = 0.5
+        top, left, rows, cols = letterbox_box(h, w, size)
+        for _ in range(3):  # a few foreground blobs, anywhere (image corners and edges included)
+            y, x = rng.integers(top, top + rows), rng.integers(left, left + cols)
+            r = int(rng.integers(0, 4))
+            probs[1 + rng.integers(c - 1), max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1] = rng.choice([0.5, 0.75])
+        probs[1:] += rng.choice([0.0, 0.25, 0.5], size=probs[1:].shape, p=[0.9, 0.05, 0.05]).astype(np.float32)
+        labels, box = native_labels(probs, (h, w))
+        want = plain_labels(probs, (h, w))
+        assert np.array_equal(labels, want)
+        if box is not None:  # nothing but background outside the window
+            outside = np.ones((h, w), bool)
+            outside[box[0]:box[1], box[2]:box[3]] = False
+            assert not want[outside].any()
+        else:
+            assert not want.any()
+    nan = np.full((4, 16, 16), 0.25, np.float32)
+    nan[2, 3, 4] = np.nan  # NaN (a diverged model): numpy's argmax picks it, as the plain path does
+    assert np.array_equal(native_labels(nan, (30, 30))[0], plain_labels(nan, (30, 30)))
+
+
+def _noisy_probs(masks: list[np.ndarray], size: int, rng: np.random.Generator, c: int = 4) -> np.ndarray:
+    """Letterboxed probabilities near the reference: one-hot, blurred, noised, some pixels tied exactly."""
+    from scipy import ndimage
+
+    out = []
+    for lab in masks:
+        _, small = preprocess(np.zeros_like(lab), lab, size)
+        p = ndimage.gaussian_filter(_one_hot(small, c), sigma=(0, 1.0, 1.0)) + rng.random((c, size, size)) * 0.3
+        p[1, rng.random((size, size)) < 0.02] = 0.0
+        tie = rng.random((size, size)) < 0.05
+        p[2, tie] = p[0, tie]
+        out.append(p / p.sum(axis=0, keepdims=True))
+    return np.stack(out).astype(np.float32)
+
+
+def test_fast_scoring_equals_the_plain_path_bit_for_bit(phantom_index: pd.DataFrame) -> None:
+    """The per-image tables of the fast path (windowed argmax, outlines, reference prepared once and reused over
+    conditions) equal those of resizing and scoring every image in full, bit for bit, raw and post-processed."""
+    from _reference_eval import plain_tables
+
+    native = read_native(phantom_index.iloc[:16])
+    prepared = native.prepared(4)
+    rng = np.random.default_rng(0)
+    for ev in (EV, {**EV, "empty_policy": "one"}):
+        for condition in range(3):
+            probs = _noisy_probs(native.masks, 32 if condition else 64, rng)
+            got = evaluate_probs(probs, prepared if condition else native, ev, postprocess=(False, True))[0]
+            want = plain_tables(probs, native, ev, ("background", "brain", "csp", "lv"), (2, 3), (False, True))
+            for post in (False, True):
+                pd.testing.assert_frame_equal(got[post], want[post], check_exact=True)
+                assert got[post]["hd95_mm"].notna().sum() > 20  # boundaries were really compared
 
 
 # --- a run, then evaluate-folder on its exported predictions ---------------------------------------------------

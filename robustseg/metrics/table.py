@@ -16,7 +16,7 @@ from robustseg.metrics._common import (
     _pixel_sizes,
     check_empty_policy,
 )
-from robustseg.metrics.boundary import boundary_metrics
+from robustseg.metrics.boundary import Outline, boundary_metrics
 from robustseg.metrics.overlap import (
     confusion_matrices,
     counts_from_matrices,
@@ -36,12 +36,15 @@ def per_image_table(
     empty_policy: str = DEFAULT_EMPTY_POLICY,
     boundary: bool = False,
     nsd_tolerance_mm: float = 1.0,
+    pred_outlines: Sequence[Sequence[Outline | None]] | None = None,
+    ref_outlines: Sequence[Sequence[Outline | None]] | None = None,
 ) -> pd.DataFrame:
     """The long per-image table (one row per image x class, columns :data:`PER_IMAGE_COLUMNS`).
 
     ``pixel_mm`` is one value or one per image (NaN = unknown: boundary distances are then in pixels
     and ``pixel_mm_known`` is False). Boundary metrics (``hd95_mm``, ``nsd``) are computed only when
     ``boundary`` is true (they are ~100x slower than the overlap metrics); otherwise they are NaN.
+    ``pred_outlines`` / ``ref_outlines``: the images' :func:`robustseg.metrics.boundary.outlines`, when known.
 
     Examples
     --------
@@ -67,7 +70,8 @@ def per_image_table(
     px = _pixel_sizes(pixel_mm, n)
     if boundary:
         bm = boundary_metrics(
-            pred, ref, num_classes, pixel_mm=px, nsd_tolerance_mm=nsd_tolerance_mm, empty_policy=empty_policy
+            pred, ref, num_classes, pixel_mm=px, nsd_tolerance_mm=nsd_tolerance_mm, empty_policy=empty_policy,
+            pred_outlines=pred_outlines, ref_outlines=ref_outlines,
         )
         hd95, nsd = bm["hd95_mm"], bm["nsd"]
     else:

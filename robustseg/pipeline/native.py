@@ -6,20 +6,29 @@ bilinearly to the original height x width (:func:`robustseg.data.transforms.unpa
 turned into labels (argmax). Masks are read from disk at native size and every metric, boundary distance and
 structure measurement uses the native pixel size. Work is done a chunk of images at a time, so memory holds
 the native masks of one test set (uint8) plus one chunk of native probabilities.
+
+Only the part of an image that can hold foreground is labelled (:func:`native_labels`): a native pixel whose
+bilinear source pixels all have background as their argmax is background, exactly (background is class 0, which
+wins ties, and bilinear weights are non-negative, so the interpolated background probability is at least every
+other class's, rounding included). The reference masks' boundaries are extracted once per test set
+(:meth:`NativeSet.prepared`) and reused for every perturbation. The tables are those of resizing and scoring
+every image in full, bit for bit (``tests/test_native.py`` against ``tests/_reference_eval.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 
-from robustseg.data.transforms import unpad_resize
+from robustseg.data.transforms import letterbox_box, unpad_resize
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
+from robustseg.metrics.boundary import Box, Outline, outlines
 
 PREDICTIONS = "predictions"
 """Folder of a run holding its native-size predicted masks."""
@@ -40,10 +49,16 @@ class NativeSet:
     """One uint8 ``(H, W)`` label mask per image (sizes may differ)."""
     pixel_mm: np.ndarray
     """mm per native pixel (NaN where unknown)."""
+    outlines: tuple[list[Outline | None], ...] | None = None
+    """Per image, the :func:`robustseg.metrics.boundary.outlines` of its mask (:meth:`prepared`), or None."""
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
         return [m.shape for m in self.masks]  # type: ignore[misc]
+
+    def prepared(self, num_classes: int) -> NativeSet:
+        """The same set with the masks' outlines extracted once, for scoring it against many predictions."""
+        return replace(self, outlines=tuple(outlines(m, num_classes) for m in self.masks))
 
 
 def read_native(index_rows: pd.DataFrame, colormap: Any = "pascal") -> NativeSet:
@@ -69,12 +84,61 @@ def shape_groups(shapes: Sequence[tuple[int, int]], chunk: int = CHUNK) -> Itera
             yield idx[start:start + chunk]
 
 
+def _first_argmax(values: np.ndarray) -> np.ndarray:
+    """``values.argmax(axis=-1)`` as uint8 for NaN-free ``(..., C)`` values (the first maximum wins ties)."""
+    best = values[..., 0].copy()
+    out = np.zeros(best.shape, dtype=np.uint8)
+    for c in range(1, values.shape[-1]):
+        v = values[..., c]
+        out[v > best] = c
+        np.maximum(best, v, out=best)
+    return out
+
+
+def _source_span(first: int, last: int, src: int, dst: int) -> tuple[int, int]:
+    """Destination pixels ``[start, stop)`` whose bilinear source pixels (``src`` resized to ``dst``) may fall in
+    ``first..last``, with two pixels of margin on each side."""
+    scale = dst / src
+    start = int(np.floor((first - 0.5) * scale - 0.5)) - 2
+    stop = int(np.ceil((last + 1.5) * scale - 0.5)) + 2
+    return max(start, 0), min(stop, dst)
+
+
+def native_labels(probs: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, Box | None]:
+    """Labels ``(H, W)`` uint8 of letterboxed probabilities ``(C, S, S)`` mapped back to ``shape``, and a box
+    outside which every label is background (None: all background).
+
+    Equal to ``unpad_resize(probs, H, W).argmax(axis=0)``: the argmax is taken only where a bilinear source
+    pixel has a foreground argmax (module docstring); probabilities with NaN take the plain path.
+    """
+    h, w = shape
+    probs = np.asarray(probs, dtype=np.float32)
+    top, left, rows, cols = letterbox_box(int(h), int(w), probs.shape[-1])
+    crop = probs[:, top:top + rows, left:left + cols]
+    if np.isnan(crop).any():
+        return unpad_resize(probs, h, w).argmax(axis=0).astype(np.uint8), (0, h, 0, w)
+    out = np.zeros((h, w), dtype=np.uint8)
+    fg = crop.argmax(axis=0) != 0
+    rr = np.flatnonzero(fg.any(axis=1))
+    if not rr.size:
+        return out, None
+    cc = np.flatnonzero(fg.any(axis=0))
+    y0, y1 = _source_span(int(rr[0]), int(rr[-1]), rows, h)
+    x0, x1 = _source_span(int(cc[0]), int(cc[-1]), cols, w)
+    # the same call as unpad_resize (same input, same values); only the window is read
+    up = cv2.resize(np.ascontiguousarray(crop.transpose(1, 2, 0)), (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
+    if up.ndim == 2:  # cv2 drops a single channel
+        up = up[..., None]
+    out[y0:y1, x0:x1] = _first_argmax(up[y0:y1, x0:x1])
+    return out, (y0, y1, x0, x1)
+
+
 def native_argmax(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Labels ``(N, H, W)`` uint8 of letterboxed probabilities ``(N, C, S, S)`` mapped back to ``shape``."""
     h, w = shape
     out = np.empty((len(probs), h, w), dtype=np.uint8)
     for k, p in enumerate(probs):
-        out[k] = unpad_resize(p, h, w).argmax(axis=0)
+        out[k] = native_labels(p, (h, w))[0]
     return out
 
 
@@ -84,13 +148,24 @@ def native_predictions(probs: np.ndarray, native: NativeSet, chunk: int = CHUNK,
 
     Masks of the probabilities' own size (model resolution) are scored without resizing.
     """
+    for idx, pred, _ in _predictions(probs, native, chunk):
+        yield idx, pred, np.stack([native.masks[i] for i in idx])
+
+
+def _predictions(probs: np.ndarray, native: NativeSet, chunk: int = CHUNK,
+                 ) -> Iterator[tuple[list[int], np.ndarray, list[Box | None | str]]]:
+    """``(indices, predicted labels (n, H, W), per image a box outside which the labels are 0, or "auto")``."""
     for idx in shape_groups(native.shapes, chunk):
         shape = native.masks[idx[0]].shape
         if tuple(shape) == tuple(probs.shape[-2:]):
-            pred = probs[idx].argmax(axis=1).astype(np.uint8)
-        else:
-            pred = native_argmax(probs[idx], shape)
-        yield idx, pred, np.stack([native.masks[i] for i in idx])
+            yield idx, probs[idx].argmax(axis=1).astype(np.uint8), ["auto"] * len(idx)
+            continue
+        pred = np.empty((len(idx), *shape), dtype=np.uint8)
+        boxes: list[Box | None | str] = []
+        for k, i in enumerate(idx):
+            pred[k], box = native_labels(probs[i], shape)
+            boxes.append(box)
+        yield idx, pred, boxes
 
 
 def write_predictions(folder: str | Path, probs: np.ndarray, image_ids: Sequence[str],
@@ -153,16 +228,27 @@ def evaluate_probs(probs: np.ndarray, native: NativeSet, ev: dict[str, Any], *,
 
     if len(probs) != len(native.image_ids):
         raise ValueError(f"{len(probs)} probability maps for {len(native.image_ids)} reference masks")
+    num_classes = len(class_names)
     tables: dict[bool, list[pd.DataFrame]] = {bool(p): [] for p in postprocess}
     feats: list[pd.DataFrame] = []
-    for idx, pred, ref in native_predictions(probs, native):
+    for idx, pred, boxes in _predictions(probs, native):
         ids = [native.image_ids[i] for i in idx]
         mm = native.pixel_mm[idx]
+        ref = np.stack([native.masks[i] for i in idx])
+        ref_outlines = ([native.outlines[i] for i in idx] if native.outlines is not None and ev["boundary"]
+                        else None)
         for post in tables:
-            labels = postprocess_labels(pred, classes=small_classes, min_size=ev["min_component_px"]) if post else pred
+            pred_outlines = None
+            if post:
+                labels = postprocess_labels(pred, classes=small_classes, min_size=ev["min_component_px"])
+            else:
+                labels = pred
+                if ev["boundary"]:
+                    pred_outlines = [outlines(p, num_classes, box) for p, box in zip(labels, boxes, strict=True)]
             tables[post].append(per_image_table(
                 labels, ref, image_ids=ids, pixel_mm=mm, class_names=class_names, empty_policy=ev["empty_policy"],
-                boundary=ev["boundary"], nsd_tolerance_mm=ev["nsd_tolerance_mm"]))
+                boundary=ev["boundary"], nsd_tolerance_mm=ev["nsd_tolerance_mm"], pred_outlines=pred_outlines,
+                ref_outlines=ref_outlines))
         if features:
             feats.append(structure_features(pred, pixel_mm=mm, image_ids=ids, class_names=class_names)
                          .assign(source="pred"))

@@ -122,11 +122,12 @@ def _combined(t: pd.DataFrame, structures: Sequence[str] = qs.STRUCTURES) -> pd.
 
 def _predict_all(ckpts: Sequence[Path], batches: Sequence[np.ndarray], device: str, batch_size: int
                  ) -> list[np.ndarray]:
-    from robustseg.nn.predict import load_model, predict_proba
+    from robustseg.nn.predict import inference_model, load_model, predict_proba
 
     out: list[list[np.ndarray]] = [[] for _ in batches]
     for ck in ckpts:
         model, cfg = load_model(ck, device)
+        model = inference_model(model)
         for k, b in enumerate(batches):
             out[k].append(predict_proba(model, b, batch_size=batch_size, amp=cfg.amp))
     return [np.stack(o) for o in out]

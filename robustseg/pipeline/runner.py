@@ -196,7 +196,7 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     from robustseg.metrics.postprocess import decide_postprocessing
     from robustseg.nn.device import select_device
     from robustseg.nn.environment import environment_record
-    from robustseg.nn.predict import load_model, predict_proba
+    from robustseg.nn.predict import inference_model, load_model, predict_proba
     from robustseg.nn.train import train_run
     from robustseg.perturb import perturb_batch
     from robustseg.qc import scores as qc_scores
@@ -214,13 +214,14 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     test_idx = np.flatnonzero(folds == -1)
 
     cfg = train_config(p["arm"], spec.seed, p["data"]["size"], data.class_names, data.small_classes)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     result = train_run(cfg, (data.images[train_idx], data.masks[train_idx]), (data.images[val_idx], data.masks[val_idx]),
                        run_dir, progress=progress)
-    train_seconds = time.time() - t0
+    train_seconds, train_cpu = time.time() - t0, time.process_time() - c0
+    t1, c1 = time.time(), time.process_time()  # evaluation: everything after training
 
     device = select_device(cfg.device)
-    model, _ = load_model(result.checkpoint, device)
+    model = inference_model(load_model(result.checkpoint, device)[0], device)  # folded once for every prediction
     bs = ev["batch_size"]
     predict = functools.partial(predict_proba, model, batch_size=bs, device=device, amp=cfg.amp)
 
@@ -228,11 +229,14 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     colormap = p["data"]["colormap"]
 
     def reference(loaded: LoadedData, idx: np.ndarray, cmap: Any = colormap) -> NativeSet:
-        """The masks a run is scored against: native size from disk, or the model-size arrays."""
+        """The masks a run is scored against (native size from disk, or the model-size arrays), with their
+        outlines extracted once for every condition they are scored under."""
         if resolution == "native":
-            return read_native(loaded.index.iloc[idx], cmap)
-        return NativeSet(loaded.index["image_id"].iloc[idx].astype(str).tolist(), list(loaded.masks[idx]),
-                         loaded.pixel_mm[idx])
+            ref = read_native(loaded.index.iloc[idx], cmap)
+        else:
+            ref = NativeSet(loaded.index["image_id"].iloc[idx].astype(str).tolist(), list(loaded.masks[idx]),
+                            loaded.pixel_mm[idx])
+        return ref.prepared(len(loaded.class_names)) if ev["boundary"] else ref
 
     def evaluate(probs: np.ndarray, ref: NativeSet, **kw: Any) -> tuple[dict[bool, pd.DataFrame], pd.DataFrame]:
         return evaluate_probs(probs, ref, ev, class_names=data.class_names, small_classes=data.small_classes, **kw)
@@ -253,7 +257,6 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     test_ids = data.index["image_id"].iloc[test_idx].tolist()
     test_imgs = data.images[test_idx]
     test_ref = reference(data, test_idx)
-    t1 = time.time()
     clean = predict(test_imgs)
     clean_tables, feats = evaluate(clean, test_ref, postprocess=(False, True), features=True)
     for post, t in clean_tables.items():
@@ -280,7 +283,6 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
         ext_ref = reference(ext_data, np.arange(len(ext_data.index)), ext["data"]["colormap"])
         t = evaluate(predict(ext_data.images), ext_ref)[0][False]
         tables.append(t.assign(testset=ext["name"], perturbation="none", severity=0, postprocessed=False))
-    eval_seconds = time.time() - t1
 
     per_image = pd.concat(tables, ignore_index=True).assign(
         resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id)
@@ -290,8 +292,10 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     if ev["save_probabilities"]:
         save_heatmaps(run_dir / "probs.npz", clean, test_ids, class_names=data.class_names)
     qc_scores.write_run_qc(run_dir, qc_parts, test_ids)
+    eval_seconds, eval_cpu = time.time() - t1, time.process_time() - c1
     return {
-        "train_seconds": train_seconds, "eval_seconds": eval_seconds, "best_epoch": result.best_epoch,
+        "train_seconds": train_seconds, "eval_seconds": eval_seconds, "train_cpu_seconds": train_cpu,
+        "eval_cpu_seconds": eval_cpu, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "best_val_loss": result.best_val_loss, "postprocess_applied": decision["apply"], "collapsed": collapsed,
         "device": str(device), "torch_threads": torch.get_num_threads(),
