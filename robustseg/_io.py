@@ -17,14 +17,17 @@ from typing import Any
 from robustseg.errors import WriteError
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None], *, fsync: bool = True) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None], *, fsync: bool = True,
+                 keep_suffix: bool = False) -> Path:
     """Call ``write(tmp_path)`` and rename the result over ``path``; the temporary file never survives.
 
     An ``OSError`` while writing (a full disk, a file-size limit, an I/O error) becomes a :class:`WriteError`
-    naming ``path``; ``path`` is then untouched (its previous content, or absent).
+    naming ``path``; ``path`` is then untouched (its previous content, or absent). ``keep_suffix``: the temporary
+    name ends in ``path``'s suffix (``.<stem>.tmp-<pid>.png``) for writers that infer the format from it.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = (path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}") if keep_suffix
+           else path.with_name(f".{path.name}.tmp-{os.getpid()}"))
     try:
         write(tmp)
         if fsync:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustseg._io import write_json
-from robustseg._paths import check_output_dir, clean_stale_temp
+from robustseg._paths import _TEMP, check_output_dir, clean_stale_temp
 from robustseg.errors import InputError
 
 MARKER = ".robustseg-output.json"
@@ -69,11 +69,12 @@ def read_marker(folder: Path) -> dict | None:
 
 
 def _entries(folder: Path) -> list[str]:
-    """Names in ``folder`` that count as content (not the marker, OS litter or robustseg's own temporaries)."""
+    """Names in ``folder`` that count as content (not the marker, OS litter or robustseg's own temporaries,
+    ``.<name>.tmp-<pid>``)."""
     names = []
     for entry in folder.iterdir():
         name = entry.name
-        if name == MARKER or name in LITTER or name.startswith(_STAGING):
+        if name == MARKER or name in LITTER or name.startswith(_STAGING) or _TEMP.search(name):
             continue
         names.append(name)
     return sorted(names)
@@ -179,12 +180,13 @@ def _remove_file(root: Path, rel: str) -> None:
 
 def claim_output_dir(path: str | os.PathLike[str], command: str, *, force: bool = False,
                      inputs: Iterable[str | os.PathLike[str] | None] = (), what: str = "output folder",
-                     accept: Iterable[str] = (), legacy: Callable[[Path], bool] | None = None) -> Output:
+                     accept: Iterable[str] = (), legacy: Callable[[Path], list[str] | None] | None = None) -> Output:
     """Check the output folder of ``command`` before any work (see the module doc); writes nothing.
 
     ``accept``: other commands whose marker makes the folder ours too (``study`` and ``report`` write the same
     report folder). ``legacy``: recognises a folder written by robustseg before markers existed (a run folder
-    with ``study.json``), which is then treated as ours.
+    with ``study.json``): it returns the files that the earlier run wrote (relative paths; a re-run may replace
+    or remove those), or None when the folder is not one.
     """
     out = expand(path)
     check_output_dir(out, what)
@@ -199,8 +201,9 @@ def claim_output_dir(path: str | os.PathLike[str], command: str, *, force: bool 
         return Output(out, command, existed=True, foreign=False, previous=tuple(map(str, previous)))
     if marker is not None and marker["command"] in ok:
         return Output(out, command, existed=True, foreign=False, previous=tuple(map(str, marker.get("files", []))))
-    if marker is None and legacy is not None and legacy(out):
-        return Output(out, command, existed=True, foreign=False)
+    earlier = legacy(out) if marker is None and legacy is not None else None
+    if earlier is not None:
+        return Output(out, command, existed=True, foreign=False, previous=tuple(earlier))
     if force:
         return Output(out, command, existed=True, foreign=True)
     shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
@@ -236,3 +239,33 @@ def first_line(path: Path, limit: int = 4096) -> str:
     except OSError:
         return ""
     return head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+
+
+REPORT_FILE = "report.md"
+
+
+def _legacy_report(folder: Path) -> list[str] | None:
+    """A report folder written before markers existed (``report.md``, or the tuning section ``tune/tune.md``): its
+    ``report.md``, ``figures/*.png``, ``tables/*.csv``."""
+    if not (folder / REPORT_FILE).is_file():
+        return [] if (folder / "tune" / "tune.md").is_file() else None
+    files = [REPORT_FILE]
+    for sub, pattern in (("figures", "*.png"), ("tables", "*.csv")):
+        files += [p.relative_to(folder).as_posix() for p in sorted((folder / sub).glob(pattern)) if p.is_file()]
+    return files
+
+
+def claim_report_dir(out_dir: str | os.PathLike[str], runs_dir: str | os.PathLike[str] | None, *,
+                     force: bool = False, inputs: Iterable[str | os.PathLike[str] | None] = (),
+                     what: str = "report folder") -> Output:
+    """The report folder of a study (written by ``study`` and ``report``): claimed like any output folder, and
+    neither inside the run folder it reads nor holding it."""
+    out = expand(out_dir)
+    if runs_dir is not None:
+        runs = expand(runs_dir).resolve()
+        real = out.resolve()
+        if real == runs or runs in real.parents or real in runs.parents:
+            raise InputError(f"{what} {out}: overlaps the run folder {runs_dir}; expected separate folders for runs "
+                             "and reports (execution.runs_dir, execution.reports_dir)")
+    return claim_output_dir(out, "report", force=force, inputs=inputs, what=what, accept=("study",),
+                            legacy=_legacy_report)

@@ -19,7 +19,7 @@ from pathlib import Path
 from robustseg.errors import InputError
 
 _COMPONENT = re.compile(r"^\w(?:[\w .+-]{0,126}[\w+-])?$")
-_TEMP = re.compile(r"\.tmp-(\d+)$")
+_TEMP = re.compile(r"\.tmp-(\d+)(?:\.[A-Za-z0-9]+)?$")
 
 
 def check_component(name: str, what: str) -> str:

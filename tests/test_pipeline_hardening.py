@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from _tiny import tiny_study
 
+from robustseg._outdir import MARKER
 from robustseg.cli import main
 from robustseg.config import load_study
 from robustseg.pipeline import runner
@@ -256,6 +257,8 @@ def test_stale_temp_files_and_phantom_folders_are_removed_on_start(tmp_path: Pat
     for p in [*stale, live]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x" * 100)
+    # the output marker is the first thing a study writes into its folder, so a killed study leaves it too
+    (study_dir / MARKER).write_text('{"made_by": "robustseg study", "command": "study", "files": []}')
     prepare(load_study(path))
     assert not any(p.exists() for p in stale)
     assert not (study_dir / "data" / f"phantom-n30-s0.tmp-{dead}").exists()

@@ -15,6 +15,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from robustseg._outdir import expand
 from robustseg._warnings import LOG_NAME, logged
 from robustseg.cli.progress import ProgressRenderer, collapsed_text
 from robustseg.errors import InputError, RobustsegError
@@ -79,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, overrides=args.set)
     with ProgressRenderer(console, err_console) as progress:
-        result = train_one(study, arm=args.arm, fold=args.fold, seed=args.seed, on_event=progress)
+        result = train_one(study, arm=args.arm, fold=args.fold, seed=args.seed, on_event=progress, force=args.force)
     console.print(f"run {result.run_id} {result.status.value}{collapsed_text(result.summary)}", markup=False)
     return 0
 
@@ -98,14 +99,14 @@ def cmd_evaluate_folder(args: argparse.Namespace) -> int:
     else:
         classes = tuple(c.strip() for c in (args.classes or ",".join(CLASS_NAMES)).split(","))
     small = [c.strip() for c in args.small_structures.split(",")] if args.small_structures else None
-    out = Path(args.output) if args.output else Path(args.pred_dir).parent / "evaluation"
-    check_output(out)  # before the evaluation, not after it
+    out = expand(args.output) if args.output else expand(args.pred_dir).parent / "evaluation"
+    target = check_output(out, force=args.force, inputs=(args.pred_dir, args.gt_dir))  # before the evaluation
     per_image, summary = evaluate_folder(
         args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=colormap,
         empty_policy=args.empty_policy, nsd_tolerance_mm=args.nsd_tolerance_mm, boundary=not args.no_boundary,
         postprocess=args.postprocess, min_component_px=args.min_component_px, small_structures=small,
     )
-    write_evaluation(out, per_image, summary)
+    write_evaluation(target, per_image, summary)
     n = per_image["image_id"].nunique()
     for key, title in (("global", f"global (pooled pixels, {n} images)"), ("per_image", "per-image means"),
                        ("presence", "presence cases per class")):
@@ -127,7 +128,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     from robustseg.perturb import perturb_folder
 
     table = perturb_folder(args.image_dir, args.out_dir, suite=args.suite, severity=args.severity, seed=args.seed,
-                           size=args.size)
+                           size=args.size, force=args.force)
     console.print(f"wrote {len(table)} perturbed images and {Path(args.out_dir) / 'contact_sheet.png'}")
     return 0
 
@@ -138,7 +139,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, overrides=args.set)  # no file: the packaged quickstart
     with ProgressRenderer(console, err_console) as progress:
-        outcome = run_study(study, scheduler=args.scheduler, on_event=progress)
+        outcome = run_study(study, scheduler=args.scheduler, on_event=progress, force=args.force)
     if outcome.diverged:  # finished, so kept; but flagged where nobody can miss it
         err_console.print(f"[yellow]{len(outcome.diverged)} run(s) diverged (finite but absurd validation loss; "
                           "see 'diverged' in tables/runs.csv):[/yellow]")
@@ -158,7 +159,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from robustseg.tune import run_tuning
 
     study = load_study(args.study, overrides=args.set)
-    result = run_tuning(study, trials=args.trials, storage=args.storage, timeout=args.timeout, console=console)
+    result = run_tuning(study, trials=args.trials, storage=args.storage, timeout=args.timeout, console=console,
+                        force=args.force)
     console.print(f"best search trial: {result.best_params}")
     console.print(result.decision, markup=False, highlight=False, soft_wrap=True)
     console.print(f"tuned study: {result.tuned_study}  report: {result.report}")
@@ -168,7 +170,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from robustseg.pipeline.study import report_from_run_dir
 
-    out = report_from_run_dir(args.run_dir)
+    out = report_from_run_dir(args.run_dir, force=args.force)
     console.print(f"report: {out}")
     return 0
 
@@ -233,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
     s.add_argument("--seed", type=int, help="training seed (default: the study's first)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate-folder", help="score saved masks against references")
@@ -258,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(CSP/LV by default), side by side")
     s.add_argument("--min-component-px", type=int, default=5,
                    help="post-processing: smallest component kept, in pixels (default 5)")
+    s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_evaluate_folder)
 
     s = sub.add_parser("perturb", help="write perturbed copies of images and a contact sheet")
@@ -269,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--severity", type=int, help="only this severity, 1-5 (default: all)")
     s.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0)")
     s.add_argument("--size", type=int, help="resize + pad to the model input size first (the calibration used 256)")
+    s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_perturb)
 
     s = sub.add_parser("study", help="run a whole study (arms x folds x seeds), then write its report")
@@ -278,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("study", nargs="?", help="study file (TOML); default: the packaged quickstart (phantom, CPU)")
     s.add_argument("--scheduler", help="address of a Dask scheduler to send runs to")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    s.add_argument("--force", action="store_true", help=FORCE_HELP + "; applies to runs_dir/<name> and reports_dir/<name>")
     s.set_defaults(func=cmd_study)
 
     s = sub.add_parser("tune", help="tune the imbalance knobs with Optuna")
@@ -286,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="Optuna storage URL (default: tune.storage or runs/<study>/tune.db)")
     s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds (default: tune.timeout)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("qc", help="score unlabelled images with a finished study's ensemble; flag images to review")
@@ -304,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", help="rebuild the report of a study from its saved tables")
     s.add_argument("run_dir", help="a study's run folder, runs/<study>")
+    s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_report)
     return p
 

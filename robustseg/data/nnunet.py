@@ -109,21 +109,29 @@ def nnunet_rows(root: str | Path, verify: bool = False) -> tuple[list[dict], tup
 
 
 def write_nnunet(index: pd.DataFrame, out: str | Path, class_names: Sequence[str], *, colormap: object = "pascal",
-                 name: str = "phantom") -> Path:
+                 name: str = "phantom", force: bool = False) -> Path:
     """Write the images and masks of ``index`` (a :func:`robustseg.data.index.load_index` table) as an nnU-Net v2
-    raw 2D data set in ``out`` (with ``meta.csv`` holding patients and pixel sizes). Returns ``out``."""
+    raw 2D data set in ``out`` (with ``meta.csv`` holding patients and pixel sizes). Returns ``out``.
+
+    ``out`` is claimed like every output folder (new, empty or an earlier export; never a folder of the data set)
+    and written through a staging folder, so a failure leaves nothing behind."""
     from PIL import Image
 
+    from robustseg._io import save_image, write_csv, write_text
+    from robustseg._outdir import claim_output_dir
     from robustseg.data.io import read_mask
 
-    out = Path(out)
-    (out / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out / "labelsTr").mkdir(parents=True, exist_ok=True)
-    for r in index.itertuples(index=False):
-        Image.fromarray(read_image(r.image_path)).save(out / "imagesTr" / f"{r.image_id}{CHANNEL}.png")
-        write_labels(out / "labelsTr" / f"{r.image_id}.png", read_mask(r.mask_path, colormap))
-    meta = {"channel_names": {"0": "US"}, "labels": {c: i for i, c in enumerate(class_names)},
-            "numTraining": int(len(index)), "file_ending": ".png", "name": name}
-    (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    index[["image_id", "patient_id", "pixel_mm"]].to_csv(out / "meta.csv", index=False)
-    return out
+    inputs = sorted({str(Path(p).parent) for p in index["image_path"]} | {str(Path(p).parent) for p in index["mask_path"]})
+    target = claim_output_dir(out, "nnunet-export", force=force, inputs=inputs, what="nnU-Net folder")
+    with target.staging() as stage:
+        (stage / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (stage / "labelsTr").mkdir(parents=True, exist_ok=True)
+        for r in index.itertuples(index=False):
+            save_image(stage / "imagesTr" / f"{r.image_id}{CHANNEL}.png", Image.fromarray(read_image(r.image_path)),
+                       format="PNG", fsync=False)
+            write_labels(stage / "labelsTr" / f"{r.image_id}.png", read_mask(r.mask_path, colormap))
+        meta = {"channel_names": {"0": "US"}, "labels": {c: i for i, c in enumerate(class_names)},
+                "numTraining": int(len(index)), "file_ending": ".png", "name": name}
+        write_text(stage / "dataset.json", json.dumps(meta, indent=2) + "\n")
+        write_csv(stage / "meta.csv", index[["image_id", "patient_id", "pixel_mm"]])
+    return target.path

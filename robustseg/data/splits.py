@@ -141,7 +141,9 @@ def save_splits(splits: pd.DataFrame, path: str | Path) -> Path:
     """Write the splits as CSV (``image_id, patient_id, fold``) for reuse and audit."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    splits[["image_id", "patient_id", "fold"]].to_csv(path, index=False)
+    from robustseg._io import write_csv
+
+    write_csv(path, splits[["image_id", "patient_id", "fold"]])
     return path
 
 

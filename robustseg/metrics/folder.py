@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg._io import write_csv, write_text
+from robustseg._outdir import Output, claim_output_dir, expand
 from robustseg.data.index import MASK_EXTS
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES
@@ -94,7 +95,7 @@ def evaluate_folder(
     if postprocess and not small:
         raise InputError(f"--postprocess: needs the small structures to post-process (--small-structures NAME,...) "
                          f"among the classes {','.join(classes)}")
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    pred_dir, gt_dir = expand(pred_dir), expand(gt_dir)
     preds = _list_masks(pred_dir, "prediction")
     refs = _list_masks(gt_dir, "reference")
     no_pred = sorted(set(refs) - set(preds))
@@ -221,20 +222,30 @@ def summarise(
     }
 
 
-def check_output(out_dir: str | Path) -> Path:
-    """Check ``-o OUT`` before any evaluation: a writable folder (or creatable as one), not a file."""
-    from robustseg._paths import check_output_dir
-
-    return check_output_dir(out_dir, "-o/--output")
+EVALUATION_FILES = ("per_image.csv", "summary.json")
 
 
-def write_evaluation(out_dir: str | Path, per_image: pd.DataFrame, summary: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``out_dir/per_image.csv`` (adds an ``image`` column equal to ``image_id``) and ``summary.json``."""
-    out = check_output(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "per_image.csv", out / "summary.json"
+def _legacy_evaluation(folder: Path) -> list[str] | None:
+    """An evaluation folder written before output markers existed: only ``per_image.csv`` and ``summary.json``."""
+    names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    return list(EVALUATION_FILES) if names and names <= set(EVALUATION_FILES) else None
+
+
+def check_output(out_dir: str | Path, *, force: bool = False, inputs: Sequence[str | Path] = ()) -> Output:
+    """Claim ``-o OUT`` before any evaluation (:func:`robustseg._outdir.claim_output_dir`): a writable folder (or
+    creatable as one), not a file, outside the mask folders ``inputs``, and new, empty or an earlier evaluation's
+    folder unless ``force``."""
+    return claim_output_dir(out_dir, "evaluate-folder", force=force, inputs=inputs, what="-o/--output",
+                            legacy=_legacy_evaluation)
+
+
+def write_evaluation(out_dir: str | Path | Output, per_image: pd.DataFrame, summary: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``out_dir/per_image.csv`` (adds an ``image`` column equal to ``image_id``) and ``summary.json``; both
+    or neither (a staging folder moved into place)."""
+    out = out_dir if isinstance(out_dir, Output) else check_output(out_dir)
     table = per_image.copy()
     table.insert(0, "image", table["image_id"])
-    write_csv(csv_path, table)
-    write_text(json_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    return csv_path, json_path
+    with out.staging() as stage:
+        write_csv(stage / EVALUATION_FILES[0], table)
+        write_text(stage / EVALUATION_FILES[1], json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return out.path / EVALUATION_FILES[0], out.path / EVALUATION_FILES[1]

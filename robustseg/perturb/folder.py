@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robustseg._io import save_image
+from robustseg._outdir import claim_output_dir, expand
 from robustseg.data.index import IMAGE_EXTS
 from robustseg.errors import InputError
 from robustseg.perturb.registry import (
@@ -124,12 +126,16 @@ def contact_sheet(
                         wspace=0.04, hspace=0.04)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=dpi)
+    import io
+
     from PIL import Image  # everything drawn is gray: store one channel (a third of the bytes)
 
-    with Image.open(out_png) as rendered:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    with Image.open(buf) as rendered:
         gray = rendered.convert("L")
-    gray.save(out_png, optimize=True)
+    save_image(out_png, gray, format="PNG", optimize=True)
     return out_png
 
 
@@ -144,6 +150,7 @@ def perturb_folder(
     severity: int | None = None,
     seed: int = 0,
     size: int | None = None,
+    force: bool = False,
 ) -> pd.DataFrame:
     """Write perturbed copies ``OUT/<perturbation>/s<k>/<name>.png`` and ``OUT/contact_sheet.png``.
 
@@ -151,15 +158,20 @@ def perturb_folder(
     (longest side to ``size``, zero-padded square). ``severity`` keeps only that level of the suite.
     Each image is seeded from ``(seed, file stem)``. Returns one row per written file: ``image_id,
     perturbation, severity, params, path, psnr, ssim``.
+
+    ``out_dir`` is claimed before any work (:func:`robustseg._outdir.claim_output_dir`): never the image folder or
+    inside it, and new, empty or an earlier ``perturb`` output unless ``force``. Files are written into a staging
+    folder and moved into place when all were written (a failure leaves no partial output).
     """
     from PIL import Image
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from robustseg.data.io import read_image
 
-    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    image_dir, out_dir = expand(image_dir), expand(out_dir)
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: not a directory; expected a folder of images")
+    target = claim_output_dir(out_dir, "perturb", force=force, inputs=(image_dir,), what="output folder")
     files = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"{image_dir}: no images ({', '.join(_IMAGE_SUFFIXES)}) found")
@@ -174,29 +186,30 @@ def perturb_folder(
 
     rows = []
     first: np.ndarray | None = None
-    for path in files:
-        image = read_image(path)
-        if size is not None:
-            image = preprocess(image, None, size)[0]
-        if first is None:
-            first = image
-        iseed = image_seed(seed, path.stem)
-        for name, sev in pairs:
-            out = apply(image, name, sev, iseed)
-            target = out_dir / name / f"s{sev}" / f"{path.stem}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(out).save(target)
-            rows.append(
-                {
-                    "image_id": path.stem,
-                    "perturbation": name,
-                    "severity": sev,
-                    "params": PERTURBATIONS[name].params(sev),
-                    "path": str(target),
-                    "psnr": float(peak_signal_noise_ratio(image, out, data_range=255)),
-                    "ssim": float(structural_similarity(image, out, data_range=255)),
-                }
-            )
-    assert first is not None
-    contact_sheet(first, pairs, out_dir / "contact_sheet.png", image_seed(seed, files[0].stem))
+    with target.staging() as stage:  # a bad image later in the folder leaves nothing written
+        for path in files:
+            image = read_image(path)
+            if size is not None:
+                image = preprocess(image, None, size)[0]
+            if first is None:
+                first = image
+            iseed = image_seed(seed, path.stem)
+            for name, sev in pairs:
+                out = apply(image, name, sev, iseed)
+                rel = Path(name) / f"s{sev}" / f"{path.stem}.png"
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                save_image(stage / rel, Image.fromarray(out), format="PNG", fsync=False)
+                rows.append(
+                    {
+                        "image_id": path.stem,
+                        "perturbation": name,
+                        "severity": sev,
+                        "params": PERTURBATIONS[name].params(sev),
+                        "path": str(target.path / rel),
+                        "psnr": float(peak_signal_noise_ratio(image, out, data_range=255)),
+                        "ssim": float(structural_similarity(image, out, data_range=255)),
+                    }
+                )
+        assert first is not None
+        contact_sheet(first, pairs, stage / "contact_sheet.png", image_seed(seed, files[0].stem))
     return pd.DataFrame(rows)

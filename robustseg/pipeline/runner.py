@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustseg._io import read_json, write_json
+from robustseg._io import read_json, write_csv, write_json
 from robustseg.labels import CLASS_NAMES, SMALL_CLASSES
 from robustseg.pipeline.artifacts import (
     COMPLETE,
@@ -286,9 +286,9 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
 
     per_image = pd.concat(tables, ignore_index=True).assign(
         resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id)
-    per_image.to_csv(run_dir / "per_image.csv.gz", index=False)
-    feats.assign(resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id).to_csv(
-        run_dir / "features.csv.gz", index=False)
+    write_csv(run_dir / "per_image.csv.gz", per_image)
+    write_csv(run_dir / "features.csv.gz",
+              feats.assign(resolution=resolution, arm=spec.arm, fold=spec.fold, seed=spec.seed, run_id=spec.run_id))
     if ev["save_probabilities"]:
         save_heatmaps(run_dir / "probs.npz", clean, test_ids, class_names=data.class_names)
     qc_scores.write_run_qc(run_dir, qc_parts, test_ids)

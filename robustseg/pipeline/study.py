@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg._io import atomic_write, read_json, write_csv, write_json
+from robustseg._outdir import Output, claim_output_dir, claim_report_dir, expand
 from robustseg._paths import check_component, check_output_dir, clean_stale_temp
 from robustseg._warnings import logged
 from robustseg.config import Study
@@ -75,13 +76,13 @@ def _phantom_path(study: Study, runs_dir: Path) -> Path:
     except InputError as exc:
         raise InputError(f"{study.path or 'study'}: key 'data.phantom_style': {exc}") from None
     tag = "" if style == "default" else f"-{style}"
-    target = Path(d.path) if d.path else runs_dir / "data" / f"phantom{tag}-n{d.phantom_n}-s{d.phantom_seed}"
+    target = expand(d.path) if d.path else runs_dir / "data" / f"phantom{tag}-n{d.phantom_n}-s{d.phantom_seed}"
     if target.parent.is_dir():  # phantoms half-written by a killed process
         clean_stale_temp(target.parent, depth=1, prefix=f"{target.name}.tmp-")
     if not target.exists():
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        generate_phantom(tmp, n=d.phantom_n, seed=d.phantom_seed, style=style)
+        generate_phantom(tmp, n=d.phantom_n, seed=d.phantom_seed, style=style)  # nothing left on failure
         try:
             tmp.rename(target)
         except OSError:  # another process generated the same phantom meanwhile (same recipe, same files)
@@ -149,31 +150,52 @@ def check_seeds(seeds: list[int], what: str) -> None:
             raise InputError(f"{what}: seed {seed!r}; expected an integer in 0..{2**32 - 1}")
 
 
-def output_dirs(study: Study) -> tuple[Path, Path]:
-    """``(runs_dir/<name>, reports_dir/<name>)``, checked before any work: the name is one safe path
-    component and both folders are (or can be created as) writable folders."""
+def _legacy_runs(folder: Path) -> list[str] | None:
+    """A study's run folder written before output markers existed (it holds ``study.json``, ``plan.json`` or the
+    default tuning storage ``tune.db``)."""
+    return [] if any((folder / name).is_file() for name in ("study.json", "plan.json", "tune.db")) else None
+
+
+def claim_outputs(study: Study, force: bool = False) -> tuple[Output, Output]:
+    """The study's ``runs_dir/<name>`` and ``reports_dir/<name>``, claimed before any work (writes nothing): the
+    name is one safe path component; each folder is new, empty or one robustseg made for this study (else refused
+    unless ``force``), writable, outside the data folders, and the two do not overlap."""
     where = study.path or "study"
     name = check_component(study.name, f"{where}: name")
     ex = study.execution
-    runs_dir = check_output_dir(Path(ex.runs_dir) / name, f"{where}: execution.runs_dir")
-    reports_dir = check_output_dir(Path(ex.reports_dir) / name, f"{where}: execution.reports_dir")
-    return runs_dir, reports_dir
+    inputs = [study.data.path or None, *(e.path for e in study.external)]
+    runs = claim_output_dir(Path(ex.runs_dir) / name, "study", force=force, inputs=inputs,
+                            what=f"{where}: execution.runs_dir", legacy=_legacy_runs)
+    reports = claim_report_dir(Path(ex.reports_dir) / name, runs.path, force=force, inputs=inputs,
+                               what=f"{where}: execution.reports_dir")
+    return runs, reports
 
 
-def prepare(study: Study) -> Prepared:
-    """Everything before training: data, splits, perturbation list, plan; saved under runs/<study>/."""
+def output_dirs(study: Study, force: bool = False) -> tuple[Path, Path]:
+    """``(runs_dir/<name>, reports_dir/<name>)``, checked before any work (:func:`claim_outputs`)."""
+    runs, reports = claim_outputs(study, force)
+    return runs.path, reports.path
+
+
+def prepare(study: Study, force: bool = False) -> Prepared:
+    """Everything before training: data, splits, perturbation list, plan; saved under runs/<study>/.
+
+    ``force``: use output folders that are not empty and were not made by robustseg (see :func:`claim_outputs`).
+    """
     from robustseg.data.index import dataset_classes
     from robustseg.data.splits import make_splits
 
-    runs_dir, reports_dir = output_dirs(study)
+    runs_out, reports_out = claim_outputs(study, force)
     validate_arms(study)
-    for folder in (runs_dir, reports_dir):  # what a killed earlier process left behind
+    for folder in (runs_out.path, reports_out.path):  # what a killed earlier process left behind
         clean_stale_temp(folder)
-    runs_dir = Path(study.execution.runs_dir) / study.name
+    runs_dir = runs_out.path
     d = study.data
     if not d.path and d.source != "phantom":
         raise InputError(f"{study.path or 'study'}: key 'data.path' is required for source {d.source!r}")
-    path = _phantom_path(study, runs_dir) if d.source == "phantom" else Path(d.path)
+    if d.source == "phantom" and not d.path:
+        runs_out.create()  # the generated phantom goes inside: the folder (and its marker) first
+    path = _phantom_path(study, runs_dir) if d.source == "phantom" else expand(d.path)
     from robustseg.data.io import LABELS
 
     small = tuple(d.small_structures)
@@ -184,7 +206,7 @@ def prepare(study: Study) -> Prepared:
     strata = tuple(f"has_{name}" for name in small)  # patients stratified on the data set's small structures
     splits = make_splits(loaded.index, test_fraction=s.test_fraction, k_folds=s.k_folds, seed=s.seed,
                          strata=strata)
-    external = [(e.name, DataSpec(e.source, str(Path(e.path).resolve()), e.plane, e.colormap, d.size, small, e.frame))
+    external = [(e.name, DataSpec(e.source, str(expand(e.path).resolve()), e.plane, e.colormap, d.size, small, e.frame))
                 for e in study.external]
     if data.source == "dicom":
         from robustseg.data.dicom_seg import require_highdicom
@@ -200,7 +222,7 @@ def prepare(study: Study) -> Prepared:
     prints = {"data": fingerprint(loaded)} | {name: fingerprint(load_data(spec)) for name, spec in external}
     runs = plan_runs(study, data, splits, suite, external, prints)
 
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs_out.create()
     fp = split_fingerprint(splits)
     _write_csv_once(runs_dir / f"splits-{fp}.csv", splits)
     write_json(runs_dir / "study.json", {"study": study.raw, "hash": study.file_hash,
@@ -272,17 +294,18 @@ def _executor(study: Study, scheduler: str | None) -> Any:
 
 
 def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent | None = None,
-              report: bool = True) -> StudyOutcome:
+              report: bool = True, force: bool = False) -> StudyOutcome:
     """Run every pending run of the plan, then collect tables and write the report.
 
     Finished runs (``complete.json``) are always reused; partial or failed ones are run again.
     ``on_event`` receives :mod:`robustseg.pipeline.events` (run counts, epochs, finished runs).
+    ``force``: write into output folders that are not empty and were not made by robustseg.
     """
     on_event = on_event or ignore
     started = time.time()
     executor = _executor(study, scheduler)  # a missing extra or an unreachable scheduler fails before any work
     try:
-        prep = prepare(study)
+        prep = prepare(study, force)
         outcome = StudyOutcome(prep.runs_dir)
         states = {r.run_id: run_state(prep.runs_dir / r.run_id) for r in prep.runs}
         pending = [r for r in prep.runs if states[r.run_id] != "complete"]
@@ -301,7 +324,7 @@ def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent |
     outcome.diverged = [f"{r.run_id}: {r.summary.get('diverged_reason')}" for r in outcome.results
                         if r.ok and r.summary.get("diverged")]
     if report:
-        outcome.report = write_report(prep.runs_dir, study)
+        outcome.report = write_report(prep.runs_dir, study, force=force)
     outcome.seconds = time.time() - started
     return outcome
 
@@ -353,21 +376,29 @@ def _read_saved(runs_dir: Path, name: str) -> Any:
         raise InputError(f"{path}: damaged ({type(exc).__name__}); run 'robustseg study' again to rewrite it") from None
 
 
-def write_report(runs_dir: Path, study: Study | None = None) -> Path:
-    """Build ``reports/<study>/report.md`` from the saved tables of ``runs_dir``."""
-    from robustseg.report import build_report
-
+def _reports_dir(runs_dir: Path, force: bool = False) -> Path:
+    """The report folder that ``runs_dir/study.json`` names, claimed (checked, nothing written)."""
     saved = _read_saved(runs_dir, "study.json")
     try:
         raw = saved["study"]
         name = check_component(raw["name"], f"{runs_dir / 'study.json'}: name")
-        reports_dir = Path(raw["execution"]["reports_dir"]) / name
-    except (KeyError, TypeError):
+        reports_dir = expand(raw["execution"]["reports_dir"]) / name
+        data = raw.get("data", {})
+        inputs = [data.get("path") or None, *(e.get("path") for e in (data.get("external") or {}).values())]
+    except (KeyError, TypeError, AttributeError):
         raise InputError(f"{runs_dir / 'study.json'}: damaged (no study name or reports_dir); "
                          "run 'robustseg study' again to rewrite it") from None
-    check_output_dir(reports_dir, f"{runs_dir / 'study.json'}: execution.reports_dir")
+    return claim_report_dir(reports_dir, runs_dir, force=force, inputs=inputs,
+                            what=f"{runs_dir / 'study.json'}: execution.reports_dir").path
+
+
+def write_report(runs_dir: Path, study: Study | None = None, *, force: bool = False) -> Path:
+    """Build ``reports/<study>/report.md`` from the saved tables of ``runs_dir``."""
+    from robustseg.report import build_report
+
+    reports_dir = _reports_dir(runs_dir, force)
     _check_reference(runs_dir)
-    return build_report(runs_dir, reports_dir)
+    return build_report(runs_dir, reports_dir, force=force)
 
 
 def _check_reference(runs_dir: Path) -> None:
@@ -377,20 +408,22 @@ def _check_reference(runs_dir: Path) -> None:
     load_reference(runs_dir)
 
 
-def report_from_run_dir(run_dir: str | Path) -> Path:
-    """``robustseg report RUN_DIR``: rebuild the report from saved tables, without training."""
-    runs_dir = Path(run_dir)
+def report_from_run_dir(run_dir: str | Path, *, force: bool = False) -> Path:
+    """``robustseg report RUN_DIR``: rebuild the report from saved tables, without training. Every output folder
+    is checked before anything is written."""
+    runs_dir = expand(run_dir)
     if not (runs_dir / "study.json").is_file() or not (runs_dir / "plan.json").is_file():
         raise InputError(f"{runs_dir}: not a study run folder (expected study.json and plan.json, "
                          "as written by 'robustseg study')")
     _check_reference(runs_dir)
     check_output_dir(runs_dir / "tables", f"{runs_dir}: tables")
+    _reports_dir(runs_dir, force)
     collect_tables(runs_dir)
-    return write_report(runs_dir)
+    return write_report(runs_dir, force=force)
 
 
 def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int | None = None,
-              on_event: OnEvent | None = None) -> RunResult:
+              on_event: OnEvent | None = None, force: bool = False) -> RunResult:
     """``robustseg train``: prepare the study and execute the one run (arm, fold, seed)."""
     arm_name = arm or study.arms[0].name
     study.arm(arm_name)  # validates the name
@@ -398,7 +431,7 @@ def train_one(study: Study, *, arm: str | None = None, fold: int = 0, seed: int 
         raise InputError(f"--fold {fold}: expected one of {study.folds}")
     seed = study.seeds[0] if seed is None else seed
     check_seeds([seed], "--seed")
-    prep = prepare(study)
+    prep = prepare(study, force)
     matches = [r for r in prep.runs if r.arm == arm_name and r.fold == fold and r.seed == seed]
     if not matches:  # a seed outside the study's list: plan it on the fly
         from dataclasses import replace

@@ -128,7 +128,14 @@ def save_heatmaps(path: str | Path, probs: np.ndarray, image_ids: Sequence[str],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     q = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
-    np.savez_compressed(path, probs_u8=q, image_ids=np.asarray(image_ids, dtype=str), class_names=np.asarray(class_names, dtype=str))
+    from robustseg._io import atomic_write
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, probs_u8=q, image_ids=np.asarray(image_ids, dtype=str),
+                                class_names=np.asarray(class_names, dtype=str))
+
+    atomic_write(path, save)
     return path
 
 

@@ -273,10 +273,16 @@ def condition_scores(probs: np.ndarray, image_ids: Sequence[str], perturbation: 
 def write_run_qc(run_dir: str | Path, parts: Sequence[tuple[pd.DataFrame, str, np.ndarray]],
                  image_ids: Sequence[str]) -> None:
     """Write ``qc.csv.gz`` (scores of every condition) and ``masks.npz`` (argmax maps, key ``perturbation@sev``)."""
+    from robustseg._io import atomic_write, write_csv
+
     run_dir = Path(run_dir)
-    pd.concat([p[0] for p in parts], ignore_index=True).to_csv(run_dir / QC_FILE, index=False)
-    np.savez_compressed(run_dir / MASKS_FILE, image_ids=np.asarray(image_ids, dtype=str),
-                        **{key: masks for _, key, masks in parts})
+    write_csv(run_dir / QC_FILE, pd.concat([p[0] for p in parts], ignore_index=True))
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, image_ids=np.asarray(image_ids, dtype=str), **{key: masks for _, key, masks in parts})
+
+    atomic_write(run_dir / MASKS_FILE, save)
 
 
 def load_run_masks(path: str | Path) -> tuple[list[str], dict[tuple[str, int], np.ndarray]]:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustseg._io import write_text
+from robustseg._io import write_csv, write_text
+from robustseg._outdir import claim_report_dir
 from robustseg._warnings import logged
 from robustseg.report import alt, figures, findings, qc_section, sections
 from robustseg.report.compute import Results, compute, structure_measures
@@ -40,7 +41,7 @@ def write_tables(res: Results, out: Path) -> list[str]:
     for name in sorted(res.tables):
         df = res.tables[name]
         if isinstance(df, pd.DataFrame) and not df.empty:
-            df.to_csv(out / f"{name}.csv", index=False)
+            write_csv(out / f"{name}.csv", df)
             names.append(f"{name}.csv")
     return names
 
@@ -120,20 +121,26 @@ def facts(res: Results) -> findings.Facts:
                           n_patients=res.n_patients, n_images=n_images, sections=sections.section_titles())
 
 
-def build_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
+def build_report(runs_dir: str | Path, out_dir: str | Path, *, force: bool = False) -> Path:
     """Write ``out_dir/report.md`` and ``report.html`` with ``figures/`` and ``tables/`` from the saved tables
-    of ``runs_dir``. Python warnings raised meanwhile go to ``out_dir/warnings.log``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    of ``runs_dir``. Python warnings raised meanwhile go to ``out_dir/warnings.log``.
+
+    ``out_dir`` is claimed first (:func:`robustseg._outdir.claim_report_dir`: new, empty or an earlier report's
+    folder, unless ``force``); every file is written into a staging folder and moved into place only when the
+    whole report was written, so a failure (a full disk) leaves the earlier report as it was.
+    """
+    target = claim_report_dir(out_dir, runs_dir, force=force)
+    out_dir = target.create()
     with logged(out_dir, "report"):
         res = compute(load_inputs(runs_dir))
         res.tables["findings"] = findings.table(facts(res))
-        table_names = write_tables(res, out_dir / "tables")
-        figs = draw_figures(res, out_dir / "figures")
-        text = render(res, figs, table_names)
-        path = write_text(out_dir / REPORT_NAME, text)
-        write_text(out_dir / HTML_NAME, to_html(text, out_dir))
-    return path
+        with target.staging() as stage:
+            table_names = write_tables(res, stage / "tables")
+            figs = draw_figures(res, stage / "figures")
+            text = render(res, figs, table_names)
+            write_text(stage / REPORT_NAME, text)
+            write_text(stage / HTML_NAME, to_html(text, stage))
+    return out_dir / REPORT_NAME
 
 
 __all__ = ["HTML_NAME", "REPORT_NAME", "build_report"]

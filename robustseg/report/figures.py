@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from robustseg._io import save_figure
 from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES, display_name
 
 FOREGROUND = CLASS_NAMES[1:]
@@ -53,7 +54,7 @@ DPI = 110
 
 
 def save(fig: Figure, path: Path) -> str:
-    fig.savefig(path, dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
+    save_figure(path, fig, dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
     return path.name
 
 

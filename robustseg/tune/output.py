@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import tomli_w
 from optuna.trial import FrozenTrial, TrialState
 
+from robustseg._io import atomic_write
 from robustseg.config import Study
 from robustseg.labels import display_name
 from robustseg.tune.space import LOG_SCALE, SPACE_KEYS, TuneSpec, apply_params, tuned_arm
@@ -34,13 +34,10 @@ KILLED_PREFIX = "killed_trial_"
 
 
 def _replace_into(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename it over ``path`` (concurrent workers never tear a file)."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Call ``write(tmp_path)`` then rename it over ``path`` (concurrent workers never tear a file; a full disk
+    leaves the previous file): :func:`robustseg._io.atomic_write` with a temporary name that keeps the suffix,
+    so matplotlib and pandas infer the format from it."""
+    atomic_write(path, write, keep_suffix=True)
 
 
 def tuned_study_path(study: Study) -> Path:
@@ -54,6 +51,13 @@ def tuned_study_path(study: Study) -> Path:
         folder = Path("studies")
         folder.mkdir(exist_ok=True)
     return folder / f"{study.name}.tuned.toml"
+
+
+def is_tuned_study(path: Path) -> bool:
+    """Whether ``path`` is a tuned study file written by ``robustseg tune`` (its first comment line says so)."""
+    from robustseg._outdir import first_line
+
+    return first_line(path).startswith("# Written by 'robustseg tune'")
 
 
 def tuned_raw(study: Study, spec: TuneSpec, params: Mapping[str, float], description: str) -> dict[str, Any]:

@@ -217,7 +217,7 @@ def _check_url(url: str) -> None:
 
 
 def run_tuning(study: Study, *, trials: int | None = None, storage: str | None = None, timeout: float | None = None,
-               console: Any = None) -> TuneResult:
+               console: Any = None, force: bool = False) -> TuneResult:
     """Run ``trials`` more trials of the study's tuning job, then write the tuned study and the report."""
     from robustseg.pipeline.inputs import load_data
     from robustseg.pipeline.study import prepare
@@ -231,15 +231,21 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise InputError(f"--timeout {timeout!r}: expected a number of seconds > 0")
 
-    from robustseg.pipeline.study import output_dirs
+    from robustseg.pipeline.study import claim_outputs
 
-    runs_dir, _ = output_dirs(study)  # name and folders checked before anything is written
+    runs, reports_out = claim_outputs(study, force)  # name and folders checked before anything is written
+    runs_dir = runs.path
+    from robustseg._outdir import claim_output_file
+    from robustseg.tune.output import is_tuned_study, tuned_study_path
+
+    claim_output_file(tuned_study_path(study), "tune", force=force, what="tuned study file", signature=is_tuned_study)
     default_storage = not (storage or spec.options["storage"])
     url = storage or spec.options["storage"] or f"sqlite:///{(runs_dir / 'tune.db').resolve()}"
     if not default_storage:
         _check_url(url)  # a malformed --storage fails before runs/ exists (no connection: workers race on it)
+    runs.create()  # the folder and its marker before the lock file that workers share
     with _file_lock(runs_dir / ".tune-prepare.lock"):
-        prep = prepare(study)
+        prep = prepare(study, force)
     arm = tuned_arm(study, spec.options["arm"])
     rdb = make_storage(url, spec)
     name = spec.options["study_name"] or study.name
@@ -294,6 +300,7 @@ def run_tuning(study: Study, *, trials: int | None = None, storage: str | None =
             f"{_warmup(spec, max_epochs)} epochs)")
         decision = None if guard.tripped else _confirm(study, spec, ostudy, folds, prep.data.size,
                                                        prep.runs_dir / "tune" / name / "confirm", console)
+        reports_out.create()  # the report folder (and its marker) that the tuning section goes into
         result = _finish(study, spec, ostudy, url, started, guard.count, pruning, decision)
     if guard.tripped:
         raise RunError(f"tuning stopped after {guard.streak} consecutive failed trials; last reason: {guard.last}")
