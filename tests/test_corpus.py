@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from corpus.cases import CASES, Case, Ctx
 from robustseg.cli.main import main
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.needs else [])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.needs or c.slow else [])
                                   for c in CASES])
 def test_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
               capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,6 +24,8 @@ def test_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest, monkey
     monkeypatch.chdir(folder)
     monkeypatch.setenv("HOME", str(folder))
     argv = case.build(folder, ctx)
+    if case.stdin:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((folder / case.stdin).read_bytes())))
     before = snapshot(folder)
     capsys.readouterr()
     code = main(argv)
@@ -42,7 +46,7 @@ def test_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest, monkey
                    {k: v for k, v in before.items() if k.startswith(rel)}, f"{rel} changed"
         if case.check is not None:
             case.check(folder)
-    assert half_written(folder) == []
+    assert half_written(folder, before) == []
 
 
 def test_every_case_has_a_distinct_name_and_an_outcome() -> None:

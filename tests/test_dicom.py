@@ -155,8 +155,8 @@ def test_cine_loop_needs_a_frame_and_reads_the_chosen_one(tmp_path: Path) -> Non
         load_index("dicom", tmp_path)
     index = load_index("dicom", tmp_path, frame=3)
     assert index.loc[0, "frame"] == 3 and index.loc[0, "n_frames"] == 3
-    with pytest.raises(InputError, match="only DICOM data sets have frames"):
-        load_index("folder", tmp_path, frame=2)
+    with pytest.raises(InputError, match="the phantom's images have one frame"):
+        load_index("phantom", tmp_path, frame=2)
 
 
 # --- calibration ---------------------------------------------------------------------------------------
@@ -468,12 +468,13 @@ def test_data_frame_key_is_checked() -> None:
     from robustseg.config import build_study
 
     assert build_study({"data": {"source": "dicom", "path": "x", "frame": 3}}).config.data.frame == 3
-    with pytest.raises(InputError, match=r"data\.frame.*only DICOM data sets"):
-        build_study({"data": {"source": "folder", "path": "x", "frame": 3}})
+    assert build_study({"data": {"source": "folder", "path": "x", "frame": 3}}).config.data.frame == 3  # TIFF pages
+    with pytest.raises(InputError, match=r"data\.frame.*one frame each"):
+        build_study({"data": {"source": "phantom", "frame": 3}})
     with pytest.raises(InputError, match=r"data\.frame.*1 or more"):
         build_study({"data": {"source": "dicom", "path": "x", "frame": 0}})
     with pytest.raises(InputError, match=r"data\.external\.cine\.frame"):
-        build_study({"data": {"external": {"cine": {"source": "fetal_head", "path": "x", "frame": 2}}}})
+        build_study({"data": {"external": {"cine": {"source": "fetal_head", "path": "x", "frame": 0}}}})
     raw = build_study({"data": {"source": "folder", "path": "x"}}).raw
     assert "frame" not in raw["data"]  # studies without frames keep their saved form
 

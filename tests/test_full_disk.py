@@ -75,3 +75,87 @@ def test_qc_on_a_full_disk_leaves_no_truncated_csv(qc_study: Path, tmp_path: Pat
     proc = run_limited(["qc", str(qc_study), str(images), "-o", str(out), "--review", "0.3"], 1024, tmp_path)
     assert_one_line_failure(proc, "qc.csv")
     assert out.read_bytes() == before and half_written(tmp_path) == []
+
+
+def _images(folder: Path, n: int = 3) -> Path:
+    from PIL import Image
+
+    from corpus.build import arrays
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(arrays(i)[0]).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_perturb_on_a_full_disk_leaves_nothing(tmp_path: Path) -> None:
+    images = _images(tmp_path / "images")
+    out = tmp_path / "out"
+    argv = ["perturb", str(images), str(out), "--suite", "gaussian_noise"]
+    assert_one_line_failure(run_limited(argv, 2000, tmp_path), "File too large")
+    assert not out.exists() and half_written(tmp_path) == []
+    assert run_limited(argv, 1 << 30, tmp_path).returncode == 0
+    before = snapshot(out)
+    assert_one_line_failure(run_limited([*argv, "--seed", "4"], 2000, tmp_path), "File too large")
+    assert snapshot(out) == before  # the earlier output, whole
+
+
+def test_evaluate_folder_on_a_full_disk_leaves_nothing(tmp_path: Path) -> None:
+    from corpus.build import masks_dir, real_looking_dataset
+
+    masks = masks_dir(real_looking_dataset(tmp_path / "fhb", extras=False))
+    out = tmp_path / "eval"
+    argv = ["evaluate-folder", str(masks), str(masks), "-o", str(out), "--no-boundary"]
+    assert_one_line_failure(run_limited(argv, 1500, tmp_path), "File too large")
+    assert not out.exists() and half_written(tmp_path) == []
+    assert run_limited(argv, 1 << 30, tmp_path).returncode == 0
+    before = snapshot(out)
+    assert_one_line_failure(run_limited([*argv, "--empty-policy", "one"], 1500, tmp_path), "File too large")
+    assert snapshot(out) == before
+
+
+def test_study_on_a_full_disk_is_one_line_and_leaves_whole_files(tmp_path: Path) -> None:
+    from robustseg.data.phantom import generate_phantom
+
+    data = generate_phantom(tmp_path / "data", n=12, seed=0, style="small-thin")
+    study = tmp_path / "s.toml"
+    study.write_text(f"""name = "full"
+seeds = [0]
+[data]
+source = "phantom"
+path = "{data}"
+phantom_n = 12
+size = 32
+[split]
+test_fraction = 0.3
+k_folds = 2
+folds = [0]
+[model]
+base = 4
+depth = 3
+[train]
+max_epochs = 1
+batch_size = 8
+[perturb]
+suite = "none"
+[execution]
+threads = 1
+runs_dir = "{tmp_path / 'runs'}"
+reports_dir = "{tmp_path / 'reports'}"
+""")
+    before = snapshot(data)
+    assert_one_line_failure(run_limited(["study", str(study)], 2048, tmp_path), "File too large")
+    assert half_written(tmp_path) == [] and snapshot(data) == before
+    assert not (tmp_path / "reports" / "full" / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_report_on_a_full_disk_keeps_the_earlier_report(qc_study: Path, tmp_path: Path) -> None:
+    from corpus.cases import Ctx, copy_run
+
+    runs = copy_run(Ctx(qc_study), tmp_path, **{"execution.reports_dir": str(tmp_path / "reports")})
+    assert run_limited(["report", str(runs)], 1 << 30, tmp_path).returncode == 0
+    reports = tmp_path / "reports" / "tiny-qc"
+    before = snapshot(reports)
+    assert_one_line_failure(run_limited(["report", str(runs)], 8192, tmp_path), "File too large")
+    assert snapshot(reports) == before and half_written(tmp_path) == []

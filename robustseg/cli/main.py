@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
+import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +23,53 @@ from robustseg.cli.progress import ProgressRenderer, collapsed_text
 from robustseg.errors import InputError, RobustsegError
 from robustseg.labels import CLASS_NAMES
 
-console = Console()
+
+class _Stdout(io.TextIOBase):
+    """Standard output that a closed reader (``robustseg check-data DIR | head -1``) silences instead of breaking.
+
+    Writes go to whatever ``sys.stdout`` is at the time; on ``BrokenPipeError`` the file descriptor is pointed at
+    ``/dev/null`` and everything after is dropped, so the command finishes its work (a study keeps running when the
+    pager quits) and exits with its own status, quietly, like ``head`` itself.
+    """
+
+    closed_reader = False
+
+    def write(self, text: str) -> int:
+        if not self.closed_reader:
+            try:
+                sys.stdout.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_reader:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def isatty(self) -> bool:
+        return bool(getattr(sys.stdout, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return sys.stdout.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+    def _silence(self) -> None:
+        type(self).closed_reader = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            finally:
+                os.close(devnull)
+
+
+console = Console(file=_Stdout())
 err_console = Console(stderr=True)
 
 
@@ -128,7 +176,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     from robustseg.perturb import perturb_folder
 
     table = perturb_folder(args.image_dir, args.out_dir, suite=args.suite, severity=args.severity, seed=args.seed,
-                           size=args.size, force=args.force)
+                           size=args.size, force=args.force, frame=args.frame)
     console.print(f"wrote {len(table)} perturbed images and {Path(args.out_dir) / 'contact_sheet.png'}")
     return 0
 
@@ -158,6 +206,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from robustseg.config import load_study
     from robustseg.tune import run_tuning
 
+    if args.trials is not None and args.trials < 1:  # 0 would run nothing and write no tuned study
+        raise InputError(f"--trials {args.trials}: expected an integer >= 1 (the number of trials this call adds)")
     study = load_study(args.study, overrides=args.set)
     result = run_tuning(study, trials=args.trials, storage=args.storage, timeout=args.timeout, console=console,
                         force=args.force)
@@ -182,7 +232,8 @@ def cmd_qc(args: argparse.Namespace) -> int:
     args.score = args.score or DEFAULT_SCORE
 
     table, path = qc_folder(args.run_dir, args.image_dir, args.output, score=args.score, review=args.review,
-                            pixel_size_csv=args.pixel_size_csv, arm=args.arm, device=args.device, force=args.force)
+                            pixel_size_csv=args.pixel_size_csv, arm=args.arm, device=args.device, force=args.force,
+                            frame=args.frame)
     flagged = table[table["review"]]
     console.print(f"{table['image'].nunique()} images scored by {args.score}; {flagged['image'].nunique()} flagged "
                   f"for review in at least one structure (threshold: the {args.review:.0%} least-confident test "
@@ -193,6 +244,7 @@ def cmd_qc(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 
 
+FRAME_HELP = "the frame (1 = first) read from each multi-frame image (multi-page TIFF, DICOM cine); required for them"
 FORCE_HELP = ("write into an output folder that is not empty and was not made by this command (default: refuse; "
               "robustseg never deletes files it did not write)")
 SET_HELP = "override a study key with a TOML value, e.g. --set train.max_epochs=5 --set seeds=[0,1] (repeatable)"
@@ -221,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data_dir", help="data set folder")
     s.add_argument("--source", default="auto", choices=["auto", "fetal_head", "phantom", "folder", "nnunet", "dicom"],
                    help="data set layout (default: detected)")
-    s.add_argument("--frame", type=int, default=None,
-                   help="DICOM: the frame (1 = first) read from each multi-frame image (required when there are any)")
+    s.add_argument("--frame", type=int, default=None, help=FRAME_HELP)
     s.add_argument("--plane", default="Trans-thalamic", help="plane folder of a fetal-head data set (default Trans-thalamic)")
     s.add_argument("--colormap", default="pascal", help="mask colours: pascal or rgb (default pascal)")
     s.add_argument("--small-structures", metavar="NAMES",
@@ -230,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_check_data)
 
     s = sub.add_parser("train", help="train one run (arm x fold x seed) of a study")
-    s.add_argument("study", help="study file (TOML)")
+    s.add_argument("study", help="study file (TOML); - reads it from standard input")
     s.add_argument("--arm", help="arm to train (default: the first)")
     s.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
     s.add_argument("--seed", type=int, help="training seed (default: the study's first)")
@@ -273,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--severity", type=int, help="only this severity, 1-5 (default: all)")
     s.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0)")
     s.add_argument("--size", type=int, help="resize + pad to the model input size first (the calibration used 256)")
+    s.add_argument("--frame", type=int, default=None, help=FRAME_HELP)
     s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_perturb)
 
@@ -280,14 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.description = ("Run every run of a study that has not finished yet, then write its report. Finished runs "
                      "(same run id: same settings, data and split) are always reused, so an interrupted study "
                      "continues where it stopped; change a setting or delete runs/<study>/ to run again.")
-    s.add_argument("study", nargs="?", help="study file (TOML); default: the packaged quickstart (phantom, CPU)")
+    s.add_argument("study", nargs="?", help="study file (TOML); - reads it from standard input; default: the packaged "
+                   "quickstart (phantom, CPU)")
     s.add_argument("--scheduler", help="address of a Dask scheduler to send runs to")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     s.add_argument("--force", action="store_true", help=FORCE_HELP + "; applies to runs_dir/<name> and reports_dir/<name>")
     s.set_defaults(func=cmd_study)
 
     s = sub.add_parser("tune", help="tune the imbalance knobs with Optuna")
-    s.add_argument("study", help="study file (TOML) with a [tune] table")
+    s.add_argument("study", help="study file (TOML) with a [tune] table; - reads it from standard input")
     s.add_argument("--trials", type=int, help="trials to run in this call (default: tune.trials)")
     s.add_argument("--storage", help="Optuna storage URL (default: tune.storage or runs/<study>/tune.db)")
     s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds (default: tune.timeout)")
@@ -305,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-size-csv", help="Label, Pixel in mm per image (else measurements in px, no range score)")
     s.add_argument("--arm", help="arm whose runs form the ensemble (default: the baseline arm)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    s.add_argument("--frame", type=int, default=None, help=FRAME_HELP)
     s.add_argument("--force", action="store_true",
                    help="replace an existing -o file that is not an earlier qc.csv (default: refuse)")
     s.set_defaults(func=cmd_qc)
@@ -345,24 +399,65 @@ _WARNINGS_FALLBACK = Path(tempfile.gettempdir()) / "robustseg"
 """Where warnings raised outside a study, report or run folder are logged (the study and report log their own)."""
 
 
+_PATH_ARGS = ("out_dir", "data_dir", "pred_dir", "gt_dir", "output", "pixel_size_csv", "dataset_json", "image_dir",
+              "run_dir", "study")
+"""Arguments that are paths: ``~`` is expanded in each."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup runs (workers stopped, queues closed, temporary files
+    removed) and the process exits normally: no "leaked semaphore" noise from multiprocessing's resource tracker.
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` records it as a failed run."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """SIGXFSZ ignored (a file-size limit, ``ulimit -f``, then raises OSError(EFBIG) instead of killing us) and
+    SIGTERM turned into :class:`Terminated` while the command runs; the previous handlers are restored after."""
+    previous = {}
+    for name, handler in (("SIGXFSZ", signal.SIG_IGN), ("SIGTERM", _terminate)):
+        if hasattr(signal, name):
+            with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
+                previous[name] = signal.signal(getattr(signal, name), handler)
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(getattr(signal, name), handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    if hasattr(signal, "SIGXFSZ"):  # a file-size limit (ulimit -f) raises OSError(EFBIG) instead of killing us
-        with contextlib.suppress(ValueError):  # not the main thread: leave it
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in _PATH_ARGS:  # a quoted ~ or --opt=~/x reaches us unexpanded
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, name, str(expand(value)))
     caught: list = []
     try:
-        with logged(_WARNINGS_FALLBACK, args.command) as caught:
-            return int(args.func(args) or 0)
+        with _signals(), logged(_WARNINGS_FALLBACK, args.command) as caught:
+            code = int(args.func(args) or 0)
+        console.file.flush()
+        return code
     except RobustsegError as exc:
         _error(str(exc))
         return exc.exit_code
+    except BrokenPipeError:  # stdout closed by its reader: quiet, like head
+        _Stdout()._silence()
+        return 0
     except OSError as exc:
         return _os_error(exc)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    except Terminated:
+        err_console.print("terminated")
+        return 128 + signal.SIGTERM
     finally:
         _logged_elsewhere(caught)
 

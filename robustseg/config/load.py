@@ -34,14 +34,62 @@ def packaged_study(name: str = "quickstart") -> Traversable:
     return resources.files("robustseg") / "studies" / f"{name}.toml"
 
 
-def read_toml(path: str | Path | Traversable) -> dict[str, Any]:
-    """Parse a TOML study file; a missing or malformed file is an ``InputError`` naming it."""
-    if not path.is_file():
+STDIN = "-"
+"""The study path that means: read the study from standard input (``robustseg study -``)."""
+
+
+def is_stdin(path: object) -> bool:
+    """Whether ``path`` names standard input: ``-``, or ``/dev/stdin`` and its aliases."""
+    text = str(path)
+    return text == STDIN or text in ("/dev/stdin", "/proc/self/fd/0", "/dev/fd/0")
+
+
+def study_bytes(path: str | Path | Traversable) -> bytes:
+    """The bytes of a study file: standard input for ``-`` / ``/dev/stdin`` (a pipe or a redirect), a packaged
+    study, or a file (``~`` expanded). A folder, a missing or an unreadable file is an ``InputError`` naming it."""
+    import os
+    import sys
+
+    if is_stdin(path):
+        if sys.stdin is None or sys.stdin.closed:
+            raise InputError(f"{path}: standard input is closed; expected a study file piped in "
+                             "(robustseg study - < study.toml)")
+        if sys.stdin.isatty():
+            raise InputError(f"{path}: standard input is a terminal; expected a study file piped in "
+                             "(robustseg study - < study.toml)")
+        stream = getattr(sys.stdin, "buffer", None)
+        return stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
+    if isinstance(path, Traversable) and not isinstance(path, Path):
+        if not path.is_file():
+            raise InputError(f"{path}: study file not found")
+        return path.read_bytes()
+    path = Path(os.path.expanduser(str(path)))
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.toml"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise InputError(f"{path}: is a folder{hint}; expected a study file (TOML)")
+    if not path.exists():
         raise InputError(f"{path}: study file not found")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid TOML ({exc})") from None
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the study file ({exc.strerror or type(exc).__name__})") from None
+
+
+def read_toml(path: str | Path | Traversable) -> dict[str, Any]:
+    """Parse a TOML study file (:func:`study_bytes`); a byte-order mark (Notepad's "UTF-8 with BOM", UTF-16) is
+    tolerated; a missing or malformed file is an ``InputError`` naming it."""
+    from robustseg.data.tables import decode
+
+    where = "<stdin>" if is_stdin(path) else path
+    text, _ = decode(study_bytes(path), where, "study file")
+    if not text.strip("\ufeff \t\r\n"):
+        raise InputError(f"{where}: the study file is empty; expected TOML tables (e.g. name = \"my-study\" and a "
+                         "[data] table; see studies/quickstart.toml)")
+    try:
+        return tomllib.loads(text.lstrip("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{where}: not valid TOML ({exc})") from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -18,6 +18,7 @@ file, training and tuning cannot drift apart again:
 - ``train.samples_per_epoch`` >= 0: images drawn per epoch; 0 means one pass (the training set's size).
 """
 
+import os
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -64,6 +65,23 @@ def class_list() -> Any:
 Colormap = Annotated[str | dict[str, Any], Field(json_schema_extra={"expected": "a colormap name or a table"})]
 
 
+def expand_user(value: str) -> str:
+    """``~`` / ``~user`` at the start of a path setting expanded to the home folder (as a shell would)."""
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
+
+
+def expand_storage(value: str) -> str:
+    """An Optuna storage URL whose file path starts with ``~`` (``sqlite:///~/t.db``, ``journal://~/t.log``)."""
+    for scheme in ("sqlite:///", "journal://"):
+        if isinstance(value, str) and value.startswith(scheme + "~"):
+            return scheme + os.path.expanduser(value[len(scheme):])
+    return value
+
+
+UserPath = Annotated[str, AfterValidator(expand_user)]
+"""A path setting: ``~`` is expanded, in the study file and in ``--set`` alike."""
+
+
 class Table(BaseModel):
     """A closed table: unknown keys are errors."""
 
@@ -71,12 +89,13 @@ class Table(BaseModel):
 
 
 Frame = Annotated[int, Field(ge=1, json_schema_extra={"expected": "a frame number, 1 or more (DICOM numbering)"})]
-"""``data.frame``: the frame read from each multi-frame DICOM image (1 = the first)."""
+"""``data.frame``: the frame read from each multi-frame image (a DICOM cine loop, a multi-page TIFF; 1 = the first).
+Single-frame images are read as they are."""
 
 
 def _frame_needs_dicom(table: Any) -> Any:
-    if table.frame is not None and table.source != "dicom":
-        raise key_error("frame", table.frame, "no frame: only DICOM data sets (source = 'dicom') have frames")
+    if table.frame is not None and table.source == "phantom":
+        raise key_error("frame", table.frame, "no frame: the phantom's images have one frame each")
     return table
 
 
@@ -84,7 +103,7 @@ class ExternalTable(Table):
     """``[data.external.NAME]``: an extra test set, scored next to the held-out test set (never trained on)."""
 
     source: Literal["fetal_head", "folder", "dicom"] = "folder"
-    path: Annotated[str, Field(min_length=1, json_schema_extra={"expected": "a folder (required)"})]
+    path: Annotated[UserPath, Field(min_length=1, json_schema_extra={"expected": "a folder (required)"})]
     plane: str = "Trans-thalamic"
     colormap: Colormap = "pascal"
     frame: Frame | None = None
@@ -96,7 +115,7 @@ class ExternalTable(Table):
 
 class DataTable(Table):
     source: Literal["phantom", "fetal_head", "folder", "nnunet", "dicom"] = "phantom"
-    path: str = ""
+    path: UserPath = ""
     plane: str = "Trans-thalamic"
     colormap: Colormap = "pascal"
     size: Annotated[int, Field(ge=16, le=4096)] = 256
@@ -109,7 +128,11 @@ class DataTable(Table):
     """The classes that count as small structures (oversampling, split strata, collapse flags, QC)."""
     external: dict[str, ExternalTable] = {}
     frame: Frame | None = None
-    """The frame (1-based) read from each multi-frame DICOM image; required when the data set has cine loops."""
+    """The frame (1-based) read from each multi-frame image (DICOM cine, multi-page TIFF); required when the data set
+    has any: robustseg never picks a frame silently."""
+    allow_absent_classes: bool = False
+    """Run a study although a foreground class appears in no mask of the data set (or every mask is empty);
+    without it that is an error before any training (usually a wrong colour map)."""
 
     @model_validator(mode="after")
     def _frame_source(self) -> Self:
@@ -224,8 +247,8 @@ class ExecutionTable(Table):
     scheduler: str = ""
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     workers: Annotated[int, Field(ge=1, le=256)] = 1
-    runs_dir: str = "runs"
-    reports_dir: str = "reports"
+    runs_dir: UserPath = "runs"
+    reports_dir: UserPath = "reports"
     bootstrap: Annotated[int, Field(ge=0, le=1000000)] = 2000
 
 
@@ -269,7 +292,7 @@ class TuneTable(Table):
     pruner_startup_trials: Annotated[int, Field(ge=0)] = 5
     pruner_warmup_epochs: Annotated[int, Field(ge=0)] = 0
     startup_trials: Annotated[int, Field(ge=1)] = 10
-    storage: str = ""
+    storage: Annotated[str, AfterValidator(expand_storage)] = ""
     study_name: str = ""
     arm: str = ""
     heartbeat_interval: Annotated[int, Field(ge=1)] = 60

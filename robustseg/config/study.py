@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from robustseg.config.load import (
     apply_overrides,
     deep_merge,
+    is_stdin,
     packaged_study,
     read_toml,
     validate,
@@ -93,6 +95,8 @@ class Study:
         cfg = self.config
         out = cfg.model_dump()
         out["data"]["external"] = {n: e.model_dump(exclude_unset=True) for n, e in cfg.data.external.items()}
+        if not out["data"].get("allow_absent_classes"):  # the default changes nothing: keep hashes as they were
+            out["data"].pop("allow_absent_classes", None)
         if out["data"].get("frame") is None:  # only DICOM cine data sets set it; others keep their hash
             out["data"].pop("frame", None)
         out["arms"] = {n: a.model_dump(exclude_unset=True) for n, a in cfg.arms.items()}
@@ -247,8 +251,12 @@ def build_study(user: Mapping[str, Any], *, where: str = "study", path: Path | N
 
 
 def load_study(path: str | Path | Traversable | None = None, overrides: Sequence[str] = ()) -> Study:
-    """Read and validate a study file (None: the packaged quickstart). Bad files raise ``InputError`` naming it."""
-    source = packaged_study("quickstart") if path is None else path if isinstance(path, Traversable) else Path(path)
+    """Read and validate a study file (None: the packaged quickstart; ``-``: standard input). Bad files raise
+    ``InputError`` naming it."""
+    if path is not None and is_stdin(path):
+        return build_study(read_toml(path), where="<stdin>", path=None, overrides=overrides)
+    source = (packaged_study("quickstart") if path is None else path if isinstance(path, Traversable)
+              else Path(os.path.expanduser(str(path))))
     user = read_toml(source)
     stem = Path(str(source))
     return build_study(user, where=str(source), path=stem, overrides=overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,26 @@ def _small_names(names: tuple[str, ...], small: Sequence[str] | None) -> list[st
     return list(small)
 
 
+def absent_classes(index: pd.DataFrame) -> list[str]:
+    """The foreground classes of an index table that appear in no mask at all (every one when every mask is
+    empty)."""
+    names = index_classes(index)
+    return [c for c in names[1:] if not (index[f"px_{c}"] > 0).any()] if len(index) else []
+
+
+def absent_classes_text(index: pd.DataFrame) -> str:
+    """One sentence on the foreground classes no mask holds (empty when every class appears somewhere): a model
+    cannot learn them and their metrics would be meaningless; the usual cause is a wrong colour map."""
+    absent = absent_classes(index)
+    if not absent:
+        return ""
+    names = index_classes(index)
+    what = ("every mask is empty (background only)" if len(absent) == len(names) - 1
+            else f"{display_list(absent)} appear{'s' if len(absent) == 1 else ''} in none of the {len(index)} masks")
+    return (f"{what}: a model cannot learn {'them' if len(absent) > 1 else 'it'} and the metrics would be "
+            "meaningless; check the masks and the colour map (data.colormap, --colormap)")
+
+
 def summarize(index: pd.DataFrame, small: Sequence[str] | None = None
               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """Summary, per-class and image-size tables plus warnings for an index table.
@@ -105,7 +126,10 @@ def summarize(index: pd.DataFrame, small: Sequence[str] | None = None
         .sort_values(["images", "width", "height"], ascending=[False, True, True], kind="stable")
         .reset_index(drop=True)
     )  # fmt: skip
-    warnings = []
+    warnings = [*index.attrs.get("warnings", [])]
+    absent = absent_classes_text(index)
+    if absent:
+        warnings.append(absent)
     missing = index.loc[index["pixel_mm"].isna(), "image_id"].tolist()
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
@@ -169,7 +193,7 @@ def check_data(
     (default: CSP and LV where the data set has them). Bad input raises ``InputError`` naming the file;
     missing pixel sizes become warnings.
     """
-    path = Path(path)
+    path = Path(os.path.expanduser(str(path)))
     src = source or detect_source(path)
     index = load_index(src, path, plane=plane, colormap=colormap, verify_images=True, frame=frame)
     summary, classes, sizes, warnings = summarize(index, small_structures)

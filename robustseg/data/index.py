@@ -10,8 +10,7 @@ raw 2D data set, :mod:`robustseg.data.nnunet`; its classes come from its dataset
 
 from __future__ import annotations
 
-import csv
-import io as _io
+import os
 import re
 from pathlib import Path
 
@@ -19,7 +18,16 @@ import numpy as np
 import pandas as pd
 
 from robustseg.data.geometry import GEOMETRY_COLUMN
-from robustseg.data.io import MAX_IMAGE_PIXELS, Colormap, image_size, read_image, read_mask
+from robustseg.data.io import (
+    MAX_IMAGE_PIXELS,
+    Colormap,
+    image_size,
+    orientation_hint,
+    read_image,
+    read_mask,
+    reject_unsupported,
+)
+from robustseg.data.tables import norm_header, parse_number, read_table, typed_frame
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
 
@@ -48,16 +56,36 @@ def _child(parent: Path, name: str, *, is_dir: bool = True) -> Path | None:
     return matches[0] if matches else None
 
 
-def _files(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+def _files(folder: Path, exts: tuple[str, ...], what: str = "image") -> dict[str, Path]:
+    """``{stem: path}`` of the ``exts`` files of ``folder`` (hidden files, such as macOS ``._name`` copies on shared
+    drives, are skipped). Image-like files robustseg cannot read are named (a GIF, a JPEG mask), never skipped."""
     out: dict[str, Path] = {}
+    folded: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."):
-            if p.stem in out:
-                raise InputError(
-                    f"{p}: two files share the name {p.stem!r} in {folder}; expected unique names"
-                )
-            out[p.stem] = p
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if p.suffix.lower() not in exts:
+            reject_unsupported(p, what)
+            if what == "mask" and p.suffix.lower() in (".jpg", ".jpeg"):
+                raise InputError(f"{p}: a JPEG mask cannot hold exact labels (lossy compression changes the colours "
+                                 f"at every edge); expected {', '.join(exts)} masks")
+            continue
+        if p.stem in out:
+            raise InputError(
+                f"{p}: two files share the name {p.stem!r} in {folder}; expected unique names"
+            )
+        twin = folded.get(p.stem.casefold())
+        if twin is not None:
+            raise InputError(f"{p}: {twin.name} and {p.name} differ only in case (one file on Windows and macOS); "
+                             "expected names that differ in more than case")
+        out[p.stem] = p
+        folded[p.stem.casefold()] = p
     return out
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The images of an image folder (``perturb``, ``qc``), sorted; unreadable formats named (:func:`_files`)."""
+    return [p for _, p in sorted(_files(Path(folder), IMAGE_EXTS).items(), key=lambda kv: kv[1].name)]
 
 
 def image_key(name: str) -> str:
@@ -71,80 +99,61 @@ def image_key(name: str) -> str:
     return text[: -len(suffix)] if suffix and suffix.lower() in IMAGE_EXTS else text
 
 
-def _norm_header(s: str) -> str:
-    return re.sub(r"[\s_]+", " ", str(s).strip().lower())
-
-
-def _parse_float(raw: str, path: Path, key: str) -> float:
-    s = str(raw).strip()
-    if s == "" or s.lower() in ("nan", "na", "none", "null"):
+def _parse_float(raw: str, path: Path, key: str, line: int | None = None) -> float:
+    at = f" (line {line})" if line else ""
+    if isinstance(raw, float | int) and not isinstance(raw, bool):
+        value = float(raw)
+    else:
+        try:
+            value = parse_number(str(raw))
+        except ValueError:
+            raise InputError(f"{path}: pixel size {raw!r} for {key!r}{at} is not a number; expected e.g. 0.1234") from None
+    if value != value:
         return float("nan")
-    s = s.replace(" ", "")
-    if "," in s and "." not in s:
-        s = s.replace(",", ".")
-    try:
-        value = float(s)
-    except ValueError:
-        raise InputError(
-            f"{path}: pixel size {raw!r} for {key!r} is not a number; expected e.g. 0.1234"
-        ) from None
     if not np.isfinite(value) or value <= 0:
-        raise InputError(f"{path}: pixel size {raw!r} for {key!r}; expected a positive number of mm")
+        raise InputError(f"{path}: pixel size {raw!r} for {key!r}{at}; expected a positive number of mm")
     return value
 
 
 def read_pixel_csv(path: str | Path) -> dict[str, float]:
     """Parse a pixel-size CSV into ``{image id: mm per pixel}``.
 
-    Accepts header variants (``Label``/``label``/``filename``; ``Pixel in mm`` with any spacing or case),
-    ``,`` / ``;`` / tab separators and decimal commas. Empty values become NaN. Labels match image files
-    on the full name, with or without extension (:func:`image_key`). Repeated rows for one image must agree;
-    conflicting values are an InputError naming both.
+    Read by :func:`robustseg.data.tables.read_table` (encodings, ``,`` / ``;`` / tab, empty Excel rows and
+    columns); header variants (``Label``/``label``/``filename``; ``Pixel in mm`` with any spacing or case) and
+    decimal commas, also unquoted in a comma-separated file (``case.png,0,123``). Empty values become NaN.
+    Labels match image files on the full name, with or without extension (:func:`image_key`). Repeated rows for
+    one image must agree; conflicting values are an InputError naming both.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"{path}: cannot read pixel-size CSV ({type(exc).__name__}); expected UTF-8 text"
-        ) from None
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise InputError(f"{path}: pixel-size CSV is empty; expected columns 'Label' and 'Pixel in mm'")
-    head = lines[0]
-    sep = ";" if ";" in head else ("\t" if "\t" in head else ",")
-    try:
-        rows = list(csv.reader(_io.StringIO("\n".join(lines)), delimiter=sep))
-    except csv.Error as exc:
-        raise InputError(f"{path}: cannot parse pixel-size CSV ({exc})") from None
-    header = [_norm_header(h) for h in rows[0]]
-    label_col = next((header.index(k) for k in _LABEL_KEYS if k in header), None)
-    px_col = next(
-        (i for i, h in enumerate(header) if "pixel" in h or h in ("mm", "pixel mm", "spacing")), None
-    )
+    table = read_table(path, "pixel-size CSV")
+    path = table.path
+    label_col = table.find(*_LABEL_KEYS)
+    px_col = next((i for i, h in enumerate(table.header) if "pixel" in norm_header(h)
+                   or norm_header(h) in ("mm", "pixel mm", "spacing")), None)
     if label_col is None or px_col is None:
-        raise InputError(
-            f"{path}: pixel-size CSV header {rows[0]!r} not understood; expected columns 'Label' and 'Pixel in mm'"
-        )
+        raise InputError(f"{path}: pixel-size CSV header {list(table.header)!r} not understood; expected columns "
+                         "'Label' and 'Pixel in mm'")
     out: dict[str, float] = {}
     seen: dict[str, tuple[int, str]] = {}
-    for lineno, row in enumerate(rows[1:], start=2):
-        if len(row) == len(header) + 1 and sep == "," and px_col == len(header) - 1:
-            row = row[:px_col] + [row[px_col] + "," + row[px_col + 1]]  # unquoted decimal comma
-        if len(row) != len(header):
-            raise InputError(
-                f"{path}: line {lineno} has {len(row)} fields, header has {len(header)}; expected '{sep}'-separated values"
-            )
-        key = image_key(row[label_col])
-        value = _parse_float(row[px_col], path, key)
+    for row, lineno in zip(table.rows, table.lines, strict=True):
+        raw = row[px_col]
+        nxt = px_col + 1
+        if (table.sep == "," and nxt < len(row) and table.header[nxt].startswith("column ") and row[nxt].isdigit()
+                and raw.lstrip("-").isdigit()):
+            raw = f"{raw},{row[nxt]}"  # an unquoted decimal comma split the value in two
+        label = row[label_col]
+        if not label:
+            raise InputError(f"{path}: line {lineno} has a pixel size but no label; expected the image file name in "
+                             f"column {table.header[label_col]!r}")
+        key = image_key(label)
+        value = _parse_float(raw, path, key, lineno)
         if key in out and not (out[key] == value or (np.isnan(out[key]) and np.isnan(value))):
             first_line, first_raw = seen[key]
             raise InputError(
-                f"{path}: conflicting pixel sizes for {key!r}: {first_raw.strip()!r} (line {first_line}) and "
-                f"{row[px_col].strip()!r} (line {lineno}); expected one value per image"
+                f"{path}: conflicting pixel sizes for {key!r}: {first_raw!r} (line {first_line}) and "
+                f"{raw!r} (line {lineno}); expected one value per image"
             )
         out[key] = value
-        seen.setdefault(key, (lineno, row[px_col]))
+        seen.setdefault(key, (lineno, raw))
     return out
 
 
@@ -165,22 +174,23 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], img_dir: Path, mask_d
         raise InputError(f"{img_dir}: no image for {len(no_image)} mask(s) of {mask_dir}: {names(no_image)}")
 
 
-def _image_size(path: Path, verify: bool) -> tuple[int, int]:
-    if verify:
-        return read_image(path).shape  # type: ignore[return-value]
+def _image_size(path: Path, verify: bool, frame: int | None = None) -> tuple[int, int]:
+    if verify or frame is not None:
+        return read_image(path, frame).shape  # type: ignore[return-value]
     return image_size(path)
 
 
-def _rows(images: dict[str, Path], masks: dict[str, Path], plane: str, colormap, verify: bool) -> list[dict]:
+def _rows(images: dict[str, Path], masks: dict[str, Path], plane: str, colormap, verify: bool,
+          frame: int | None = None) -> list[dict]:
     rows = []
     for stem in sorted(images):
         ip, mp = images[stem], masks[stem]
-        h, w = _image_size(ip, verify)
+        h, w = _image_size(ip, verify, frame)
         lab = read_mask(mp, colormap)
         if lab.shape != (h, w):
             raise InputError(
                 f"{mp}: mask size {lab.shape[1]}x{lab.shape[0]} differs from image {ip.name} size {w}x{h}; "
-                "expected equal sizes"
+                f"expected equal sizes{orientation_hint(ip)}"
             )
         rows.append(
             {
@@ -200,27 +210,37 @@ def _class_counts(lab: np.ndarray) -> dict[str, int | bool]:
 
 
 def _read_meta(path: Path) -> pd.DataFrame:
-    try:
-        meta = pd.read_csv(path, sep=None, engine="python")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot parse metadata CSV ({str(exc).splitlines()[0]})") from None
-    meta.columns = [str(c).strip() for c in meta.columns]
-    key = next((c for c in meta.columns if c.lower() in _LABEL_KEYS), None)
+    """``meta.csv`` through :func:`robustseg.data.tables.read_table`: ids (image and patient) stay strings, other
+    columns become numbers or booleans where every value is one (:func:`robustseg.data.tables.typed_frame`)."""
+    table = read_table(path, "metadata CSV")
+    key = table.find(*_LABEL_KEYS)
     if key is None:
-        raise InputError(f"{path}: no 'image_id' column in {list(meta.columns)}; expected one row per image")
-    meta = meta.rename(columns={key: "image_id"})
+        raise InputError(f"{path}: no 'image_id' column in {list(table.header)}; expected one row per image")
+    lines = dict(enumerate(table.lines))
+    meta = typed_frame(table, id_columns=(table.header[key], "patient_id", "patient"))
+    meta = meta.rename(columns={table.header[key]: "image_id"})
+    blank = [i for i, v in enumerate(meta["image_id"]) if not v]
+    if blank:
+        raise InputError(f"{path}: line {lines[blank[0]]} has values but no image_id; expected one row per image")
     meta["image_id"] = [image_key(x) for x in meta["image_id"]]
-    if meta["image_id"].duplicated().any():
-        dup = meta.loc[meta["image_id"].duplicated(), "image_id"].iloc[0]
-        raise InputError(f"{path}: image_id {dup!r} appears twice; expected one row per image")
+    folded = pd.Series([i.casefold() for i in meta["image_id"]])
+    if folded.duplicated().any():
+        k = int(np.flatnonzero(folded.duplicated().to_numpy())[0])
+        first = int(np.flatnonzero((folded == folded[k]).to_numpy())[0])
+        same = "appears twice" if meta["image_id"][k] == meta["image_id"][first] else (
+            f"and {meta['image_id'][first]!r} (line {lines[first]}) differ only in case (one file on Windows and macOS)")
+        raise InputError(f"{path}: image_id {meta['image_id'][k]!r} (line {lines[k]}) {same}; expected one row per "
+                         "image")
     return meta
 
 
 def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None,
             columns: list[str] = INDEX_COLUMNS) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=columns)
+    warnings: list[str] = []
     if meta is not None:
         assert meta_path is not None
+        meta = _match_case(meta, df["image_id"], meta_path, warnings)
         unknown = sorted(set(meta["image_id"]) - set(df["image_id"]))
         if unknown:
             raise InputError(
@@ -233,11 +253,10 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None,
                 if c in columns and c not in ("image_id", "patient_id", "pixel_mm", GEOMETRY_COLUMN)
             ]
         )
-        if "patient_id" in extra.columns:
-            pid = df["image_id"].map(
-                dict(zip(extra["image_id"], extra["patient_id"].astype(str), strict=True))
-            )
-            df["patient_id"] = pid.fillna(df["patient_id"]).astype(str)
+        if "patient_id" in extra.columns:  # a blank cell keeps the patient of the file name
+            given = {i: str(p).strip() for i, p in zip(extra["image_id"], extra["patient_id"], strict=True)
+                     if isinstance(p, str) and p.strip()}
+            df["patient_id"] = [given.get(i, p) for i, p in zip(df["image_id"], df["patient_id"], strict=True)]
             extra = extra.drop(columns="patient_id")
         if GEOMETRY_COLUMN in extra.columns and GEOMETRY_COLUMN in columns:  # given in meta.csv: it wins
             given = dict(zip(extra["image_id"], extra[GEOMETRY_COLUMN], strict=True))
@@ -258,7 +277,43 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None,
         df[col] = df[col].astype(bool)
     for col in ("image_id", "image_path", "mask_path", "patient_id", "plane"):
         df[col] = df[col].astype("str")
-    return df.sort_values("image_id", kind="stable").reset_index(drop=True)
+    df["patient_id"] = _one_spelling(df["patient_id"], warnings)
+    out = df.sort_values("image_id", kind="stable").reset_index(drop=True)
+    out.attrs["warnings"] = warnings
+    return out
+
+
+def _match_case(meta: pd.DataFrame, image_ids: pd.Series, meta_path: Path, warnings: list[str]) -> pd.DataFrame:
+    """Rows of ``meta.csv`` whose image id matches a file only when case is ignored (``patient7_...`` for
+    ``Patient7_...``: the same file on Windows and macOS) refer to that file; noted in ``warnings``."""
+    exact = set(image_ids)
+    by_fold: dict[str, list[str]] = {}
+    for i in image_ids:
+        by_fold.setdefault(i.casefold(), []).append(i)
+    renamed = {}
+    for i in meta["image_id"]:
+        if i not in exact and len(by_fold.get(i.casefold(), [])) == 1:
+            renamed[i] = by_fold[i.casefold()][0]
+    if renamed:
+        shown = ", ".join(f"{a} -> {b}" for a, b in list(renamed.items())[:3])
+        warnings.append(f"{meta_path}: {len(renamed)} image id(s) match a file only when case is ignored, and were "
+                        f"read as that file: {shown}")
+        meta = meta.assign(image_id=[renamed.get(i, i) for i in meta["image_id"]])
+    return meta
+
+
+def _one_spelling(patients: pd.Series, warnings: list[str]) -> list[str]:
+    """Patient ids that differ only in case or surrounding spaces (``P07`` / ``p07 ``) are one patient, so a split
+    never puts them on both sides; each gets the first spelling in sorted order, noted in ``warnings``."""
+    first: dict[str, str] = {}
+    for p in sorted(set(patients)):
+        first.setdefault(p.strip().casefold(), p)
+    merged = sorted({p for p in patients if first[p.strip().casefold()] != p})
+    if merged:
+        warnings.append(f"{len(merged)} patient id(s) differ from another only in case or spaces and were merged with "
+                        f"it (one patient, one side of every split): "
+                        + ", ".join(f"{p!r} -> {first[p.strip().casefold()]!r}" for p in merged[:5]))
+    return [first[p.strip().casefold()] for p in patients]
 
 
 def find_plane_dir(path: Path, plane: str) -> Path:
@@ -274,7 +329,7 @@ def find_plane_dir(path: Path, plane: str) -> Path:
     return found
 
 
-def _layout1(path: Path, plane: str, colormap, verify: bool) -> pd.DataFrame:
+def _layout1(path: Path, plane: str, colormap, verify: bool, frame: int | None = None) -> pd.DataFrame:
     root = find_plane_dir(path, plane)
     img_dir = _child(root, root.name) or _child(root, plane)
     if img_dir is None:
@@ -287,9 +342,9 @@ def _layout1(path: Path, plane: str, colormap, verify: bool) -> pd.DataFrame:
             f"{root}: no mask folder '{root.name}-PASCAL'; expected {root.name}-PASCAL/SegmentationClass"
         )
     mask_dir = _child(pascal, "SegmentationClass") or pascal
-    images, masks = _files(img_dir, IMAGE_EXTS), _files(mask_dir, MASK_EXTS)
+    images, masks = _files(img_dir, IMAGE_EXTS), _files(mask_dir, MASK_EXTS, "mask")
     _pair(images, masks, img_dir, mask_dir)
-    rows = _rows(images, masks, plane, colormap, verify)
+    rows = _rows(images, masks, plane, colormap, verify, frame)
     csvs = sorted(
         p for p in root.iterdir() if p.is_file() and re.search(r"pixel.?size.*\.csv$", p.name, re.I)
     )
@@ -302,19 +357,19 @@ def _layout1(path: Path, plane: str, colormap, verify: bool) -> pd.DataFrame:
     return _finish(rows, meta, meta_path)
 
 
-def _folder(path: Path, plane: str, colormap, verify: bool) -> pd.DataFrame:
+def _folder(path: Path, plane: str, colormap, verify: bool, frame: int | None = None) -> pd.DataFrame:
     if not path.is_dir():
         raise InputError(f"{path}: not a folder; expected images/ and masks/ inside")
     img_dir, mask_dir = _child(path, "images"), _child(path, "masks")
     if img_dir is None or mask_dir is None:
         raise InputError(f"{path}: expected sub-folders 'images/' and 'masks/'")
-    images, masks = _files(img_dir, IMAGE_EXTS), _files(mask_dir, MASK_EXTS)
+    images, masks = _files(img_dir, IMAGE_EXTS), _files(mask_dir, MASK_EXTS, "mask")
     _pair(images, masks, img_dir, mask_dir)
-    rows = _rows(images, masks, plane, colormap, verify)
+    rows = _rows(images, masks, plane, colormap, verify, frame)
     meta_path = _child(path, "meta.csv", is_dir=False)
     meta = _read_meta(meta_path) if meta_path else None
     if meta is not None:
-        px_col = next((c for c in meta.columns if c != "pixel_mm" and "pixel" in _norm_header(c)), None)
+        px_col = next((c for c in meta.columns if c != "pixel_mm" and "pixel" in norm_header(c)), None)
         if px_col is not None and "pixel_mm" not in meta.columns:
             meta = meta.rename(columns={px_col: "pixel_mm"})
     return _finish(rows, meta, meta_path)
@@ -331,25 +386,30 @@ def load_index(
 ) -> pd.DataFrame:
     """Index the data set at ``path``: one row per image, columns ``INDEX_COLUMNS`` plus metadata.
 
-    ``verify_images`` decodes every image (catches truncated files); otherwise only headers are read. ``frame``
-    (``dicom`` only): the frame (1-based) read from each multi-frame image.
+    ``verify_images`` decodes every image (catches truncated files); otherwise only headers are read. ``frame``:
+    the frame (1-based) read from each multi-frame image (DICOM cine, multi-page TIFF); without it a multi-frame
+    image is an error.
     """
     if source not in SOURCES:
         raise InputError(f"source {source!r}: unknown; expected one of {list(SOURCES)}")
     if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 1):
         raise InputError(f"frame {frame!r}: expected a frame number, 1 or more (DICOM numbering)")
-    if frame is not None and source != "dicom":
-        raise InputError(f"frame {frame!r}: only DICOM data sets have frames; expected no frame for source {source!r}")
-    path = Path(path)
+    if frame is not None and source == "phantom":
+        raise InputError(f"frame {frame!r}: the phantom's images have one frame each; expected no frame")
+    path = Path(os.path.expanduser(str(path)))
     if not path.exists():
         raise InputError(f"{path}: does not exist; expected a data set folder")
-    if source == "folder":
-        return _folder(path, plane, colormap, verify_images)
-    if source == "nnunet":
-        return _nnunet(path, verify_images)
     if source == "dicom":
         return _dicom(path, plane, colormap, verify_images, frame)
-    return _layout1(path, plane, colormap, verify_images)
+    if source == "folder":
+        index = _folder(path, plane, colormap, verify_images, frame)
+    elif source == "nnunet":
+        index = _nnunet(path, verify_images)
+    else:
+        index = _layout1(path, plane, colormap, verify_images, frame)
+    if frame is not None:  # multi-page images are read at this frame (single-page ones as they are)
+        index["frame"] = int(frame)
+    return index
 
 
 def _dicom(path: Path, plane: str, colormap, verify: bool, frame: int | None) -> pd.DataFrame:
@@ -396,7 +456,7 @@ def dataset_classes(source: str, path: str | Path) -> tuple[str, ...]:
 def detect_source(path: str | Path) -> str:
     """``nnunet`` when ``path`` holds ``dataset.json`` and ``imagesTr/``, ``folder`` when it holds ``images/`` and
     ``masks/``, ``dicom`` when it or a folder below holds ``*.dcm`` / ``*.dicom`` files, else ``fetal_head``."""
-    path = Path(path)
+    path = Path(os.path.expanduser(str(path)))
     if path.is_dir() and (path / "dataset.json").is_file() and (path / "imagesTr").is_dir():
         return "nnunet"
     if path.is_dir() and _child(path, "images") is not None and _child(path, "masks") is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -98,33 +98,95 @@ def canonical_colormap(colormap: object) -> str | tuple[tuple[tuple[int, int, in
     return tuple(sorted(resolve_colormap(colormap).items()))
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and decode an image; unreadable, truncated or oversized files are InputErrors naming the file."""
+SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF"})
+"""Pillow formats robustseg reads (MPO: a camera JPEG with an extra preview picture; its first picture is read).
+DICOM goes through :data:`FORMAT_READERS`."""
+
+UNSUPPORTED_FORMATS = {".gif": "GIF", ".webp": "WebP", ".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF",
+                       ".jp2": "JPEG 2000", ".j2k": "JPEG 2000", ".jpx": "JPEG 2000", ".svg": "SVG", ".pdf": "PDF",
+                       ".psd": "Photoshop", ".ico": "icon", ".tga": "TGA", ".ppm": "PPM", ".pgm": "PGM",
+                       ".nii": "NIfTI", ".gz": "compressed", ".nrrd": "NRRD", ".mha": "MetaImage",
+                       ".mhd": "MetaImage", ".raw": "raw", ".avi": "video", ".mp4": "video", ".mov": "video",
+                       ".zip": "zip archive"}
+"""Image-like files robustseg does not read, by suffix: named in the error instead of being skipped silently."""
+
+READ_HINT = "expected PNG, JPEG, BMP or TIFF (or DICOM with data.source = 'dicom')"
+
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag that says how a camera or scanner export is to be turned for display (1: as stored)."""
+
+
+def reject_unsupported(path: Path, what: str = "image") -> None:
+    """InputError when ``path`` has the suffix of a format robustseg does not read (GIF, WebP, HEIC, ...)."""
+    name = path.name.lower()
+    kind = UNSUPPORTED_FORMATS.get(path.suffix.lower())
+    if kind == "compressed" and not name.endswith(".nii.gz"):
+        return
+    if kind:
+        kind = "NIfTI" if name.endswith(".nii.gz") else kind
+        raise InputError(f"{path}: {kind} {what}s are not supported; {READ_HINT}: convert it, e.g. to PNG")
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: read the pixels as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _open(path: Path, frame: int | None = None, what: str = "image") -> Image.Image:
+    """Open and decode an image with the one reader policy; every problem is an InputError naming the file.
+
+    - formats: :data:`SUPPORTED_FORMATS` (by content, whatever the suffix); others are named (a GIF, WebP, ...);
+    - size: at most :data:`MAX_IMAGE_PIXELS` (decompression bombs);
+    - frames: a multi-frame file (multi-page TIFF) is refused unless ``frame`` (1-based) chooses one;
+    - EXIF orientation (tag 274, set by cameras and some scanner exports) is applied, so the pixels are those a
+      viewer shows and a mask drawn on the displayed image lines up (a rotated JPEG no longer fails with a size
+      mismatch, and a square one is no longer silently misaligned).
+    """
     import warnings
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: file not found" if not path.is_dir() else f"{path}: is a folder; expected an {what}")
     too_big = (f"{path}: image of {{}} pixels is larger than the limit of {MAX_IMAGE_PIXELS} "
                "(robustseg.data.io.MAX_IMAGE_PIXELS); expected an ordinary image, not a decompression bomb")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
+            if img.format not in SUPPORTED_FORMATS:
+                named = f" (named {path.suffix})" if path.suffix else ""
+                raise InputError(f"{path}: {img.format} {what}s are not supported{named}; {READ_HINT}: convert it, "
+                                 "e.g. to PNG")
+            n = int(getattr(img, "n_frames", 1) or 1) if img.format != "MPO" else 1
+            if n > 1 and frame is None:
+                raise InputError(f"{path}: {what} has {n} frames (a multi-page {img.format}); expected a single "
+                                 f"{what}, or choose the frame to read with data.frame = K (1-{n}), --frame K")
+            if frame is not None and n > 1:
+                if not 1 <= int(frame) <= n:
+                    raise InputError(f"{path}: frame {frame} does not exist; the {what} has frames 1-{n}")
+                img.seek(int(frame) - 1)
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise InputError(too_big.format(f"{w} x {h} = {w * h}"))
             img.load()
+            if _orientation(img) != 1:
+                from PIL import ImageOps
+
+                img = ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(too_big.format(str(exc).split(" pixels")[0].split("(")[-1].strip() or "too many")) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: unreadable or truncated image ({msg}); expected a valid PNG") from None
+        raise InputError(f"{path}: unreadable or truncated {what} ({msg}); {READ_HINT}") from None
     return img
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` from the header alone (no decoding); oversized images are InputErrors."""
+    """``(height, width)`` as read (EXIF orientation applied) from the header alone (no decoding); oversized
+    images are InputErrors."""
     import warnings
 
     path = Path(path)
@@ -133,31 +195,64 @@ def image_size(path: str | Path) -> tuple[int, int]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 w, h = img.size
+                fmt = img.format
+                turned = _orientation(img) >= 5  # 5-8: rotated by 90 degrees, width and height swap
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError, OSError,
             SyntaxError, ValueError, EOFError):
         return _open(path).size[::-1]  # decoding names the problem
-    if w * h > MAX_IMAGE_PIXELS:
+    if w * h > MAX_IMAGE_PIXELS or fmt not in SUPPORTED_FORMATS:
         _open(path)
-    return h, w
+    return (w, h) if turned else (h, w)
+
+
+def orientation_hint(path: str | Path) -> str:
+    """A clause for size-mismatch errors: the EXIF orientation robustseg applied to ``path`` (empty if none)."""
+    try:
+        with Image.open(path) as img:
+            value = _orientation(img)
+    except Exception:  # noqa: BLE001 - only a hint
+        return ""
+    if value == 1:
+        return ""
+    turn = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped", 5: "transposed", 6: "rotated 90 degrees",
+            7: "transversed", 8: "rotated 270 degrees"}[value]
+    return (f" ({Path(path).name} carries EXIF orientation {value}: it is {turn} for display, and robustseg reads it "
+            "as displayed; the mask must be drawn on the displayed image)")
+
+
+def _read_dicom(path: Path, frame: int | None) -> np.ndarray:
+    from robustseg.data.dicom import read_dicom_image
+
+    return read_dicom_image(path, frame, MAX_IMAGE_PIXELS)
+
+
+def _is_dicom(path: Path) -> bool:
+    from robustseg.data.dicom import is_dicom
+
+    return is_dicom(path)
+
+
+FORMAT_READERS: list[tuple[str, Callable[[Path], bool], Callable[[Path, int | None], np.ndarray]]] = [
+    ("DICOM", _is_dicom, _read_dicom),
+]
+"""The extension point of :func:`read_image`: ``(name, claims(path), read(path, frame) -> uint8 (H, W))``, tried in
+order before Pillow. A format added here follows the same policy (one frame, display orientation, the 8-bit rule
+of :func:`robustseg.data.pixels.to_uint8`, one error line naming the file)."""
 
 
 def read_image(path: str | Path, frame: int | None = None) -> np.ndarray:
-    """Read an image as uint8 grayscale ``(H, W)``.
+    """Read an image as uint8 grayscale ``(H, W)``: the one image reader (policy in :func:`_open`).
 
     RGB (and palette, CMYK, YCbCr, via Pillow's conversion to RGB) with ITU-R 601 luma; an alpha channel is
-    dropped; 16/32-bit and float images are scaled by their maximum (:func:`robustseg.data.pixels.to_uint8`).
-    Other modes are InputErrors. A DICOM file (``.dcm``/``.dicom``, or no extension and the ``DICM`` marker) is
-    read by :func:`robustseg.data.dicom.read_dicom_image`; ``frame`` (1-based) chooses the frame of a multi-frame
-    one and is ignored for other formats.
+    dropped; 16/32-bit and float images follow the 8-bit rule of :func:`robustseg.data.pixels.to_uint8`. Other
+    modes are InputErrors. ``frame`` (1-based) chooses the frame of a multi-frame file (required for one). Formats
+    of :data:`FORMAT_READERS` (DICOM: ``.dcm``/``.dicom``, or the ``DICM`` marker) are read by their reader.
     """
     path = Path(path)
-    from robustseg.data.dicom import is_dicom
-
-    if is_dicom(path):
-        from robustseg.data.dicom import read_dicom_image
-
-        return read_dicom_image(path, frame, MAX_IMAGE_PIXELS)
-    img = _open(path)
+    for _, claims, read in FORMAT_READERS:
+        if claims(path):
+            return read(path, frame)
+    img = _open(path, frame)
     if img.mode in ("LA", "La"):
         img = img.getchannel("L")
     elif img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
@@ -226,7 +321,7 @@ def read_labels(path: str | Path, num_classes: int) -> np.ndarray:
     ignored). A value ``>= num_classes`` raises InputError.
     """
     path = Path(path)
-    img = _open(path)
+    img = _open(path, what="mask")
     if img.mode not in ("P", "L", "I", "I;16", "1"):
         raise InputError(f"{path}: {img.mode} label image; expected a single-channel integer-label PNG "
                          "(nnU-Net: pixel value = class index)")
@@ -279,7 +374,7 @@ def read_mask(path: str | Path, colormap: str | Colormap | object = "pascal",
     if isinstance(colormap, str) and colormap == LABELS:  # nnU-Net: every mask holds class indices
         return read_labels(path, 256)
     cmap = resolve_colormap(colormap)
-    img = _open(path)
+    img = _open(path, what="mask")
     mode = img.mode
     if mode == "P" and "transparency" not in img.info:
         return _palette_labels(img, cmap, path, num_classes)

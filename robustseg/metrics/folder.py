@@ -46,7 +46,11 @@ def _list_masks(folder: Path, what: str) -> dict[str, Path]:
         if p.is_file() and p.suffix.lower() in LOSSY_EXTENSIONS and not p.name.startswith("."):
             raise InputError(f"{p}: a JPEG {what} mask cannot be scored (lossy compression changes label values "
                              f"at every edge); expected {', '.join(MASK_EXTENSIONS)} masks")
-        if p.is_file() and p.suffix.lower() in MASK_EXTENSIONS:
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in MASK_EXTENSIONS:
+            from robustseg.data.io import reject_unsupported
+
+            reject_unsupported(p, f"{what} mask")
+        if p.is_file() and p.suffix.lower() in MASK_EXTENSIONS and not p.name.startswith("."):
             if p.stem in found:
                 raise InputError(f"{folder}: two {what} masks share the name {p.stem!r} ({found[p.stem].name}, {p.name})")
             found[p.stem] = p

@@ -10,7 +10,7 @@ import pandas as pd
 
 from robustseg._io import save_image
 from robustseg._outdir import claim_output_dir, expand
-from robustseg.data.index import IMAGE_EXTS
+from robustseg.data.index import IMAGE_EXTS, list_images
 from robustseg.errors import InputError
 from robustseg.perturb.registry import (
     PERTURBATIONS,
@@ -151,6 +151,7 @@ def perturb_folder(
     seed: int = 0,
     size: int | None = None,
     force: bool = False,
+    frame: int | None = None,
 ) -> pd.DataFrame:
     """Write perturbed copies ``OUT/<perturbation>/s<k>/<name>.png`` and ``OUT/contact_sheet.png``.
 
@@ -161,7 +162,8 @@ def perturb_folder(
 
     ``out_dir`` is claimed before any work (:func:`robustseg._outdir.claim_output_dir`): never the image folder or
     inside it, and new, empty or an earlier ``perturb`` output unless ``force``. Files are written into a staging
-    folder and moved into place when all were written (a failure leaves no partial output).
+    folder and moved into place when all were written (a failure leaves no partial output). ``frame`` (1-based)
+    chooses the frame of multi-frame images (which are refused without it).
     """
     from PIL import Image
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -172,7 +174,7 @@ def perturb_folder(
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: not a directory; expected a folder of images")
     target = claim_output_dir(out_dir, "perturb", force=force, inputs=(image_dir,), what="output folder")
-    files = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = list_images(image_dir)
     if not files:
         raise InputError(f"{image_dir}: no images ({', '.join(_IMAGE_SUFFIXES)}) found")
     pairs = resolve_suite(suite)
@@ -188,7 +190,7 @@ def perturb_folder(
     first: np.ndarray | None = None
     with target.staging() as stage:  # a bad image later in the folder leaves nothing written
         for path in files:
-            image = read_image(path)
+            image = read_image(path, frame)
             if size is not None:
                 image = preprocess(image, None, size)[0]
             if first is None:

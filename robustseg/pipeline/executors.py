@@ -164,22 +164,36 @@ class PoolExecutor:
                 with workerenv.worker_environment(runs_dir, size):
                     futures = {pool.submit(_pool_run, spec, Path(runs_dir), self.threads): spec for spec in specs}
                 pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                try:
+                    while pending:
+                        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                        drain()
+                        for future in done:
+                            try:
+                                result = future.result()
+                            except Exception as exc:  # the worker died (killed, out of memory): record, go on
+                                result = _lost(futures[future].run_id, exc, "worker process")
+                            yield result
                     drain()
-                    for future in done:
-                        try:
-                            result = future.result()
-                        except Exception as exc:  # the worker process died (killed, out of memory): record, go on
-                            result = _lost(futures[future].run_id, exc, "worker process")
-                        yield result
-                drain()
+                except BaseException:  # SIGTERM, Ctrl-C, the caller gave up: stop the workers now, not after
+                    _stop(pool)        # their runs (a finished run's files are complete; others are re-run)
+                    raise
         finally:
             events.close()
             events.join_thread()
 
     def close(self) -> None:
         pass
+
+
+def _stop(pool: Any) -> None:
+    """Kill the worker processes of a ``ProcessPoolExecutor`` and shut it down without waiting for their runs."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+        except Exception:  # already gone
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class DaskExecutor:

@@ -30,17 +30,17 @@ QC_COLUMNS = ("image", "structure", "pairwise_dice", "mutual_info", "entropy", "
 
 
 def _list_images(image_dir: Path) -> list[Path]:
-    from robustseg.data.index import IMAGE_EXTS
+    from robustseg.data.index import IMAGE_EXTS, list_images
 
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: image folder not found")
-    files = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    files = list_images(image_dir)
     if not files:
         raise InputError(f"{image_dir}: no images ({', '.join(IMAGE_EXTS)}) found")
     return files
 
 
-def _read(files: Sequence[Path], size: int) -> tuple[np.ndarray, np.ndarray]:
+def _read(files: Sequence[Path], size: int, frame: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Preprocessed uint8 images (N, S, S) and the longest side of each original (for the pixel size)."""
     from robustseg.data.io import read_image
     from robustseg.data.transforms import preprocess
@@ -49,7 +49,7 @@ def _read(files: Sequence[Path], size: int) -> tuple[np.ndarray, np.ndarray]:
     longest = np.zeros(len(files))
     for i, f in enumerate(files):
         try:
-            img = read_image(f)
+            img = read_image(f, frame)
         except InputError:
             raise
         except Exception as exc:  # unreadable file: bad input, one line
@@ -136,7 +136,7 @@ def _predict_all(ckpts: Sequence[Path], batches: Sequence[np.ndarray], device: s
 def qc_folder(run_dir: str | Path, image_dir: str | Path, output: str | Path | None = None, *,
               score: str = qs.DEFAULT_SCORE, review: float = 0.10, pixel_size_csv: str | Path | None = None,
               arm: str | None = None, device: str = "auto", batch_size: int = 16,
-              force: bool = False) -> tuple[pd.DataFrame, Path]:
+              force: bool = False, frame: int | None = None) -> tuple[pd.DataFrame, Path]:
     """Score every image of ``image_dir`` (no masks needed) and write ``qc.csv``; returns (table, path).
 
     ``pixel_size_csv`` (``Label``, ``Pixel in mm``) gives mm per pixel by file stem; without it measurements
@@ -159,7 +159,7 @@ def qc_folder(run_dir: str | Path, image_dir: str | Path, output: str | Path | N
         raise InputError(f"--score {score}: needs at least two completed runs of arm {arm!r}; found {len(ckpts)}")
     files = _list_images(image_dir)
     size = int(study.get("data", {}).get("size", 256))
-    images, longest = _read(files, size)
+    images, longest = _read(files, size, frame)
     ids = [f.stem for f in files]
     if len(set(ids)) != len(ids):
         raise InputError(f"{image_dir}: two images share a name stem; expected unique names")

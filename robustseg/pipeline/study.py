@@ -202,6 +202,7 @@ def prepare(study: Study, force: bool = False) -> Prepared:
     colormap = LABELS if d.source == "nnunet" else d.colormap  # nnU-Net masks hold class indices
     data = DataSpec(d.source, str(path.resolve()), d.plane, colormap, d.size, small, d.frame)
     loaded = load_data(data)  # bad data fails here, before anything is written under runs/
+    _check_classes_present(study, loaded.index)
     s = study.split
     strata = tuple(f"has_{name}" for name in small)  # patients stratified on the data set's small structures
     splits = make_splits(loaded.index, test_fraction=s.test_fraction, k_folds=s.k_folds, seed=s.seed,
@@ -234,6 +235,17 @@ def prepare(study: Study, force: bool = False) -> Prepared:
     write_csv(runs_dir / "index.csv", loaded.index)
     _save_reference(runs_dir, loaded, splits, study.eval.resolution, colormap)
     return Prepared(study, runs_dir, data, splits, suite, external, runs)
+
+
+def _check_classes_present(study: Study, index: pd.DataFrame) -> None:
+    """A data set in which a foreground class appears in no mask (or every mask is empty) is an InputError unless
+    ``data.allow_absent_classes``: training on it would report a structure that was never there."""
+    from robustseg.data.check import absent_classes_text
+
+    text = absent_classes_text(index)
+    if text and not study.data.allow_absent_classes:
+        raise InputError(f"{study.path or 'study'}: data set {study.data.path or 'phantom'}: {text}; set "
+                         "data.allow_absent_classes = true to run anyway")
 
 
 def _write_csv_once(path: Path, df: pd.DataFrame) -> None:

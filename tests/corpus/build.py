@@ -47,6 +47,14 @@ def palette_png(lab: np.ndarray) -> Image.Image:
     return img
 
 
+def images_dir(root: Path) -> Path:
+    return root / PLANE / PLANE
+
+
+def masks_dir(root: Path) -> Path:
+    return root / PLANE / f"{PLANE}-PASCAL" / "SegmentationClass"
+
+
 def pixel_csv_excel(names: list[str] | tuple[str, ...]) -> bytes:
     """The pixel-size CSV as a German-locale Excel writes it: UTF-8 BOM, ';', decimal commas, CRLF, ';;' rows."""
     rows = ["Label;Pixel in mm;;"] + [f"{n}.png;0,{120 + i:d};;" for i, n in enumerate(names)] + [";;;", ";;;"]
@@ -100,16 +108,20 @@ def snapshot(root: Path) -> dict[str, str]:
 TEMP_NAME = re.compile(r"(\.tmp-\d+$)|(^\.robustseg-staging)")
 
 
-def half_written(root: Path) -> list[str]:
+def half_written(root: Path, before: dict[str, str] | None = None) -> list[str]:
     """Files under ``root`` that are temporaries or do not parse as what their name says (PNG, CSV, JSON, NPZ,
-    gzip): what a full disk must never leave behind. Empty list when everything is whole."""
+    gzip): what a full disk must never leave behind. Empty list when everything is whole. Files that ``before``
+    (a :func:`snapshot`) holds with the same bytes are inputs, not outputs, and are not judged."""
     import pandas as pd
 
     bad = []
     if not root.exists():
         return bad
+    now = snapshot(root) if before else {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
+        if before and rel in before and before[rel] == now.get(rel):
+            continue
         if TEMP_NAME.search(p.name):
             bad.append(f"{rel} (temporary)")
             continue
@@ -144,3 +156,37 @@ if __name__ == "__main__":
     from cases import build_all  # type: ignore[import-not-found]
 
     build_all(Path(sys.argv[1]))
+
+
+def folder_dataset(root: Path, names: tuple[str, ...] = NAMES[:4], *, meta: bytes | None = None,
+                   image_ext: str = ".png") -> Path:
+    """Layout 2: ``images/`` and ``masks/`` with matching names (PNG masks), optionally a ``meta.csv`` of bytes."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        img, lab = arrays(i)
+        Image.fromarray(img).save(root / "images" / f"{name}{image_ext}")
+        palette_png(lab).save(root / "masks" / f"{name}.png")
+    if meta is not None:
+        (root / "meta.csv").write_bytes(meta)
+    return root
+
+
+def exif_jpeg(path: Path, displayed: np.ndarray, orientation: int) -> None:
+    """A JPEG whose stored pixels, turned by EXIF ``orientation`` (3: 180 degrees, 6: 90 degrees clockwise for
+    display), show ``displayed``: what a camera or a scanner export writes."""
+    from PIL import ImageOps
+
+    stored = {3: lambda a: np.rot90(a, 2), 6: lambda a: np.rot90(a, 1), 8: lambda a: np.rot90(a, -1)}[orientation](
+        displayed)
+    img = Image.fromarray(np.ascontiguousarray(stored))
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(path, quality=100, subsampling=0, exif=exif.tobytes())
+    check = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    assert check.shape[:2] == displayed.shape[:2]
+
+
+def multipage_tiff(path: Path, pages: list[np.ndarray]) -> None:
+    first, *rest = [Image.fromarray(p) for p in pages]
+    first.save(path, save_all=True, append_images=rest)
