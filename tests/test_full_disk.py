@@ -78,9 +78,8 @@ def test_qc_on_a_full_disk_leaves_no_truncated_csv(qc_study: Path, tmp_path: Pat
 
 
 def _images(folder: Path, n: int = 3) -> Path:
-    from PIL import Image
-
     from corpus.build import arrays
+    from PIL import Image
 
     folder.mkdir(parents=True)
     for i in range(n):

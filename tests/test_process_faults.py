@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from corpus.build import real_looking_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus.build import exif_jpeg, multipage_tiff
 from PIL import Image
 
-from corpus.build import exif_jpeg, multipage_tiff
 from robustseg.config import load_study
 from robustseg.data.io import image_size, read_image, read_mask
 from robustseg.data.pixels import to_uint8
@@ -120,6 +120,7 @@ def test_exif_orientation_is_applied(tmp_path: Path, orientation: int) -> None:
 
 def test_mask_size_mismatch_names_the_exif_orientation(tmp_path: Path) -> None:
     from corpus.build import palette_png
+
     from robustseg.data.index import load_index
 
     (tmp_path / "images").mkdir()
