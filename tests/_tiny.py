@@ -4,8 +4,12 @@ from __future__ import annotations
 
 
 def tiny_study(name: str = "tiny", *, seeds: str = "[0, 1]", phantom_n: int = 30, max_epochs: int = 2,
-               boundary: bool | None = None, bootstrap: int | None = 50, workers: int | None = None) -> str:
-    """TOML text of the tiny study; the ``[execution]`` table comes last, so callers can append keys to it."""
+               boundary: bool | None = None, bootstrap: int | None = 50, workers: int | None = None,
+               data: str = "", suite: str = '["gaussian_noise"]') -> str:
+    """TOML text of the tiny study; the ``[execution]`` table comes last, so callers can append keys to it.
+    ``data``: more lines of the ``[data]`` table (e.g. ``phantom_style = "small-thin"``); ``suite``: the TOML value
+    of ``perturb.suite`` (``'"none"'`` for no perturbations)."""
+    data = data if not data or data.endswith("\n") else data + "\n"
     eval_table = f"[eval]\nboundary = {str(boundary).lower()}\n" if boundary is not None else ""
     execution = "[execution]\nthreads = 1\n"
     if workers is not None:
@@ -19,7 +23,7 @@ seeds = {seeds}
 source = "phantom"
 phantom_n = {phantom_n}
 size = 32
-[split]
+{data}[split]
 test_fraction = 0.3
 k_folds = 2
 folds = [0]
@@ -32,6 +36,6 @@ max_epochs = {max_epochs}
 batch_size = 8
 lr = 3e-3
 [perturb]
-suite = ["gaussian_noise"]
+suite = {suite}
 severities = [3]
 {eval_table}{execution}"""

@@ -145,3 +145,48 @@ def test_qc_never_replaces_a_user_file_without_force(qc_study, qc_images, tmp_pa
     first = mine.read_bytes()
     assert main(["qc", str(qc_study), str(qc_images)]) == 0  # its own earlier table: replaced without --force
     assert mine.read_bytes() == first and half_written(tmp_path) == []
+
+
+# --- by construction: every write goes through robustseg._io ---------------------------------------------------
+
+WRITERS = {"to_csv", "savefig", "save", "savez", "savez_compressed", "write_text", "write_bytes", "imwrite", "to_json",
+           "to_parquet", "dump"}
+TEMPORARY = {"tmp", "buf", "fh", "buffer"}
+"""Names the writers of robustseg._io hand to a write callback (a temporary file, an in-memory buffer)."""
+
+
+def _direct_writes(source: str) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in WRITERS:
+            if func.attr in ("write_text", "write_bytes"):
+                target = func.value
+            elif ast.unparse(func) == "torch.save":
+                target = node.args[1] if len(node.args) > 1 else None
+            else:
+                target = node.args[0] if node.args else None
+            if target is not None and not (isinstance(target, ast.Name) and target.id in TEMPORARY):
+                found.append(f"line {node.lineno}: {ast.unparse(node)[:90]}")
+        elif isinstance(func, ast.Name) and func.id == "open" and len(node.args) > 1:
+            mode = node.args[1].value if isinstance(node.args[1], ast.Constant) else ""
+            target = node.args[0]
+            if "w" in str(mode) and not (isinstance(target, ast.Name) and target.id in TEMPORARY):
+                found.append(f"line {node.lineno}: {ast.unparse(node)[:90]}")
+    return found
+
+
+def test_every_file_is_written_through_io() -> None:
+    """No module writes a file directly (``df.to_csv(path)``, ``fig.savefig(path)``, ``img.save(path)``,
+    ``path.write_text``, ``open(path, 'w')``): each goes through ``robustseg._io`` (temporary file, fsync, rename;
+    a full disk leaves no partial file). Appending to logs and lock files is allowed."""
+    import robustseg
+
+    package = Path(robustseg.__file__).parent
+    offenders = {str(p.relative_to(package)): hits for p in sorted(package.rglob("*.py")) if p.name != "_io.py"
+                 for hits in [_direct_writes(p.read_text(encoding="utf-8"))] if hits}
+    assert offenders == {}, offenders

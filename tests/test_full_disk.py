@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _tiny import tiny_study
 from corpus.build import half_written, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,30 +119,9 @@ def test_study_on_a_full_disk_is_one_line_and_leaves_whole_files(tmp_path: Path)
 
     data = generate_phantom(tmp_path / "data", n=12, seed=0, style="small-thin")
     study = tmp_path / "s.toml"
-    study.write_text(f"""name = "full"
-seeds = [0]
-[data]
-source = "phantom"
-path = "{data}"
-phantom_n = 12
-size = 32
-[split]
-test_fraction = 0.3
-k_folds = 2
-folds = [0]
-[model]
-base = 4
-depth = 3
-[train]
-max_epochs = 1
-batch_size = 8
-[perturb]
-suite = "none"
-[execution]
-threads = 1
-runs_dir = "{tmp_path / 'runs'}"
-reports_dir = "{tmp_path / 'reports'}"
-""")
+    study.write_text(tiny_study("full", seeds="[0]", phantom_n=12, max_epochs=1, bootstrap=None, suite='"none"',
+                                data=f'path = "{data}"') + f'runs_dir = "{tmp_path / "runs"}"\n'
+                     f'reports_dir = "{tmp_path / "reports"}"\n')
     before = snapshot(data)
     assert_one_line_failure(run_limited(["study", str(study)], 2048, tmp_path), "File too large")
     assert half_written(tmp_path) == [] and snapshot(data) == before

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _tiny import tiny_study
 from corpus.build import real_looking_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,29 +50,8 @@ def test_study_file_piped_to_dev_stdin(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-SIG_STUDY = """name = "sig"
-seeds = [0, 1]
-[data]
-source = "phantom"
-phantom_n = 30
-phantom_style = "small-thin"
-size = 32
-[split]
-test_fraction = 0.3
-k_folds = 2
-folds = [0]
-[model]
-base = 4
-depth = 3
-[train]
-max_epochs = 200
-batch_size = 8
-[perturb]
-suite = "none"
-[execution]
-threads = 1
-workers = 2
-"""
+SIG_STUDY = tiny_study("sig", max_epochs=200, bootstrap=None, workers=2, suite='"none"',
+                       data='phantom_style = "small-thin"')
 
 
 @pytest.mark.slow
