@@ -10,10 +10,13 @@ say that the log exists. The log is appended to (workers of one study share it),
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from robustseg._io import append_text
 
@@ -74,4 +77,23 @@ def logged(folder: str | Path, context: str) -> Iterator[list[Caught]]:
                     pass
 
 
-__all__ = ["LOG_NAME", "Caught", "logged"]
+_LINE = re.compile(r"^\[(?P<context>[^\]]*)\] (?P<category>\w+): (?P<message>.*?) \((?P<where>[^()]*:\d+)\)"
+                   r"(?: \(x(?P<count>\d+)\))?$")
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    """The lines of a ``warnings.log`` as a table ``context, category, message, where, count`` (empty when the
+    file is absent; lines in another format are kept whole in ``message``)."""
+    cols = ["context", "category", "message", "where", "count"]
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = _LINE.match(line)
+        rows.append({**m.groupdict(), "count": int(m["count"] or 1)} if m else
+                    {"context": "", "category": "", "message": line, "where": "", "count": 1})
+    return pd.DataFrame(rows, columns=cols)
+
+
+__all__ = ["LOG_NAME", "Caught", "logged", "read_log"]

@@ -127,7 +127,7 @@ def test_headline_has_each_structure_with_its_interval() -> None:
 def test_seed_agreement_reads_the_icc() -> None:
     text = fd.seed_agreement(_facts())
     assert "0.015 (CSP)" in text and "0.23 [-0.01, 0.56] for CSP (poor to moderate)" in text
-    assert "depends on its training seed" in text  # a lower CI end below 0.5: single models do not reproduce
+    assert "depends on its seed" in text  # a lower CI end below 0.5: single models do not reproduce
     good = _tables()["icc_seed"].assign(icc=0.9, ci_low=0.8, ci_high=0.95, reading="good to excellent")
     assert "one trained model's per-image results reproduce" in fd.seed_agreement(_facts(icc_seed=good))
     assert fd.seed_agreement(_facts(summary=_summary(sd_seed=np.nan))) is None  # one seed: nothing to say
@@ -163,7 +163,7 @@ def test_perturbation_ranking_most_and_least_damaging() -> None:
 
 def test_review_catch_uses_the_best_score() -> None:
     text = fd.review_catch(_facts())
-    assert "ranked by pairwise Dice" in text and "0.56 [0.46, 0.66]" in text
+    assert "ranked by the pairwise Dice of the seed ensemble" in text and "0.56 [0.46, 0.66]" in text
     assert "catch 62 % of the CSP+LV failures" in text and "from 6.8 % to 2.8 %" in text and "0.0 %" in text
     none_failed = _tables()["qc_review"].assign(failure_rate_all=0.0, failures_caught=np.nan)
     assert "nothing to catch" in fd.review_catch(_facts(qc_review=none_failed))
@@ -198,6 +198,10 @@ def test_external_sets_finding() -> None:
     ("small_external", {"test_sets": pd.DataFrame({"testset": ["test", "site-b"], "n_images": [41, 12]})},
      {"test_sets": pd.DataFrame({"testset": ["test", "site-b"], "n_images": [41, 20]})}),
     ("nondeterministic", {"environment": _environment(nondet={"ce-f0-s0": "cudnn.benchmark on"})}, {}),
+    ("nondeterministic", {"warnings": pd.DataFrame({"context": ["run ce-f0-s0"], "category": ["UserWarning"],
+                                                    "message": ["upsample_bilinear2d_backward_out_cuda does not have a "
+                                                                "deterministic implementation"]})},
+     {"warnings": pd.DataFrame({"context": ["run ce-f0-s0"], "category": ["UserWarning"], "message": ["other"]})}),
     ("device_mix", {"environment": _environment(devices={"ce-f0-s0": "cuda:0"})},
      {"environment": _environment(devices={r: "cuda:0" for r in _runs()["run_id"]})}),
 ])
@@ -216,6 +220,8 @@ def test_caution_texts_say_the_numbers() -> None:
     assert "LV in 1 run" in fd.collapsed_run(_facts(runs=_runs({"ce-f0-s1": "lv"})))
     assert "`site-b` (12 images)" in fd.small_external(
         _facts(test_sets=pd.DataFrame({"testset": ["test", "site-b"], "n_images": [41, 12]})))
+    nondet = fd.nondeterministic(_facts(environment=_environment(nondet={"ce-f0-s0": "cudnn.benchmark on"})))
+    assert "cudnn.benchmark on in 1 of 12 runs" in nondet
     assert "1 of 12 runs trained on a GPU" in fd.device_mix(_facts(environment=_environment(devices={"ce-f0-s0": "cuda"})))
 
 

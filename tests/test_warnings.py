@@ -93,3 +93,16 @@ def test_risk_coverage_raises_no_warning_without_failures() -> None:
         flat = evaluate_scores(t.assign(risk=0.2), ["s"], by=["g"], n_boot=20)  # every image at one risk
     assert rev["failures_caught"].isna().all() and (rev["failure_rate_all"] == 0).all()
     assert flat["naurc"].isna().all()
+
+
+def test_log_reads_back_as_a_table_for_the_report(tmp_path: Path) -> None:
+    from robustseg._warnings import read_log
+    from robustseg.report.repro import warnings_line
+
+    with logged(tmp_path, "run a-f0-s0-1"):
+        for _ in range(3):
+            warnings.warn("a (parenthesised) message", UserWarning, stacklevel=1)
+    table = read_log(tmp_path / LOG_NAME)
+    assert table[["context", "category", "message", "count"]].values.tolist() == [
+        ["run a-f0-s0-1", "UserWarning", "a (parenthesised) message", 3]]
+    assert "3 (1 distinct per run)" in warnings_line(table) and "none logged" in warnings_line(read_log(tmp_path / "x"))

@@ -107,7 +107,8 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
         findings.render(res.tables.get("findings", pd.DataFrame(columns=["kind", "key", "sentence"]))),
         sections.header(res),
         *body,
-        block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs, inp.completes),
+        block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs, inp.completes,
+              res.tables.get("warnings")),
         "Tables (CSV, full precision): " + ", ".join(f"[{n}](tables/{n})" for n in table_names) + "\n",
     ]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from robustseg._warnings import LOG_NAME, read_log
 from robustseg.labels import CLASS_NAMES, display_name
 from robustseg.report import aggregate as agg
 from robustseg.report.ensembles import (
@@ -140,7 +141,8 @@ def compute(inputs: StudyInputs) -> Results:
     clean = clean_rows(inputs.per_image)
     res = Results(inputs, arms, arms[0], n_boot, clean, pd.DataFrame())
     res.tables.update(runs=inputs.runs, environment=environment_table(inputs.completes),
-                      test_sets=test_sets(inputs.per_image, inputs.index))
+                      test_sets=test_sets(inputs.per_image, inputs.index),
+                      warnings=read_log(inputs.runs_dir / LOG_NAME))  # Python warnings of the runs
     if clean.empty:
         return res
     arms = [a for a in arms if a in set(clean["arm"])]

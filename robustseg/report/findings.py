@@ -32,6 +32,11 @@ SMALL_EXTERNAL = 20
 """An external test set with fewer images than this says little about transfer."""
 REVIEW_FRACTION = 0.10
 """The review budget of the QC finding: the least-confident 10 % of predictions."""
+SCORE_WORDS = {"pairwise_dice": "the pairwise Dice of the seed ensemble",
+               "mutual_info": "the mutual information of the seed ensemble", "entropy": "the mean entropy",
+               "sdc": "the Soft Dice Confidence", "range_z": "the out-of-range measurement score",
+               "composite": "the composite score (seed disagreement and out-of-range measurements)"}
+"""How the QC finding names each ground-truth-free score."""
 POWER = 0.80
 """Power that a design should have for the differences it is asked about."""
 
@@ -133,8 +138,8 @@ def _icc_meaning(readings: Sequence[tuple[str, float]]) -> str:
     if not lows:
         return ""
     if min(lows) < 0.5:
-        return ("which images a single model gets right depends on its training seed, so one trained model's "
-                "per-image results do not reproduce: judge the recipe by several seeds or use the ensemble")
+        return ("which images one trained model gets right depends on its seed, so judge the recipe by several "
+                "seeds or by the ensemble")
     if min(lows) >= 0.75:
         return "seeds agree image by image, so one trained model's per-image results reproduce"
     return "seeds agree image by image moderately well"
@@ -174,8 +179,8 @@ def run_health(facts: Facts) -> str | None:
     collapsed = _collapses(done)
     diverged = done[done["diverged"].astype(str).str.lower() == "true"] if "diverged" in done.columns else done.iloc[:0]
     if failed.empty and not collapsed and diverged.empty:
-        return (f"All {_n(len(runs), 'planned run')} completed; none collapsed (no structure present in validation "
-                f"images was never predicted) and none diverged.{see(facts, 'summary', 'runs')}")
+        return (f"All {_n(len(runs), 'planned run')} completed; none collapsed (each predicted every structure that "
+                f"validation images have) and none diverged.{see(facts, 'summary', 'runs')}")
     parts = []
     if collapsed:
         parts.append(f"{len({r for r, _ in collapsed})} of {len(done)} completed runs collapsed ("
@@ -295,7 +300,7 @@ def perturbation_ranking(facts: Facts) -> str | None:
         text = (f"Of {len(mean)} perturbations (severities {sev}), `{worst}` damages {_names(facts.small)} most "
                 f"(Dice retention {per(worst)}: perturbed / clean Dice of the same run, mean over severities) and "
                 f"`{best}` least ({per(best)})")
-    text += "; severity levels are set by each perturbation's parameters, not matched on image damage"
+    text += "; severities are each perturbation's own levels, not matched on image damage"
     return text + "." + see(facts, "robustness", "retention", "robustness")
 
 
@@ -359,17 +364,18 @@ def review_catch(facts: Facts) -> str | None:
         return None
     r, s = r.iloc[0], score.iloc[0]
     structures = "+".join(display_name(c) for c in facts.small)
-    text = (f"Reviewing the {_pct(REVIEW_FRACTION)} least-confident predictions, ranked by {SCORE_LABELS.get(best, best)} "
-            f"(the best ground-truth-free score here: {structures} normalised AURC "
-            f"{_ci(s['naurc'], s['naurc_ci_low'], s['naurc_ci_high'], 2)}, where 1 is a perfect ranking), ")
+    ranked = (f"ranked by {SCORE_WORDS.get(best, SCORE_LABELS.get(best, best))}, the best ground-truth-free score here "
+              f"({structures} normalised AURC {_ci(s['naurc'], s['naurc_ci_low'], s['naurc_ci_high'], 2)}; "
+              "1 = perfect ranking)")
+    links = see(facts, "qc", "qc_review", "qc_riskcov")
     if md.num(r["failures_caught"]) == "n/a" or not float(r["failure_rate_all"]) > 0:
-        return text + ("has nothing to catch: no prediction failed (Dice < 0.5) on clean or perturbed images."
-                       + see(facts, "qc", "qc_review", "qc_riskcov"))
-    perfect = f"; a perfect ranking: {_pct(oracle.iloc[0]['failure_rate_kept'], 1)}" if not oracle.empty else ""
-    return text + (f"would catch {_pct(r['failures_caught'])} of the {structures} failures (Dice < 0.5) and lower the "
-                   f"failure rate among the rest from {_pct(r['failure_rate_all'], 1)} to "
-                   f"{_pct(r['failure_rate_kept'], 1)}{perfect}; clean and perturbed images pooled."
-                   + see(facts, "qc", "qc_review", "qc_riskcov"))
+        return (f"No prediction failed ({structures} Dice < 0.5 on clean or perturbed images), so a review of the "
+                f"least-confident {_pct(REVIEW_FRACTION)}, {ranked}, has nothing to catch.{links}")
+    perfect = f" (a perfect ranking: {_pct(oracle.iloc[0]['failure_rate_kept'], 1)})" if not oracle.empty else ""
+    return (f"Reviewing the {_pct(REVIEW_FRACTION)} least-confident predictions would catch "
+            f"{_pct(r['failures_caught'])} of the {structures} failures (Dice < 0.5) and lower the failure rate of the "
+            f"rest from {_pct(r['failure_rate_all'], 1)} to {_pct(r['failure_rate_kept'], 1)}{perfect}, with images "
+            f"{ranked}; clean and perturbed images pooled.{links}")
 
 
 @FINDINGS.register("machine")
@@ -384,10 +390,11 @@ def machine(facts: Facts) -> str | None:
             else f"The runs ran on {len(kinds)} machine kinds: {what}")
     sd = _rows(facts.table("summary"), arm=facts.baseline)
     sd = [(c, r["global_sd_seed"]) for c, r in _by_class(sd, facts.small) if md.num(r.get("global_sd_seed")) != "n/a"]
-    size = (" (about the seed SD: " + ", ".join(f"{md.num(v)} {display_name(c)}" for c, v in sd) + ")") if sd else ""
-    return (f"{head}. The same study file and seeds reproduce these numbers exactly only on the same machine kind "
-            f"with the same thread counts and library builds; elsewhere a seed can take another path, so expect "
-            f"differences of the size of seed-to-seed variation{size}." + see(facts, "repro", "environment"))
+    size = (" (" + ", ".join(f"{md.num(v)} {display_name(c)}" for c, v in sd) + ")") if sd else ""
+    where = "that machine kind" if len(kinds) == 1 else "the same machine kinds"
+    return (f"{head}. These numbers reproduce exactly only on {where} with the same thread counts and "
+            f"library builds; elsewhere expect differences of about the seed SD{size}."
+            + see(facts, "repro", "environment"))
 
 
 # --- cautions ---------------------------------------------------------------------------------------------------
@@ -463,16 +470,19 @@ def small_external(facts: Facts) -> str | None:
 
 @caution("nondeterministic", "non-deterministic settings")
 def nondeterministic(facts: Facts) -> str | None:
+    """Determinism switches off in a run's machine record, or torch warning (``warnings.log``) of an operation
+    without a deterministic implementation."""
     env = facts.table("environment")
-    if env.empty or "nondeterministic" not in env.columns:
+    reasons = env["nondeterministic"].fillna("").astype(str) if "nondeterministic" in env.columns else pd.Series([])
+    flagged = reasons[reasons != ""]
+    why = [f"{r} in {int((flagged == r).sum())} of {len(env)} runs" for r in sorted(set(flagged))]
+    logged = facts.table("warnings")
+    if "message" in logged.columns and logged["message"].astype(str).str.contains("deterministic", case=False).any():
+        why.append("torch warned of an operation without a deterministic implementation (warnings.log)")
+    if not why:
         return None
-    bad = env[env["nondeterministic"].astype(str).str.len() > 0]
-    bad = bad[bad["nondeterministic"].astype(str) != "nan"]
-    if bad.empty:
-        return None
-    why = "; ".join(sorted(set(bad["nondeterministic"].astype(str))))
-    return (f"**Non-deterministic settings** in {len(bad)} of {len(env)} runs ({why}): rerunning the same study "
-            "file and seeds need not give the same numbers, even on the same machine." + see(facts, "repro", "environment"))
+    return (f"**Non-deterministic settings** ({'; '.join(why)}): rerunning the same study file and seeds need not "
+            "give the same numbers, even on the same machine." + see(facts, "repro", "environment"))
 
 
 @caution("device_mix", "GPU and CPU runs mixed")

@@ -30,7 +30,7 @@ CSS = """
 html { font-size: 15px; }
 body { margin: 0; color: var(--fg); line-height: 1.45;
        font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "DejaVu Sans", sans-serif; }
-.layout { display: grid; grid-template-columns: 15rem minmax(0, 1fr); }
+.layout { display: grid; grid-template-columns: 13.5rem minmax(0, 1fr); }
 nav.toc { position: sticky; top: 0; align-self: start; max-height: 100vh; overflow-y: auto; padding: 1rem .8rem;
           border-right: 1px solid var(--line); background: #f6f8fa; font-size: .82rem; }
 nav.toc .toc-title { font-weight: 600; margin: 0 0 .4rem; }
@@ -46,14 +46,18 @@ h3 { font-size: 1.1rem; margin: 1.4rem 0 .4rem; }
 a { color: var(--accent); }
 section.findings { border: 2px solid var(--accent); background: var(--box); border-radius: 6px;
                    padding: .1rem 1.2rem .6rem; margin: .6rem 0 1.4rem; }
+@media (min-width: 1200px) {
+  section.findings { display: grid; grid-template-columns: minmax(0, 2.2fr) minmax(0, 1fr); column-gap: 1.6rem; }
+  section.findings > .care { border-left: 1px solid var(--line); padding-left: 1.2rem; }
+}
 section.findings h2 { border: 0; margin: .7rem 0 .3rem; font-size: 1.15rem; }
-section.findings ul { margin: .2rem 0; padding-left: 1.2rem; }
+section.findings ul { margin: .2rem 0; padding-left: 1.2rem; font-size: .95rem; }
 section.findings li { margin: .25rem 0; }
 section.findings h2#read-with-care { color: #8a5a00; }
 .table-wrap { max-width: 100%; overflow-x: auto; margin: .5rem 0 1rem; }
 table { border-collapse: collapse; font-size: .8rem; }
 th, td { border: 1px solid var(--line); padding: .2rem .4rem; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; }
+         overflow-wrap: break-word; }
 th { background: #eef1f4; }
 tbody tr:nth-child(even) { background: #f8f9fa; }
 img { display: block; max-width: 100%; height: auto; margin: .6rem 0; }
@@ -147,19 +151,27 @@ def _embed_images(tokens: list[Token], folder: Path) -> None:
             child.attrSet("src", f"data:{MIME.get(path.suffix.lower(), 'application/octet-stream')};base64,{data}")
 
 
+def _html(text: str) -> Token:
+    tok = Token("html_block", "", 0)
+    tok.content = text
+    return tok
+
+
 def _box_findings(tokens: list[Token]) -> list[Token]:
-    """Wrap the Findings and Read-with-care sections in ``<section class="findings">``."""
+    """Put the Findings and the Read-with-care sections side by side in one ``<section class="findings">``
+    (stacked on narrow screens and in print)."""
     starts = [i for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h2"]
     ids = {i: tokens[i].attrGet("id") for i in starts}
     inside = [i for i in starts if ids[i] in FINDINGS_IDS]
     if not inside:
         return tokens
-    first = inside[0]
+    out = [*tokens[:inside[0]], _html('<section class="findings" aria-label="Findings and Read with care">\n')]
+    for k, start in enumerate(inside):
+        end = next((i for i in starts if i > start), len(tokens))
+        kind = "found" if ids[start] == "findings" else "care"
+        out += [_html(f'<div class="{kind}">\n'), *tokens[start:end], _html("</div>\n")]
     after = next((i for i in starts if i > inside[-1]), len(tokens))
-    open_, close = Token("html_block", "", 0), Token("html_block", "", 0)
-    open_.content = '<section class="findings" aria-label="Findings and Read with care">\n'
-    close.content = "</section>\n"
-    return [*tokens[:first], open_, *tokens[first:after], close, *tokens[after:]]
+    return [*out, _html("</section>\n"), *tokens[after:]]
 
 
 def _toc(entries: list[tuple[int, str, str]]) -> str:

@@ -136,8 +136,19 @@ def shown_path(path: str, cwd: Path | None = None) -> str:
         return p.name
 
 
+def warnings_line(logged: pd.DataFrame | None) -> str:
+    """One bullet on the Python warnings the runs logged (``warnings.log`` of the run folder)."""
+    if logged is None or logged.empty:
+        return "- Python warnings during the runs: none logged"
+    n = int(logged["count"].sum()) if "count" in logged.columns else len(logged)
+    top = logged.sort_values("count", ascending=False, kind="stable").iloc[0] if "count" in logged.columns else None
+    most = f"; most frequent: {top['category']}: {top['message']}" if top is not None else ""
+    return (f"- Python warnings during the runs: {n} ({len(logged)} distinct per run), in `warnings.log` of the run "
+            f"folder and `tables/warnings.csv`{most}")
+
+
 def block(heading: str, study: dict, study_hash: str, study_file: str | None, runs: pd.DataFrame,
-          completes: dict[str, dict] | None = None) -> str:
+          completes: dict[str, dict] | None = None, logged: pd.DataFrame | None = None) -> str:
     versions = package_versions()
     lines = [heading.rstrip("\n"), "",
              f"- Study hash: `{study_hash}`" + (f" (file `{shown_path(study_file)}`)" if study_file else ""),
@@ -159,6 +170,7 @@ def block(heading: str, study: dict, study_hash: str, study_file: str | None, ru
         if sw:
             lines.append("- Packages when the runs ran: " + "; ".join(sw))
         lines += environment_lines(completes or {})
+        lines.append(warnings_line(logged))
         if "seconds" in done.columns:
             lines.append(f"- Wall time of all runs: {done['seconds'].sum():.1f} s (sum over runs)")
         lines.append("")
