@@ -166,7 +166,7 @@ def _box_findings(tokens: list[Token]) -> list[Token]:
     if not inside:
         return tokens
     out = [*tokens[:inside[0]], _html('<section class="findings" aria-label="Findings and Read with care">\n')]
-    for k, start in enumerate(inside):
+    for start in inside:
         end = next((i for i in starts if i > start), len(tokens))
         kind = "found" if ids[start] == "findings" else "care"
         out += [_html(f'<div class="{kind}">\n'), *tokens[start:end], _html("</div>\n")]
