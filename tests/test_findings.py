@@ -187,6 +187,49 @@ def test_external_sets_finding() -> None:
     assert fd.external_sets(_facts()) is None
 
 
+# --- the recipe interval, decisions with MDD and equivalence (columns of the statistics tables) -----------------
+
+
+def _recipe_summary() -> pd.DataFrame:
+    s = _summary()
+    return s.drop(columns=["global_ci_low", "global_ci_high"]).assign(
+        global_recipe_low=s["global_estimate"] - 0.06, global_recipe_high=s["global_estimate"] + 0.05,
+        global_test_low=s["global_ci_low"], global_test_high=s["global_ci_high"])
+
+
+def _decided(mdd: float = 0.004, margin: float = 0.01) -> pd.DataFrame:
+    t = _tables()["arm_comparison"]
+    return t.assign(decision=["equivalent within ±0.01", "hybrid better", "inconclusive"], mdd=mdd, margin=margin,
+                    flag=["", "", "collapsed: ce f0 s1"])
+
+
+def test_headline_leads_with_the_recipe_interval() -> None:
+    text = fd.headline_dice(_facts(summary=_recipe_summary()))
+    assert "CSP 0.840 [0.780, 0.890]" in text and "95 % recipe intervals: new training runs and new patients" in text
+    assert "[0.810, 0.860]" not in text  # the test-set interval stays in the summary table
+
+
+def test_arm_decisions_with_mdd_equivalence_and_flags() -> None:
+    text = fd.arm_verdicts(_facts(arm_comparison=_decided()))
+    assert "brain equivalent (+0.001 [-0.049, 0.051], MDD 0.004)" in text
+    assert "CSP better (+0.200 [0.150, 0.250], MDD 0.004)" in text
+    assert "LV inconclusive (-0.100 [-0.150, -0.050], MDD 0.004, next to collapsed: ce f0 s1)" in text
+    assert "within ±0.01 Dice by TOST" in text
+
+
+def test_low_power_both_ways() -> None:
+    weak = fd.low_power(_facts(arm_comparison=_decided(mdd=0.035)))
+    assert weak.startswith("**Power below 80 %** for differences of ±0.01 Dice")
+    assert "`hybrid` vs `ce`, CSP: MDD 0.035" in weak
+    _links_ok(weak)
+    assert fd.low_power(_facts(arm_comparison=_decided(mdd=0.004))) is None
+    assert fd.low_power(_facts()) is None  # a table without MDDs says nothing about power
+    plan = pd.DataFrame({"class": ["csp", "lv"], "arm": "hybrid", "mdd": [0.03, 0.008], "margin": 0.01})
+    one_arm = replace(_facts(arm_comparison=pd.DataFrame(), plan_claims=plan), arms=("hybrid",))
+    pilot = fd.low_power(one_arm)
+    assert "a second arm like `hybrid`, CSP: MDD 0.030" in pilot and "LV" not in pilot
+
+
 # --- read with care: each condition both ways --------------------------------------------------------------------
 
 
@@ -202,6 +245,7 @@ def test_external_sets_finding() -> None:
                                                     "message": ["upsample_bilinear2d_backward_out_cuda does not have a "
                                                                 "deterministic implementation"]})},
      {"warnings": pd.DataFrame({"context": ["run ce-f0-s0"], "category": ["UserWarning"], "message": ["other"]})}),
+    ("low_power", {"arm_comparison": _decided(mdd=0.02)}, {"arm_comparison": _decided(mdd=0.009)}),
     ("device_mix", {"environment": _environment(devices={"ce-f0-s0": "cuda:0"})},
      {"environment": _environment(devices={r: "cuda:0" for r in _runs()["run_id"]})}),
 ])
@@ -226,8 +270,11 @@ def test_caution_texts_say_the_numbers() -> None:
 
 
 def test_render_lists_findings_and_cautions() -> None:
-    healthy = fd.render(fd.table(_facts()))
+    healthy = fd.render(fd.table(_facts()), fd.checked(_facts()))
     assert healthy.startswith("## Findings\n\n- Global Dice")
     assert "## Read with care\n\n- None of the conditions checked applies (fewer than 30 test patients" in healthy
+    assert "power below 80 %" not in healthy  # no MDD in the tables: not checked, so not claimed
+    assert "power below 80 %" in fd.render(fd.table(_facts(arm_comparison=_decided())), fd.checked(
+        _facts(arm_comparison=_decided())))
     weak = fd.render(fd.table(_facts(n_patients=12)))
     assert "## Read with care\n\n- **Only 12 test patients**" in weak and "None of the conditions" not in weak

@@ -104,7 +104,8 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
         ]
     parts = [
         sections.title(res),
-        findings.render(res.tables.get("findings", pd.DataFrame(columns=["kind", "key", "sentence"]))),
+        findings.render(res.tables.get("findings", pd.DataFrame(columns=["kind", "key", "sentence"])),
+                        findings.checked(facts(res))),
         sections.header(res),
         *body,
         block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs, inp.completes,

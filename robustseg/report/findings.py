@@ -119,17 +119,23 @@ def _n(value: int, word: str) -> str:
 
 @FINDINGS.register("headline_dice")
 def headline_dice(facts: Facts) -> str | None:
-    """Global Dice per structure of the baseline arm, pooled over its runs, with the 95 % interval."""
+    """Global Dice per structure of the baseline arm, pooled over its runs, with its recipe interval (new training
+    runs and new patients) where the summary has one, else its test-set interval (new patients, models fixed)."""
     s = _rows(facts.table("summary"), arm=facts.baseline)
     rows = _by_class(s, facts.foreground)
     if not rows:
         return None
-    parts = [f"{display_name(c)} {_ci(r['global_estimate'], r['global_ci_low'], r['global_ci_high'])}" for c, r in rows]
+    recipe = "global_recipe_low" in s.columns
+    low, high = next(((f"global_{k}_low", f"global_{k}_high") for k in ("recipe", "test", "ci")
+                      if f"global_{k}_low" in s.columns), ("global_ci_low", "global_ci_high"))
+    parts = [f"{display_name(c)} {_ci(r['global_estimate'], r.get(low), r.get(high))}" for c, r in rows]
     n_runs = int(rows[0][1].get("global_n_runs", 0) or 0)
     arm = f"arm `{facts.baseline}`" + (" (baseline)" if len(facts.arms) > 1 else "")
+    what = ("95 % recipe intervals: new training runs and new patients; the test-set intervals, for these trained "
+            "models, are in the summary" if recipe else "95 % test-set intervals: patients resampled, trained models "
+            "held fixed")
     return (f"Global Dice of {arm}, pooled over its {_n(n_runs, 'run')} on {_n(facts.n_images, 'held-out test image')} "
-            f"from {_n(facts.n_patients, 'patient')}: {'; '.join(parts)} (95 % test-set intervals: patients "
-            f"resampled, trained models held fixed).{see(facts, 'summary', 'summary')}")
+            f"from {_n(facts.n_patients, 'patient')}: {'; '.join(parts)} ({what}).{see(facts, 'summary', 'summary')}")
 
 
 def _icc_meaning(readings: Sequence[tuple[str, float]]) -> str:
@@ -215,20 +221,30 @@ def _count(pairs: list[tuple[str, str]]) -> list[tuple[str, int]]:
 
 @FINDINGS.register("arm_verdicts")
 def arm_verdicts(facts: Facts) -> str | None:
-    """The verdict of each arm comparison per structure, with the difference and its interval."""
+    """The decision of each arm comparison per structure (better / worse / equivalent / inconclusive), with the
+    difference, its interval and, where the table has it, the minimum detectable difference (MDD)."""
     t = facts.table("arm_comparison")
     if t.empty or len(facts.arms) < 2:
         return None
+    decided = "decision" in t.columns
     groups = []
     for (a, b), g in t.groupby(["arm_a", "arm_b"], sort=False):
         parts = []
         for c, r in _by_class(g, facts.foreground):
             diff = f"{float(r['diff']):+.3f} {md.interval(r['ci_low'], r['ci_high'])}" if md.num(r["diff"]) != "n/a" \
                 else "n/a"
-            parts.append(f"{display_name(c)} {_verdict_word(str(r['verdict']), a, b)} ({diff})")
+            if "mdd" in g.columns:
+                diff += f", MDD {md.num(r['mdd'])}"
+            flag = r.get("flag")
+            if isinstance(flag, str) and flag.strip():
+                diff += f", next to {flag.strip()}"
+            parts.append(f"{display_name(c)} {_verdict_word(str(r['decision' if decided else 'verdict']), a, b)} ({diff})")
         groups.append(f"`{a}` vs `{b}`: " + ", ".join(parts))
-    return ("Arm comparisons (difference a - b in per-image Dice over every test image, 95 % interval over runs, "
-            f"Holm-adjusted verdicts): {'; '.join(groups)}.{see(facts, 'arms', 'arm_comparison')}")
+    margin = t["margin"].dropna() if "margin" in t.columns else pd.Series(dtype=float)
+    how = "Holm-adjusted" + (f"; equivalent = within ±{float(margin.iloc[0]):g} Dice by TOST" if len(margin) else "")
+    mdd = ("; MDD = the smallest true difference the design finds with 80 % power" if "mdd" in t.columns else "")
+    return (f"Arm comparisons (difference a - b in per-image Dice over every test image with its 95 % interval over "
+            f"runs; {how}{mdd}): {'; '.join(groups)}.{see(facts, 'arms', 'arm_comparison')}")
 
 
 def _verdict_word(verdict: str, a: str, b: str) -> str:
@@ -455,6 +471,33 @@ def one_seed(facts: Facts) -> str | None:
             "retrained model would differ." + see(facts, "spread", "summary"))
 
 
+@caution("low_power", f"power below {POWER * 100:.0f} % for the differences asked about")
+def low_power(facts: Facts) -> str | None:
+    """Comparisons (or, with one arm, the design) whose minimum detectable difference at 80 % power exceeds the
+    difference asked about: the equivalence margin (``compare.margin``)."""
+    rows = []
+    cmp = facts.table("arm_comparison")
+    if {"mdd", "margin"} <= set(cmp.columns):
+        for r in cmp.to_dict("records"):
+            if not (np.isfinite(r["mdd"]) and r["mdd"] <= r["margin"]):
+                rows.append((f"`{r['arm_a']}` vs `{r['arm_b']}`", r["class"], r["mdd"], r["margin"]))
+    plan = facts.table("plan_claims")
+    if not rows and {"mdd", "margin"} <= set(plan.columns):
+        for r in plan.to_dict("records"):
+            if not (np.isfinite(r["mdd"]) and r["mdd"] <= r["margin"]):
+                rows.append((f"a second arm like `{r.get('arm', facts.baseline)}`", r["class"], r["mdd"], r["margin"]))
+    if not rows:
+        return None
+    margin = float(rows[0][3])
+    order = {c: i for i, c in enumerate(facts.foreground)}
+    rows.sort(key=lambda x: (x[0], order.get(x[1], 99)))
+    per = "; ".join(f"{who}, {display_name(c)}: MDD {md.num(m)}" for who, c, m, _ in rows)
+    section = "what-this-study-can-claim" if "what-this-study-can-claim" in facts.sections else "arms"
+    return (f"**Power below {POWER * 100:.0f} %** for differences of ±{margin:g} Dice (the equivalence margin asked about): "
+            f"{per}. A difference smaller than the MDD would most likely be missed, and \"no difference\" is not "
+            "\"equivalent\"." + see(facts, section, "arm_comparison" if not cmp.empty else "plan_claims"))
+
+
 @caution("small_external", f"an external test set of fewer than {SMALL_EXTERNAL} images")
 def small_external(facts: Facts) -> str | None:
     sets = facts.table("test_sets")
@@ -517,15 +560,27 @@ def table(facts: Facts) -> pd.DataFrame:
     return pd.concat([sentences(facts, FINDINGS), sentences(facts, CAUTIONS)], ignore_index=True)
 
 
-def render(found: pd.DataFrame) -> str:
-    """The Markdown of the two lists (``found``: :func:`table`)."""
+NEEDS: dict[str, Callable[[Facts], bool]] = {
+    "low_power": lambda f: "mdd" in f.table("arm_comparison").columns or "mdd" in f.table("plan_claims").columns,
+}
+"""Cautions that can be checked only where the report has their inputs (others always can)."""
+
+
+def checked(facts: Facts) -> list[str]:
+    """What the Read-with-care list checked on this study, in words (:data:`CONDITIONS`)."""
+    return [CONDITIONS[k] for k in CAUTIONS if NEEDS.get(k, lambda f: True)(facts)]
+
+
+def render(found: pd.DataFrame, conditions: Sequence[str] | None = None) -> str:
+    """The Markdown of the two lists (``found``: :func:`table`; ``conditions``: :func:`checked`, named when none
+    applies)."""
     f = found[found["kind"] == "finding"]["sentence"].tolist()
     c = found[found["kind"] == "caution"]["sentence"].tolist()
     out = "## Findings\n\n" + ("".join(f"- {s}\n" for s in f) if f else "_(no completed runs)_\n")
     out += "\n## Read with care\n\n"
-    checked = ", ".join(CONDITIONS[k] for k in CAUTIONS)
-    out += "".join(f"- {s}\n" for s in c) if c else f"- None of the conditions checked applies ({checked}).\n"
+    names = ", ".join(CONDITIONS[k] for k in CAUTIONS) if conditions is None else ", ".join(conditions)
+    out += "".join(f"- {s}\n" for s in c) if c else f"- None of the conditions checked applies ({names}).\n"
     return out
 
 
-__all__ = ["CAUTIONS", "FINDINGS", "Facts", "render", "sentences", "table"]
+__all__ = ["CAUTIONS", "FINDINGS", "Facts", "checked", "render", "sentences", "table"]

@@ -25,16 +25,21 @@ SECTIONS = (
     "Reproducibility",
 )
 """Section headings, in order (every report has all of them; empty ones say why)."""
-SECTION_KEYS = ("summary", "spread", "robustness", "agreement", "ensembles", "arms", "anomaly", "qualitative", "post",
-                "training", "repro")
-"""Short names of :data:`SECTIONS` (same order) that the findings link to."""
+SECTION_KEYS = {"Summary": "summary", "Seed and fold spread": "spread",
+                "Robustness to perturbations and external test sets": "robustness",
+                "Reproducibility and agreement (ICC, Bland-Altman)": "agreement", "Ensembles vs members": "ensembles",
+                "Arm comparison": "arms", "Anomaly scores and structure measurements": "anomaly",
+                "Qualitative examples": "qualitative", "Post-processing: raw vs post-processed": "post",
+                "Training curves": "training", "Reproducibility": "repro"}
+"""Short names of :data:`SECTIONS` that the findings link to (a section without one is named by its anchor)."""
 
 
 def section_titles() -> dict[str, str]:
     """Key -> heading text (``summary`` -> ``1. Summary``), including the QC subsection (``qc``)."""
+    from robustseg.report.markdown import anchor
     from robustseg.report.qc_section import TITLE
 
-    return {k: f"{i + 1}. {t}" for i, (k, t) in enumerate(zip(SECTION_KEYS, SECTIONS, strict=True))} | {"qc": TITLE}
+    return {SECTION_KEYS.get(t, anchor(t)): f"{i + 1}. {t}" for i, t in enumerate(SECTIONS)} | {"qc": TITLE}
 
 
 def heading(i: int) -> str:
