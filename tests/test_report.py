@@ -63,6 +63,7 @@ def test_report_has_every_section_figure_and_table(report: Path) -> None:
 def test_rebuild_is_byte_identical(study_runs: Path, report: Path, tmp_path: Path) -> None:
     again = build_report(study_runs, tmp_path / "again")
     assert again.read_bytes() == report.read_bytes()
+    assert again.with_name("report.html").read_bytes() == report.with_name("report.html").read_bytes()
     for png in sorted((report.parent / "figures").glob("*.png")):
         assert (again.parent / "figures" / png.name).read_bytes() == png.read_bytes(), png.name
     for csv in sorted((report.parent / "tables").glob("*.csv")):

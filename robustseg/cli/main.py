@@ -198,7 +198,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         for failure in outcome.failures:
             err_console.print(f"  {failure}", markup=False, highlight=False, soft_wrap=True)
         return 1
-    console.print(f"report: {outcome.report}")
+    console.print(f"report: {outcome.report} (and report.html beside it)")
     return 0
 
 
@@ -221,7 +221,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from robustseg.pipeline.study import report_from_run_dir
 
     out = report_from_run_dir(args.run_dir, force=args.force)
-    console.print(f"report: {out}")
+    console.print(f"report: {out} (and report.html beside it)")
     return 0
 
 
