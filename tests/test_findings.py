@@ -161,6 +161,28 @@ def test_perturbation_ranking_most_and_least_damaging() -> None:
     assert fd.perturbation_ranking(_facts(retention=pd.DataFrame())) is None
 
 
+def _matched() -> pd.DataFrame:
+    rows = []
+    for level in (0.9, 0.8, 0.7):
+        for p, base in (("beam_width", 0.4), ("gaussian_noise", 0.9), ("contrast", 0.7), ("speckle_reduction", None)):
+            for c, shift in (("csp", 0.0), ("lv", 0.05)):
+                r = np.nan if base is None or (p == "contrast" and level == 0.7) else base + shift + (level - 0.8)
+                rows.append({"arm": "hybrid", "class": c, "level": level, "perturbation": p, "measure": "fan",
+                             "retention_mean": r, "retention_sd": 0.03, "n_runs": 6, "reached": not np.isnan(r)})
+    return pd.DataFrame(rows)
+
+
+def test_perturbation_ranking_at_matched_damage() -> None:
+    text = fd.perturbation_ranking(_facts(matched_damage=_matched()))
+    assert "At equal image damage (SSIM 0.8" in text
+    assert "`beam_width` costs CSP and LV the most (Dice retention 0.40 ± 0.03 CSP, 0.45 ± 0.03 LV" in text
+    assert "`gaussian_noise` the least (0.90 ± 0.03 CSP, 0.95 ± 0.03 LV), of 3 perturbations" in text
+    assert "`speckle_reduction` never damages images that much" in text
+    _links_ok(text)
+    # without the matched table: the severity-based ranking, which says that it is not matched
+    assert "not matched on image damage" in fd.perturbation_ranking(_facts())
+
+
 def test_review_catch_uses_the_best_score() -> None:
     text = fd.review_catch(_facts())
     assert "ranked by the pairwise Dice of the seed ensemble" in text and "0.56 [0.46, 0.66]" in text

@@ -290,9 +290,19 @@ def area_agreement(facts: Facts) -> str | None:
             f"(the reference study targeted ICC >= 0.9).{see(facts, 'agreement', 'icc_reference')}")
 
 
+MATCHED_LEVEL = 0.8
+"""In-fan SSIM at which the findings compare perturbations (the calibration's middle severity), where the report
+has the ``matched_damage`` table."""
+
+
 @FINDINGS.register("perturbation_ranking")
 def perturbation_ranking(facts: Facts) -> str | None:
-    """The most and least damaging perturbation for the small structures (Dice retention, baseline arm)."""
+    """The most and least damaging perturbation for the small structures (Dice retention, baseline arm): at matched
+    image damage (SSIM) where the report has the ``matched_damage`` table, else at each perturbation's own
+    severities."""
+    matched = _matched_ranking(facts)
+    if matched:
+        return matched
     ret = _rows(facts.table("retention"), arm=facts.baseline)
     if ret.empty:
         return None
@@ -318,6 +328,35 @@ def perturbation_ranking(facts: Facts) -> str | None:
                 f"`{best}` least ({per(best)})")
     text += "; severities are each perturbation's own levels, not matched on image damage"
     return text + "." + see(facts, "robustness", "retention", "robustness")
+
+
+def _matched_ranking(facts: Facts) -> str | None:
+    """The ranking at matched in-fan SSIM (``matched_damage``: retention read off each run's retention-vs-SSIM curve
+    at a common SSIM, then mean and SD over runs)."""
+    m = _rows(facts.table("matched_damage"), arm=facts.baseline)
+    if m.empty or "level" not in m.columns:
+        return None
+    levels = sorted(m["level"].astype(float).unique())
+    level = min(levels, key=lambda v: abs(v - MATCHED_LEVEL))
+    m = m[np.isclose(m["level"].astype(float), level) & m["class"].isin(facts.small)]
+    reached = m[m["retention_mean"].notna() & m.get("reached", pd.Series(True, index=m.index)).astype(bool)]
+    mean = reached.groupby("perturbation")["retention_mean"].mean().sort_values(kind="stable")
+    if len(mean) < 2:
+        return None
+    worst, best = str(mean.index[0]), str(mean.index[-1])
+
+    def per(p: str) -> str:
+        r = reached[reached["perturbation"] == p].set_index("class")
+        return ", ".join(f"{md.pm(r.loc[c, 'retention_mean'], r.loc[c, 'retention_sd'], 2)} {display_name(c)}"
+                         for c in facts.small if c in r.index)
+
+    short = sorted(set(m["perturbation"]) - set(mean.index))
+    text = (f"At equal image damage (SSIM {level:g}, in the fan or in the region a local artefact touches), `{worst}` "
+            f"costs {_names(facts.small)} the most (Dice retention {per(worst)}, mean ± SD over runs) and `{best}` the "
+            f"least ({per(best)}), of {len(mean)} perturbations")
+    if short:
+        text += f"; {', '.join(f'`{p}`' for p in short)} never damage{'s' if len(short) == 1 else ''} images that much"
+    return text + "." + see(facts, "robustness", "matched_damage", "damage")
 
 
 def _severities(facts: Facts) -> str:
