@@ -74,15 +74,16 @@ def test_phantom_into_a_folder_holding_only_os_litter(tmp_path: Path) -> None:
     assert main(["phantom", str(folder), "--n", "2", "--style", "small-thin"]) == 0
 
 
-def test_phantom_failure_leaves_no_folder(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("fault, code", [(OSError(28, "No space left on device"), 1), (KeyboardInterrupt(), 130)])
+def test_phantom_failure_leaves_no_folder(tmp_path: Path, monkeypatch, fault, code) -> None:
     import robustseg.data.phantom as ph
 
     def boom(*a, **k):
-        raise OSError(28, "No space left on device")
+        raise fault
 
     monkeypatch.setattr(ph, "write_mask", boom)
     out = tmp_path / "ph"
-    assert main(["phantom", str(out), "--n", "2", "--style", "small-thin"]) == 1
+    assert main(["phantom", str(out), "--n", "2", "--style", "small-thin"]) == code
     assert not out.exists()
 
 
@@ -190,3 +191,47 @@ def test_every_file_is_written_through_io() -> None:
     offenders = {str(p.relative_to(package)): hits for p in sorted(package.rglob("*.py")) if p.name != "_io.py"
                  for hits in [_direct_writes(p.read_text(encoding="utf-8"))] if hits}
     assert offenders == {}, offenders
+
+
+# --- folders written before output markers existed ----------------------------------------------------------
+
+
+def test_a_phantom_of_an_earlier_version_is_recognised(tmp_path: Path) -> None:
+    out = tmp_path / "ph"
+    assert main(["phantom", str(out), "--n", "4", "--style", "small-thin"]) == 0
+    (out / MARKER).unlink()  # as an earlier version left it
+    assert main(["phantom", str(out), "--n", "2", "--style", "small-thin"]) == 0
+    assert len(list((out / "Trans-thalamic" / "Trans-thalamic").glob("*.png"))) == 2
+
+
+def test_a_perturb_output_of_an_earlier_version_is_recognised(tmp_path: Path) -> None:
+    from corpus.build import arrays
+
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for i in range(2):
+        Image.fromarray(arrays(i)[0]).save(images / f"im{i}.png")
+    out = tmp_path / "out"
+    argv = ["perturb", str(images), str(out), "--suite", "gaussian_noise", "--severity", "1"]
+    assert main(argv) == 0
+    (out / MARKER).unlink()
+    (images / "im1.png").unlink()
+    assert main(argv) == 0  # recognised; the image no longer there leaves no stale copy
+    assert sorted(p.name for p in (out / "gaussian_noise" / "s1").iterdir()) == ["im0.png"]
+    (out / "mine.txt").write_text("x")
+    (out / MARKER).unlink()
+    assert main(argv) == 2  # anything else in it: not recognised
+
+
+def test_default_outputs_of_a_relative_dot_land_beside_the_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``evaluate-folder . GT`` run inside the prediction folder writes ../evaluation, not ./evaluation."""
+    from corpus.build import masks_dir, real_looking_dataset
+
+    gt = masks_dir(real_looking_dataset(tmp_path / "fhb", extras=False))
+    pred = tmp_path / "pred"
+    shutil.copytree(gt, pred)
+    monkeypatch.chdir(pred)
+    assert main(["evaluate-folder", ".", str(gt), "--no-boundary"]) == 0
+    assert (tmp_path / "evaluation" / "per_image.csv").is_file() and not (pred / "evaluation").exists()

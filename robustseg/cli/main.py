@@ -147,7 +147,7 @@ def cmd_evaluate_folder(args: argparse.Namespace) -> int:
     else:
         classes = tuple(c.strip() for c in (args.classes or ",".join(CLASS_NAMES)).split(","))
     small = [c.strip() for c in args.small_structures.split(",")] if args.small_structures else None
-    out = expand(args.output) if args.output else expand(args.pred_dir).parent / "evaluation"
+    out = expand(args.output) if args.output else expand(args.pred_dir).resolve().parent / "evaluation"
     target = check_output(out, force=args.force, inputs=(args.pred_dir, args.gt_dir))  # before the evaluation
     per_image, summary = evaluate_folder(
         args.pred_dir, args.gt_dir, pixel_size_csv=args.pixel_size_csv, classes=classes, colormap=colormap,

@@ -243,8 +243,12 @@ def _finish(rows: list[dict], meta: pd.DataFrame | None, meta_path: Path | None,
         meta = _match_case(meta, df["image_id"], meta_path, warnings)
         unknown = sorted(set(meta["image_id"]) - set(df["image_id"]))
         if unknown:
+            stripped = {i.lstrip("0") for i in df["image_id"]}
+            zeros = [u for u in unknown if u.isdigit() and u.lstrip("0") in stripped]
+            hint = (f" ({zeros[0]!r} matches a file name but for leading zeros: a spreadsheet may have read the ids as "
+                    "numbers; format the column as text)") if zeros else ""
             raise InputError(
-                f"{meta_path}: rows for unknown images {unknown[:5]}; expected names of existing images"
+                f"{meta_path}: rows for unknown images {unknown[:5]}; expected names of existing images{hint}"
             )
         extra = meta.drop(
             columns=[

@@ -362,10 +362,22 @@ def generate_phantom(
     w, h = (int(size[0]), int(size[1]))
     if w < 32 or h < 32:
         raise InputError(f"phantom size {size!r}: expected width and height >= 32")
-    target = claim_output_dir(out_dir, "phantom", force=force, what="phantom folder")
+    target = claim_output_dir(out_dir, "phantom", force=force, what="phantom folder", legacy=_legacy_phantom)
     with target.staging() as stage:
         _write_phantom(stage, int(n), int(seed), plane, w, h, st, float(abnormal_fraction), float(difficulty))
     return target.path
+
+
+def _legacy_phantom(folder: Path) -> list[str] | None:
+    """A phantom written before output markers existed: only plane folders, each with the phantom's own
+    ``meta.csv`` (header ``image_id,abnormal,abnormality``, which a real data set does not have); its files."""
+    from robustseg._outdir import first_line
+
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if not entries or not all(p.is_dir() and first_line(p / "meta.csv") == "image_id,abnormal,abnormality"
+                              for p in entries):
+        return None
+    return [f.relative_to(folder).as_posix() for p in entries for f in sorted(p.rglob("*")) if f.is_file()]
 
 
 def _write_phantom(out: Path, n: int, seed: int, plane: str, w: int, h: int, st: PhantomStyle,

@@ -5,7 +5,8 @@ What Excel, LibreOffice and hand edits produce is read as meant, by construction
 - **Encodings**: a UTF-8 byte-order mark (Excel's "CSV UTF-8"), UTF-16 with or without a mark (Excel's "Unicode
   text"), UTF-32, plain UTF-8, and else Windows-1252 (Excel's "CSV (comma delimited)" on a Western Windows); a
   workbook saved with a ``.csv`` name (``.xlsx`` / ``.xls``) is named as such.
-- **Separators**: ``,`` ``;`` tab or ``|``, whichever splits the header line into most columns; quoted fields;
+- **Separators**: ``,`` ``;`` tab or ``|``, whichever splits the header line into most columns (or the one an
+  Excel ``sep=;`` first line names); quoted fields;
   ``\\r\\n``, ``\\n`` and old-Mac ``\\r`` line ends.
 - **Empty rows and columns** (Excel's ``;;;;`` lines, trailing separators) are dropped; cells are stripped of
   spaces (non-breaking ones too). A row longer than the header with values in the extra cells gets columns
@@ -123,10 +124,13 @@ def read_table(path: str | Path, what: str = "table") -> UserTable:
     path = Path(os.path.expanduser(str(path)))
     text, encoding = decode(read_bytes(path, what), path, what)
     text = text.lstrip("\ufeff")
+    hint = re.match(r"[ \t]*sep=(.)[ \t,;]*(\r\n|\r|\n)", text, flags=re.I)  # Excel's "sep=;" first line
+    if hint:
+        text = "\n" * (hint.group(2) in ("\n", "\r\n", "\r")) + text[hint.end():]
     first = next((ln for ln in text.splitlines() if ln.strip(_SPACES + ",;|")), None)
     if first is None:
         raise InputError(f"{path}: the {what} is empty; expected a header line and one row per image")
-    sep = _sniff(first)
+    sep = hint.group(1) if hint else _sniff(first)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     raw: list[tuple[int, list[str]]] = []
     try:

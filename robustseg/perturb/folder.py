@@ -142,6 +142,17 @@ def contact_sheet(
 _IMAGE_SUFFIXES = IMAGE_EXTS
 
 
+def _legacy_output(folder: Path) -> list[str] | None:
+    """A ``perturb`` output written before output markers existed: ``contact_sheet.png`` and only folders named
+    after perturbations (``<perturbation>/s<k>/*.png``); returns those files."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    sheet = folder / "contact_sheet.png"
+    if not sheet.is_file() or any(p != sheet and not (p.is_dir() and p.name in PERTURBATIONS) for p in entries):
+        return None
+    return ["contact_sheet.png", *(p.relative_to(folder).as_posix() for d in entries if d.is_dir()
+                                   for p in sorted(d.glob("s*/*.png")))]
+
+
 def perturb_folder(
     image_dir: str | Path,
     out_dir: str | Path,
@@ -173,7 +184,8 @@ def perturb_folder(
     image_dir, out_dir = expand(image_dir), expand(out_dir)
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: not a directory; expected a folder of images")
-    target = claim_output_dir(out_dir, "perturb", force=force, inputs=(image_dir,), what="output folder")
+    target = claim_output_dir(out_dir, "perturb", force=force, inputs=(image_dir,), what="output folder",
+                              legacy=_legacy_output)
     files = list_images(image_dir)
     if not files:
         raise InputError(f"{image_dir}: no images ({', '.join(_IMAGE_SUFFIXES)}) found")

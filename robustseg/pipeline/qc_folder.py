@@ -150,7 +150,7 @@ def qc_folder(run_dir: str | Path, image_dir: str | Path, output: str | Path | N
         raise InputError(f"--score {score!r}: expected one of {', '.join(qs.HIGHER_IS_CONFIDENT)}")
     if not 0.0 < float(review) < 1.0:
         raise InputError(f"--review {review!r}: expected a fraction between 0 and 1")
-    path = claim_output_file(output if output else image_dir.parent / "qc.csv", "qc", force=force,
+    path = claim_output_file(output if output else image_dir.resolve().parent / "qc.csv", "qc", force=force,
                              inputs=(image_dir, run_dir), signature=is_qc_table)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: run folder not found")

@@ -307,6 +307,9 @@ _meta_case("meta-id-case-mismatch", "meta.csv names a file with other case (a Wi
            f"image_id,patient_id\n{N[0].upper()},A\n".encode(), 0, check=_patients_are({N[0]: "A"}))
 _meta_case("meta-row-without-id", "meta.csv row with values but an empty image_id (a note typed in the sheet)",
            f"image_id,patient_id\n{N[0]},A\n,see note\n".encode(), 2, r"line 3 has values but no image_id")
+_meta_case("meta-excel-sep-line", "meta.csv with Excel's 'sep=;' first line",
+           ("sep=;\r\nimage_id;patient_id\r\n" + "".join(f"{n};P{i}\r\n" for i, n in enumerate(N[:4]))).encode(),
+           check=_patients_are({N[0]: "P0"}))
 _meta_case("meta-header-only", "meta.csv with a header and no rows", b"image_id,patient_id\r\n", 0)
 _meta_case("meta-patient-case", "patient ids typed as 'P07' and 'p07 ' (one patient)",
            f"image_id,patient_id\n{N[0]},P07\n{N[1]},p07 \n".encode(), 0, r"merged",
@@ -337,6 +340,13 @@ _pixel_case("pixel-utf16", "pixel-size CSV as Excel 'Unicode text' (UTF-16, tabs
             .encode("utf-16"), sizes={NAMES[1]: 0.201})
 _pixel_case("pixel-no-label", "pixel-size CSV row with a value but no label", b"Label,Pixel in mm\n,0.1\n", 2,
             r"line 2 has a pixel size but no label")
+
+
+@case("meta-leading-zeros-lost", "numeric image ids whose leading zeros a spreadsheet removed", 2,
+      r"'12' matches a file name but for leading zeros")
+def _(f: Path, ctx: Ctx) -> list[str]:
+    folder_dataset(f / "ds", names=("0007", "0012"), meta=b"image_id,patient_id\n7,A\n12,B\n")
+    return ["check-data", str(f / "ds")]
 
 
 # --- study files ---------------------------------------------------------------------------------------------
