@@ -65,16 +65,23 @@ class Prepared:
     runs: list[RunSpec]
 
 
-def _phantom_path(study: Study, runs_dir: Path) -> Path:
-    """Generate the study's phantom once (into a temporary folder renamed into place)."""
-    from robustseg.data.phantom import generate_phantom, get_style
+def _phantom_style(study: Study) -> str:
+    """``data.phantom_style``, checked (before anything is written)."""
+    from robustseg.data.phantom import get_style
 
-    d = study.data
-    style = d.phantom_style
     try:
-        get_style(style)
+        get_style(study.data.phantom_style)
     except InputError as exc:
         raise InputError(f"{study.path or 'study'}: key 'data.phantom_style': {exc}") from None
+    return study.data.phantom_style
+
+
+def _phantom_path(study: Study, runs_dir: Path) -> Path:
+    """Generate the study's phantom once (into a temporary folder renamed into place)."""
+    from robustseg.data.phantom import generate_phantom
+
+    d = study.data
+    style = _phantom_style(study)
     tag = "" if style == "default" else f"-{style}"
     target = expand(d.path) if d.path else runs_dir / "data" / f"phantom{tag}-n{d.phantom_n}-s{d.phantom_seed}"
     if target.parent.is_dir():  # phantoms half-written by a killed process
@@ -194,6 +201,7 @@ def prepare(study: Study, force: bool = False) -> Prepared:
     if not d.path and d.source != "phantom":
         raise InputError(f"{study.path or 'study'}: key 'data.path' is required for source {d.source!r}")
     if d.source == "phantom" and not d.path:
+        _phantom_style(study)
         runs_out.create()  # the generated phantom goes inside: the folder (and its marker) first
     path = _phantom_path(study, runs_dir) if d.source == "phantom" else expand(d.path)
     from robustseg.data.io import LABELS

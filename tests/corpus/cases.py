@@ -418,6 +418,21 @@ def _(f: Path, ctx: Ctx) -> list[str]:
             "--set", "execution.runs_dir=~/r"]
 
 
+def _tilde_outputs(f: Path) -> None:
+    assert (f / "r" / "tiny" / "study.json").is_file() and not (f / "~").exists()
+
+
+@case("train-tilde-runs-dir", "train with runs_dir = '~/r' and reports_dir = '~/rep' (no literal ./~ folder)", 0,
+      issue="D14", slow=True, check=_tilde_outputs)
+def _(f: Path, ctx: Ctx) -> list[str]:
+    return ["train", str(study_file(f, runs="~/r", reports="~/rep"))]
+
+
+@case("study-bad-style-writes-nothing", "study with an unknown data.phantom_style", 2, r"data\.phantom_style")
+def _(f: Path, ctx: Ctx) -> list[str]:
+    return ["study", str(study_file(f)), "--set", "data.phantom_style=tiny-thin"]
+
+
 @case("tune-zero-trials", "tune --trials 0", 2, r"--trials 0: expected an integer >= 1", issue="D22")
 def _(f: Path, ctx: Ctx) -> list[str]:
     return ["tune", str(study_file(f, extra="[tune]\ntrials = 1\n")), "--trials", "0"]
