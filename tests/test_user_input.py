@@ -44,8 +44,9 @@ def test_excel_empty_rows_and_columns_are_dropped_and_lines_kept(tmp_path: Path)
 
 def test_ids_stay_strings_and_numbers_are_typed(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
-    path.write_text("image_id,patient_id,weeks,flag,note\n1,007,21,True,x\n2,7,,False,\n")
+    path.write_text("image_id,patient_id,weeks,flag,note,kind,empty\n1,007,21,True,x,none,\n2,7,,False,,none,\n")
     frame = typed_frame(read_table(path), id_columns=("image_id", "patient_id"))
+    assert frame["kind"].tolist() == ["none", "none"] and frame["empty"].isna().all()  # words stay words
     assert frame["image_id"].tolist() == ["1", "2"] and frame["patient_id"].tolist() == ["007", "7"]
     assert frame["weeks"].iloc[0] == 21.0 and np.isnan(frame["weeks"].iloc[1])
     assert frame["flag"].tolist() == [True, False] and frame["note"].tolist() == ["x", ""]

@@ -208,9 +208,11 @@ def typed_frame(table: UserTable, id_columns: Iterable[str] = ()) -> pd.DataFram
         values = out[name].tolist()
         if _is_id(name, ids):
             continue
+        if all(v == "" for v in values):  # an empty column (words like "none" stay words)
+            out[name] = [math.nan] * len(values)
+            continue
         present = [v for v in values if v.strip(_SPACES).lower() not in MISSING]
         if not present:
-            out[name] = [math.nan] * len(values)
             continue
         if len(present) == len(values) and all(v.lower() in ("true", "false") for v in present):
             out[name] = [v.lower() == "true" for v in values]
