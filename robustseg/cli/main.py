@@ -193,6 +193,11 @@ def cmd_study(args: argparse.Namespace) -> int:
                           "see 'diverged' in tables/runs.csv):[/yellow]")
         for line in outcome.diverged:
             err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    if outcome.tracking_errors:  # the study went on; what the tracker could not log is listed
+        err_console.print(f"[yellow]tracking ({study.execution.tracking}): {len(outcome.tracking_errors)} "
+                          "event(s) could not be logged:[/yellow]")
+        for line in outcome.tracking_errors[:5]:
+            err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     if outcome.failures:
         err_console.print(f"[red]{len(outcome.failures)} run(s) failed:[/red]")
         for failure in outcome.failures:

@@ -243,6 +243,9 @@ class EvalTable(Table):
 
 
 class ExecutionTable(Table):
+    """``[execution]``: where and how runs execute, and where progress is recorded. Nothing here changes a
+    result, so none of it enters the run id."""
+
     executor: Literal["local", "dask"] = "local"
     scheduler: str = ""
     threads: Annotated[int, Field(ge=0, le=256)] = 0
@@ -250,6 +253,14 @@ class ExecutionTable(Table):
     runs_dir: UserPath = "runs"
     reports_dir: UserPath = "reports"
     bootstrap: Annotated[int, Field(ge=0, le=1000000)] = 2000
+    tracking: Literal["none", "mlflow", "tensorboard"] = "none"
+    """Experiment tracking of every run (parameters, epochs, final per-class metrics) and of the report;
+    needs the extra of the same name (``robustseg.track``)."""
+    tracking_uri: str = ""
+    """MLflow: a tracking URI (empty: MLflow's default, ``MLFLOW_TRACKING_URI`` or the working directory's
+    store); TensorBoard: the log folder (empty: ``<runs_dir>/<study>/tensorboard``)."""
+    tracking_experiment: str = ""
+    """MLflow experiment name (empty: the study's name)."""
 
 
 # --- [tune] ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from robustseg.pipeline.artifacts import RunResult
 
@@ -52,7 +53,14 @@ class RunInvalid:
     reason: str
 
 
-Event = EpochEnd | RunStarted | RunFinished | RunWaiting | RunInvalid
+@dataclass(frozen=True)
+class ReportWritten:
+    """The study's report was written to ``path`` (``reports/<study>/report.md``; figures and tables beside it)."""
+
+    path: Path
+
+
+Event = EpochEnd | RunStarted | RunFinished | RunWaiting | RunInvalid | ReportWritten
 OnEvent = Callable[[Event], None]
 
 

@@ -222,7 +222,10 @@ class DaskExecutor:
                 yield _lost(future.key.removeprefix("robustseg-"), exc, "worker")
 
     def close(self) -> None:
-        self.client.close()
+        """Close the client (idempotent)."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
 
 def _size(spec: RunSpec) -> int | None:

@@ -37,10 +37,11 @@ from robustseg._warnings import logged
 from robustseg.config import Study
 from robustseg.errors import InputError
 from robustseg.pipeline.artifacts import COMPLETE, RunResult, RunStatus, read_failure, run_state, verify_run
-from robustseg.pipeline.events import OnEvent, RunFinished, RunInvalid, RunStarted, ignore
+from robustseg.pipeline.events import OnEvent, ReportWritten, RunFinished, RunInvalid, RunStarted, ignore
 from robustseg.pipeline.inputs import LoadedData, fingerprint, load_data
 from robustseg.pipeline.plan import DataSpec, RunSpec, plan_runs, split_fingerprint
 from robustseg.pipeline.runner import execute_run
+from robustseg.track import open_tracker
 
 
 @dataclass
@@ -52,6 +53,8 @@ class StudyOutcome:
     """Runs that completed with finite but absurd validation losses (``complete.json`` ``diverged``)."""
     report: Path | None = None
     seconds: float = 0.0
+    tracking_errors: list[str] = field(default_factory=list)
+    """What the tracker (``execution.tracking``) could not log; the study itself went on."""
 
 
 @dataclass(frozen=True)
@@ -323,7 +326,18 @@ def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent |
     """
     on_event = on_event or ignore
     started = time.time()
-    executor = _executor(study, scheduler)  # a missing extra or an unreachable scheduler fails before any work
+    runs_dir, _ = output_dirs(study, force)
+    with logged(runs_dir, "study"):  # the trackers' and Dask's import-time warnings too
+        tracker = open_tracker(study, runs_dir)  # a missing extra or store, an unreachable scheduler: before any work
+        if tracker is not None:
+            on_event = _both(on_event, tracker)
+        try:
+            executor = _executor(study, scheduler, cluster)
+        except BaseException:
+            if tracker is not None:
+                tracker.close(ok=False)
+            raise
+    ok = False
     try:
         prep = prepare(study, force)
         outcome = StudyOutcome(prep.runs_dir)
@@ -337,16 +351,35 @@ def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent |
             for result in executor.map(pending, prep.runs_dir, on_event):
                 outcome.results.append(result)
                 on_event(RunFinished(result))
+            executor.close()  # a cluster's jobs end before the report is built
             collect_tables(prep.runs_dir)
+        outcome.failures = [f"{r.run_id}: {r.error or '?'}" for r in outcome.results if r.status is RunStatus.FAILED]
+        outcome.diverged = [f"{r.run_id}: {r.summary.get('diverged_reason')}" for r in outcome.results
+                            if r.ok and r.summary.get("diverged")]
+        if report:
+            outcome.report = write_report(prep.runs_dir, study, force=force)
+            with logged(prep.runs_dir, "tracking"):
+                on_event(ReportWritten(outcome.report))
+        ok = True
     finally:
         executor.close()
-    outcome.failures = [f"{r.run_id}: {r.error or '?'}" for r in outcome.results if r.status is RunStatus.FAILED]
-    outcome.diverged = [f"{r.run_id}: {r.summary.get('diverged_reason')}" for r in outcome.results
-                        if r.ok and r.summary.get("diverged")]
-    if report:
-        outcome.report = write_report(prep.runs_dir, study, force=force)
+        if tracker is not None:
+            with logged(runs_dir, "tracking"):
+                tracker.close(ok=ok)
+    if tracker is not None:
+        outcome.tracking_errors = list(tracker.errors)
     outcome.seconds = time.time() - started
     return outcome
+
+
+def _both(first: OnEvent, second: OnEvent) -> OnEvent:
+    """One ``on_event`` that calls ``first`` (progress) and then ``second`` (the tracker)."""
+
+    def call(event: Any) -> None:
+        first(event)
+        second(event)
+
+    return call
 
 
 def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
