@@ -76,6 +76,10 @@ def test_extras_error_names_the_extra_and_exits_2(tmp_path: Path) -> None:
                                        'pip install "robustseg[timm]"'),
         "distributed": (["study", str(plain), "--scheduler", "tcp://127.0.0.1:1"],
                         'needs distributed, which is not installed: pip install "robustseg[dask]"'),
+        "mlflow": (["study", str(plain), "--set", "execution.tracking=mlflow"],
+                   "execution.tracking = 'mlflow' needs mlflow, which is not installed: pip install \"robustseg[mlflow]\""),
+        "tensorboard": (["study", str(plain), "--set", "execution.tracking=tensorboard"],
+                        'needs tensorboard, which is not installed: pip install "robustseg[tensorboard]"'),
     }
     for blocked, (argv, message) in cases.items():
         code = (f"import sys; sys.modules[{blocked!r}] = None\n"

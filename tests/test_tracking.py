@@ -194,3 +194,13 @@ def test_mlflow_file_store_replay(tracked: dict, tmp_path: Path, monkeypatch: py
     history = pd.read_csv(ml.runs_dir / result.run_id / "history.csv")
     assert [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")] == list(history["val_loss"])
     assert run.data.metrics == pytest.approx({**run.data.metrics, **final_metrics(ml.runs_dir / result.run_id)})
+
+
+def test_an_unusable_tracking_store_is_one_line_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from robustseg.cli import main
+
+    study = _study_file(tmp_path, "mlflow", 'tracking_uri = "bogus-scheme://nowhere"\n')
+    assert main(["study", str(study)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "key 'execution.tracking_uri' = 'bogus-scheme://nowhere'" in err
+    assert not (tmp_path / "runs-mlflow").exists()
