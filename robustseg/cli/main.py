@@ -187,7 +187,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, overrides=args.set)  # no file: the packaged quickstart
     with ProgressRenderer(console, err_console) as progress:
-        outcome = run_study(study, scheduler=args.scheduler, on_event=progress, force=args.force)
+        outcome = run_study(study, scheduler=args.scheduler, cluster=args.cluster, on_event=progress,
+                            force=args.force)
     if outcome.diverged:  # finished, so kept; but flagged where nobody can miss it
         err_console.print(f"[yellow]{len(outcome.diverged)} run(s) diverged (finite but absurd validation loss; "
                           "see 'diverged' in tables/runs.csv):[/yellow]")
@@ -340,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("study", nargs="?", help="study file (TOML); - reads it from standard input; default: the packaged "
                    "quickstart (phantom, CPU)")
     s.add_argument("--scheduler", help="address of a Dask scheduler to send runs to")
+    s.add_argument("--cluster", choices=["slurm"],
+                   help="start a Dask cluster of SLURM jobs (options from [execution.slurm]) and send runs to it")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     s.add_argument("--force", action="store_true", help=FORCE_HELP + "; applies to runs_dir/<name> and reports_dir/<name>")
     s.set_defaults(func=cmd_study)

@@ -242,11 +242,46 @@ class EvalTable(Table):
     """Where predictions are scored: each image's native size and pixel size, or the network's input size."""
 
 
+class SlurmTable(Table):
+    """``[execution.slurm]``: the SLURM jobs that ``robustseg study --cluster slurm`` (or ``executor = "slurm"``)
+    submits through dask-jobqueue's ``SLURMCluster``; each job is one Dask worker that executes runs."""
+
+    partition: str = ""
+    """``#SBATCH -p`` (empty: the cluster's default partition)."""
+    account: str = ""
+    qos: str = ""
+    jobs: Annotated[int, Field(ge=1, le=10000)] = 1
+    """SLURM jobs (Dask workers) kept running while runs are pending."""
+    runs_per_job: Annotated[int, Field(ge=1, le=256)] = 1
+    """Runs one job executes side by side (the worker's threads)."""
+    cpus_per_job: Annotated[int, Field(ge=1, le=1024)] = 4
+    gpus_per_job: Annotated[int, Field(ge=0, le=64)] = 0
+    """``#SBATCH --gres=gpu:N`` (0: none)."""
+    memory: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B?)$", json_schema_extra={
+        "expected": "a memory size such as '16GB' or '500MB'"})] = "16GB"
+    walltime: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]{1,3}:[0-5][0-9](:[0-5][0-9])?$", json_schema_extra={
+        "expected": "a SLURM time limit such as '04:00:00' or '1-00:00:00'"})] = "04:00:00"
+    python: str = ""
+    """Python interpreter on the compute nodes (empty: this one); robustseg must be installed for it."""
+    job_script_prologue: list[str] = []
+    """Shell lines run before the worker starts (``module load cuda``, ``source venv/bin/activate``)."""
+    job_extra_directives: list[str] = []
+    """More ``#SBATCH`` options, e.g. ``["--constraint=a100"]``."""
+    interface: str = ""
+    """Network interface of the scheduler and the workers (e.g. ``ib0``; ``lo`` on a single machine)."""
+    log_directory: str = ""
+    """Folder of the jobs' stdout/stderr (empty: ``<runs_dir>/<study>/slurm-logs``)."""
+    local_directory: str = ""
+    """Workers' scratch folder (empty: Dask's default)."""
+
+
 class ExecutionTable(Table):
     """``[execution]``: where and how runs execute, and where progress is recorded. Nothing here changes a
     result, so none of it enters the run id."""
 
-    executor: Literal["local", "dask"] = "local"
+    executor: Literal["local", "dask", "slurm"] = "local"
+    """``local`` (this process, or ``workers`` local processes), ``dask`` (``scheduler``), ``slurm``
+    (``[execution.slurm]``; the same as ``robustseg study --cluster slurm``)."""
     scheduler: str = ""
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     workers: Annotated[int, Field(ge=1, le=256)] = 1
@@ -261,6 +296,7 @@ class ExecutionTable(Table):
     store); TensorBoard: the log folder (empty: ``<runs_dir>/<study>/tensorboard``)."""
     tracking_experiment: str = ""
     """MLflow experiment name (empty: the study's name)."""
+    slurm: SlurmTable = SlurmTable()
 
 
 # --- [tune] ---------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ Every executor follows :class:`Executor`: ``map(specs, runs_dir, on_event)`` yie
 - ``LocalExecutor``: in this process, one run after another; forwards per-epoch events.
 - ``PoolExecutor``: ``execution.workers > 1`` local processes side by side; their epoch events are
   forwarded through a queue, and they die with the study process (kill -9 included).
-- ``DaskExecutor``: sends each run to an existing Dask cluster (``--scheduler tcp://host:8786``; for
-  example one started by dask-jobqueue on Slurm). Workers need the package installed and the runs
-  folder and data on a shared file system.
+- ``DaskExecutor``: sends each run to an existing Dask cluster (``--scheduler tcp://host:8786``), or to
+  SLURM jobs it starts (``--cluster slurm``, :mod:`robustseg.pipeline.slurm`). Workers need the package
+  installed and the runs folder and data on a shared file system.
 """
 
 from __future__ import annotations
@@ -197,14 +197,21 @@ def _stop(pool: Any) -> None:
 
 
 class DaskExecutor:
-    """Submits every run to a Dask distributed scheduler and yields results as they complete."""
+    """Submits every run to a Dask distributed scheduler and yields results as they complete.
 
-    def __init__(self, address: str, threads: int = 0) -> None:
+    ``address``: a running scheduler (``--scheduler``); or ``cluster``: a cluster object this executor owns
+    and closes (``--cluster slurm``: dask-jobqueue's ``SLURMCluster``, see :mod:`robustseg.pipeline.slurm`).
+    """
+
+    def __init__(self, address: str = "", threads: int = 0, cluster: Any = None) -> None:
         Client = require("distributed", "a Dask scheduler (--scheduler, execution.executor = 'dask')").Client
+        self.cluster = cluster
         try:
-            self.client = Client(address, timeout="20s")
+            self.client = Client(cluster if cluster is not None else address, timeout="20s")
         except (OSError, TimeoutError) as exc:
-            raise InputError(f"--scheduler {address}: cannot connect to a Dask scheduler ({exc})") from None
+            if cluster is not None:
+                cluster.close()
+            raise InputError(f"--scheduler {address or cluster}: cannot connect to a Dask scheduler ({exc})") from None
         self.threads = threads
 
     def map(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent | None = None) -> Iterator[RunResult]:
@@ -222,10 +229,13 @@ class DaskExecutor:
                 yield _lost(future.key.removeprefix("robustseg-"), exc, "worker")
 
     def close(self) -> None:
-        """Close the client (idempotent)."""
+        """Close the client, and the cluster it owns (its jobs end); idempotent."""
         if self.client is not None:
             self.client.close()
             self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
 
 
 def _size(spec: RunSpec) -> int | None:

@@ -176,6 +176,7 @@ def _attempt(spec: RunSpec, run_dir: Path, threads: int, on_event: OnEvent) -> R
     diverged = divergence(history)
     summary.update({"run_id": spec.run_id, "status": "complete", "seconds": seconds,
                     "arm": spec.arm, "fold": spec.fold, "seed": spec.seed, "host": platform.node(),
+                    "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),  # provenance: the job that ran it (if any)
                     "diverged": diverged is not None, "diverged_reason": diverged or ""})
     summary["files"] = file_manifest(run_dir)  # what "complete" promises: checked on every load
     write_json(run_dir / COMPLETE, summary)

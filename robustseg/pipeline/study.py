@@ -302,10 +302,24 @@ def _save_reference(runs_dir: Path, loaded: LoadedData, splits: pd.DataFrame, re
     write_csv(runs_dir / "reference_features.csv.gz", feats)
 
 
-def _executor(study: Study, scheduler: str | None) -> Any:
+CLUSTERS = ("slurm",)
+"""Clusters ``robustseg study --cluster`` can start (dask-jobqueue)."""
+
+
+def _executor(study: Study, scheduler: str | None, cluster: str | None = None) -> Any:
     from robustseg.pipeline.executors import DaskExecutor, LocalExecutor, PoolExecutor
 
     ex = study.execution
+    where = str(study.path or "study")
+    if cluster is not None and cluster not in CLUSTERS:
+        raise InputError(f"--cluster {cluster!r}: expected one of {', '.join(CLUSTERS)}")
+    if cluster is not None and scheduler:
+        raise InputError("--cluster and --scheduler: give one of them (--cluster starts its own scheduler)")
+    if cluster == "slurm" or (ex.executor == "slurm" and not scheduler):
+        from robustseg.pipeline.slurm import start_slurm_cluster
+
+        runs_dir = Path(ex.runs_dir) / study.name
+        return DaskExecutor(threads=ex.threads, cluster=start_slurm_cluster(ex.slurm, runs_dir, study.name, where))
     address = scheduler or (ex.scheduler if ex.executor == "dask" else "")
     if ex.executor == "dask" and not address:
         raise InputError(f"{study.path or 'study'}: executor 'dask' needs 'execution.scheduler' or --scheduler ADDRESS")
@@ -316,13 +330,15 @@ def _executor(study: Study, scheduler: str | None) -> Any:
     return LocalExecutor(threads=ex.threads)
 
 
-def run_study(study: Study, *, scheduler: str | None = None, on_event: OnEvent | None = None,
-              report: bool = True, force: bool = False) -> StudyOutcome:
+def run_study(study: Study, *, scheduler: str | None = None, cluster: str | None = None,
+              on_event: OnEvent | None = None, report: bool = True, force: bool = False) -> StudyOutcome:
     """Run every pending run of the plan, then collect tables and write the report.
 
     Finished runs (``complete.json``) are always reused; partial or failed ones are run again.
     ``on_event`` receives :mod:`robustseg.pipeline.events` (run counts, epochs, finished runs).
     ``force``: write into output folders that are not empty and were not made by robustseg.
+    ``scheduler``: a running Dask scheduler's address; ``cluster = "slurm"``: start SLURM jobs as Dask workers
+    (``[execution.slurm]``, :mod:`robustseg.pipeline.slurm`).
     """
     on_event = on_event or ignore
     started = time.time()
