@@ -2,7 +2,10 @@
 # Installs what the test suite needs outside Python:
 #  - PostgreSQL, for distributed Optuna (the tests start and stop their own throw-away server on loopback;
 #    nothing is left running);
-#  - Chromium, for the browser test of report.html (run headless by the test, then closed).
+#  - Chromium, for the browser test of report.html (run headless by the test, then closed);
+#  - SLURM (slurmctld, slurmd, the client commands) and munge, for the --cluster slurm test (the test starts
+#    its own single-node cluster on loopback in a temporary folder and stops it; the Debian services are
+#    stopped here so nothing runs outside the tests).
 # Needs root (or sudo) for apt-get; what is already installed is left as it is.
 set -euo pipefail
 packages=()
@@ -15,6 +18,12 @@ if command -v chromium >/dev/null 2>&1; then
   echo "Chromium already installed: $(command -v chromium)"
 else
   packages+=(chromium)
+fi
+if command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && command -v sbatch >/dev/null 2>&1 \
+    && command -v munged >/dev/null 2>&1; then
+  echo "SLURM already installed: $(slurmctld -V)"
+else
+  packages+=(slurmctld slurmd slurm-client munge)
 fi
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
@@ -31,4 +40,9 @@ if [[ " ${packages[*]} " == *" postgresql "* ]]; then
 fi
 if [[ " ${packages[*]} " == *" chromium "* ]]; then
   echo "Chromium installed: $(command -v chromium)"
+fi
+if [[ " ${packages[*]} " == *" slurmctld "* ]]; then
+  # The packages may start their services (munge at least); the test runs its own daemons, so stop them.
+  for service in slurmd slurmctld munge; do $SUDO service "$service" stop >/dev/null 2>&1 || true; done
+  echo "SLURM installed: $(slurmctld -V)"
 fi
