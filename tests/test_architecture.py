@@ -80,6 +80,8 @@ def test_extras_error_names_the_extra_and_exits_2(tmp_path: Path) -> None:
                    "execution.tracking = 'mlflow' needs mlflow, which is not installed: pip install \"robustseg[mlflow]\""),
         "tensorboard": (["study", str(plain), "--set", "execution.tracking=tensorboard"],
                         'needs tensorboard, which is not installed: pip install "robustseg[tensorboard]"'),
+        "dask_jobqueue": (["study", str(plain), "--cluster", "slurm"],
+                          '--cluster slurm needs dask_jobqueue, which is not installed: pip install "robustseg[slurm]"'),
     }
     for blocked, (argv, message) in cases.items():
         code = (f"import sys; sys.modules[{blocked!r}] = None\n"
