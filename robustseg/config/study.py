@@ -99,6 +99,10 @@ class Study:
             out["data"].pop("allow_absent_classes", None)
         if out["data"].get("frame") is None:  # only DICOM cine data sets set it; others keep their hash
             out["data"].pop("frame", None)
+        defaults = ExecutionTable()
+        for key in ("tracking", "tracking_uri", "tracking_experiment", "slurm"):  # left out at their defaults,
+            if getattr(cfg.execution, key) == getattr(defaults, key):          # so studies keep their hash
+                out["execution"].pop(key)
         out["arms"] = {n: a.model_dump(exclude_unset=True) for n, a in cfg.arms.items()}
         if cfg.tune is None:
             del out["tune"]
