@@ -89,6 +89,7 @@ def test_a_study_through_slurm_gives_the_local_tables(local_slurm, tmp_path: Pat
     bad = load_study(_study(tmp_path, "bad", "slurm", SLURM_TABLE + 'partition = "nope"\n'))
     with pytest.raises(InputError, match=r"SLURM refuses the job script \(sbatch: error: invalid partition"):
         run_study(bad, report=False)
+    assert not (tmp_path / "runs-bad").exists()  # refused before any work
 
     on_slurm = run_study(load_study(_study(tmp_path, "slurm", "slurm", SLURM_TABLE)), report=False)
     local = run_study(load_study(_study(tmp_path, "local")), report=False)

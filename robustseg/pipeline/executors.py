@@ -199,19 +199,18 @@ def _stop(pool: Any) -> None:
 class DaskExecutor:
     """Submits every run to a Dask distributed scheduler and yields results as they complete.
 
-    ``address``: a running scheduler (``--scheduler``); or ``cluster``: a cluster object this executor owns
-    and closes (``--cluster slurm``: dask-jobqueue's ``SLURMCluster``, see :mod:`robustseg.pipeline.slurm`).
+    ``address``: a running scheduler (``--scheduler``). ``cluster``: a cluster this executor owns and closes
+    (:class:`robustseg.pipeline.slurm.SlurmExecutor` starts dask-jobqueue's ``SLURMCluster`` into it).
     """
 
-    def __init__(self, address: str = "", threads: int = 0, cluster: Any = None) -> None:
+    cluster: Any = None
+
+    def __init__(self, address: str, threads: int = 0) -> None:
         Client = require("distributed", "a Dask scheduler (--scheduler, execution.executor = 'dask')").Client
-        self.cluster = cluster
         try:
-            self.client = Client(cluster if cluster is not None else address, timeout="20s")
+            self.client = Client(address, timeout="20s")
         except (OSError, TimeoutError) as exc:
-            if cluster is not None:
-                cluster.close()
-            raise InputError(f"--scheduler {address or cluster}: cannot connect to a Dask scheduler ({exc})") from None
+            raise InputError(f"--scheduler {address}: cannot connect to a Dask scheduler ({exc})") from None
         self.threads = threads
 
     def map(self, specs: Sequence[RunSpec], runs_dir: Path, on_event: OnEvent | None = None) -> Iterator[RunResult]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,10 +317,9 @@ def _executor(study: Study, scheduler: str | None, cluster: str | None = None) -
     if cluster is not None and scheduler:
         raise InputError("--cluster and --scheduler: give one of them (--cluster starts its own scheduler)")
     if cluster == "slurm" or (ex.executor == "slurm" and not scheduler):
-        from robustseg.pipeline.slurm import start_slurm_cluster
+        from robustseg.pipeline.slurm import SlurmExecutor
 
-        runs_dir = Path(ex.runs_dir) / study.name
-        return DaskExecutor(threads=ex.threads, cluster=start_slurm_cluster(ex.slurm, runs_dir, study.name, where))
+        return SlurmExecutor(ex.slurm, study.name, where, threads=ex.threads)  # jobs start with the first runs
     address = scheduler or (ex.scheduler if ex.executor == "dask" else "")
     if ex.executor == "dask" and not address:
         raise InputError(f"{study.path or 'study'}: executor 'dask' needs 'execution.scheduler' or --scheduler ADDRESS")
@@ -342,8 +342,9 @@ def run_study(study: Study, *, scheduler: str | None = None, cluster: str | None
     """
     on_event = on_event or ignore
     started = time.time()
-    runs_dir, _ = output_dirs(study, force)
-    with logged(runs_dir, "study"):  # the trackers' and Dask's import-time warnings too
+    runs_dir, _ = output_dirs(study, force)  # claimed, nothing written yet
+    with warnings.catch_warnings(record=True) as early:  # kept for runs_dir/warnings.log once prepare made it
+        warnings.simplefilter("always")
         tracker = open_tracker(study, runs_dir)  # a missing extra or store, an unreachable scheduler: before any work
         if tracker is not None:
             on_event = _both(on_event, tracker)
@@ -353,9 +354,13 @@ def run_study(study: Study, *, scheduler: str | None = None, cluster: str | None
             if tracker is not None:
                 tracker.close(ok=False)
             raise
-    ok = False
+    ok = prepared = False
     try:
         prep = prepare(study, force)
+        prepared = True
+        with logged(prep.runs_dir, "study"):
+            for w in early:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         outcome = StudyOutcome(prep.runs_dir)
         states = {r.run_id: run_state(prep.runs_dir / r.run_id) for r in prep.runs}
         pending = [r for r in prep.runs if states[r.run_id] != "complete"]
@@ -379,8 +384,8 @@ def run_study(study: Study, *, scheduler: str | None = None, cluster: str | None
         ok = True
     finally:
         executor.close()
-        if tracker is not None:
-            with logged(runs_dir, "tracking"):
+        if tracker is not None:  # its warnings go to the study's log once prepare made the folder, else nowhere
+            with logged(runs_dir, "tracking") if prepared else warnings.catch_warnings(record=True):
                 tracker.close(ok=ok)
     if tracker is not None:
         outcome.tracking_errors = list(tracker.errors)

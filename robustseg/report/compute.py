@@ -97,7 +97,8 @@ def _structures(inputs: StudyInputs, baseline: str) -> pd.DataFrame:
         group = flag.map({True: "abnormal", False: "normal"})
         if "abnormality" in index.columns:  # name the kind (e.g. absent_csp, enlarged_lv) where the data do
             kind = out["image_id"].map(index["abnormality"].astype("string"))
-            group = group.where(~(flag.fillna(False) & kind.notna() & (kind != "none")), kind)
+            named = (kind.notna() & kind.ne("none")).fillna(False).astype(bool)  # NA-safe with pyarrow strings too
+            group = group.where(~(flag.fillna(False).astype(bool) & named), kind)
         out["group"] = group.fillna("all").astype(str)
     else:
         out["group"] = "all"
