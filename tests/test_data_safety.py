@@ -235,3 +235,45 @@ def test_default_outputs_of_a_relative_dot_land_beside_the_folder(tmp_path: Path
     monkeypatch.chdir(pred)
     assert main(["evaluate-folder", ".", str(gt), "--no-boundary"]) == 0
     assert (tmp_path / "evaluation" / "per_image.csv").is_file() and not (pred / "evaluation").exists()
+
+
+# --- read-only folders (as root, permissions do not stop writes: the immutable flag does) -----------------------
+
+
+@pytest.fixture
+def read_only(tmp_path: Path):
+    """Make folders immutable (``chattr +i``, which stops root too) for the test; undone afterwards."""
+    import subprocess
+
+    made: list[Path] = []
+
+    def make(folder: Path) -> Path:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+        made.append(folder)
+        return folder
+
+    yield make
+    for folder in reversed(made):
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+
+
+def test_read_only_data_is_read_and_outputs_into_read_only_folders_are_refused(tmp_path: Path, read_only,
+                                                                              capsys) -> None:
+    root = real_looking_dataset(tmp_path / "fhb")
+    for folder in [p for p in root.rglob("*") if p.is_dir()] + [root]:
+        read_only(folder)
+    before = snapshot(root)
+    assert main(["check-data", str(root)]) == 0  # a read-only share is fine to read
+    shared = read_only(_mkdir(tmp_path / "shared"))
+    assert main(["phantom", str(shared / "ph"), "--n", "2", "--style", "small-thin"]) == 2
+    assert "cannot write" in _one_error_line(capsys.readouterr().err)
+    masks = root / "Trans-thalamic" / "Trans-thalamic-PASCAL" / "SegmentationClass"
+    assert main(["evaluate-folder", str(masks), str(masks), "-o", str(shared / "eval"), "--no-boundary"]) == 2
+    assert "cannot write" in _one_error_line(capsys.readouterr().err)
+    assert snapshot(root) == before
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
