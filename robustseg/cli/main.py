@@ -60,7 +60,7 @@ class _Stdout(io.TextIOBase):
         return getattr(sys.stdout, "encoding", None) or "utf-8"
 
     def _silence(self) -> None:
-        type(self).closed_reader = True
+        self.closed_reader = True
         with contextlib.suppress(OSError, ValueError, AttributeError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             try:
@@ -456,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc))
         return exc.exit_code
     except BrokenPipeError:  # stdout closed by its reader: quiet, like head
-        _Stdout()._silence()
+        console.file._silence()  # type: ignore[attr-defined]
         return 0
     except OSError as exc:
         return _os_error(exc)
