@@ -38,3 +38,23 @@ def fan_image(geo: ProbeGeometry, seed: int = 0, level: float = 80.0, *, structu
     if annotate:
         img[4:14, 6:40] = 230.0
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def shadow_track(true: ProbeGeometry, seed: int) -> tuple[float, float, float, ProbeGeometry]:
+    """Cast one acoustic shadow on ``fan_image(true, seed)`` with the geometry *estimated* from the image (as
+    ``perturb.apply`` does) and measure its centre in the *true* geometry's lateral coordinate (degrees from the true
+    apex, or columns) in the shallow and the deep quarter of its extent: ``(shallow, deep, extent, estimate)``."""
+    from robustseg.data.geometry import estimate_geometry
+    from robustseg.perturb import ultrasound
+
+    img = fan_image(true, seed)
+    est = estimate_geometry(img)
+    shape = ultrasound.shadow_shape(img, np.random.default_rng(seed), est, bands=1)
+    m = true.maps()
+    inside = shape > 0.5
+    depth, lat, w = m.depth[inside], m.lateral[inside], shape[inside]
+    lo, hi = np.percentile(depth, [2, 98])
+    q = (hi - lo) / 4
+    shallow, deep = depth < lo + q, depth > hi - q
+    return (float(np.average(lat[shallow], weights=w[shallow])), float(np.average(lat[deep], weights=w[deep])),
+            float(hi - lo), est)

@@ -28,7 +28,7 @@ def study_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "split": {"k_folds": 2, "test_fraction": 0.3},
         "model": {"base": 4, "depth": 3},
         "train": {"max_epochs": 1, "batch_size": 8, "lr": 3e-3},
-        "perturb": {"suite": ["gaussian_noise"], "severities": [1, 3]},
+        "perturb": {"suite": ["gaussian_noise", "contrast"], "severities": [1, 3]},
         "eval": {"boundary": True, "empty_policy": "nan"},
         "arms": {"hybrid": {}, "ce": {"loss": {"name": "ce"}}},
         "execution": {"runs_dir": str(tmp / "runs"), "reports_dir": str(tmp / "reports"), "bootstrap": 100,
@@ -241,3 +241,29 @@ def test_browser_checks_catch_a_cut_table_and_a_broken_image(chromium: str, tmp_
     assert layout_problems(screen) and layout_problems(printed)
     assert broken_images(screen)
     assert missing_from_pdf(text, pdf).get("H", 0) == 30  # the last column fell off the page
+
+
+def test_robustness_reports_image_damage_and_the_matched_ranking(study_runs: Path, report: Path) -> None:
+    """The in-fan SSIM / PSNR per perturbation and severity recompute from the runs' damage tables; the ranking at
+    matched damage comes from the saved tables (qc.robustness.matched_damage / damage_extremes)."""
+    from robustseg.qc.robustness import damage_extremes, matched_damage
+
+    text = report.read_text(encoding="utf-8")
+    assert "### Image damage per perturbation and severity" in text and 'perturb.stage = "native"' in text
+    assert "### Ranking at matched image damage (SSIM 0.8)" in text
+    runs = [p for p in study_runs.iterdir() if (p / "damage.csv.gz").is_file()]
+    damage = pd.concat([pd.read_csv(p / "damage.csv.gz") for p in runs])
+    assert damage.groupby(["image_id", "perturbation", "severity"])["ssim_fan"].nunique().max() == 1  # same per run
+    mean = damage[damage["run_id"] == damage["run_id"].iloc[0]].groupby(["perturbation", "severity"])["ssim_fan"].mean()
+    table = pd.read_csv(report.parent / "tables" / "damage.csv").set_index(["perturbation", "severity"])
+    assert np.allclose(table["ssim_fan"].sort_index(), mean.sort_index())
+    row = f"| contrast | 3 | {mean['contrast', 3]:.3f} |"
+    assert row in text
+    per_image = pd.read_csv(study_runs / "tables" / "per_image.csv.gz")
+    test = per_image[(per_image["testset"] == "test") & ~per_image["postprocessed"].astype(bool)]
+    saved = pd.read_csv(report.parent / "tables" / "matched_damage.csv")
+    again = matched_damage(test, damage)
+    assert np.allclose(saved["retention_mean"].to_numpy(float), again["retention_mean"].to_numpy(float),
+                       equal_nan=True)
+    ext = damage_extremes(test, damage, level=0.9)
+    assert set(ext["most"]) | set(ext["least"]) <= {"gaussian_noise", "contrast"}

@@ -57,6 +57,12 @@ def test_study_writes_every_run_and_table(reference_run: Path) -> None:
     splits = pd.read_csv(next(reference_run.glob("splits-*.csv")))
     test_ids = set(splits.loc[splits["fold"] == -1, "image_id"])
     assert set(df["image_id"]) == test_ids
+    # perturbed at native resolution by default; the damage of every image and condition is saved
+    damage = pd.read_csv(reference_run / "tables" / "damage.csv.gz")
+    assert set(damage["image_id"]) == test_ids and len(damage) == len(test_ids)
+    assert set(damage["stage"]) == {"native"} and damage["ssim_fan"].between(0, 1).all()
+    for entry in plan:
+        assert json.loads((reference_run / entry["run_id"] / "complete.json").read_text())["perturb_stage"] == "native"
 
 
 def test_rerun_skips_finished_runs(reference_run: Path) -> None:

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -172,12 +173,63 @@ def cmd_evaluate_folder(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_perturb(args: argparse.Namespace) -> int:
-    from robustseg.perturb import perturb_folder
+def _geometry_setting(args: argparse.Namespace) -> Any:
+    from robustseg.data.geometry import GeometrySetting
 
+    apex = None
+    if args.apex:
+        try:
+            apex = tuple(float(v) for v in args.apex.split(","))
+        except ValueError:
+            apex = ()
+        if len(apex) != 2:
+            raise InputError(f"--apex {args.apex!r}: expected ROW,COL of the fan apex in pixels (e.g. -79,479.5)")
+    return GeometrySetting(args.geometry, apex, args.opening_deg)
+
+
+def cmd_perturb(args: argparse.Namespace) -> int:
+    from robustseg.perturb import calibrate_folder, calibration_markdown, perturb_folder, resolve_suite
+
+    setting = _geometry_setting(args)
+    if args.calibrate:
+        names = list(dict.fromkeys(n for n, _ in resolve_suite(args.suite)))
+        out = Path(args.out) if args.out else None
+        if out is not None:
+            from robustseg._paths import check_output_dir
+
+            check_output_dir(out, "-o/--out")
+        cal = calibrate_folder(args.calibrate, names=names, seed=args.seed, fit=args.fit, max_images=args.max_images,
+                               geometry=setting)
+        cols = ["perturbation", "severity", "value", "target", "measure", "ssim", "ssim_fan", "psnr_fan",
+                "region_fraction"]
+        print_table(cal.table[cols], title=f"calibration on {cal.n_images} images of {args.calibrate} (native "
+                                           "resolution; SSIM in the fan, or in the region of a local artefact)", digits=3)
+        print_table(cal.spread, title="spread of mean SSIM across global perturbations, per severity", digits=3)
+        print_table(cal.spread_reachable, title="... leaving out the severities a family cannot reach by nature",
+                    digits=3)
+        if not cal.spread_local.empty:
+            print_table(cal.spread_local, title="local perturbations (SSIM inside the region)", digits=3)
+        if cal.fitted is not None:
+            print_table(cal.fitted, title="knob values that hit the targets on these images", digits=4)
+        if out is not None:
+            from robustseg._io import write_csv, write_text
+
+            out.mkdir(parents=True, exist_ok=True)
+            write_csv(out / "calibration.csv", cal.table)
+            write_csv(out / "spread.csv", pd.concat([cal.spread.assign(kind="global"),
+                                                     cal.spread_reachable.assign(kind="global, reachable"),
+                                                     cal.spread_local.assign(kind="local")], ignore_index=True))
+            write_text(out / "calibration.md", calibration_markdown(cal.table))
+            if cal.fitted is not None:
+                write_csv(out / "fitted.csv", cal.fitted)
+            console.print(f"wrote {out / 'calibration.csv'}")
+        return 0
+    if not args.image_dir or not args.out_dir:
+        raise InputError("perturb: expected IMAGE_DIR OUT_DIR, or --calibrate DATA_DIR")
     table = perturb_folder(args.image_dir, args.out_dir, suite=args.suite, severity=args.severity, seed=args.seed,
-                           size=args.size, force=args.force, frame=args.frame)
-    console.print(f"wrote {len(table)} perturbed images and {Path(args.out_dir) / 'contact_sheet.png'}")
+                           size=args.size, stage=args.stage, geometry=setting, force=args.force, frame=args.frame)
+    console.print(f"wrote {len(table)} perturbed images ({args.stage} stage) and "
+                  f"{Path(args.out_dir) / 'contact_sheet.png'}")
     return 0
 
 
@@ -321,15 +373,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_evaluate_folder)
 
-    s = sub.add_parser("perturb", help="write perturbed copies of images and a contact sheet")
-    s.add_argument("image_dir", help="folder of images")
-    s.add_argument("out_dir", help="folder to write the perturbed images and contact_sheet.png")
+    s = sub.add_parser("perturb", help="write perturbed copies of images and a contact sheet, or recompute the "
+                                       "severity calibration on your images (--calibrate)")
+    s.description = ("Perturbed copies of a folder of images (each perturbation and severity) and a contact sheet; "
+                     "with --calibrate DATA_DIR the in-fan SSIM / PSNR of every perturbation and severity on your "
+                     "own images instead (the calibration table of docs/perturbations.md).")
+    s.add_argument("image_dir", nargs="?", help="folder of images")
+    s.add_argument("out_dir", nargs="?", help="folder to write the perturbed images and contact_sheet.png")
     s.add_argument("--suite", default="all", metavar="SUITE",
                    help=f"a suite ({', '.join(list_suites())}) or one perturbation ({', '.join(list_perturbations())}); "
                         "default all")
     s.add_argument("--severity", type=int, help="only this severity, 1-5 (default: all)")
     s.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0)")
-    s.add_argument("--size", type=int, help="resize + pad to the model input size first (the calibration used 256)")
+    s.add_argument("--size", type=int, help="write what the model sees: resized + padded to this input size")
+    s.add_argument("--stage", choices=("native", "model"), default="native",
+                   help="with --size: perturb the native image, then preprocess (native, default: where a scanner "
+                        "makes its artefacts) or preprocess first (model)")
+    s.add_argument("--geometry", choices=("auto", "sector", "linear"), default="auto",
+                   help="probe geometry of the ultrasound artefacts: estimated per image (auto) or that kind")
+    s.add_argument("--apex", metavar="ROW,COL", help="fan apex in pixels (the row may be negative: above the image)")
+    s.add_argument("--opening-deg", type=float, help="full opening angle of the fan (default: estimated)")
+    s.add_argument("--calibrate", metavar="DATA_DIR",
+                   help="recompute the calibration table on the images of DATA_DIR (a folder of images or a data set)")
+    s.add_argument("-o", "--out", help="--calibrate: folder for calibration.csv, spread.csv, calibration.md")
+    s.add_argument("--fit", action="store_true", help="--calibrate: also search the knob values that hit the SSIM "
+                                                      "targets on these images (slow)")
+    s.add_argument("--max-images", type=int, default=40, help="--calibrate: images used (default 40)")
     s.add_argument("--frame", type=int, default=None, help=FRAME_HELP)
     s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.set_defaults(func=cmd_perturb)

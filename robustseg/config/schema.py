@@ -228,6 +228,26 @@ class PerturbTable(Table):
                                        "or a table name -> severities"})] = "ultrasound"
     severities: int_list(1) = [1, 2, 3, 4, 5]
     seed: Annotated[int, Field(ge=0)] = 0
+    stage: Literal["native", "model"] = "native"
+    """Where test images are perturbed: at native resolution, then preprocessed exactly like the clean image
+    (``native``, as a scanner makes its artefacts), or the network's letterboxed input (``model``)."""
+    geometry: Literal["auto", "sector", "linear"] = "auto"
+    """Probe geometry of the beam-based artefacts: estimated per image (``auto``), or forced to a kind."""
+    apex: Annotated[list[Number], Field(max_length=2, json_schema_extra={
+        "expected": "[row, col] of the fan apex in native pixels (the row may be negative: above the image), or [] "
+                    "(estimated)"})] = []
+    opening_deg: Annotated[Number, Field(ge=0, le=160)] = 0
+    """Full opening angle of the fan (symmetric about the vertical through the apex); 0: estimated."""
+    geometry_column: Annotated[str, Field(min_length=1)] = "probe_geometry"
+    """Column of the data set's meta.csv that may give each image's geometry (``ProbeGeometry.to_text`` form)."""
+
+    @model_validator(mode="after")
+    def _sector_only(self) -> Self:
+        if len(self.apex) not in (0, 2):
+            raise key_error("apex", self.apex, "[row, col] of the fan apex in native pixels, or [] (estimated)")
+        if self.geometry == "linear" and (self.apex or self.opening_deg):
+            raise key_error("apex", self.apex, "no apex / opening_deg with geometry = 'linear'")
+        return self
 
 
 class EvalTable(Table):

@@ -275,6 +275,9 @@ class BeamMaps:
     fan: np.ndarray
     to_beam: tuple[np.ndarray, np.ndarray]
     to_image: tuple[np.ndarray, np.ndarray]
+    depth_index: np.ndarray
+    """int32 ``(H, W)``: the beam-grid row of each pixel (depth rounded, clipped to the grid), for looking up a
+    profile over depth: ``profile[depth_index]``."""
 
     @property
     def beam_shape(self) -> tuple[int, int]:
@@ -311,9 +314,10 @@ def _maps(geo: ProbeGeometry) -> BeamMaps:
         by = np.broadcast_to(geo.row_top + np.arange(n_depth, dtype=np.float64)[:, None], (n_depth, n_lat)).astype(np.float32)
         ix = ((xx - np.float32(geo.col_left)) / np.float32(step)).astype(np.float32)
     position = ((lateral - np.float32(_left(geo))) / np.float32(geo.lateral_span)).astype(np.float32)
+    index = np.clip(np.rint(depth), 0, n_depth - 1).astype(np.int32)
     maps = BeamMaps(depth=depth.astype(np.float32), lateral=lateral.astype(np.float32), position=position, fan=fan,
-                    to_beam=(bx, by), to_image=(ix, depth.astype(np.float32)))
-    for a in (maps.depth, maps.lateral, maps.position, maps.fan, *maps.to_beam, *maps.to_image):
+                    to_beam=(bx, by), to_image=(ix, depth.astype(np.float32)), depth_index=index)
+    for a in (maps.depth, maps.lateral, maps.position, maps.fan, *maps.to_beam, *maps.to_image, maps.depth_index):
         a.setflags(write=False)
     return maps
 
@@ -362,11 +366,15 @@ def _window(h: int, w: int) -> int:
     return max(3, 2 * (min(h, w) // 200) + 3)
 
 
+OUTSIDE_PENALTY = 3.0
+"""Weight of an edge point lying outside a candidate fan edge against one lying on it (RANSAC score)."""
+
+
 def _robust_line(ys: np.ndarray, xs: np.ndarray, side: int, tol: float = 1.5) -> tuple[float, float] | None:
     """The outer edge ``x = a + b * y`` of a field of view through the edge points ``(ys, xs)``.
 
-    RANSAC with a fixed seed, scoring a line by its inliers (within ``tol`` px) minus three times the points
-    lying outside it (``side`` -1: left of it, +1: right of it): nothing is imaged beyond a fan edge, while dark
+    RANSAC with a fixed seed, scoring a line by its inliers (within ``tol`` px) minus :data:`OUTSIDE_PENALTY` times
+    the points lying outside it (``side`` -1: left of it, +1: right of it): nothing is imaged beyond a fan edge, while dark
     tissue only moves edge points inwards. Least squares on the inliers then refines it.
     """
     n = len(ys)
@@ -382,7 +390,7 @@ def _robust_line(ys: np.ndarray, xs: np.ndarray, side: int, tol: float = 1.5) ->
         b = (xs[j] - xs[i]) / (ys[j] - ys[i])
         resid = xs - (xs[i] + b * (ys - ys[i]))
         inl = np.abs(resid) <= tol
-        score = float(inl.sum()) - 3.0 * float((side * resid > tol).sum())
+        score = float(inl.sum()) - OUTSIDE_PENALTY * float((side * resid > tol).sum())
         if score > best_score:
             best, best_score = inl, score
     if best.sum() < 6:

@@ -1,8 +1,10 @@
-"""Calibration tables (PSNR / SSIM per severity), the contact sheet and ``robustseg perturb`` folder I/O."""
+"""The contact sheet, the registry / calibration tables as Markdown, and ``robustseg perturb`` folder I/O
+(perturbed copies of a folder; ``--calibrate``: the calibration table recomputed on a user's images)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,77 +12,50 @@ import pandas as pd
 
 from robustseg._io import save_image
 from robustseg._outdir import claim_output_dir, expand
+from robustseg.data.geometry import GeometrySetting, ProbeGeometry, resolve_geometry
 from robustseg.data.index import IMAGE_EXTS, list_images
 from robustseg.errors import InputError
+from robustseg.perturb.calibrated import TARGETS
 from robustseg.perturb.registry import (
     PERTURBATIONS,
     _check_image,
     _check_severity,
     apply,
-    perturb_batch,
+    region,
     resolve_suite,
 )
 from robustseg.perturb.seeding import image_seed
-from robustseg.perturb.ultrasound import ShadowParams
 
 
-# ----------------------------------------------------------------------------------------- calibration
-def calibration_table(
-    images: np.ndarray, seed: int = 0, pairs: Sequence[tuple[str, int]] | None = None
-) -> pd.DataFrame:
-    """Mean PSNR (dB) and SSIM of every perturbation and severity against the clean ``(N, H, W)`` images.
-
-    Columns: ``perturbation, severity, params, psnr, psnr_sd, ssim, ssim_sd, n_images``. PSNR and SSIM
-    use ``data_range=255`` (skimage.metrics); images are perturbed with ``perturb_batch`` (position ids).
-    """
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    images = np.asarray(images)
-    if images.ndim != 3 or images.dtype != np.uint8 or len(images) == 0:
-        raise InputError(f"images of shape {images.shape} and dtype {images.dtype}: expected uint8 (N, H, W)")
-    pairs = resolve_suite("all") if pairs is None else list(pairs)
-    rows = []
-    for name, sev in pairs:
-        out = perturb_batch(images, name, sev, seed)
-        psnr = np.array([peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(images, out, strict=True)])
-        ssim = np.array([structural_similarity(a, b, data_range=255) for a, b in zip(images, out, strict=True)])
-        rows.append(
-            {
-                "perturbation": name,
-                "severity": sev,
-                "params": PERTURBATIONS[name].params(sev),
-                "psnr": float(psnr.mean()),
-                "psnr_sd": float(psnr.std(ddof=1)) if len(psnr) > 1 else float("nan"),
-                "ssim": float(ssim.mean()),
-                "ssim_sd": float(ssim.std(ddof=1)) if len(ssim) > 1 else float("nan"),
-                "n_images": len(images),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
+# ------------------------------------------------------------------------------------------------ tables
 def parameter_markdown() -> str:
-    """The registry as a Markdown table: implementation and the parameter of each severity."""
+    """The registry as a Markdown table: implementation and the knob of each severity."""
     lines = [
         "| perturbation | implementation | parameter | s1 | s2 | s3 | s4 | s5 | seed matters |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in PERTURBATIONS.values():
-        vals = [
-            f"{v.bands} x {v.half_width_deg:g}deg, {v.strength:g}" if isinstance(v, ShadowParams) else f"{v:g}"
-            for v in e.values
-        ]
-        parameter = e.parameter or "bands x half-width, attenuation"
+        vals = [f"{v:g}" for v in e.values]
         seeded = "yes" if e.stochastic else "no"
-        lines.append(f"| {e.name} | {e.description} | {parameter} | {' | '.join(vals)} | {seeded} |")
+        lines.append(f"| {e.name} | {e.description} | {e.parameter} | {' | '.join(vals)} | {seeded} |")
     return "\n".join(lines) + "\n"
 
 
+def physics_markdown() -> str:
+    """One bullet per perturbation: what it models, in two sentences with a reference (``Perturbation.physics``)."""
+    return "\n".join(f"- `{e.name}`: {e.physics}" for e in PERTURBATIONS.values()) + "\n"
+
+
 def calibration_markdown(table: pd.DataFrame) -> str:
-    """The calibration table as Markdown (one row per perturbation and severity)."""
-    lines = ["| perturbation | severity | parameters | PSNR (dB) | SSIM |", "|---|---|---|---|---|"]
+    """A :func:`robustseg.perturb.calibrate.calibration_table` as Markdown: per perturbation and severity the knob,
+    the target, the calibrated SSIM (in-fan, or inside the region for local artefacts), in-fan SSIM and PSNR and the
+    region's share of the fan."""
+    lines = ["| perturbation | severity | value | target | SSIM (measure) | in-fan SSIM | in-fan PSNR (dB) | region |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
-        lines.append(f"| {r.perturbation} | {r.severity} | {r.params} | {r.psnr:.1f} | {r.ssim:.3f} |")
+        share = f"{100 * r.region_fraction:.0f} % of fan" if r.local else ""
+        lines.append(f"| {r.perturbation} | {r.severity} | {r.value:.4g} | {r.target:.2f} | {r.ssim:.3f} ({r.measure}) "
+                     f"| {r.ssim_fan:.3f} | {r.psnr_fan:.1f} | {share} |")
     return "\n".join(lines) + "\n"
 
 
@@ -91,19 +66,25 @@ def contact_sheet(
     out_png: str | Path,
     seed: int = 0,
     *,
+    geometry: ProbeGeometry | None = None,
     cell_inches: float = 1.5,
     dpi: int = 100,
 ) -> Path:
-    """Draw one image under each perturbation: rows perturbations, columns clean + severities. Writes PNG."""
+    """Draw one image under each perturbation: rows perturbations, columns clean + severities. Writes PNG.
+    ``geometry``: the image's probe geometry (estimated once when not given)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from robustseg.data.geometry import estimate_geometry
+
     image = _check_image(image)
+    geometry = geometry or estimate_geometry(image)
     pairs = resolve_suite(pairs_or_suite)
     names = list(dict.fromkeys(n for n, _ in pairs))
     sevs = sorted({s for _, s in pairs})
     ncol = 1 + len(sevs)
-    fig = Figure(figsize=(cell_inches * ncol, cell_inches * len(names) + 0.3), dpi=dpi)
+    row_inches = cell_inches * max(0.4, min(1.5, image.shape[0] / image.shape[1]))  # rows as tall as the image is
+    fig = Figure(figsize=(cell_inches * ncol + 0.3, row_inches * len(names) + 0.3), dpi=dpi)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(names), ncol, squeeze=False)
     chosen = set(pairs)
@@ -115,15 +96,15 @@ def contact_sheet(
             for side in ax.spines.values():
                 side.set_visible(False)
             if c == 0:
-                ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-                ax.set_ylabel(name, fontsize=8)
+                ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
+                ax.set_ylabel(name, fontsize=7)
             elif (name, sevs[c - 1]) in chosen:
-                ax.imshow(apply(image, name, sevs[c - 1], seed), cmap="gray", vmin=0, vmax=255,
-                          interpolation="nearest")
+                ax.imshow(apply(image, name, sevs[c - 1], seed, geometry), cmap="gray", vmin=0, vmax=255,
+                          interpolation="antialiased")
             if r == 0:
                 ax.set_title("clean" if c == 0 else f"severity {sevs[c - 1]}", fontsize=8)
-    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.3 / fig.get_figheight(), bottom=0.01,
-                        wspace=0.04, hspace=0.04)
+    fig.subplots_adjust(left=0.3 / fig.get_figwidth() + 0.02, right=0.995, top=1 - 0.3 / fig.get_figheight(),
+                        bottom=0.005, wspace=0.03, hspace=0.05)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     import io
@@ -139,6 +120,7 @@ def contact_sheet(
     return out_png
 
 
+# ----------------------------------------------------------------------------------------- folder I/O
 _IMAGE_SUFFIXES = IMAGE_EXTS
 
 
@@ -161,15 +143,20 @@ def perturb_folder(
     severity: int | None = None,
     seed: int = 0,
     size: int | None = None,
+    stage: str = "native",
+    geometry: GeometrySetting | None = None,
     force: bool = False,
     frame: int | None = None,
 ) -> pd.DataFrame:
     """Write perturbed copies ``OUT/<perturbation>/s<k>/<name>.png`` and ``OUT/contact_sheet.png``.
 
-    Images are read as grayscale; with ``size`` they are first preprocessed as the model sees them
-    (longest side to ``size``, zero-padded square). ``severity`` keeps only that level of the suite.
-    Each image is seeded from ``(seed, file stem)``. Returns one row per written file: ``image_id,
-    perturbation, severity, params, path, psnr, ssim``.
+    Images are read as grayscale and their probe geometry resolved once (``geometry``: the setting; estimated by
+    default). With ``size`` the output is what the model sees: ``stage`` ``native`` perturbs the native image,
+    then preprocesses it (longest side to ``size``, zero-padded square) exactly like a clean image; ``model``
+    preprocesses first and perturbs the small image. ``severity`` keeps only that level of the suite. Each image is
+    seeded from ``(seed, file stem)``. Returns one row per written file: ``image_id, perturbation, severity,
+    params, stage, path`` and the damage at the perturbed resolution (``ssim_fan, psnr_fan, ssim_region,
+    psnr_region, region_fraction``; :mod:`robustseg.perturb.damage`).
 
     ``out_dir`` is claimed before any work (:func:`robustseg._outdir.claim_output_dir`): never the image folder or
     inside it, and new, empty or an earlier ``perturb`` output unless ``force``. Files are written into a staging
@@ -177,10 +164,12 @@ def perturb_folder(
     chooses the frame of multi-frame images (which are refused without it).
     """
     from PIL import Image
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from robustseg.data.io import read_image
+    from robustseg.perturb.damage import Reference, measure
 
+    if stage not in ("native", "model"):
+        raise InputError(f"stage {stage!r}: expected native or model")
     image_dir, out_dir = expand(image_dir), expand(out_dir)
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: not a directory; expected a folder of images")
@@ -199,31 +188,89 @@ def perturb_folder(
         from robustseg.data.transforms import preprocess
 
     rows = []
-    first: np.ndarray | None = None
-    with target.staging() as stage:  # a bad image later in the folder leaves nothing written
+    first: tuple[np.ndarray, ProbeGeometry] | None = None
+    with target.staging() as staging:  # a bad image later in the folder leaves nothing written
         for path in files:
-            image = read_image(path, frame)
-            if size is not None:
-                image = preprocess(image, None, size)[0]
+            native = read_image(path, frame)
+            geo = resolve_geometry(native, geometry)
+            image, where = native, geo
+            if size is not None and stage == "model":
+                image, where = preprocess(native, None, size)[0], geo.letterboxed(size)
             if first is None:
-                first = image
+                first = (image, where)
+            ref, fan = Reference.of(image), where.maps().fan
             iseed = image_seed(seed, path.stem)
             for name, sev in pairs:
-                out = apply(image, name, sev, iseed)
+                out = apply(image, name, sev, iseed, where)
+                damage = measure(ref, out, fan, region(image, name, iseed, where))
+                if size is not None and stage == "native":
+                    out = preprocess(out, None, size)[0]
                 rel = Path(name) / f"s{sev}" / f"{path.stem}.png"
-                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-                save_image(stage / rel, Image.fromarray(out), format="PNG", fsync=False)
-                rows.append(
-                    {
-                        "image_id": path.stem,
-                        "perturbation": name,
-                        "severity": sev,
-                        "params": PERTURBATIONS[name].params(sev),
-                        "path": str(target.path / rel),
-                        "psnr": float(peak_signal_noise_ratio(image, out, data_range=255)),
-                        "ssim": float(structural_similarity(image, out, data_range=255)),
-                    }
-                )
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                save_image(staging / rel, Image.fromarray(out), format="PNG", fsync=False)
+                rows.append({"image_id": path.stem, "perturbation": name, "severity": sev,
+                             "params": PERTURBATIONS[name].params(sev), "stage": stage,
+                             "path": str(target.path / rel), **damage.as_dict()})
         assert first is not None
-        contact_sheet(first, pairs, stage / "contact_sheet.png", image_seed(seed, files[0].stem))
+        contact_sheet(first[0], pairs, staging / "contact_sheet.png", image_seed(seed, files[0].stem),
+                      geometry=first[1])
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ calibration
+@dataclass(frozen=True)
+class FolderCalibration:
+    """``robustseg perturb --calibrate``: the calibration table of the shipped values on a user's images, the spread
+    across perturbations per severity, and (when asked) the values that would hit the targets on those images."""
+
+    table: pd.DataFrame
+    spread: pd.DataFrame
+    """Across the global perturbations, per severity; ``spread_reachable`` leaves out the severities a family cannot
+    reach by nature (:data:`robustseg.perturb.calibrated.LIMITED`)."""
+    spread_reachable: pd.DataFrame
+    spread_local: pd.DataFrame
+    fitted: pd.DataFrame | None
+    n_images: int
+
+
+def _calibration_images(data_dir: Path, max_images: int | None) -> tuple[list[np.ndarray], list[str], list[object]]:
+    """Images of a folder of images, or of a data set (any layout ``check-data`` reads), with their ``meta.csv``
+    geometry where a data set gives one."""
+    from robustseg.data.io import read_image
+
+    data_dir = expand(data_dir)
+    direct = list_images(data_dir) if data_dir.is_dir() else []
+    if direct:
+        files = direct[:max_images] if max_images else direct
+        return [read_image(p) for p in files], [p.stem for p in files], [None] * len(files)
+    from robustseg.data.check import geometry_image
+    from robustseg.data.geometry import GEOMETRY_COLUMN
+    from robustseg.data.index import detect_source, load_index
+
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: not a directory; expected a folder of images or a data set")
+    index = load_index(detect_source(data_dir), data_dir)
+    if max_images:
+        index = index.iloc[:max_images]
+    images = [geometry_image(index, i, read_image) for i in range(len(index))]
+    given = index[GEOMETRY_COLUMN].tolist() if GEOMETRY_COLUMN in index.columns else [None] * len(index)
+    return images, index["image_id"].astype(str).tolist(), given
+
+
+def calibrate_folder(data_dir: str | Path, *, names: Sequence[str] | None = None, seed: int = 0, fit: bool = False,
+                     max_images: int | None = 40, geometry: GeometrySetting | None = None) -> FolderCalibration:
+    """Recompute the calibration table on the images of ``data_dir`` (a folder of images or a data set): per
+    perturbation and severity the mean in-fan SSIM and PSNR at native resolution (inside the region for local
+    artefacts) of the shipped values, and with ``fit`` the knob values that would hit the targets on these images."""
+    from robustseg.perturb.calibrate import calibration_table, fit_values, prepare, spread
+
+    images, ids, given = _calibration_images(Path(data_dir), max_images)
+    geos = [resolve_geometry(im, geometry, g) for im, g in zip(images, given, strict=True)]
+    prepared = prepare(images, ids, geos)
+    names = list(PERTURBATIONS) if names is None else list(dict.fromkeys(names))
+    table = calibration_table(prepared, names, seed)
+    fitted = pd.concat([fit_values(prepared, n, TARGETS, seed) for n in names], ignore_index=True) if fit else None
+    from robustseg.perturb.calibrated import LIMITED
+
+    return FolderCalibration(table, spread(table), spread(table, exclude=LIMITED), spread(table, local=True), fitted,
+                             len(prepared))

@@ -3,10 +3,11 @@
 A run id is ``<arm>-f<fold>-s<seed>-<hash>`` where the hash covers everything that changes the run's
 result: the arm's model / loss / sampler / training settings, the data identity and input size, a hash
 of the images, masks and pixel sizes as read (so corrected masks never reuse old runs), the exact split
-assignment, the seed, the perturbation list and the evaluation options, and for plugins (a model, loss or
-perturbation from another package) that package's distribution name and version. Which folds a study runs
-(``split.folds``) is not part of it: running more folds later reuses the finished ones. Two
-studies that differ in any of these never share a run folder; a resumed study finds its finished runs.
+assignment, the seed, the perturbation list with its stage and probe-geometry settings, the evaluation options,
+and for plugins (a model, loss or perturbation from another package) that package's distribution name and
+version. Which folds a study runs (``split.folds``) is not part of it: running more folds later reuses the
+finished ones. Two studies that differ in any of these never share a run folder; a resumed study finds its
+finished runs.
 """
 
 from __future__ import annotations
@@ -103,6 +104,14 @@ def plugin_records(study: Study, suite: list[tuple[str, int]]) -> dict[str, list
     return out
 
 
+def perturb_payload(study: Study, suite: list[tuple[str, int]]) -> dict[str, Any]:
+    """The perturbation settings a run depends on: conditions, seed, stage and how the probe geometry is found."""
+    pt = study.perturb
+    return {"pairs": [list(p) for p in suite], "seed": pt.seed, "stage": pt.stage,
+            "geometry": {"mode": pt.geometry, "apex": list(pt.apex) or None, "opening_deg": pt.opening_deg or None,
+                         "column": pt.geometry_column}}
+
+
 def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tuple[str, int]],
               external: list[tuple[str, DataSpec]] | None = None,
               fingerprints: dict[str, str] | None = None) -> list[RunSpec]:
@@ -122,7 +131,7 @@ def plan_runs(study: Study, data: DataSpec, splits: pd.DataFrame, suite: list[tu
                     "split": {**study.split.model_dump(exclude={"folds"}), "fingerprint": fingerprint},
                     "fold": fold,
                     "seed": seed,
-                    "perturb": {"pairs": [list(p) for p in suite], "seed": study.perturb.seed},
+                    "perturb": perturb_payload(study, suite),
                     "eval": study.eval.model_dump(),
                 }
                 if arm.name in plugins:  # only then: studies of built-ins keep their run ids

@@ -19,6 +19,9 @@ A run folder ``<runs_dir>/<run_id>/`` holds:
                            size itself)
 - ``qc.csv.gz``, ``masks.npz``  single-model GT-free QC scores and argmax masks of the clean and perturbed
                            test sets (``robustseg.qc.scores``)
+- ``damage.csv.gz``        per test image and perturbation condition the in-fan SSIM / PSNR of the perturbed image
+                           against the clean one (``robustseg.pipeline.perturbed``; perturbed at native resolution
+                           by default, ``perturb.stage``)
 - ``postprocess.json``     the validation-set decision on post-processing
 - ``complete.json``        written last and atomically: the run is finished; holds a manifest (size and
                            SHA-256 of every other file) checked on every load, and ``diverged``
@@ -66,6 +69,7 @@ from robustseg.pipeline.native import (
     seg_writer,
     write_predictions,
 )
+from robustseg.pipeline.perturbed import DAMAGE_FILE, perturb_settings, perturbed_test_set
 from robustseg.pipeline.plan import DataSpec, RunSpec
 
 
@@ -199,7 +203,6 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     from robustseg.nn.environment import environment_record
     from robustseg.nn.predict import inference_model, load_model, predict_proba
     from robustseg.nn.train import train_run
-    from robustseg.perturb import perturb_batch
     from robustseg.qc import scores as qc_scores
     from robustseg.qc.anomaly import save_heatmaps
     from robustseg.qc.collapse import collapsed_classes
@@ -272,9 +275,9 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
     structures = [data.class_names[k] for k in data.small_classes]  # GT-free QC scores (robustseg.qc)
     qc = functools.partial(qc_scores.condition_scores, class_names=data.class_names, structures=structures)
     qc_parts = [qc(clean, test_ids, "none", 0)]
-    for name, severity in p["perturb"]["pairs"]:
-        imgs = perturb_batch(test_imgs, name, severity, p["perturb"]["seed"], image_ids=test_ids)
-        perturbed = predict(imgs)
+    pert = perturbed_test_set(DataSpec(**p["data"]), test_idx, p["perturb"]) if p["perturb"]["pairs"] else None
+    for k, (name, severity) in enumerate(pert.pairs if pert is not None else []):
+        perturbed = predict(pert.images[k])
         qc_parts.append(qc(perturbed, test_ids, name, severity))
         t = evaluate(perturbed, test_ref)[0][False]
         tables.append(t.assign(testset="test", perturbation=name, severity=int(severity), postprocessed=False))
@@ -294,10 +297,14 @@ def _execute(spec: RunSpec, run_dir: Path, *, threads: int,
         save_heatmaps(run_dir / "probs.npz", clean, test_ids, class_names=data.class_names)
     qc_scores.write_run_qc(run_dir, qc_parts, test_ids)
     eval_seconds, eval_cpu = time.time() - t1, time.process_time() - c1
+    if pert is not None:
+        write_csv(run_dir / DAMAGE_FILE, pert.damage.assign(run_id=spec.run_id))
     return {
         "train_seconds": train_seconds, "eval_seconds": eval_seconds, "train_cpu_seconds": train_cpu,
         "eval_cpu_seconds": eval_cpu, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "perturb_stage": perturb_settings(p["perturb"])["stage"],
+        "perturb_cpu_seconds": round(sum(pert.cpu_seconds.values()), 3) if pert is not None else 0.0,
         "best_val_loss": result.best_val_loss, "postprocess_applied": decision["apply"], "collapsed": collapsed,
         "device": str(device), "torch_threads": torch.get_num_threads(),
         "python_version": platform.python_version(), "torch_version": torch.__version__,

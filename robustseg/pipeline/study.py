@@ -40,6 +40,7 @@ from robustseg.errors import InputError
 from robustseg.pipeline.artifacts import COMPLETE, RunResult, RunStatus, read_failure, run_state, verify_run
 from robustseg.pipeline.events import OnEvent, ReportWritten, RunFinished, RunInvalid, RunStarted, ignore
 from robustseg.pipeline.inputs import LoadedData, fingerprint, load_data
+from robustseg.pipeline.perturbed import DAMAGE_FILE
 from robustseg.pipeline.plan import DataSpec, RunSpec, plan_runs, split_fingerprint
 from robustseg.pipeline.runner import execute_run
 from robustseg.track import open_tracker
@@ -110,6 +111,30 @@ def resolve_suite(study: Study) -> list[tuple[str, int]]:
         return []
     keep = set(study.perturb.severities)
     return [(n, int(s)) for n, s in resolve(spec) if int(s) in keep]
+
+
+def check_geometry(study: Study, loaded: LoadedData, splits: pd.DataFrame) -> None:
+    """Where the study sets the probe geometry (``perturb.geometry`` / ``apex`` / ``opening_deg``) or the data give it
+    per image (``meta.csv`` column), resolve it for every test image now, so a setting that does not fit the images
+    fails before any training (one line naming the image)."""
+    from robustseg.data.check import geometry_image
+    from robustseg.data.geometry import GeometrySetting, resolve_geometry
+    from robustseg.data.io import read_image
+    from robustseg.data.splits import folds_for
+
+    pt = study.perturb
+    setting = GeometrySetting(pt.geometry, tuple(pt.apex) if pt.apex else None, pt.opening_deg or None,
+                              pt.geometry_column)
+    per_image = setting.column in loaded.index.columns
+    if setting.mode == "auto" and setting.apex is None and setting.opening_deg is None and not per_image:
+        return  # estimated from each image by the runs; estimation always gives a geometry
+    test = loaded.index.iloc[np.flatnonzero(folds_for(loaded.index["image_id"], splits) == -1)]
+    for i in range(len(test)):
+        row = test.iloc[i]
+        try:
+            resolve_geometry(geometry_image(test, i, read_image), setting, row.get(setting.column))
+        except InputError as exc:
+            raise InputError(f"{study.path or 'study'}: perturb.geometry: {row['image_path']}: {exc}") from None
 
 
 def study_classes(study: Study) -> tuple[str, ...]:
@@ -232,6 +257,8 @@ def prepare(study: Study, force: bool = False) -> Prepared:
                              f"{', '.join(names)}; expected those of the data set ({', '.join(loaded.class_names)})")
         load_data(spec)
     suite = resolve_suite(study)
+    if suite:
+        check_geometry(study, loaded, splits)
     prints = {"data": fingerprint(loaded)} | {name: fingerprint(load_data(spec)) for name, spec in external}
     runs = plan_runs(study, data, splits, suite, external, prints)
 
@@ -406,7 +433,7 @@ def _both(first: OnEvent, second: OnEvent) -> OnEvent:
 def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
     """Concatenate the tables of the plan's finished runs into ``runs_dir/tables/``."""
     plan = _read_saved(runs_dir, "plan.json")
-    per_image, features, history, runs = [], [], [], []
+    per_image, features, history, damage, runs = [], [], [], [], []
     for entry in plan:
         run_dir = runs_dir / entry["run_id"]
         state = run_state(run_dir)  # "complete" only when every file verifies against complete.json
@@ -418,6 +445,8 @@ def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
             per_image.append(pd.read_csv(run_dir / "per_image.csv.gz"))
             features.append(pd.read_csv(run_dir / "features.csv.gz"))
             history.append(pd.read_csv(run_dir / "history.csv").assign(**entry))
+            if (run_dir / DAMAGE_FILE).is_file():
+                damage.append(pd.read_csv(run_dir / DAMAGE_FILE, dtype={"image_id": str}))
         elif state == "failed":
             info["error"] = read_failure(run_dir)
         elif state == "corrupt":
@@ -430,7 +459,10 @@ def collect_tables(runs_dir: Path) -> dict[str, pd.DataFrame]:
         tables.update({"per_image": pd.concat(per_image, ignore_index=True),
                        "features": pd.concat(features, ignore_index=True),
                        "history": pd.concat(history, ignore_index=True)})
-    for name in ("per_image", "features", "history"):  # never leave tables of an earlier plan behind
+    if damage:  # every run replays the same conditions: one row per image and condition
+        tables["damage"] = (pd.concat(damage, ignore_index=True).drop(columns="run_id", errors="ignore")
+                            .drop_duplicates(["image_id", "perturbation", "severity", "stage"]).reset_index(drop=True))
+    for name in ("per_image", "features", "history", "damage"):  # never leave tables of an earlier plan behind
         (out_dir / f"{name}.csv.gz").unlink(missing_ok=True)
     for name, df in tables.items():
         write_csv(out_dir / f"{name}.csv.gz" if name != "runs" else out_dir / "runs.csv", df)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from robustseg.errors import InputError
+from robustseg.perturb.damage import damage_summary
 
 CLEAN_NAME = "none"
 RUN_KEYS: tuple[str, ...] = ("seed", "fold")
@@ -274,10 +275,135 @@ def mean_corruption_error(df: pd.DataFrame, baseline_arm: str) -> pd.DataFrame:
     return out
 
 
+# ----------------------------------------------------------------------------------- matched image damage
+DAMAGE_LEVEL = 0.8
+"""Default in-fan SSIM at which perturbations are compared (the calibration's severity-3 target)."""
+
+
+def _interp_at(ssim: np.ndarray, retention: np.ndarray, level: float) -> float:
+    """Retention at in-fan SSIM ``level`` by linear interpolation between the clean point (1, 1) and the severities;
+    NaN when the perturbation never damages the image that much (or no retention is defined)."""
+    keep = np.isfinite(ssim) & np.isfinite(retention)
+    x = np.concatenate([[1.0], ssim[keep]])
+    y = np.concatenate([[1.0], retention[keep]])
+    if len(x) < 2 or level < x.min() or level > 1.0:
+        return float("nan")
+    order = np.argsort(-x, kind="stable")  # from clean (1.0) down to the strongest damage
+    x, y = x[order], y[order]
+    for i in range(len(x) - 1):
+        lo, hi = x[i + 1], x[i]
+        if lo <= level <= hi:
+            if hi == lo:
+                return float(y[i + 1])
+            t = (hi - level) / (hi - lo)
+            return float(y[i] + t * (y[i + 1] - y[i]))
+    return float("nan")
+
+
+def matched_damage(df: pd.DataFrame, damage: pd.DataFrame, levels: Sequence[float] = (0.9, DAMAGE_LEVEL, 0.7),
+                   by: Sequence[str] = ("arm", "class")) -> pd.DataFrame:
+    """Dice retention of every perturbation at matched image damage (SSIM), ranked.
+
+    The damage of a perturbation is its mean SSIM on the study's own test images (:func:`damage_summary`): in the
+    fan for a global perturbation, inside the region a local artefact acts on (``measure`` ``fan`` / ``region``), the
+    measure its severities are calibrated by. Per run, the retention curve of a perturbation (its severities, plus
+    the clean point at SSIM 1 and retention 1) is read at each SSIM ``level`` by linear interpolation; then mean and
+    SD across runs. A perturbation whose strongest severity does
+    not damage the images down to a level (``reached`` False), or whose retention is undefined (clean Dice 0), has
+    NaN there and is not ranked at that level. ``rank`` 1 is the most damaging (lowest retention) within each ``by``
+    group and level; ``n_ranked`` counts the ranked perturbations.
+
+    Columns: ``*by, level, perturbation, measure, retention_mean, retention_sd, n_runs, reached, ssim_min, rank,
+    n_ranked``.
+
+    Examples
+    --------
+    >>> per = pd.DataFrame({"arm": "a", "class": "csp", "seed": 0, "fold": 0, "image_id": "i",
+    ...                     "perturbation": ["none", "p", "p", "q"], "severity": [0, 1, 3, 1],
+    ...                     "ref_pixels": 10, "dice": [0.8, 0.6, 0.4, 0.72], "hd95_mm": 1.0})
+    >>> dmg = pd.DataFrame({"image_id": "i", "perturbation": ["p", "p", "q"], "severity": [1, 3, 1],
+    ...                     "ssim_fan": [0.9, 0.7, 0.8], "psnr_fan": 30.0})
+    >>> m = matched_damage(per, dmg, levels=(0.8,))
+    >>> m[["perturbation", "retention_mean", "rank"]].round(3).values.tolist()
+    [['p', 0.625, 1], ['q', 0.9, 2]]
+    """
+    by = _keys(by)
+    full = [*by, "perturbation", "severity"]
+    runs = _with_retention(run_means(df, full), full)
+    summary = damage_summary(damage)
+    summary["ssim"] = summary["ssim_region"].where(summary["local"], summary["ssim_fan"])
+    ssim = summary.groupby(["perturbation", "severity"])["ssim"].mean()
+    local = summary.groupby("perturbation")["local"].any()
+    runs = runs[runs["perturbation"] != CLEAN_NAME].copy()
+    runs["ssim"] = [ssim.get((p, int(s)), np.nan) for p, s in zip(runs["perturbation"], runs["severity"], strict=True)]
+    rows = []
+    for key, g in runs.groupby([*by, "perturbation", *RUN_KEYS], sort=True, dropna=False):
+        x, y = g["ssim"].to_numpy(dtype=float), g["retention"].to_numpy(dtype=float)
+        for level in levels:
+            rows.append({**dict(zip([*by, "perturbation", *RUN_KEYS], key, strict=True)), "level": float(level),
+                         "retention": _interp_at(x, y, float(level)), "ssim_min": float(np.nanmin(x)) if
+                         np.isfinite(x).any() else np.nan})
+    cols = [*by, "level", "perturbation", "measure", "retention_mean", "retention_sd", "n_runs", "reached", "ssim_min",
+            "rank", "n_ranked"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    per_run = pd.DataFrame(rows)
+    out = per_run.groupby([*by, "level", "perturbation"], sort=True, dropna=False).agg(
+        retention_mean=("retention", "mean"), retention_sd=("retention", "std"), n_runs=("retention", "count"),
+        ssim_min=("ssim_min", "min")).reset_index()
+    out["reached"] = out["ssim_min"] <= out["level"]
+    out["measure"] = np.where(out["perturbation"].map(local).fillna(False).astype(bool), "region", "fan")
+    out["rank"] = (out.groupby([*by, "level"])["retention_mean"].rank(method="min", ascending=True)
+                   .astype("Int64"))
+    out["n_ranked"] = out.groupby([*by, "level"])["rank"].transform("count").astype(int)
+    out = out.sort_values([*by, "level", "rank", "perturbation"], ascending=[*([True] * len(by)), False, True, True],
+                          na_position="last", kind="stable")
+    return out[cols].reset_index(drop=True)
+
+
+def damage_extremes(df: pd.DataFrame, damage: pd.DataFrame, level: float = DAMAGE_LEVEL,
+                    by: Sequence[str] = ("arm", "class")) -> pd.DataFrame:
+    """The most and least damaging perturbations at matched image damage: per ``by`` group, the perturbations with the
+    lowest and highest Dice retention at SSIM ``level`` (:func:`matched_damage`). For a findings line such as
+    "at equal image damage (SSIM 0.8), beam_width costs CSP the most (retention 0.41), gaussian_noise the least
+    (0.93)".
+
+    Columns: ``*by, level, most, most_retention, least, least_retention, n_ranked``; empty without perturbations
+    that reach the level.
+
+    Examples
+    --------
+    >>> per = pd.DataFrame({"arm": "a", "class": "csp", "seed": 0, "fold": 0, "image_id": "i",
+    ...                     "perturbation": ["none", "p", "q"], "severity": [0, 3, 3],
+    ...                     "ref_pixels": 10, "dice": [0.8, 0.4, 0.7], "hd95_mm": 1.0})
+    >>> dmg = pd.DataFrame({"image_id": "i", "perturbation": ["p", "q"], "severity": [3, 3], "ssim_fan": 0.8,
+    ...                     "psnr_fan": 30.0})
+    >>> damage_extremes(per, dmg).round(3)[["most", "most_retention", "least", "least_retention"]].values.tolist()
+    [['p', 0.5, 'q', 0.875]]
+    """
+    by = list(by)
+    m = matched_damage(df, damage, levels=(level,), by=by)
+    m = m[m["rank"].notna()]
+    rows = []
+    for key, g in m.groupby(by, sort=True):
+        g = g.sort_values(["retention_mean", "perturbation"], kind="stable")
+        lo, hi = g.iloc[0], g.iloc[-1]
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)), "level": float(level),
+                     "most": lo["perturbation"], "most_retention": float(lo["retention_mean"]),
+                     "least": hi["perturbation"], "least_retention": float(hi["retention_mean"]),
+                     "n_ranked": len(g)})
+    return pd.DataFrame(rows, columns=[*by, "level", "most", "most_retention", "least", "least_retention",
+                                       "n_ranked"])
+
+
 __all__ = [
     "CLEAN_NAME",
+    "DAMAGE_LEVEL",
     "RUN_KEYS",
     "corruption_error",
+    "damage_extremes",
+    "damage_summary",
+    "matched_damage",
     "mean_corruption_error",
     "robustness_summary",
     "run_means",

@@ -52,12 +52,14 @@ def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
     t = res.tables
     names, small = res.inputs.class_names, res.inputs.small
     figs: dict[str, str | None] = dict.fromkeys(
-        ("spread", "robustness", "bland_altman", "ensembles", "mismatch", "structures", "gt_free", "qualitative",
+        ("spread", "robustness", "damage", "bland_altman", "ensembles", "mismatch", "structures", "gt_free", "qualitative",
          "training"))
     if not res.levels.empty:
         figs["spread"] = figures.spread_plot(res.levels, res.arms, out / "spread.png", names)
     if not t.get("retention", pd.DataFrame()).empty:
         figs["robustness"] = figures.robustness_plot(t["robustness"], res.arms, out / "robustness.png", names)
+    if not t.get("damage", pd.DataFrame()).empty and not res.inputs.damage.empty:
+        figs["damage"] = figures.damage_plot(t["robustness"], res.inputs.damage, res.baseline, out / "damage.png", small)
     if not t.get("bland_altman", pd.DataFrame()).empty and not res.areas.empty:
         ba = t["bland_altman"]
         kind = "ensemble (all runs)" if res.areas_label == "all-runs ensemble" else "single run"
@@ -92,7 +94,7 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
         body = [
             sections.summary(res),
             sections.spread(res, figs["spread"]),
-            sections.robustness(res, figs["robustness"]),
+            sections.robustness(res, figs["robustness"], figs["damage"]),
             sections.agreement(res, figs["bland_altman"]),
             sections.ensembles(res, figs["ensembles"]),
             sections.arm_comparison(res),

@@ -16,6 +16,8 @@ from robustseg import stats
 from robustseg.labels import CLASS_NAMES, SMALL_STRUCTURES
 from robustseg.qc.robustness import (
     corruption_error,
+    damage_summary,
+    matched_damage,
     mean_corruption_error,
     robustness_summary,
     severity_weighted,
@@ -233,9 +235,11 @@ def presence_table(clean: pd.DataFrame) -> pd.DataFrame:
     return presence_counts(clean, by=("arm",))
 
 
-def robustness_tables(per_image: pd.DataFrame, baseline: str) -> dict[str, pd.DataFrame]:
-    """Dice per severity (perturbed and external test sets next to clean), retention, (m)CE and the ROOD-style
-    severity-weighted Dice and degradation (``degradation``)."""
+def robustness_tables(per_image: pd.DataFrame, baseline: str, damage: pd.DataFrame | None = None
+                      ) -> dict[str, pd.DataFrame]:
+    """Dice per severity (perturbed and external test sets next to clean), retention, (m)CE, the ROOD-style
+    severity-weighted Dice and degradation (``degradation``), and with a ``damage`` table the in-fan SSIM / PSNR
+    per perturbation and severity (``damage``) and the Dice retention at matched image damage (``matched_damage``)."""
     raw = per_image[~per_image["postprocessed"].astype(bool)]
     test = raw[raw["testset"] == "test"]
     external = raw[raw["testset"] != "test"]
@@ -246,6 +250,9 @@ def robustness_tables(per_image: pd.DataFrame, baseline: str) -> dict[str, pd.Da
         out["corruption_error"] = corruption_error(test, baseline)
         out["mce"] = mean_corruption_error(test, baseline)
         out["degradation"] = severity_weighted(test)
+        if damage is not None and not damage.empty:
+            out["damage"] = damage_summary(damage)
+            out["matched_damage"] = matched_damage(test, damage)
     return out
 
 

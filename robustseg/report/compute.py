@@ -160,7 +160,7 @@ def compute(inputs: StudyInputs) -> Results:
     presence = agg.presence_table(clean)
     t["summary"] = agg.summary_table(clean, inputs.index, res.levels, n_boot, t["icc_seed"], arms, presence, names)
     t["presence"] = agg.order_classes(presence, arms, classes=names)
-    t.update(agg.robustness_tables(inputs.per_image, res.baseline))
+    t.update(agg.robustness_tables(inputs.per_image, res.baseline, inputs.damage))
     t["retention"] = agg.retention_table(t["robustness"])
     t["arm_comparison"] = agg.arm_comparisons(clean, inputs.index, arms, n_boot)
     t["arm_ranking"] = agg.arm_ranking(clean, inputs.index, arms, n_boot)

@@ -156,6 +156,44 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path, classes: 
     return save(fig, path)
 
 
+def damage_plot(curves: pd.DataFrame, damage: pd.DataFrame, arm: str, path: Path,
+                small: Sequence[str] = SMALL) -> str:
+    """Dice retention (mean over runs) against image damage (mean SSIM of each severity on the study's test images:
+    in the fan, or inside a local artefact's region), one line per perturbation from the clean point (SSIM 1,
+    retention 1), one panel per ``small`` class: a perturbation lower at the same SSIM costs more Dice per unit of
+    image damage."""
+    from robustseg.perturb.damage import damage_summary
+
+    summary = damage_summary(damage)
+    summary["ssim"] = summary["ssim_region"].where(summary["local"], summary["ssim_fan"])
+    ssim = summary.groupby(["perturbation", "severity"])["ssim"].mean()
+    sub = curves[(curves["arm"] == arm) & (curves["perturbation"] != "none")]
+    classes = [c for c in small if c in set(sub["class"])]
+    perts = sorted(set(sub["perturbation"]) & {p for p, _ in ssim.index})
+    fig = Figure(figsize=(4.8 * max(1, len(classes)), 4.0))
+    axes = fig.subplots(1, max(1, len(classes)), squeeze=False).ravel()
+    cmap = [PALETTE[i % len(PALETTE)] for i in range(1, len(PALETTE))] + ["#000000"]
+    styles = ("-", "--", ":", "-.")
+    for ax, cls in zip(axes, classes, strict=False):
+        for k, pert in enumerate(perts):
+            s = sub[(sub["class"] == cls) & (sub["perturbation"] == pert)].sort_values("severity")
+            x = [1.0] + [float(ssim.get((pert, int(v)), np.nan)) for v in s["severity"]]
+            y = [1.0] + s["retention_mean"].astype(float).tolist()
+            ax.plot(x, y, marker="o", ms=3, lw=1.3, color=cmap[k % len(cmap)], ls=styles[(k // len(cmap)) % 4],
+                    label=pert)
+        ax.set_title(display_name(cls), fontsize=10)
+        ax.set_xlabel("image damage: mean SSIM (fan, or a local artefact's region)")
+        low = float(np.nanmin(ssim.to_numpy(dtype=float))) if len(ssim) else 0.5
+        ax.set_xlim(1.005, min(0.5, low - 0.02))
+        ax.set_ylim(bottom=0.0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Dice retention (perturbed / clean)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    return save(fig, path)
+
+
 def bland_altman_plot(areas: pd.DataFrame, ba: pd.DataFrame, arm: str, unit: str, path: Path,
                       label: str = "mean over runs", small: Sequence[str] = SMALL,
                       class_names: Sequence[str] = CLASS_NAMES) -> str:

@@ -53,6 +53,8 @@ class StudyInputs:
     reference_features: pd.DataFrame
     reference: Reference | None
     completes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    damage: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per test image and perturbation condition the damage done (in-fan SSIM / PSNR; ``tables/damage.csv.gz``)."""
     class_names: tuple[str, ...] = CLASS_NAMES
     """The data set's classes in label order (``study.json``; the fetal four for run folders written before)."""
     small: tuple[str, ...] = SMALL_STRUCTURES
@@ -141,6 +143,7 @@ def load_inputs(runs_dir: str | Path) -> StudyInputs:
         study_file=saved.get("file"), plan=plan, index=_csv(runs_dir / "index.csv"), runs=runs,
         per_image=per_image, features=_csv(tables / "features.csv.gz"), history=_csv(tables / "history.csv.gz"),
         reference_features=_csv(runs_dir / "reference_features.csv.gz"), reference=reference, completes=completes,
+        damage=_csv(tables / "damage.csv.gz"),
     )
 
 

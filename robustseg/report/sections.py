@@ -206,7 +206,7 @@ def spread(res: Results, fig: str | None) -> str:
                   "HD95 in mm, lower is better. IoU and every other value: `tables/spread.csv`.\n\n" + md.table(t, cols))
 
 
-def robustness(res: Results, fig: str | None) -> str:
+def robustness(res: Results, fig: str | None, damage_fig: str | None = None) -> str:
     out = heading(2) + "\n"
     ret = res.tables.get("retention", pd.DataFrame())
     if ret.empty:
@@ -243,7 +243,64 @@ def robustness(res: Results, fig: str | None) -> str:
                 "robust):\n\n" + md.table(mce, {"arm": "Arm", "class": "Class", "mce": ("mCE", md.fixed(3)),
                                               "relative_mce": ("Relative mCE", md.fixed(3)),
                                               "n_perturbations": ("Perturbations", md.integer)}))
-    return out + "\nPer-severity values: `tables/robustness.csv`; CE per perturbation: `tables/corruption_error.csv`.\n"
+    out += "\nPer-severity values: `tables/robustness.csv`; CE per perturbation: `tables/corruption_error.csv`.\n"
+    return out + image_damage(res, damage_fig)
+
+
+def _stage_text(res: Results) -> str:
+    pt = res.inputs.study.get("perturb", {}) or {}
+    stage = pt.get("stage", "model")
+    if stage == "native":
+        return ("Perturbations were applied to each test image at its native resolution, as a scanner makes its "
+                "artefacts, and the result was preprocessed exactly like the clean image (`perturb.stage = "
+                "\"native\"`); the ultrasound artefacts follow each image's probe geometry "
+                f"(`perturb.geometry = \"{pt.get('geometry', 'auto')}\"`).")
+    return ("Perturbations were applied to the network's letterboxed input, after resizing (`perturb.stage = "
+            "\"model\"`): noise and blur act at model resolution, which no scanner does.")
+
+
+def image_damage(res: Results, fig: str | None = None) -> str:
+    """How much each perturbation damaged this study's own test images (in-fan SSIM / PSNR per severity) and the
+    ranking of the perturbations by Dice retention at matched damage (:func:`robustseg.qc.robustness.matched_damage`)."""
+    dmg = res.tables.get("damage", pd.DataFrame())
+    if dmg.empty:
+        return "\n" + _stage_text(res) + " No image-damage table was saved (runs of an earlier version).\n"
+    out = ("\n### Image damage per perturbation and severity\n\n" + _stage_text(res) + " In-fan SSIM and PSNR of "
+           "each perturbed test image against the clean one, at the resolution it was perturbed at, averaged over "
+           "the test images (severities are calibrated so that SSIM is about 0.95 / 0.90 / 0.80 / 0.70 / 0.60 on "
+           "phantom images; `docs/perturbations.md`). Local artefacts also give SSIM inside the region they darken and "
+           "the region's share of the fan.\n\n")
+    cols = {"perturbation": "Perturbation", "severity": ("Severity", md.integer),
+            "ssim_fan": ("In-fan SSIM", md.fixed(3)), "psnr_fan": ("In-fan PSNR (dB)", md.fixed(1)),
+            "n_images": ("Images", md.integer)}
+    if dmg["local"].any():
+        cols |= {"ssim_region": ("SSIM in region", md.fixed(3)),
+                 "region_fraction": ("Region (share of fan)", md.fixed(2))}
+    out += md.table(dmg, cols)
+    matched = res.tables.get("matched_damage", pd.DataFrame())
+    if matched.empty:
+        return out
+    from robustseg.qc.robustness import DAMAGE_LEVEL
+
+    small = [c for c in res.inputs.small if c in set(matched["class"])]
+    m = matched[(matched["level"] == DAMAGE_LEVEL) & matched["class"].isin(small)].copy()
+    m["class"] = m["class"].map(display_name)
+    out += (f"\n### Ranking at matched image damage (SSIM {DAMAGE_LEVEL:g})\n\nThe per-severity view above compares "
+            "perturbations at their own severity scales; here each perturbation's Dice retention (per run, "
+            "interpolated between the clean point and its severities along their mean SSIM) is read at the same "
+            f"image damage, SSIM {DAMAGE_LEVEL:g} (in the fan; for a local artefact inside the region it acts on, the "
+            "measure its severities are calibrated by), so the ranking says which artefact costs the small structures "
+            "most *per unit of image damage*. Rank 1 = the most damaging. A perturbation whose strongest severity "
+            "stays above that SSIM is not ranked (*not reached*). Levels 0.9 and 0.7: `tables/matched_damage.csv`."
+            "\n\n")
+    if fig:
+        out += md.figure(f"figures/{fig}", "Dice retention against image damage (SSIM) per perturbation") + "\n"
+    cols = {**_arm_cols(res), "class": "Class", "rank": ("Rank", md.integer), "perturbation": "Perturbation",
+            "measure": "SSIM in",
+            "retention": ("Retention at matched SSIM", lambda r: md.pm(r["retention_mean"], r["retention_sd"])
+                          if r["reached"] else "not reached", True),
+            "ssim_min": ("Strongest damage (min SSIM)", md.fixed(3))}
+    return out + md.table(m, cols)
 
 
 def _icc_cols(res: Results, extra: dict | None = None) -> dict:
