@@ -182,7 +182,7 @@ def damage_plot(curves: pd.DataFrame, damage: pd.DataFrame, arm: str, path: Path
             ax.plot(x, y, marker="o", ms=3, lw=1.3, color=cmap[k % len(cmap)], ls=styles[(k // len(cmap)) % 4],
                     label=pert)
         ax.set_title(display_name(cls), fontsize=10)
-        ax.set_xlabel("image damage: mean SSIM (fan, or a local artefact's region)")
+        ax.set_xlabel("mean SSIM (image damage)")
         low = float(np.nanmin(ssim.to_numpy(dtype=float))) if len(ssim) else 0.5
         ax.set_xlim(1.005, min(0.5, low - 0.02))
         ax.set_ylim(bottom=0.0)
@@ -190,7 +190,8 @@ def damage_plot(curves: pd.DataFrame, damage: pd.DataFrame, arm: str, path: Path
     axes[0].set_ylabel("Dice retention (perturbed / clean)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    fig.text(0.01, 0.01, "SSIM in the fan; for a local artefact, inside the region it acts on", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 0.8, 1))
     return save(fig, path)
 
 
