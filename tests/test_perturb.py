@@ -59,8 +59,8 @@ def test_registry_lists_every_required_perturbation():
     assert required <= set(NAMES)
     from robustseg.perturb.calibrated import CALIBRATED
 
-    assert set(CALIBRATED) == set(NAMES)
-    for entry in P.PERTURBATIONS.values():
+    assert set(CALIBRATED) <= set(NAMES)
+    for entry in (P.PERTURBATIONS[name] for name in CALIBRATED):  # the built-ins (plugins may have joined)
         assert len(entry.values) == len(P.SEVERITIES) and entry.values == tuple(CALIBRATED[entry.name])
         assert (entry.build is None) != (entry.function is None)
         assert entry.physics.count(". ") >= 1 and "(" in entry.physics, f"{entry.name}: physics and a reference"

@@ -28,13 +28,20 @@ from robustseg.perturb.seeding import image_seed
 
 
 # ------------------------------------------------------------------------------------------------ tables
+def _built_ins() -> list[object]:
+    """The built-in registry entries (those of the calibration table; plugins are documented by their packages)."""
+    from robustseg.perturb.calibrated import CALIBRATED
+
+    return [e for e in PERTURBATIONS.values() if e.name in CALIBRATED]
+
+
 def parameter_markdown() -> str:
-    """The registry as a Markdown table: implementation and the knob of each severity."""
+    """The built-in perturbations as a Markdown table: implementation and the knob of each severity."""
     lines = [
         "| perturbation | implementation | parameter | s1 | s2 | s3 | s4 | s5 | seed matters |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for e in PERTURBATIONS.values():
+    for e in _built_ins():
         vals = [f"{v:g}" for v in e.values]
         seeded = "yes" if e.stochastic else "no"
         lines.append(f"| {e.name} | {e.description} | {e.parameter} | {' | '.join(vals)} | {seeded} |")
@@ -43,7 +50,7 @@ def parameter_markdown() -> str:
 
 def physics_markdown() -> str:
     """One bullet per perturbation: what it models, in two sentences with a reference (``Perturbation.physics``)."""
-    return "\n".join(f"- `{e.name}`: {e.physics}" for e in PERTURBATIONS.values()) + "\n"
+    return "\n".join(f"- `{e.name}`: {e.physics}" for e in _built_ins()) + "\n"
 
 
 def calibration_markdown(table: pd.DataFrame) -> str:

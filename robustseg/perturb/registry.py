@@ -111,9 +111,8 @@ def line_kernel(length: float, angle_deg: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
-def motion_blur(image: np.ndarray, length: float, rng: np.random.Generator, geo: object = None) -> np.ndarray:
+def motion_blur(image: np.ndarray, length: float, rng: np.random.Generator) -> np.ndarray:
     """Linear motion blur of ``length`` px in a direction drawn from ``rng`` (the same at every length)."""
-    del geo
     kernel = line_kernel(length, float(rng.uniform(0.0, 180.0)))
     out = cv2.filter2D(image.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
@@ -127,127 +126,128 @@ def _downscale(scale: float) -> A.BasicTransform:
     )
 
 
-def _entry(name: str, description: str, parameter: str, stochastic: bool, **kw: object) -> Perturbation:
+def _calibrated(name: str, description: str, parameter: str, stochastic: bool, **kw: object) -> Perturbation:
+    """A built-in entry with its knob values from the calibration table."""
     return Perturbation(name, description, parameter, tuple(CALIBRATED[name]), stochastic, **kw)  # type: ignore[arg-type]
 
 
 _ENTRIES: tuple[Perturbation, ...] = (
-    _entry("gaussian_noise", "additive Gaussian noise (albumentations GaussNoise)", "std/255", True,
+    _calibrated("gaussian_noise", "additive Gaussian noise (albumentations GaussNoise)", "std/255", True,
            build=lambda s: A.GaussNoise(std_range=(s, s), mean_range=(0.0, 0.0), p=1.0), search=(0.001, 0.6),
            family="noise",
            physics="Electronic (thermal) noise of the receiver adds to the echo before display; ImageNet-C's "
                    "'Gaussian noise' (Hendrycks & Dietterich 2019). Not an ultrasound-specific model: it is kept "
                    "for comparison with natural-image benchmarks."),
-    _entry("multiplicative_noise",
+    _calibrated("multiplicative_noise",
            "i.i.d. multiplicative noise, pixel x U(1-a, 1+a) (MultiplicativeNoise, elementwise)", "a", True,
            build=lambda a: A.MultiplicativeNoise(multiplier=(1.0 - a, 1.0 + a), elementwise=True, p=1.0),
            search=(0.005, 1.0), family="noise",
            physics="Independent noise per pixel that scales with the signal, the 'speckle noise' of ImageNet-C "
                    "and MedMNIST-C (Di Salvo et al. 2024). Real speckle is correlated over the resolution cell "
                    "(see `speckle`); this entry keeps the i.i.d. version for comparability."),
-    _entry("salt_pepper", "salt-and-pepper impulse noise (SaltAndPepper), fraction of pixels hit", "amount", True,
+    _calibrated("salt_pepper", "salt-and-pepper impulse noise (SaltAndPepper), fraction of pixels hit", "amount", True,
            build=lambda a: A.SaltAndPepper(amount=(a, a), salt_vs_pepper=(0.5, 0.5), p=1.0), search=(1e-4, 0.4),
            family="noise",
            physics="Isolated black and white pixels, as from bit errors in transmission or dead detector "
                    "elements. ImageNet-C's impulse noise (Hendrycks & Dietterich 2019); not an ultrasound artefact."),
-    _entry("contrast", "contrast reduction towards the image mean, (x - mean) * c + mean (ColorJitter)", "c",
+    _calibrated("contrast", "contrast reduction towards the image mean, (x - mean) * c + mean (ColorJitter)", "c",
            False, build=lambda c: A.ColorJitter(brightness=(1.0, 1.0), contrast=(c, c), saturation=(1.0, 1.0),
                                                 hue=(0.0, 0.0), p=1.0),
            search=(0.02, 1.0), family="intensity",
            physics="A narrower grey-level range, as from a different dynamic-range (compression) setting or "
                    "display. Brightness differences between tissues shrink (ImageNet-C's contrast, Hendrycks & "
                    "Dietterich 2019)."),
-    _entry("gamma_dark", "gamma > 1 darkens mid-tones (RandomGamma)", "gamma", False,
+    _calibrated("gamma_dark", "gamma > 1 darkens mid-tones (RandomGamma)", "gamma", False,
            build=lambda g: A.RandomGamma(gamma_limit=(g * 100, g * 100), p=1.0), search=(1.0, 8.0),
            family="intensity",
            physics="A different grey-level map (post-processing curve) that darkens mid-tones, as scanners' "
                    "grey maps differ between vendors and presets. Structure is kept, tones are shifted (Szabo, "
                    "Diagnostic Ultrasound Imaging, 2nd ed. 2014, ch. 10)."),
-    _entry("gamma_bright", "gamma < 1 brightens mid-tones (RandomGamma)", "gamma", False,
+    _calibrated("gamma_bright", "gamma < 1 brightens mid-tones (RandomGamma)", "gamma", False,
            build=lambda g: A.RandomGamma(gamma_limit=(g * 100, g * 100), p=1.0), search=(0.05, 1.0),
            family="intensity",
            physics="A grey map that brightens mid-tones (another vendor or preset curve). Dark structures such "
                    "as the CSP and ventricles lose contrast against tissue (Szabo 2014, ch. 10)."),
-    _entry("brightness", "brightness (gain offset) shift by b*255 (RandomBrightnessContrast)", "b", False,
+    _calibrated("brightness", "brightness (gain offset) shift by b*255 (RandomBrightnessContrast)", "b", False,
            build=lambda b: A.RandomBrightnessContrast(brightness_limit=(b, b), contrast_limit=(0.0, 0.0), p=1.0),
            search=(0.0, 0.95), family="intensity",
            physics="Overall gain set too high: every grey level rises, on a log display by a constant. "
                    "Bright structures saturate (Szabo 2014, ch. 10)."),
-    _entry("gaussian_blur", "Gaussian blur, sigma in pixels (GaussianBlur)", "sigma", False,
+    _calibrated("gaussian_blur", "Gaussian blur, sigma in pixels (GaussianBlur)", "sigma", False,
            build=lambda s: A.GaussianBlur(blur_limit=0, sigma_limit=(s, s), p=1.0), search=(0.05, 30.0),
            family="blur",
            physics="Isotropic loss of resolution, ImageNet-C's Gaussian blur (Hendrycks & Dietterich 2019). "
                    "In ultrasound resolution is anisotropic, see `beam_width`."),
-    _entry("motion_blur", "linear motion blur: a line kernel of the given length (px, fractional), random direction",
+    _calibrated("motion_blur", "linear motion blur: a line kernel of the given length (px, fractional), random direction",
            "length", True, function=motion_blur, search=(0.5, 120.0), family="blur",
            physics="Probe or patient movement during the frame smears structures along a direction; with "
                    "frame averaging (persistence) the smear spans several frames. ImageNet-C's motion blur "
                    "(Hendrycks & Dietterich 2019), with a fractional kernel length."),
-    _entry("jpeg", "JPEG compression artefacts (ImageCompression)", "quality", False,
+    _calibrated("jpeg", "JPEG compression artefacts (ImageCompression)", "quality", False,
            build=lambda q: A.ImageCompression(compression_type="jpeg", quality_range=(int(q), int(q)), p=1.0),
            search=(1.0, 100.0), step="int", family="compression",
            physics="Lossy export or archiving (PACS, screenshots) quantises 8 x 8 blocks of DCT coefficients: "
                    "blocking and ringing. ImageNet-C's JPEG (Hendrycks & Dietterich 2019)."),
-    _entry("resolution", "resolution loss: area down-sampling by a scale then linear up-sampling (Downscale)",
+    _calibrated("resolution", "resolution loss: area down-sampling by a scale then linear up-sampling (Downscale)",
            "scale", False, build=_downscale, search=(0.02, 1.0), family="blur",
            physics="An image stored or transmitted at lower resolution and scaled back up (video capture, "
                    "screenshots). ImageNet-C's pixelate with linear up-sampling (Hendrycks & Dietterich 2019)."),
-    _entry("speckle", "correlated Rician speckle along the beams (diffuse share of the echo power; 1 = Rayleigh)",
+    _calibrated("speckle", "correlated Rician speckle along the beams (diffuse share of the echo power; 1 = Rayleigh)",
            "diffuse", True, function=texture.speckle, search=(0.0005, 1.0), family="ultrasound",
            uses_geometry=True,
            physics="Echoes of many unresolved scatterers inside one resolution cell interfere, giving a "
                    "multiplicative granular pattern whose envelope is Rayleigh-distributed when fully developed "
                    "and Rician with a coherent component; its grain is the resolution cell, longer across the beam "
                    "than along it (Wagner et al. 1983, IEEE Trans Sonics Ultrason; Burckhardt 1978)."),
-    _entry("acoustic_shadow", "dark bands along beam lines behind strong reflectors; attenuation in the band",
+    _calibrated("acoustic_shadow", "dark bands along beam lines behind strong reflectors; attenuation in the band",
            "attenuation", True, function=ultrasound.acoustic_shadow,
            search=(0.0, 1.0), family="ultrasound",
            uses_geometry=True,
            physics="A strongly reflecting or absorbing structure (bone, calcification, the skull) lets little "
                    "energy through, so everything behind it along the same beam is dark. The shadow follows the "
                    "beam line from the apex, not the image columns (Feldman et al. 2009, RadioGraphics)."),
-    _entry("contact_loss", "contact loss: one edge of the probe decoupled, its sector of the fan loses echo",
+    _calibrated("contact_loss", "contact loss: one edge of the probe decoupled, its sector of the fan loses echo",
            "loss", True, function=ultrasound.contact_loss, search=(0.0, 1.0),
            family="ultrasound",
            uses_geometry=True,
            physics="Where part of the probe face loses contact (too little gel, a lifted edge), the sound is "
                    "reflected at the air gap and those beams return no tissue echo: a dark sector over the full "
                    "depth (Bushberg et al., The Essential Physics of Medical Imaging, ch. 14)."),
-    _entry("reverberation", "copies of the brightest near-field interface at 2, 3, ... times its depth", "ratio",
+    _calibrated("reverberation", "copies of the brightest near-field interface at 2, 3, ... times its depth", "ratio",
            False, function=ultrasound.reverberation, search=(0.0, 0.999), family="ultrasound",
            uses_geometry=True,
            physics="Sound bounces between a strong near-field interface and the probe face, so the interface "
                    "reappears at multiples of its depth, fainter each time. Typical below the abdominal wall "
                    "(Feldman et al. 2009; Hindi et al. 2013, Ultrasound)."),
-    _entry("near_field_haze", "near-field haze / clutter: a diffuse veil fading with depth (grey levels at the face)",
+    _calibrated("near_field_haze", "near-field haze / clutter: a diffuse veil fading with depth (grey levels at the face)",
            "level", True, function=ultrasound.near_field_haze, search=(0.0, 255.0), family="ultrasound",
            uses_geometry=True,
            physics="Reverberation in the body wall and side-lobe energy add diffuse clutter that is strongest just "
                    "below the probe and fills anechoic structures with haze (Lediju et al. 2008, IEEE UFFC)."),
-    _entry("depth_attenuation", "uncompensated attenuation along true depth; share of the intensity left at the "
+    _calibrated("depth_attenuation", "uncompensated attenuation along true depth; share of the intensity left at the "
            "deepest point", "remaining", False, function=ultrasound.depth_attenuation, search=(0.005, 1.0),
            family="ultrasound",
            uses_geometry=True,
            physics="Tissue attenuates ultrasound by about 0.5-1 dB/cm/MHz each way, which time-gain compensation "
                    "normally undoes; left uncompensated, the image darkens with depth along the beam "
                    "(Szabo 2014, ch. 4)."),
-    _entry("depth_attenuation_db", "uncompensated attenuation in the log (dB) display: -dB at the deepest point",
+    _calibrated("depth_attenuation_db", "uncompensated attenuation in the log (dB) display: -dB at the deepest point",
            "loss_db", False, function=ultrasound.depth_attenuation_db, search=(0.0, 90.0), family="ultrasound",
            uses_geometry=True,
            physics="The same attenuation as seen on a log-compressed display, where a gain loss in dB subtracts "
                    "grey levels (60 dB over 255 levels assumed). Dark and bright tissue lose the same amount."),
-    _entry("tgc_error", "time-gain-compensation error in one or two depth bands (dB at the band centre)",
+    _calibrated("tgc_error", "time-gain-compensation error in one or two depth bands (dB at the band centre)",
            "error_db", True, function=ultrasound.tgc_error, search=(0.0, 60.0), family="ultrasound",
            uses_geometry=True,
            physics="Time-gain-compensation sliders set the gain per depth band; one or two set wrongly make "
                    "horizontal (arc-shaped) bands too bright or too dark (Szabo, ch. 10)."),
-    _entry("speckle_reduction", "vendor-style speckle reduction: edge-preserving guided filter, window sigma in px",
+    _calibrated("speckle_reduction", "vendor-style speckle reduction: edge-preserving guided filter, window sigma in px",
            "sigma", False, function=texture.speckle_reduction, search=(0.1, 30.0), family="ultrasound",
            uses_geometry=True,
            physics="Vendors' speckle-reduction modes smooth speckle while keeping strong edges (anisotropic "
                    "diffusion such as SRAD, Yu & Acton 2002, IEEE TIP; a guided filter, He et al. 2010, here): a "
                    "change of image style between scanners and presets rather than damage."),
-    _entry("beam_width", "lateral blur across the beams growing with depth; sigma (px) at the deepest point",
+    _calibrated("beam_width", "lateral blur across the beams growing with depth; sigma (px) at the deepest point",
            "sigma_far", False, function=texture.beam_width, search=(0.0, 80.0), family="ultrasound",
            uses_geometry=True,
            physics="Beyond its focus the beam widens, so lateral resolution worsens with depth while axial "
@@ -263,7 +263,8 @@ def _plugin_perturbation(name: str, obj: object) -> Perturbation:
     if not callable(obj):
         raise InputError(f"perturbation {name!r}: not callable; expected f(image, severity, rng) or a Perturbation")
     doc = (getattr(obj, "__doc__", None) or name).strip().splitlines()[0]
-    return Perturbation(name, doc, "severity", SEVERITIES, stochastic=True, function=obj)  # type: ignore[arg-type]
+    return Perturbation(name, doc, "severity", SEVERITIES, stochastic=True, function=obj,  # type: ignore[arg-type]
+                        search=(1.0, 5.0), step="int")
 
 
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation", group="robustseg.perturbations",
@@ -370,9 +371,12 @@ def apply_value(image: np.ndarray, name: str, value: float, seed: int = 0,
     if isinstance(entry.function, Staged):
         geo = _geometry(image, geometry)
         out = entry.function.render(image, value, _state(entry, image, stream, geo), geo)
-    elif entry.function is not None:
-        geo = _geometry(image, geometry) if entry.uses_geometry else None
-        out = entry.function(image, value, np.random.default_rng(stream), geo)  # type: ignore[arg-type]
+    elif entry.uses_geometry:
+        assert entry.function is not None
+        out = entry.function(image, value, np.random.default_rng(stream), _geometry(image, geometry))
+    elif entry.function is not None:  # f(image, value, rng): generic built-ins and plugins (severity as an int)
+        knob = int(value) if entry.step != "float" else value
+        out = entry.function(image, knob, np.random.default_rng(stream))  # type: ignore[call-arg]
     else:
         compose = _compose(name, value)
         compose.set_random_seed(stream)
