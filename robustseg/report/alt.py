@@ -57,6 +57,16 @@ def robustness(res: Results) -> str:
     return text + ". Values: tables/robustness.csv."
 
 
+def damage(res: Results) -> str:
+    dmg = res.tables.get("damage", pd.DataFrame())
+    perts = sorted(pd.unique(dmg["perturbation"]).astype(str)) if not dmg.empty else []
+    return (f"Line charts, one panel per structure ({_small(res)}): Dice retention of arm '{res.baseline}' (y axis, "
+            "perturbed over clean Dice, mean over runs) against image damage (x axis, mean SSIM from 1 = clean "
+            "downwards; in the fan, or inside the region a local artefact acts on), one coloured line per "
+            f"perturbation ({_list(perts)}) from the clean point through its severities; a line lower at the same "
+            "SSIM costs more Dice per unit of image damage. Values: tables/robustness.csv and tables/damage.csv.")
+
+
 def bland_altman(res: Results) -> str:
     return (f"Bland-Altman scatter plots, one per structure ({_small(res)}): predicted minus reference area "
             f"({res.area_unit}, y axis) against the mean of the two (x axis), one point per test image of arm "

@@ -294,7 +294,7 @@ def image_damage(res: Results, fig: str | None = None) -> str:
             "stays above that SSIM is not ranked (*not reached*). Levels 0.9 and 0.7: `tables/matched_damage.csv`."
             "\n\n")
     if fig:
-        out += md.figure(f"figures/{fig}", "Dice retention against image damage (SSIM) per perturbation") + "\n"
+        out += md.figure(f"figures/{fig}", alt.damage(res)) + "\n"
     cols = {**_arm_cols(res), "class": "Class", "rank": ("Rank", md.integer), "perturbation": "Perturbation",
             "measure": "SSIM in",
             "retention": ("Retention at matched SSIM", lambda r: md.pm(r["retention_mean"], r["retention_sd"])
