@@ -1,7 +1,18 @@
 """Speed benchmark: our Attention U-Net vs MONAI's AttentionUnet at the same widths, ratios from one run.
 
 Run: ``python benchmarks/bench_models.py [--size 128] [--batch 8] [--base 16] [--rounds 5] [--threads 1]
-[--compile] [--epoch-images 700]``
+[--compile] [--epoch-images 700] [--isa avx2] [--peak] [--decoder-convs 1]``
+
+``--isa avx2`` runs the same measurement as an AVX2-only CPU would: the script starts itself again with
+``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's convolutions) and ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's own kernels);
+the header prints the capability PyTorch chose and the ISA oneDNN reports (``ONEDNN_VERBOSE``), and oneDNN then
+reports no bf16 support, so the defaults resolve as on an AVX2 CPU. It emulates the instruction set, not the
+other machine (its caches, memory and clock stay this CPU's).
+
+The header also gives the forward FLOPs of each network by layer group (encoder convolutions, up-sampling,
+attention gates, decoder convolutions, head), and with ``--peak`` the measured fp32 convolution peak of this
+CPU (a large 3x3 convolution, forward) and each training variant's achieved FLOP rate as a fraction of it
+(training FLOPs counted as 3 x forward).
 
 Every variant is built and warmed up first; then the variants are timed in turns (A B C ... A B C ...,
 ``--rounds`` times, ``--steps`` calls per turn), and each variant's rate is divided by MONAI fp32's rate
@@ -20,10 +31,14 @@ Variants:
 - ``monai levers``: MONAI with bf16 autocast (when the CPU has native bf16), channels-last, fused Adam,
   and ``torch.compile`` with ``--compile``.
 - ``ours fp32``: ``train.amp = "fp32"``; channels-last and fused Adam as by default.
-- ``ours default``: what ``train_run`` / ``predict_proba`` do with default settings on this machine
+- ``ours default``: what ``train_run`` / ``predict_proba`` do with default settings on this machine, for
+  the network of ``--decoder-convs`` (default 1: the quickstart's lean decoder, one 3x3 conv per level as
+  MONAI's; 2: the reference architecture, the model's own default), under the determinism settings
+  ``train_run`` trains with
   (``amp = "auto"``: fp32 training and, on CPUs with native bf16, bf16 prediction;
   ``channels_last = "auto"``, ``compile = "auto"`` resolved for a run of
   ``--epoch-images`` images x 100 epochs; inference with BatchNorm folded into the convolutions).
+- ``ours default, N dec. convs``: the same for the other decoder (N = 2 with ``--decoder-convs 1``).
 - ``ours bf16``: ``train.amp = "bf16"`` (and bf16 prediction), channels-last, fused Adam.
 - ``ours levers``: bf16 + channels-last + torch.compile (only with ``--compile``).
 
@@ -35,32 +50,52 @@ the median step time of each variant (an estimate from timed steps, not a timed 
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # compile in this process: its CPU time counts
-
 import argparse
 import contextlib
 import copy
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-from torch import nn
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # compile in this process: its CPU time counts
 
-from robustseg.nn.device import (
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+"""Environment that caps oneDNN and PyTorch at an instruction set (read when torch loads)."""
+
+
+def _isa_arg(argv: list[str]) -> str:
+    for k, a in enumerate(argv):
+        if a == "--isa" and k + 1 < len(argv):
+            return argv[k + 1]
+        if a.startswith("--isa="):
+            return a.split("=", 1)[1]
+    return "native"
+
+
+if __name__ == "__main__" and _isa_arg(sys.argv[1:]) in ISA_ENV:
+    _want = ISA_ENV[_isa_arg(sys.argv[1:])]
+    if any(os.environ.get(k) != v for k, v in _want.items()):  # before torch loads: start again with the cap
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_want})
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from robustseg.nn.device import (  # noqa: E402
     cpu_supports_bf16,
     forward_flops,
     resolve_amp,
     resolve_compile,
     use_channels_last,
 )
-from robustseg.nn.losses import create as create_loss
-from robustseg.nn.models import count_parameters, create
-from robustseg.nn.predict import fold_batchnorm
+from robustseg.nn.losses import create as create_loss  # noqa: E402
+from robustseg.nn.models import count_parameters, create  # noqa: E402
+from robustseg.nn.predict import fold_batchnorm  # noqa: E402
+from robustseg.nn.train import _deterministic  # noqa: E402
 
 
 @dataclass
@@ -80,9 +115,10 @@ def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
 
 def make_train(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels_last: bool, bf16: bool,
-    fused: bool, compile_model: bool,
+    fused: bool, compile_model: bool, deterministic: bool = False,
 ) -> Callable[[], None]:
-    """A closure doing one training step of a private copy of ``model``."""
+    """A closure doing one training step of a private copy of ``model`` (``deterministic``: under the settings
+    ``train_run`` trains with)."""
     model = copy.deepcopy(model).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -93,13 +129,14 @@ def make_train(
     params = list(model.parameters())
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with _autocast(bf16):
-            out = fwd(x)
-        loss = loss_fn(out.float(), y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-        opt.step()
+        with _deterministic() if deterministic else contextlib.nullcontext():
+            opt.zero_grad(set_to_none=True)
+            with _autocast(bf16):
+                out = fwd(x)
+            loss = loss_fn(out.float(), y)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+            opt.step()
 
     return step
 
@@ -121,6 +158,68 @@ def make_infer(
 
 
 CLOCK = time.perf_counter
+
+
+def onednn_isa() -> str:
+    """The instruction set oneDNN reports in this environment (from ``ONEDNN_VERBOSE`` of a small convolution)."""
+    code = ("import torch\nc = torch.nn.Conv2d(16, 16, 3).to(memory_format=torch.channels_last)\n"
+            "x = torch.zeros(2, 16, 32, 32).contiguous(memory_format=torch.channels_last)\n"
+            "with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):\n    c(x)\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return next((line.split("isa:", 1)[1].strip() for line in out.splitlines() if "isa:" in line), "unknown")
+
+
+def flops_by_group(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Forward FLOPs (2 x multiply-adds) of the convolutions, by layer group: encoder, up-sampling, gates, decoder, head.
+
+    Groups follow the module names of our network (``encoders``, ``ups``, ``gates``, ``decoders``, ``head``)
+    and of MONAI's (``attention``, ``upconv``, ``merge``, the final 1x1 ``model.2``; the rest is encoder).
+    """
+    out: dict[str, float] = dict.fromkeys(("encoder", "up-sampling", "attention gates", "decoder", "head"), 0.0)
+
+    def group(name: str) -> str:
+        for key, g in ((".attention.", "attention gates"), ("gates.", "attention gates"), (".upconv.", "up-sampling"),
+                       ("ups.", "up-sampling"), (".merge.", "decoder"), ("decoders.", "decoder"), ("head", "head")):
+            if key in f".{name}" or name.startswith(key):
+                return g
+        return "head" if name == "model.2.conv" else "encoder"
+
+    def counter(g: str) -> Callable[..., None]:
+        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], res: torch.Tensor) -> None:
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            if isinstance(mod, nn.ConvTranspose2d):
+                out[g] += 2.0 * inp[0].numel() * k * mod.out_channels
+            else:
+                out[g] += 2.0 * res.numel() * k * mod.in_channels
+        return hook
+
+    handles = [m.register_forward_hook(counter(group(name))) for name, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        model.train()
+        for h in handles:
+            h.remove()
+    return out
+
+
+def conv_peak(rounds: int = 5) -> float:
+    """fp32 GFLOP/s of a large 3x3 convolution forward (batch 8, 256 -> 256 channels, 64 x 64, channels-last):
+    the best of ``rounds`` timings on this process's clock."""
+    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(8, 256, 64, 64).contiguous(memory_format=torch.channels_last)
+    flop = 2.0 * 8 * 256 * 64 * 64 * 256 * 9
+    best = math.inf
+    with torch.inference_mode():
+        conv(x)
+        for _ in range(rounds):
+            best = min(best, _timed(lambda: conv(x)))
+    return flop / best / 1e9
 
 
 def _timed(fn: Callable[[], None]) -> float:
@@ -170,6 +269,11 @@ def main() -> None:
                         help="variants to time (monai fp32 always); e.g. --only 'ours fp32' 'ours default'")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="auto: process CPU time with --threads 1, else wall time")
+    parser.add_argument("--isa", choices=("native", *ISA_ENV), default="native",
+                        help="cap oneDNN and PyTorch at an instruction set (avx2: as an AVX2-only CPU)")
+    parser.add_argument("--peak", action="store_true", help="measure the fp32 conv peak and the fraction reached")
+    parser.add_argument("--decoder-convs", type=int, choices=(1, 2), default=1,
+                        help="3x3 convs per decoder level of 'ours' (1: the quickstart's; 2: the reference's)")
     args = parser.parse_args()
     global CLOCK
     if args.threads > 0:
@@ -181,7 +285,7 @@ def main() -> None:
     torch.manual_seed(0)
     widths = tuple(args.base * 2**i for i in range(5))
     monai = AttentionUnet(spatial_dims=2, in_channels=1, out_channels=4, channels=widths, strides=(2, 2, 2, 2))
-    ours = create("attention_unet", base=args.base, depth=4)
+    ours = create("attention_unet", base=args.base, depth=4, decoder_convs=args.decoder_convs)
     x = torch.randn(args.batch, 1, args.size, args.size)
     y = torch.randint(0, 4, (args.batch, args.size, args.size))
     cpu = torch.device("cpu")
@@ -194,13 +298,31 @@ def main() -> None:
     default_compile = resolve_compile("auto", cpu, 3 * f_o * images * 100 / 1e12)
     with open("/proc/loadavg") as fh:
         load = " ".join(fh.read().split()[:3])
-    print(f"clock={'cpu' if CLOCK is time.process_time else 'wall'} threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} native_bf16={bf16} "
+    from robustseg.nn.environment import cpu_info
+
+    info = cpu_info()
+    print(f"CPU {info['cpu_model']}, flags {' '.join(f for f in info['cpu_flags'] if f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'))}; "
+          f"--isa {args.isa}: torch capability {torch.backends.cpu.get_cpu_capability()}, oneDNN ISA {onednn_isa()}"
+          + (" (emulated on this CPU)" if args.isa != "native" else ""))
+    print(f"clock={'cpu' if CLOCK is time.process_time else 'wall'} threads={torch.get_num_threads()} native_bf16={bf16} "
           f"loadavg={load} size={args.size} batch={args.batch} widths={widths}")
     print(f"defaults here: amp auto -> train {'bf16' if default_bf16 else 'fp32'}, "
           f"predict {'bf16' if default_bf16_infer else 'fp32'}, channels_last -> {default_cl}, "
           f"compile auto -> {default_compile} (run of {images} images x 100 epochs)")
     print(f"params: monai={count_parameters(monai):,} ours={count_parameters(ours):,}; "
           f"forward GFLOP/image: monai={f_m / 1e9:.3f} ours={f_o / 1e9:.3f}")
+    other_convs = 3 - args.decoder_convs
+    other_net = create("attention_unet", base=args.base, depth=4, decoder_convs=other_convs)
+    groups = {"monai": flops_by_group(monai, x[:1]), f"ours ({ours.decoder_convs} decoder convs)": flops_by_group(ours, x[:1]),
+              f"ours ({other_convs} decoder convs)": flops_by_group(other_net, x[:1])}
+    print("forward GFLOP/image by layer group:")
+    names = list(next(iter(groups.values())))
+    print(f"  {'':28s}" + "".join(f"{n:>16s}" for n in names) + f"{'total':>10s}")
+    for net, g in groups.items():
+        print(f"  {net:28s}" + "".join(f"{g[n] / 1e9:16.3f}" for n in names) + f"{sum(g.values()) / 1e9:10.3f}")
+    peak = conv_peak() if args.peak else math.nan
+    if args.peak:
+        print(f"fp32 conv peak (3x3, 256 ch, 64x64, batch 8, channels-last, forward): {peak:.1f} GFLOP/s")
 
     infer = not args.no_infer
     variants = [
@@ -215,8 +337,12 @@ def main() -> None:
                 make_infer(ours, x, channels_last=default_cl, bf16=False, fold=True) if infer else None),
         Variant("ours default",
                 make_train(ours, x, y, channels_last=default_cl, bf16=default_bf16, fused=True,
-                           compile_model=default_compile),
+                           compile_model=default_compile, deterministic=True),
                 make_infer(ours, x, channels_last=default_cl, bf16=default_bf16_infer, fold=True) if infer else None),
+        Variant(f"ours default, {other_convs} dec. convs",
+                make_train(other_net, x, y, channels_last=default_cl, bf16=default_bf16, fused=True,
+                           compile_model=default_compile, deterministic=True),
+                make_infer(other_net, x, channels_last=default_cl, bf16=default_bf16_infer, fold=True) if infer else None),
         Variant("ours bf16",
                 make_train(ours, x, y, channels_last=default_cl, bf16=bf16, fused=True, compile_model=False),
                 make_infer(ours, x, channels_last=default_cl, bf16=bf16, fold=True) if infer else None),
@@ -245,11 +371,17 @@ def main() -> None:
                    statistics.median(t))
             for name, t in times.items()
         }
-    print(f"\n{'variant':28s} {'train img/s':>11s} {'x monai fp32':>12s} {'infer img/s':>11s} {'x monai fp32':>12s}")
+    flops = {"monai": f_m, "other": forward_flops(other_net, x[:1])}
+    print(f"\n{'variant':28s} {'train img/s':>11s} {'x monai fp32':>12s} {'infer img/s':>11s} {'x monai fp32':>12s}"
+          + (f" {'train % of peak':>15s}" if args.peak else ""))
     for v in variants:
         t = results.get("train", {}).get(v.name, (math.nan,) * 3)
         i = results.get("infer", {}).get(v.name, (math.nan,) * 3)
-        print(f"{v.name:28s} {t[0]:11.1f} {t[1]:12.2f} {i[0]:11.1f} {i[1]:12.2f}")
+        line = f"{v.name:28s} {t[0]:11.1f} {t[1]:12.2f} {i[0]:11.1f} {i[1]:12.2f}"
+        if args.peak:
+            f = flops["monai"] if v.name.startswith("monai") else flops["other"] if "dec. convs" in v.name else f_o
+            line += f" {100 * 3 * f * t[0] / 1e9 / peak:15.1f}"
+        print(line)
     tr = results.get("train", {})
     if "ours levers + compile" in tr and "monai levers + compile" in tr:
         # ratio of ratios: both are per-round ratios against MONAI fp32, so load cancels

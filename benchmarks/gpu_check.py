@@ -1,21 +1,33 @@
-"""GPU check: robustseg's CUDA path end to end, then thesis-size training speed against MONAI.
+"""GPU check: a tiny robustseg study end to end on CUDA, then thesis-size training speed against MONAI.
 
-Run on a machine with an NVIDIA GPU (well under 5 minutes):
+One command on any machine with an NVIDIA GPU and the package installed (``pip install -e ".[test]"`` brings
+MONAI; about 3-5 minutes, most of it step 1)::
 
-    python benchmarks/gpu_check.py [--base 64] [--size 256] [--batch 8] [--steps 20] [--compile]
+    python benchmarks/gpu_check.py            [--base 64] [--size 256] [--batch 8] [--steps 20] [--compile]
 
-On a machine without CUDA it prints a message and exits with status 0.
+Without CUDA it prints ``gpu_check: no CUDA device ...`` and exits with status 0. ``--device cpu`` runs the same
+code on the CPU at toy sizes (a self-test of the script, used by the test suite; its numbers are not a GPU
+measurement).
 
-1. ``train_run`` on a small phantom (64 px, 2 epochs) with ``device = "cuda"`` twice, then
-   ``predict_proba`` on the GPU: the path a study takes (pinned-memory loaders, non-blocking copies,
-   autocast, channels-last, torch's deterministic mode). Prints whether the two checkpoints are
-   bit-identical (see "CUDA determinism" below) and the largest weight difference.
-2. Training steps at the reference protocol's size (base 64, 256 px, batch 8; hybrid loss, gradient
-   clipping, fused Adam): ours and MONAI's AttentionUnet at the same widths, each in fp32 and with
-   AMP (bf16 where supported, else fp16 with a gradient scaler) + channels-last, ``cudnn.benchmark``
-   on, input batches copied from pinned host memory with ``non_blocking=True``. The variants are timed
-   in turns (A B C D, ``--rounds`` times); prints images/s, the ratio to MONAI fp32 and the peak GPU
-   memory of each. With ``--compile`` also ours with ``torch.compile`` and its compile seconds.
+What it does and what to expect (exit status 0 when every check passes, 1 otherwise):
+
+1. ``[1] study``: the tiny study of ``TINY_STUDY`` (phantom of 30 images, 64 px, 2 folds x 1 seed, 3 epochs,
+   one perturbation, native-resolution scoring, the report) with ``train.device = "cuda"``, run twice into
+   two folders: training, prediction, evaluation and the report on the GPU path (pinned-memory loaders,
+   non-blocking copies, autocast, channels-last, deterministic mode). Expected: ``2 runs complete``,
+   ``report written``, the runs' ``device`` is ``cuda``, and ``tables identical: True``; on CUDA
+   ``False`` is possible (see "CUDA determinism") and is reported with the largest Dice difference, which
+   should stay below ~0.05 at this size.
+2. ``[2] training steps`` at the reference protocol's size (base 64, 256 px, batch 8; hybrid loss, gradient
+   clipping, fused Adam): ours and MONAI's AttentionUnet at the same widths, in fp32 and with AMP (bf16
+   where supported, else fp16 with a gradient scaler) + channels-last, ``cudnn.benchmark`` on, batches
+   copied from pinned host memory with ``non_blocking=True``; timed in turns (``--rounds``). Prints images/s,
+   the ratio to MONAI fp32 and the peak GPU memory. Expected: every variant finite, ``ours amp`` faster than
+   ``ours fp32``, peak memory well under the card's (a few GiB at batch 8). With ``--compile`` also ours
+   compiled, its compile seconds and the break-even step count (which ``train.compile = "auto"`` waits for).
+
+Not yet run on a GPU: no CUDA machine was available while it was written; the CPU self-test runs in the
+test suite (``tests/test_perf.py``).
 
 CUDA determinism: ``train_run`` switches on ``torch.use_deterministic_algorithms(True, warn_only=True)``
 and turns ``cudnn.benchmark`` off for the run. cuBLAS additionally needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8``
@@ -32,6 +44,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before torch init
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import math  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -39,42 +52,102 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+TINY_STUDY = """
+name = "gpu-check"
+seeds = [0]
+[data]
+source = "phantom"
+phantom_n = 30
+size = 64
+[split]
+test_fraction = 0.3
+k_folds = 2
+[model]
+name = "attention_unet"
+base = 8
+depth = 3
+[train]
+max_epochs = 3
+batch_size = 4
+lr = 3e-3
+num_workers = 1
+[perturb]
+suite = ["speckle"]
+severities = [3]
+[execution]
+threads = 1
+bootstrap = 20
+"""
+"""The study of step 1 (``train.device`` and the output folders are set on the command line)."""
 
-def check_robustseg_path(device: torch.device) -> None:
-    """Two identical short ``train_run`` calls on CUDA, then prediction on the GPU."""
-    import numpy as np
 
-    from robustseg.data.index import load_index
-    from robustseg.data.phantom import generate_phantom
-    from robustseg.nn.dataset import load_arrays
-    from robustseg.nn.predict import load_model, predict_proba
-    from robustseg.nn.train import TrainConfig, train_run
+def run_tiny_study(device: torch.device, root: Path) -> tuple[list[dict], pd.DataFrame, Path | None]:
+    """Run :data:`TINY_STUDY` on ``device`` into ``root``: (the runs' complete.json summaries, per-image table, report)."""
+    import json
+    import tomllib
 
+    from robustseg.config import build_study
+    from robustseg.pipeline.study import run_study
+
+    sets = [f"train.device={json.dumps(device.type)}", f"execution.runs_dir={json.dumps(str(root / 'runs'))}",
+            f"execution.reports_dir={json.dumps(str(root / 'reports'))}"]
+    study = build_study(tomllib.loads(TINY_STUDY), overrides=sets)
+    outcome = run_study(study, report=True)
+    if outcome.failures:
+        raise RuntimeError(f"tiny study failed: {outcome.failures}")
+    table = pd.read_csv(outcome.runs_dir / "tables" / "per_image.csv.gz")
+    return [r.summary for r in outcome.results], table, outcome.report
+
+
+def check_study(device: torch.device, twice: bool = True) -> bool:
+    """Step 1: the tiny study on ``device`` (twice: also compare the tables); True when it completes with a report
+    and its runs ran on ``device``."""
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        idx = load_index("phantom", generate_phantom(Path(tmp) / "data", n=40, seed=0, size=(320, 220)))
-        images, masks = load_arrays(idx, 64)
-        train, val = (images[:30], masks[:30]), (images[30:], masks[30:])
-        cfg = TrainConfig(model_kwargs={"base": 8, "depth": 3}, max_epochs=2, lr=3e-3, device="cuda",
-                          num_workers=1, size=64)
-        t0 = time.perf_counter()
-        runs = [train_run(cfg, train, val, Path(tmp) / f"run{i}") for i in range(2)]
-        seconds = time.perf_counter() - t0
-        states = [torch.load(r.checkpoint, map_location="cpu", weights_only=True)["state_dict"] for r in runs]
-        diff = max(float((states[0][k].double() - states[1][k].double()).abs().max()) for k in states[0])
-        same = all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-        model, _ = load_model(runs[0].checkpoint, device)
-        proba = predict_proba(model, images[30:], batch_size=4, device=device)
-        ok = proba.shape == (10, 4, 64, 64) and bool(np.isfinite(proba).all())
-    print(f"[1] train_run on {torch.cuda.get_device_name(device)}: 2 runs x 2 epochs in {seconds:.1f} s; "
-          f"val Dice {runs[0].val_dice}; checkpoints bit-identical: {same} (max |diff| {diff:.2e}); "
-          f"predict_proba on GPU ok: {ok}")
+        summaries, table, report = run_tiny_study(device, Path(tmp) / "a")
+        written = report is not None and report.is_file()
+        other = run_tiny_study(device, Path(tmp) / "b")[1] if twice else None
+    seconds = time.perf_counter() - t0
+    devices = sorted({str(s.get("device")) for s in summaries})
+    ok = len(summaries) == 2 and written and all(d.startswith(device.type) for d in devices)
+    clean = table[(table["perturbation"] == "none") & (table["class"] != "background")]
+    line = (f"[1] study on {_name(device)}: {len(summaries)} runs complete, report written: {written}, "
+            f"device {','.join(devices)}, {2 if twice else 1} studies in {seconds:.1f} s; "
+            f"clean foreground Dice {clean['dice'].mean():.3f}")
+    if other is not None:
+        keys = ["run_id", "perturbation", "postprocessed", "image_id", "class"]
+        a, b = table.sort_values(keys).reset_index(drop=True), other.sort_values(keys).reset_index(drop=True)
+        same = len(a) == len(b) and a[["dice", "hd95_mm", "nsd"]].equals(b[["dice", "hd95_mm", "nsd"]])
+        diff = float(np.nanmax(np.abs(a["dice"].to_numpy() - b["dice"].to_numpy()))) if len(a) == len(b) else math.inf
+        line += f"; tables identical: {same} (largest Dice difference {diff:.2e})"
+    print(line)
+    return ok
+
+
+def _name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (self-test)"
 
 
 def _amp(bf16_ok: bool) -> tuple[torch.dtype, bool]:
     return (torch.bfloat16, False) if bf16_ok else (torch.float16, True)
+
+
+def _bf16(device: torch.device) -> bool:
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else True
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
 
 
 def make_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device, *,
@@ -88,10 +161,10 @@ def make_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], device
     fwd = torch.compile(model, dynamic=False) if compile_model else model
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     loss_fn = create_loss("hybrid", class_weights=[0.1, 1.0, 2.0, 2.0]).to(device)
-    dtype, use_scaler = _amp(torch.cuda.is_bf16_supported())
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and use_scaler)
+    dtype, use_scaler = _amp(_bf16(device))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and use_scaler)
     params = list(model.parameters())
-    x_host, y_host = (t.pin_memory() for t in batch)
+    x_host, y_host = (t.pin_memory() if device.type == "cuda" else t for t in batch)
 
     def step() -> None:
         x = x_host.to(device, non_blocking=True)
@@ -99,7 +172,7 @@ def make_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], device
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         opt.zero_grad(set_to_none=True)
-        ctx = torch.autocast("cuda", dtype=dtype) if amp else contextlib.nullcontext()
+        ctx = torch.autocast(device.type, dtype=dtype) if amp else contextlib.nullcontext()
         with ctx:
             out = fwd(x)
         loss = loss_fn(out.float(), y)
@@ -112,7 +185,7 @@ def make_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], device
     return step
 
 
-def speed(args: argparse.Namespace, device: torch.device) -> None:
+def speed(args: argparse.Namespace, device: torch.device) -> bool:
     """Interleaved timing of the thesis-size training step, ours vs MONAI, fp32 vs AMP."""
     from monai.networks.nets import AttentionUnet
 
@@ -135,29 +208,30 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
         specs.append(("ours amp + channels-last + compile", ours, True, True, True))
     steps, peaks, compile_s = {}, {}, {}
     for name, build, amp, cl, comp in specs:
-        torch.cuda.reset_peak_memory_stats(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         fn = make_step(build(), batch, device, amp=amp, channels_last=cl, compile_model=comp)
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize(device)
+        _sync(device)
         first = time.perf_counter() - t0
         for _ in range(3):
             fn()
-        torch.cuda.synchronize(device)
+        _sync(device)
         if comp:
             compile_s[name] = first
-        peaks[name] = torch.cuda.max_memory_allocated(device) / 2**30
+        peaks[name] = _peak_gib(device)
         steps[name] = fn
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, fn in steps.items():
-            torch.cuda.synchronize(device)
+            _sync(device)
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 fn()
-            torch.cuda.synchronize(device)
+            _sync(device)
             times[name].append((time.perf_counter() - t0) / args.steps)
-    dtype, _ = _amp(torch.cuda.is_bf16_supported())
+    dtype, _ = _amp(_bf16(device))
     print(f"[2] training steps: base {args.base}, {args.size} px, batch {args.batch}, AMP dtype {dtype}, "
           f"cudnn.benchmark on, pinned + non-blocking copies; {args.rounds} rounds x {args.steps} steps")
     base = times["monai fp32"]
@@ -176,6 +250,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
     best = min(times, key=lambda k: statistics.median(times[k]) if k.startswith("ours") else float("inf"))
     print(f"one thesis epoch (~700 images, {per_epoch} steps) with '{best}': "
           f"{statistics.median(times[best]) * per_epoch:.1f} s (estimated from the timed steps)")
+    return all(math.isfinite(statistics.median(t)) and statistics.median(t) > 0 for t in times.values())
 
 
 def main() -> int:
@@ -186,18 +261,24 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20, help="steps per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--skip-train-run", action="store_true", help="skip step 1 (robustseg's own path)")
+    parser.add_argument("--skip-study", action="store_true", help="skip step 1 (the tiny study)")
+    parser.add_argument("--once", action="store_true", help="run the tiny study once (no comparison of two runs)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: a self-test of this script at toy sizes (not a GPU measurement)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device on this machine (torch.cuda.is_available() is False); nothing to do.")
         return 0
-    device = torch.device("cuda")
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(device)}, "
-          f"bf16 {torch.cuda.is_bf16_supported()}")
-    if not args.skip_train_run:
-        check_robustseg_path(device)
-    speed(args, device)
-    return 0
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(device)}, "
+              f"bf16 {torch.cuda.is_bf16_supported()}")
+    else:
+        print(f"torch {torch.__version__}: CPU self-test at toy sizes (not a GPU measurement)")
+    ok = check_study(device, twice=not args.once) if not args.skip_study else True
+    ok = speed(args, device) and ok
+    print("gpu_check: all checks passed" if ok else "gpu_check: a check FAILED (see above)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -142,3 +142,31 @@ def test_absent_structure_is_not_out_of_range_where_absence_is_common() -> None:
     assert np.isnan(z.loc[1, "robust_z"])
     strict = out_of_range_scores(test, ranges, min_presence_rate=0.5)
     assert strict.loc[1, "robust_z"] < -3
+
+
+def test_structure_features_measure_the_bounding_box_as_the_whole_image() -> None:
+    """Measured on each class's bounding box, every feature equals skimage's measurement of the whole mask."""
+    from scipy import ndimage
+    from skimage.measure import regionprops
+
+    rng = np.random.default_rng(4)
+    lab = np.zeros((3, 60, 80), np.uint8)
+    for i in range(3):
+        for c in (1, 2, 3):
+            blob = ndimage.gaussian_filter(rng.random((60, 80)), 3) > 0.5 + 0.01 * c
+            lab[i][blob] = c
+    lab[0, 0, :5] = 2  # touching the border, a second component
+    t = structure_features(lab, pixel_mm=0.5)
+    for i in range(3):
+        for c, name in ((1, "brain"), (2, "csp"), (3, "lv")):
+            row = t[(t["image_id"] == str(i)) & (t["class"] == name)].iloc[0]
+            mask = lab[i] == c
+            if not mask.any():
+                assert not row["present"]
+                continue
+            p = regionprops(mask.astype(np.uint8))[0]
+            assert (row["bbox_min_row"], row["bbox_min_col"], row["bbox_max_row"], row["bbox_max_col"]) == p.bbox
+            assert (row["centroid_row"], row["centroid_col"]) == tuple(float(v) for v in p.centroid)
+            assert row["orientation"] == p.orientation and row["eccentricity"] == p.eccentricity
+            assert row["major_axis_mm"] == p.axis_major_length * 0.5 and row["area_px"] == mask.sum()
+            assert row["n_components"] == ndimage.label(mask, structure=np.ones((3, 3)))[1]

@@ -133,3 +133,25 @@ def test_postprocess_side_by_side(tmp_path):
     rows = {r["class"]: r for r in summary["postprocessing"]}
     assert rows["csp"]["dice_post"] == 1.0 and rows["csp"]["delta"] > 0
     assert summary["per_image"]["csp"]["dice_mean"] == csp[False]
+
+
+@pytest.mark.parametrize("postprocess", [False, True])
+def test_scoring_in_chunks_equals_scoring_the_whole_folder(tmp_path, monkeypatch, postprocess) -> None:
+    """Images of two sizes, interleaved, scored two at a time as they are read: the same table as one batch."""
+    import robustseg.metrics.folder as folder
+
+    gt, pr = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pr.mkdir()
+    refs, preds = {}, {}
+    for k in range(7):
+        name = f"Patient{k:05d}_Plane3_1_of_1"
+        ref = labels(k) if k % 3 else np.pad(labels(k), ((0, 6), (0, 2)))
+        refs[name], preds[name] = ref, np.roll(ref, k % 3 - 1, axis=k % 2)
+        write_int(gt / f"{name}.png", ref)
+        write_int(pr / f"{name}.png", preds[name])
+    monkeypatch.setattr(folder, "CHUNK", 2)
+    chunked, summary = evaluate_folder(pr, gt, postprocess=postprocess)
+    monkeypatch.setattr(folder, "CHUNK", 1000)
+    whole, summary_whole = evaluate_folder(pr, gt, postprocess=postprocess)
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+    assert summary == summary_whole and chunked["image_id"].nunique() == 7

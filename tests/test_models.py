@@ -51,6 +51,8 @@ def test_unknown_model_lists_valid_names():
         ({"base": 0}, "base"),
         ({"dropout": 1.5}, "dropout"),
         ({"init": "xavier"}, "init"),
+        ({"decoder_convs": 3}, "decoder_convs"),
+        ({"decoder_convs": True}, "decoder_convs"),
     ],
 )
 def test_bad_options_are_input_errors(kw, match):
@@ -116,6 +118,41 @@ def test_parameter_counts_grow_with_width_and_gates_add_parameters():
     # Hand count of the gates at base 16, depth 4: theta (2w -> w/2, no bias) + BN(w/2) + psi (w/2 -> 1, bias).
     gates = sum(2 * w * (w // 2) + 2 * (w // 2) + (w // 2) + 1 for w in (16, 32, 64, 128))
     assert counts[16] - plain == gates
+
+
+def test_one_decoder_conv_removes_the_second_conv_of_every_decoder_level():
+    """Where our 16 % more FLOPs than MONAI's AttentionUnet come from: the second 3x3 conv (w -> w) of each decoder
+    level. Dropping it removes exactly 9 w^2 weights and 2 x 9 w^2 x pixels FLOPs per level."""
+    from robustseg.nn.device import forward_flops
+
+    x = torch.zeros(1, 1, 128, 128)
+    two, one = create("attention_unet", base=16, depth=4), create("attention_unet", base=16, depth=4, decoder_convs=1)
+    assert two.decoder_convs == 2  # the default: the reference study's architecture
+    widths = (16, 32, 64, 128)
+    assert count_parameters(two) - count_parameters(one) == sum(9 * w * w + 2 * w for w in widths)  # conv + BN
+    saved = sum(2 * 9 * w * w * (128 // 2**i) ** 2 for i, w in enumerate(widths))
+    assert forward_flops(two, x) - forward_flops(one, x) == saved
+    assert 0.79 < forward_flops(one, x) / forward_flops(two, x) < 0.81
+    out = one(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, 4, 32, 32)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_checkpoints_load_with_their_decoder(tmp_path, dropout):
+    """A lean checkpoint loads as lean; one whose config has no ``decoder_convs`` key (written before the option
+    existed) loads with two convs per decoder level, the architecture it was trained with."""
+    from robustseg.nn.predict import load_model
+    from robustseg.nn.train import TrainConfig
+
+    for kw in ({"decoder_convs": 1}, {}):
+        model = create("attention_unet", base=4, depth=2, dropout=dropout, **kw).eval()
+        cfg = TrainConfig(model_kwargs={"base": 4, "depth": 2, "dropout": dropout, **kw})
+        path = tmp_path / f"c{len(kw)}.pt"
+        torch.save({"state_dict": model.state_dict(), "config": cfg.to_dict(), "in_channels": 1, "num_classes": 4}, path)
+        loaded, _ = load_model(path)
+        assert loaded.decoder_convs == kw.get("decoder_convs", 2)
+        x = torch.randn(1, 1, 16, 16)
+        assert torch.equal(loaded(x), model(x))
 
 
 @pytest.mark.parametrize("norm", ["instance", "group", "none"])

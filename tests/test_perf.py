@@ -176,6 +176,21 @@ def test_gpu_check_exits_cleanly_without_cuda():
     assert out.returncode == 0 and "no CUDA device" in out.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_gpu_check_runs_its_study_and_timings_as_a_cpu_self_test():
+    """The GPU check's code path (tiny study end to end, report, timed steps vs MONAI) at toy sizes on the CPU."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--once",
+                          "--base", "4", "--size", "32", "--batch", "2", "--steps", "1", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=850, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "CPU self-test" in out.stdout
+    assert "[1] study on CPU (self-test): 2 runs complete, report written: True, device cpu" in out.stdout
+    for variant in ("monai fp32", "monai amp + channels-last", "ours fp32", "ours amp + channels-last"):
+        assert f"\n{variant} " in out.stdout
+    assert "gpu_check: all checks passed" in out.stdout
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_training_and_prediction(arrays, tmp_path):
     from robustseg.nn.predict import load_model, predict_proba

@@ -273,3 +273,12 @@ def test_deep_supervision_heads_weights_and_training(arrays, tmp_path):
     res = train_run(TrainConfig(**{**TINY, "max_epochs": 1}, deep_supervision=1), *arrays, tmp_path)
     state = torch.load(res.checkpoint, weights_only=True)["state_dict"]
     assert not any(k.startswith("heads") for k in state)
+
+
+@pytest.mark.parametrize(("big", "small"), [((96, 96), (48, 48)), ((96, 64), (24, 16)), ((12, 10), (5, 4))])
+def test_deep_supervision_labels_equal_nearest_interpolation(big, small):
+    from robustseg.nn.train import _downsample_labels
+
+    y = torch.randint(0, 4, (2, *big))
+    want = torch.nn.functional.interpolate(y[:, None].float(), size=small, mode="nearest")[:, 0].long()
+    assert torch.equal(_downsample_labels(y, small), want)

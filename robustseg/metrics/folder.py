@@ -26,6 +26,8 @@ from robustseg.metrics.postprocess import postprocess as postprocess_labels
 from robustseg.metrics.table import per_image_table, summarise_table
 
 MASK_EXTENSIONS: tuple[str, ...] = MASK_EXTS
+CHUNK = 16
+"""Images of one size scored together (memory holds one chunk of masks, not the folders)."""
 LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
 """Mask files that are rejected with a clear line instead of being skipped silently."""
 
@@ -117,26 +119,10 @@ def evaluate_folder(
 
         sizes = read_pixel_csv(pixel_size_csv)
     ids = sorted(refs)
-    groups: dict[tuple[int, int], list[tuple[str, np.ndarray, np.ndarray]]] = {}
-    for k, image_id in enumerate(ids):
-        pair = []
-        for path in (preds[image_id], refs[image_id]):
-            lab = read_mask(path, colormap, num_classes=256)  # checked against the class list just below
-            if lab.size and int(lab.max()) >= len(classes):
-                raise InputError(
-                    f"{path}: label {int(lab.max())} found but only {len(classes)} classes ({','.join(classes)}) given"
-                )
-            pair.append(lab)
-        if pair[0].shape != pair[1].shape:
-            raise InputError(
-                f"{preds[image_id]}: prediction shape {pair[0].shape} differs from reference {refs[image_id]} shape {pair[1].shape}"
-            )
-        groups.setdefault(pair[1].shape, []).append((image_id, pair[0], pair[1]))
-        if progress is not None:
-            progress(k + 1, len(ids))
-    tables = []
     variants = (False, True) if postprocess else (False,)
-    for items in groups.values():
+    tables: list[pd.DataFrame] = []
+
+    def score(items: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
         gid = [i for i, _, _ in items]
         pred = np.stack([p for _, p, _ in items])
         ref = np.stack([r for _, _, r in items])
@@ -154,6 +140,32 @@ def evaluate_folder(
                 nsd_tolerance_mm=nsd_tolerance_mm,
             )
             tables.append(t.assign(postprocessed=post) if postprocess else t)
+
+    # scored CHUNK images of one size at a time, as they are read: memory holds one chunk, not the folders
+    groups: dict[tuple[int, int], list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for k, image_id in enumerate(ids):
+        pair = []
+        for path in (preds[image_id], refs[image_id]):
+            lab = read_mask(path, colormap, num_classes=256)  # checked against the class list just below
+            if lab.size and int(lab.max()) >= len(classes):
+                raise InputError(
+                    f"{path}: label {int(lab.max())} found but only {len(classes)} classes ({','.join(classes)}) given"
+                )
+            pair.append(lab)
+        if pair[0].shape != pair[1].shape:
+            raise InputError(
+                f"{preds[image_id]}: prediction shape {pair[0].shape} differs from reference {refs[image_id]} shape {pair[1].shape}"
+            )
+        group = groups.setdefault(pair[1].shape, [])
+        group.append((image_id, pair[0], pair[1]))
+        if len(group) == CHUNK:
+            score(group)
+            groups[pair[1].shape] = []
+        if progress is not None:
+            progress(k + 1, len(ids))
+    for group in groups.values():
+        if group:
+            score(group)
     table = pd.concat(tables, ignore_index=True)
     order = {i: k for k, i in enumerate(ids)}
     keys = ["postprocessed", "_i", "_c"] if postprocess else ["_i", "_c"]

@@ -88,4 +88,5 @@ def determinism_settings() -> dict[str, Any]:
             "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
             "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "fill_uninitialized_memory": bool(torch.utils.deterministic.fill_uninitialized_memory)}

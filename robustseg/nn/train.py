@@ -48,6 +48,7 @@ from robustseg.nn.device import (
     select_device,
     use_channels_last,
 )
+from robustseg.nn.models.attention_unet import Pointwise
 from robustseg.nn.sampler import make_sampler, oversampling_weights
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -156,19 +157,28 @@ def _worker_init(worker_id: int) -> None:
 
 @contextlib.contextmanager
 def _deterministic() -> Iterator[None]:
-    """Deterministic torch algorithms for the duration of a run; previous setting restored after."""
+    """Deterministic torch algorithms for the duration of a run; previous setting restored after.
+
+    New tensors are not filled with NaN (``torch.utils.deterministic.fill_uninitialized_memory``, on by default
+    with deterministic algorithms): the fills cost ~5 % of a small network's training step on CPU (tens of
+    thousands of ``fill_`` calls per epoch) and matter only to a kernel that reads memory it never wrote; the
+    determinism tests (two runs, bit-identical checkpoints) would catch one.
+    """
     prev, prev_warn = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
     )
     prev_bench = torch.backends.cudnn.benchmark
+    prev_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
         torch.backends.cudnn.benchmark = prev_bench
+        torch.utils.deterministic.fill_uninitialized_memory = prev_fill
 
 
 def _check_arrays(arrays: Arrays, name: str, num_classes: int) -> Arrays:
@@ -263,7 +273,7 @@ class DeepSupervision(nn.Module):
             )
         chosen = list(decoders)[-1 - levels : -1][::-1]  # finest first: 1/2, 1/4, ...
         widths = [[m for m in d.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for d in chosen]
-        self.heads = nn.ModuleList(nn.Conv2d(w, num_classes, 1) for w in widths)
+        self.heads = nn.ModuleList(Pointwise(w, num_classes) for w in widths)
         self.weights = [2.0**-k for k in range(levels + 1)]
         total = sum(self.weights)
         self.weights = [w / total for w in self.weights]
@@ -284,14 +294,22 @@ class DeepSupervision(nn.Module):
             if feat is None:
                 raise RuntimeError("deep supervision: decoder features were not captured")
             out = head(feat.float())
-            yk = nn.functional.interpolate(y[:, None].float(), size=out.shape[-2:], mode="nearest")
-            total = total + w * criterion(out, yk[:, 0].long())
+            total = total + w * criterion(out, _downsample_labels(y, out.shape[-2:]))
         self._features = [None] * len(self._features)
         return total
 
     def remove(self) -> None:
         for h in self._hooks:
             h.remove()
+
+
+def _downsample_labels(y: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Labels ``(N, H, W)`` at ``size`` by nearest neighbour (``interpolate(mode="nearest")``, which picks pixel
+    ``floor(i * H / h)``): a strided view when ``H / h`` is a whole number."""
+    (h, w), (big_h, big_w) = size, y.shape[-2:]
+    if big_h % h == 0 and big_w % w == 0:
+        return y[:, :: big_h // h, :: big_w // w]
+    return nn.functional.interpolate(y[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
 
 
 def _train_loss(criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor, aux: DeepSupervision | None):

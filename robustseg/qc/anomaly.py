@@ -201,15 +201,21 @@ def structure_features(
             c = class_names.index(name)
             mask = lab[i] == c
             row: dict[str, object] = {"image_id": ids[i], "class": name, "pixel_mm": px[i], "pixel_mm_known": bool(np.isfinite(px[i]))}
-            area = int(mask.sum())
-            if area == 0:
+            rows_in = np.flatnonzero(mask.any(axis=1))
+            if rows_in.size == 0:
                 row |= {"present": False, "n_components": 0, "area_px": 0, "area_mm2": 0.0}
             else:
-                props = regionprops(mask.astype(np.uint8))[0]
-                r0, c0, r1, c1 = props.bbox
+                # measured on the class's bounding box: regionprops works on that box anyway, so every value
+                # is the full image's (the offset puts the centroid in image coordinates)
+                cols_in = np.flatnonzero(mask.any(axis=0))
+                top, left = int(rows_in[0]), int(cols_in[0])
+                box = mask[top:int(rows_in[-1]) + 1, left:int(cols_in[-1]) + 1]
+                area = int(box.sum())
+                props = regionprops(box.astype(np.uint8), offset=(top, left))[0]
+                r0, c0, r1, c1 = (v + o for v, o in zip(props.bbox, (top, left, top, left), strict=True))
                 row |= {
                     "present": True,
-                    "n_components": int(ndimage.label(mask, structure=np.ones((3, 3)))[1]),
+                    "n_components": int(ndimage.label(box, structure=np.ones((3, 3)))[1]),
                     "area_px": area,
                     "area_mm2": area * scale * scale,
                     "centroid_row": float(props.centroid[0]),
