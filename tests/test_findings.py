@@ -252,6 +252,30 @@ def test_low_power_both_ways() -> None:
     assert "a second arm like `hybrid`, CSP: MDD 0.030" in pilot and "LV" not in pilot
 
 
+def _damage(ssim: float = 0.80, stage: str = "native", perturbation: str = "blur", severity: int = 3,
+            region: float = np.nan) -> pd.DataFrame:
+    """A damage summary (``tables/damage.csv``) of one perturbation at one severity."""
+    return pd.DataFrame({"perturbation": [perturbation], "severity": [severity], "stage": [stage], "n_images": [41],
+                         "ssim_fan": [ssim], "psnr_fan": [30.0], "ssim_region": [region],
+                         "local": [bool(np.isfinite(region))]})
+
+
+def test_uncalibrated_severity_names_each_reason() -> None:
+    off = fd.uncalibrated_severity(_facts(damage=_damage(ssim=0.62)))
+    assert "`blur` 3: SSIM 0.62 (target 0.80)" in off
+    _links_ok(off)
+    model = fd.uncalibrated_severity(_facts(damage=_damage(stage="model")))
+    assert "applied to the network's input" in model
+    limited = fd.uncalibrated_severity(_facts(damage=_damage(perturbation="speckle", severity=5, ssim=0.66)))
+    assert "`speckle` 5 cannot reach its target by nature" in limited
+    # a local artefact is judged inside its region, not over the whole fan
+    assert fd.uncalibrated_severity(_facts(damage=_damage(perturbation="acoustic_shadow", ssim=0.97,
+                                                          region=0.81))) is None
+    many = pd.concat([_damage(ssim=0.5, severity=s, perturbation=p) for p in ("blur", "noise") for s in (2, 3, 4)])
+    text = fd.uncalibrated_severity(_facts(damage=many))
+    assert text.count("(target") == fd.CALIBRATION_LISTED and "and 2 more" in text
+
+
 # --- read with care: each condition both ways --------------------------------------------------------------------
 
 
@@ -268,6 +292,7 @@ def test_low_power_both_ways() -> None:
                                                                 "deterministic implementation"]})},
      {"warnings": pd.DataFrame({"context": ["run ce-f0-s0"], "category": ["UserWarning"], "message": ["other"]})}),
     ("low_power", {"arm_comparison": _decided(mdd=0.02)}, {"arm_comparison": _decided(mdd=0.009)}),
+    ("uncalibrated_severity", {"damage": _damage(ssim=0.70)}, {"damage": _damage(ssim=0.78)}),
     ("device_mix", {"environment": _environment(devices={"ce-f0-s0": "cuda:0"})},
      {"environment": _environment(devices={r: "cuda:0" for r in _runs()["run_id"]})}),
 ])

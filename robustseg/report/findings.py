@@ -567,6 +567,54 @@ def nondeterministic(facts: Facts) -> str | None:
             "give the same numbers, even on the same machine." + see(facts, "repro", "environment"))
 
 
+CALIBRATION_TOLERANCE = 0.05
+"""A severity whose mean SSIM on the study's own test images is further than this from its calibration target lies
+outside the calibrated range."""
+CALIBRATION_LISTED = 4
+"""How many off-target severities the caution names (the worst first; the rest are counted)."""
+
+
+@caution("uncalibrated_severity", "severities outside the calibrated range")
+def uncalibrated_severity(facts: Facts) -> str | None:
+    """Perturbations applied at the network's input size (``perturb.stage = "model"``), severities a perturbation
+    cannot reach by nature (``perturb.calibrated.LIMITED``), or severities whose mean SSIM on this study's test
+    images (in the fan; in the affected region for a local artefact) is more than :data:`CALIBRATION_TOLERANCE`
+    from the calibration target (``perturb.calibrated.TARGETS``)."""
+    from robustseg.perturb.calibrated import LIMITED, TARGETS
+
+    dmg = facts.table("damage")
+    if dmg.empty or not {"perturbation", "severity", "ssim_fan"} <= set(dmg.columns):
+        return None
+    why = []
+    if "stage" in dmg.columns and (dmg["stage"].astype(str) == "model").any():
+        why.append("perturbations applied to the network's input, not at native resolution where the severities "
+                   "were calibrated")
+    off, cannot = [], []
+    for r in dmg.to_dict("records"):
+        sev = int(r["severity"])
+        if not 1 <= sev <= len(TARGETS):
+            continue
+        region = md.num(r.get("ssim_region")) != "n/a"
+        ssim = float(r["ssim_region"] if region else r["ssim_fan"])
+        target = TARGETS[sev - 1]
+        if sev in LIMITED.get(str(r["perturbation"]), ()):
+            cannot.append(f"`{r['perturbation']}` {sev}")
+        elif np.isfinite(ssim) and abs(ssim - target) > CALIBRATION_TOLERANCE:
+            off.append((abs(ssim - target), f"`{r['perturbation']}` {sev}: SSIM {ssim:.2f} (target {target:.2f})"))
+    if off:
+        off.sort(key=lambda t: -t[0])
+        named = "; ".join(t for _, t in off[:CALIBRATION_LISTED])
+        more = f" and {len(off) - CALIBRATION_LISTED} more" if len(off) > CALIBRATION_LISTED else ""
+        why.append(f"on this study's test images {named}{more}")
+    if cannot:
+        why.append(f"{', '.join(cannot)} cannot reach {'its' if len(cannot) == 1 else 'their'} target by nature")
+    if not why:
+        return None
+    return (f"**Severities outside the calibrated range** ({'; '.join(why)}): there the same severity number does not "
+            "mean the same image damage across perturbations; compare them at matched damage instead."
+            + see(facts, "robustness", "damage"))
+
+
 @caution("device_mix", "GPU and CPU runs mixed")
 def device_mix(facts: Facts) -> str | None:
     env = facts.table("environment")
@@ -600,6 +648,7 @@ def table(facts: Facts) -> pd.DataFrame:
 
 
 NEEDS: dict[str, Callable[[Facts], bool]] = {
+    "uncalibrated_severity": lambda f: "ssim_fan" in f.table("damage").columns,
     "low_power": lambda f: "mdd" in f.table("arm_comparison").columns or "mdd" in f.table("plan_claims").columns,
 }
 """Cautions that can be checked only where the report has their inputs (others always can)."""
