@@ -12,7 +12,7 @@ entry fixes raises a one-line :class:`InputError` naming the valid choices. A re
 mapping ``name -> entry`` (the factory, or the value given to :meth:`Registry.add`).
 
 **Plugins.** A registry with an entry-point ``group`` also resolves, on first use, names that are not
-built in (:mod:`robustseg.plugins` describes them for users):
+built in (the README section "Your own model, loss or perturbation (plugins)" describes them for users):
 
 - ``"package.module:factory"``: the attribute ``factory`` (dotted for nested ones) of an importable module;
 - an entry point of ``group`` (``robustseg.models``, ``robustseg.losses``, ``robustseg.perturbations``)

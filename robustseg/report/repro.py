@@ -11,7 +11,7 @@ import pandas as pd
 
 from robustseg.report import markdown as md
 
-PACKAGES = ("robustseg", "torch", "numpy", "pandas", "scipy", "scikit-image", "pingouin", "albumentations",
+PACKAGES = ("robustseg", "torch", "numpy", "pandas", "scipy", "scikit-image", "albumentations",
             "matplotlib")
 
 

@@ -11,8 +11,8 @@ settings only if it is better beyond seed noise (Holm p < ``tune.confirm_alpha``
 difference); among several such trials the one with the highest confirmed mean wins.
 
 Each confirmation run's value is stored in the Optuna study (user attribute ``confirm_<hash>`` of its
-parameters, seed and folds), so calling ``robustseg tune`` again (e.g. ``--trials 0``) re-trains only
-what is missing, and concurrent workers reuse each other's finished runs.
+parameters, seed and folds), so calling ``robustseg tune`` again re-confirms only what is missing, and
+concurrent workers reuse each other's finished runs.
 """
 
 from __future__ import annotations
