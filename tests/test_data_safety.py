@@ -277,3 +277,23 @@ def test_read_only_data_is_read_and_outputs_into_read_only_folders_are_refused(t
 def _mkdir(folder: Path) -> Path:
     folder.mkdir()
     return folder
+
+
+# --- a structure no mask holds: refused at study time unless data.allow_absent_classes --------------------------
+
+
+@pytest.mark.parametrize(("lv", "csp", "expected"), [
+    (0, 5, r"LV appears in none of the 2 masks"),
+    (0, 0, r"every mask is empty \(background only\)"),
+])
+def test_absent_classes_refused_unless_allowed(lv: int, csp: int, expected: str) -> None:
+    from robustseg.config.study import load_study
+    from robustseg.errors import InputError
+    from robustseg.pipeline.study import _check_classes_present
+
+    index = pd.DataFrame({"image_id": ["a", "b"], "px_background": [90, 90], "px_brain": [10 * (csp > 0)] * 2,
+                          "px_csp": [csp, 0], "px_lv": [lv, 0]})
+    with pytest.raises(InputError, match=expected + r".*data\.allow_absent_classes = true"):
+        _check_classes_present(load_study(None), index)
+    _check_classes_present(load_study(None, ["data.allow_absent_classes=true"]), index)  # allowed: no error
+    _check_classes_present(load_study(None), index.assign(px_lv=[3, 0], px_csp=[5, 0], px_brain=[10, 10]))
