@@ -127,3 +127,20 @@ def qc_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     outcome = run_study(study, report=True)
     assert not outcome.failures, outcome.failures
     return outcome.runs_dir
+
+
+@pytest.fixture(autouse=True, scope="session")
+def package_stays_unwritten():
+    """No test (and so no command it runs) writes into the installed package: its files are the same at the end of
+    the session as at the start (``__pycache__`` aside)."""
+    import robustseg
+
+    package = Path(robustseg.__file__).resolve().parent
+
+    def files() -> set[str]:
+        return {str(p.relative_to(package)) for p in package.rglob("*") if "__pycache__" not in p.parts}
+
+    before = files()
+    yield
+    added = sorted(files() - before)
+    assert not added, f"tests wrote into the package: {added[:5]}"

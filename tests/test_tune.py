@@ -542,3 +542,20 @@ def test_tuned_file_of_a_packaged_study_is_not_written_into_the_package(tmp_path
     path = tuned_study_path(load_study())  # the quickstart shipped inside the package
     assert path == Path("studies") / "quickstart.tuned.toml" and (tmp_path / "studies").is_dir()
     assert not path.resolve().is_relative_to(Path(robustseg.__file__).resolve().parent)
+
+
+def test_tuned_file_from_a_source_checkout_is_not_written_into_the_package(tmp_path, monkeypatch):
+    """In a source checkout ``./studies`` links to the package's folder: the tuned file goes to the runs folder."""
+    import robustseg
+    from robustseg.config import build_study
+    from robustseg.tune.output import tuned_study_path
+
+    package = Path(robustseg.__file__).resolve().parent
+    (tmp_path / "studies").symlink_to(package / "studies")
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "my-runs"
+    for study in (load_study(), build_study({"name": "from-dict", "execution": {"runs_dir": str(runs)}}),
+                  load_study(None, [f"execution.runs_dir={str(runs)!r}"])):
+        path = tuned_study_path(study)
+        assert not path.resolve().is_relative_to(package), path
+    assert tuned_study_path(load_study(None, [f"execution.runs_dir={str(runs)!r}"])).parent == runs

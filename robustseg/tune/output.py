@@ -41,15 +41,18 @@ def _replace_into(path: Path, write: Any) -> None:
 
 
 def tuned_study_path(study: Study) -> Path:
-    """``<study dir>/<name>.tuned.toml``; for a study shipped inside the package (the installed quickstart),
-    ``./studies/`` of the working directory, so nothing is written into the installed package."""
+    """``<study dir>/<name>.tuned.toml``; for a study shipped inside the package (the installed quickstart) or one
+    built without a file, ``./studies/`` of the working directory, or ``execution.runs_dir`` where ``./studies``
+    is the package's own folder (a source checkout): nothing is ever written into the package."""
     import robustseg
 
     package = Path(robustseg.__file__).resolve().parent
     folder = study.path.parent if study.path is not None else Path("studies")
-    if folder.resolve().is_relative_to(package):
+    if study.path is None or folder.resolve().is_relative_to(package):
         folder = Path("studies")
-        folder.mkdir(exist_ok=True)
+        if folder.resolve().is_relative_to(package):  # a source checkout, whose ./studies is the package's folder
+            folder = Path(study.execution.runs_dir)
+        folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{study.name}.tuned.toml"
 
 
