@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from robustseg.errors import InputError
+from robustseg.stats.design import design_test, mdd, tost
 from robustseg.stats._util import (
     as_tuple,
     bootstrap_weights,
@@ -64,6 +65,13 @@ RUN_COMPARE_COLUMNS = (
     "p_a_better_runs",
     "p_a_better_boot",
     "verdict",
+    "design",
+    "mdd",
+    "p_equivalent",
+    "p_equivalent_holm",
+    "margin",
+    "decision",
+    "flag",
     "higher_is_better",
     "alpha",
     "n_boot",
@@ -71,94 +79,80 @@ RUN_COMPARE_COLUMNS = (
 RANKING_COLUMNS = ("arm", "value", "rank", "mean_rank_boot", "p_first", "kendall_tau_mean", "kendall_tau_q05",
                    "n_arms", "n_boot")
 NO_DIFFERENCE = "no difference detected"
-NOT_TESTABLE = "not testable (fewer than 2 runs per arm)"
+NOT_TESTABLE = "not testable (no run-to-run variance)"
+INCONCLUSIVE = "inconclusive"
+DEFAULT_MARGIN = 0.01
+"""Equivalence margin of the comparisons (``compare.margin`` in the study file): differences within
+``+/- margin`` Dice are taken as no difference that matters."""
+MIN_COLLAPSE_IMAGES = 1
+"""A run *collapsed* on the test set when it predicts a structure on none of the images whose reference has
+it (at least this many)."""
 
 
-def _fold_moments(x: np.ndarray, f: np.ndarray, folds: list) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """Per-fold means and counts, pooled within-fold sum of squares and its degrees of freedom."""
-    means, counts, ss, dof = [], [], 0.0, 0
-    for fold in folds:
+def _by_fold(x: np.ndarray, f: np.ndarray, folds: list) -> np.ndarray:
+    """``(folds, max runs per fold)`` array of the values of each fold, NaN-padded."""
+    width = max([int((f == fold).sum()) for fold in folds] + [1])
+    out = np.full((len(folds), width), np.nan)
+    for i, fold in enumerate(folds):
         v = x[f == fold]
-        means.append(v.mean())
-        counts.append(v.size)
-        ss += float(((v - v.mean()) ** 2).sum())
-        dof += v.size - 1
-    return np.asarray(means), np.asarray(counts, dtype=np.float64), ss, dof
+        out[i, : v.size] = v
+    return out
 
 
 def run_level_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
                    alpha: float = 0.05, folds_a: Sequence[object] | None = None,
-                   folds_b: Sequence[object] | None = None) -> dict[str, float]:
-    """Welch test of ``mean(a) - mean(b)`` over run-level values, blocked by fold when folds are given.
+                   folds_b: Sequence[object] | None = None) -> dict[str, float | str]:
+    """Test of ``mean(a) - mean(b)`` over run-level values for the design the runs form
+    (:func:`robustseg.stats.design.design_test`).
 
-    Without folds: ``diff = mean(a) - mean(b)``, ``se = sqrt(var_a / R_a + var_b / R_b)`` (ddof=1),
-    Welch-Satterthwaite ``df``. With ``folds_a`` and ``folds_b`` (the fold of each value): only folds
-    that both arms have are used; ``diff`` is the mean over those F folds of the per-fold differences of
-    means, ``se**2 = sum_f (s_a**2 / R_af + s_b**2 / R_bf) / F**2`` with ``s**2`` each arm's pooled
-    within-fold variance (its df = runs - folds), and the Satterthwaite ``df`` from those. One fold gives
-    the unblocked test.
+    Without folds: Welch's t (``se = sqrt(var_a / R_a + var_b / R_b)``, ddof=1, Welch-Satterthwaite
+    ``df``). With ``folds_a`` and ``folds_b`` (the fold of each value): only folds that both arms have are
+    used; ``diff`` is the mean over those F folds of the per-fold differences of means. With seeds to spare
+    within folds (k x n) the test is blocked by fold: ``se**2 = sum_f (s_a**2 / R_af + s_b**2 / R_bf) /
+    F**2`` with ``s**2`` each arm's pooled within-fold variance (its df = runs - folds), Satterthwaite
+    ``df``; one fold gives Welch's t. With one run per fold (k x 1, nnU-Net's design) the test is paired
+    by fold: a one-sample t on the per-fold differences, ``F - 1`` df.
 
     Returns ``diff``, ``se``, ``df``, ``t``, ``p`` (two-sided), ``ci_low``, ``ci_high`` (``1 - alpha``),
-    ``n_a``, ``n_b`` (runs used), ``n_blocks`` (folds used; 1 without folds). NaN values are dropped; too
-    few runs for a variance (fewer than two on either side, or no fold with two runs) gives NaN
-    statistics except ``diff``.
+    ``n_a``, ``n_b`` (runs used), ``n_blocks`` (folds used; 1 without folds) and ``design`` (``blocked``,
+    ``welch``, ``paired`` or ``none``: no variance, and NaN statistics except ``diff``). NaN values are
+    dropped.
 
     Examples
     --------
     >>> r = run_level_test([0.80, 0.82, 0.84], [0.70, 0.72, 0.74])
-    >>> round(r["diff"], 3), round(r["se"], 4), r["p"] < 0.01
-    (0.1, 0.0163, True)
+    >>> round(r["diff"], 3), round(r["se"], 4), r["p"] < 0.01, r["design"]
+    (0.1, 0.0163, True, 'welch')
     >>> r = run_level_test([0.80, 0.82, 0.90, 0.92], [0.78, 0.80, 0.88, 0.90],
     ...                    folds_a=[0, 0, 1, 1], folds_b=[0, 0, 1, 1])
-    >>> round(r["diff"], 3), round(r["se"], 4), round(r["df"], 6), r["n_blocks"]
-    (0.02, 0.01, 4.0, 2.0)
+    >>> round(r["diff"], 3), round(r["se"], 4), round(r["df"], 6), r["n_blocks"], r["design"]
+    (0.02, 0.01, 4.0, 2.0, 'blocked')
+    >>> r = run_level_test([0.80, 0.85, 0.78, 0.90, 0.83], [0.75, 0.79, 0.74, 0.86, 0.77],
+    ...                    folds_a=range(5), folds_b=range(5))
+    >>> r["design"], r["df"], r["p"] < 1e-3
+    ('paired', 4.0, True)
     """
     check_alpha(alpha, "run_level_test")
     xa = np.asarray(a, dtype=np.float64)
     xb = np.asarray(b, dtype=np.float64)
     blocked = folds_a is not None and folds_b is not None
     if blocked:
-        fa, fb = np.asarray(folds_a, dtype=object), np.asarray(folds_b, dtype=object)
+        fa, fb = np.asarray(list(folds_a), dtype=object), np.asarray(list(folds_b), dtype=object)
         if fa.shape != xa.shape or fb.shape != xb.shape:
             raise InputError(f"run_level_test: folds must match the values in length, got {fa.shape} for "
                              f"{xa.shape} and {fb.shape} for {xb.shape}")
         ka, kb = np.isfinite(xa), np.isfinite(xb)
         xa, fa, xb, fb = xa[ka], fa[ka], xb[kb], fb[kb]
         shared = sorted(set(fa.tolist()) & set(fb.tolist()), key=str)
-        sa, sb = np.isin(fa, shared), np.isin(fb, shared)
-        xa, fa, xb, fb = xa[sa], fa[sa], xb[sb], fb[sb]
     else:
         xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
         shared = [0]
         fa, fb = np.zeros(xa.size, dtype=object), np.zeros(xb.size, dtype=object)
         fa[:], fb[:] = 0, 0
-    na, nb = xa.size, xb.size
-    nan = float("nan")
-    out = {"diff": nan, "se": nan, "df": nan, "t": nan, "p": nan, "ci_low": nan, "ci_high": nan,
-           "n_a": float(na), "n_b": float(nb), "n_blocks": float(len(shared) if na and nb else 0)}
-    if not (na and nb):
-        return out
-    ma, ca, ssa, dfa = _fold_moments(xa, fa, shared)
-    mb, cb, ssb, dfb = _fold_moments(xb, fb, shared)
-    n_f = len(shared)
-    diff = float((ma - mb).mean())
-    out["diff"] = diff
-    if dfa < 1 or dfb < 1:
-        return out
-    wa = float((1.0 / ca).sum()) / n_f**2
-    wb = float((1.0 / cb).sum()) / n_f**2
-    va, vb = ssa / dfa * wa, ssb / dfb * wb
-    se = float(np.sqrt(va + vb))
-    out["se"] = se
-    if se == 0.0:
-        out.update(df=float(dfa + dfb), t=float("inf") * np.sign(diff) if diff else nan,
-                   p=0.0 if diff else 1.0, ci_low=diff, ci_high=diff)
-        return out
-    df = (va + vb) ** 2 / (va**2 / dfa + vb**2 / dfb)
-    t = diff / se
-    q = sps.t.ppf(1 - alpha / 2, df)
-    out.update(df=float(df), t=float(t), p=float(2 * sps.t.sf(abs(t), df)),
-               ci_low=float(diff - q * se), ci_high=float(diff + q * se))
+    res = design_test(_by_fold(xa, fa, shared), _by_fold(xb, fb, shared), alpha)
+    out: dict[str, float | str] = {k: float(res[k]) for k in ("diff", "se", "df", "t", "p", "ci_low", "ci_high")}
+    out.update(n_a=float(res["n_a"]), n_b=float(res["n_b"]), n_blocks=float(res["n_folds"]),
+               design=str(res["design"]))
     return out
 
 
@@ -276,6 +270,8 @@ def compare_runs(
     n_boot: int = 2000,
     seed: int = 0,
     higher_is_better: bool | None = None,
+    margin: float = DEFAULT_MARGIN,
+    flags: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Run-level comparison of every pair of arms per group of ``by``, Holm over the whole table.
 
@@ -297,8 +293,18 @@ def compare_runs(
       which A's mean over images of the run-averaged value is better than B's;
     - ``verdict``: ``"<arm> better"`` when ``p_holm < alpha`` (the arm the sign of ``t`` favours,
       ``higher_is_better`` inferred from ``value`` when None), ``"no difference detected"`` otherwise,
-      ``"not testable (fewer than 2 runs per arm)"`` without a variance; ``higher_is_better``,
-      ``alpha``, ``n_boot``.
+      ``"not testable (no run-to-run variance)"`` without a variance; ``higher_is_better``,
+      ``alpha``, ``n_boot``;
+    - ``design``: the test used (:data:`robustseg.stats.design.DESIGNS`: k x n blocked by fold, 1 x n Welch,
+      k x 1 paired by fold); ``mdd``: the smallest true difference the row would call with 80 % power at the
+      level of Holm's first step (``alpha`` / testable rows), from its standard error and df;
+    - ``p_equivalent``: TOST p-value of ``|difference| < margin`` on the same t; ``p_equivalent_holm``
+      (Holm over the table); ``decision``: ``"equivalent within +/-margin"`` when ``p_equivalent_holm <
+      alpha``, else ``"<arm> better"`` when ``p_holm < alpha``, else ``"inconclusive"`` (or not testable);
+    - ``flag``: the runs of either arm that collapsed on the test set (predicted the structure on none of the
+      images whose reference has it; needs ``tp``/``fp``/``fn`` or ``dice_all_images``' inputs) or that are
+      listed in ``flags`` (columns ``arm, fold, seed, flag`` and optionally ``class``: e.g. failed runs, or
+      the collapse flags of the runs' validation), e.g. ``"collapsed: a f0 s2"``; empty when none.
 
     Examples
     --------
@@ -310,9 +316,13 @@ def compare_runs(
     [['a', 'b', 'a better', 6, 2]]
     >>> round(float(res["diff"].iloc[0]), 3), float(res["p_a_better_runs"].iloc[0])
     (0.1, 1.0)
+    >>> res[["design", "decision"]].values.tolist()
+    [['blocked', 'a better']]
     """
     where = "compare_runs"
     check_alpha(alpha, where)
+    if not (np.isfinite(margin) and margin > 0):
+        raise InputError(f"{where}: margin must be a positive number (Dice), got {margin!r}")
     check_n_boot(n_boot, where)
     by = as_tuple(by)
     pat = [patient_col] if patient_col else []
@@ -329,6 +339,7 @@ def compare_runs(
         raise InputError(f"{where}: arms {arms} repeat a name; expected distinct arms")
     hib = resolve_direction(value, higher_is_better)
     work = _arm_values(per_image, cols, arm_col, value, arms, where)
+    run_flags = _run_flags(per_image, flags, by, arm_col, fold_col, seed_col)
 
     rows = []
     for key, sub in groups(work, by):
@@ -360,13 +371,87 @@ def compare_runs(
                 "n_runs_b": int(res["n_b"]), "n_folds": int(res["n_blocks"]), "blocked": res["n_blocks"] > 1,
                 "n_images": len(both), "n_patients": int(patients.reindex(both.index).nunique()),
                 "p_a_better_runs": _p_runs_better(va, fa, vb, fb, hib), "p_a_better_boot": p_boot,
+                "design": res["design"], "flag": _flag_text(run_flags, key, arm_a, arm_b),
                 "higher_is_better": hib, "alpha": float(alpha), "n_boot": int(n_boot),
             })  # fmt: skip
-    out = pd.DataFrame(rows, columns=[*by, *(c for c in RUN_COMPARE_COLUMNS if c not in ("p_holm", "verdict"))])
+    late = ("p_holm", "verdict", "mdd", "p_equivalent", "p_equivalent_holm", "margin", "decision")
+    out = pd.DataFrame(rows, columns=[*by, *(c for c in RUN_COMPARE_COLUMNS if c not in late)])
+    return _decide(out, alpha, margin, hib)[[*by, *RUN_COMPARE_COLUMNS]]
+
+
+def _decide(out: pd.DataFrame, alpha: float, margin: float, hib: bool) -> pd.DataFrame:
+    """Holm, verdict, MDD, equivalence (TOST) and the decision of every row of a comparison table."""
+    out = out.copy()
     out["p_holm"] = holm_adjust(out["pval"].to_numpy()) if len(out) else np.nan
     out["verdict"] = [_verdict(r.pval, r.p_holm, r.t, r.arm_a, r.arm_b, hib, alpha)
                       for r in out.itertuples(index=False)]
-    return out[[*by, *RUN_COMPARE_COLUMNS]]
+    m = max(int(np.isfinite(out["pval"].to_numpy(dtype=np.float64)).sum()), 1) if len(out) else 1
+    out["mdd"] = [mdd(se, df, alpha / m) for se, df in zip(out["se"], out["df"], strict=True)]
+    out["p_equivalent"] = tost(out["diff"].to_numpy(dtype=np.float64), out["se"].to_numpy(dtype=np.float64),
+                               out["df"].to_numpy(dtype=np.float64), margin) if len(out) else np.nan
+    out["p_equivalent_holm"] = holm_adjust(np.atleast_1d(out["p_equivalent"].to_numpy(dtype=np.float64))) \
+        if len(out) else np.nan
+    out["margin"] = float(margin)
+    out["decision"] = [
+        NOT_TESTABLE if not np.isfinite(r.pval) else
+        f"equivalent within ±{margin:g}" if r.p_equivalent_holm < alpha else
+        r.verdict if r.p_holm < alpha else INCONCLUSIVE for r in out.itertuples(index=False)]
+    return out
+
+
+def collapsed_runs(per_image: pd.DataFrame, *, arm_col: str = "arm", fold_col: str = "fold", seed_col: str = "seed",
+                   by: Sequence[str] = ("class",), tp: str = "tp", fp: str = "fp", fn: str = "fn") -> pd.DataFrame:
+    """Runs that collapsed on the test set: they predict a structure on none of the images whose reference has
+    it (at least :data:`MIN_COLLAPSE_IMAGES` such images). Columns ``*by, arm, fold, seed, flag``
+    (``"collapsed"``); empty without ``tp``/``fp``/``fn``.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"arm": "a", "fold": 0, "seed": [0, 0, 1, 1], "class": "lv", "tp": [5, 0, 0, 0],
+    ...                    "fp": [1, 0, 0, 0], "fn": [2, 0, 7, 0]})
+    >>> collapsed_runs(df)[["arm", "fold", "seed", "flag"]].values.tolist()
+    [['a', 0, 1, 'collapsed']]
+    """
+    by = as_tuple(by)
+    cols = [*by, arm_col, fold_col, seed_col]
+    if not {tp, fp, fn} <= set(per_image.columns) or not set(cols) <= set(per_image.columns):
+        return pd.DataFrame(columns=[*cols, "flag"])
+    work = per_image[cols].copy()
+    t, p, f = (numeric(per_image, c, "collapsed_runs") for c in (tp, fp, fn))
+    work["_ref"] = (t + f) > 0
+    work["_pred"] = (t + p) > 0
+    g = work.groupby(cols, sort=True, dropna=False).agg(ref=("_ref", "sum"), pred=("_pred", "sum")).reset_index()
+    hit = g[(g["ref"] >= MIN_COLLAPSE_IMAGES) & (g["pred"] == 0)]
+    return hit[cols].assign(flag="collapsed").reset_index(drop=True)
+
+
+def _run_flags(per_image: pd.DataFrame, flags: pd.DataFrame | None, by: tuple[str, ...], arm_col: str,
+               fold_col: str, seed_col: str) -> pd.DataFrame:
+    """Collapsed runs of ``per_image`` plus the given ``flags`` (``class`` optional), one table."""
+    found = collapsed_runs(per_image, arm_col=arm_col, fold_col=fold_col, seed_col=seed_col, by=by)
+    parts = [found.rename(columns={arm_col: "arm", fold_col: "fold", seed_col: "seed"})]
+    if flags is not None and len(flags):
+        require_columns(flags, ["arm", "fold", "seed", "flag"], "compare_runs (flags)")
+        parts.append(flags)
+    out = pd.concat(parts, ignore_index=True)
+    out["arm"] = out["arm"].astype(str)
+    return out
+
+
+def _flag_text(flags: pd.DataFrame, key: dict, arm_a: str, arm_b: str) -> str:
+    """``"collapsed: a f0 s2; failed: b f1 s0"`` for the flagged runs of the two arms in this group."""
+    if flags.empty:
+        return ""
+    sel = flags["arm"].isin([arm_a, arm_b])
+    for col, val in key.items():
+        if col in flags.columns:
+            sel &= flags[col].isna() | (flags[col] == val)
+    hit = flags[sel].drop_duplicates(["arm", "fold", "seed", "flag"])
+    parts = []
+    for flag, g in hit.groupby("flag", sort=True):
+        runs = ", ".join(f"{r.arm} f{r.fold} s{r.seed}" for r in g.sort_values(["arm", "fold", "seed"]).itertuples())
+        parts.append(f"{flag}: {runs}")
+    return "; ".join(parts)
 
 
 def holm_adjust(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -1,0 +1,303 @@
+"""Study planning from a study's own variance components: power, MDD, runs and test patients a claim needs.
+
+Two models, each fitted on the saved per-image table and each checked by simulation in
+``benchmarks/calibration.py``:
+
+- **Arm comparisons** (:func:`run_components`): a run's value (the mean over the test images of
+  ``dice_all_images``, as the arm comparison uses) is ``mean + fold effect + seed noise``, except that with
+  probability ``collapse_rate`` the run collapses and scores ``collapsed_value`` (what a run that never
+  predicts the structure scores: the share of test images without it, unless collapsed runs were seen).
+  Power is simulated with that model through the same test the report uses
+  (:func:`robustseg.stats.design.design_test`), so k x 1, k x n and 1 x n designs and collapses are
+  handled alike (:func:`simulated_power`, :func:`design_mdd`).
+- **Recipe intervals** (:func:`predict_half_width`): the variance components of
+  :func:`robustseg.stats.intervals.dice_intervals` give the recipe variance for any number of patients,
+  folds and seeds, its Satterthwaite df from the expected mean squares, and the rare-zero allowance of the
+  test-set interval from the observed rate of zero scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from robustseg.errors import InputError
+from robustseg.stats._util import as_tuple, groups, require_columns
+from robustseg.stats.design import design_test
+from robustseg.stats.intervals import logit_t_interval, rare_zero_quantiles, recipe_variance
+from robustseg.stats.runlevel import DICE_ALL, collapsed_runs, run_values
+
+RUN_COMPONENT_COLUMNS = ("n_runs", "n_folds", "runs_per_fold", "mean", "var_seed", "df_seed", "seed_from_folds",
+                         "var_fold", "n_collapsed", "collapse_rate", "collapse_upper", "collapsed_value")
+N_SIM = 4000
+"""Simulated studies per power evaluation (common random numbers: power is monotone in the difference)."""
+MAX_SEEDS = 30
+"""Largest number of seeds per fold the planner searches."""
+
+
+def _jeffreys_upper(k: int, n: int, level: float = 0.95) -> float:
+    """One-sided upper ``level`` bound of a binomial rate from ``k`` events in ``n`` (Jeffreys)."""
+    return float(sps.beta.ppf(level, k + 0.5, n - k + 0.5)) if n else float("nan")
+
+
+def run_components(
+    per_image: pd.DataFrame,
+    by: Sequence[str] = ("arm", "class"),
+    *,
+    value: str = DICE_ALL,
+    fold_col: str = "fold",
+    seed_col: str = "seed",
+    image_col: str = "image_id",
+    flags: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Run-level variance components per group of ``by`` (``arm`` may be left out to pool the arms).
+
+    Collapsed runs (:func:`robustseg.stats.runlevel.collapsed_runs` on the test set, plus ``flags`` rows with
+    ``flag == "collapsed"``) are taken out of the variances and counted instead. Columns after ``by``:
+    ``n_runs, n_folds, runs_per_fold`` (mean), ``mean`` (of the runs that did not collapse), ``var_seed``
+    (pooled within-fold variance and its ``df_seed``; with one run per fold it is the variance over folds,
+    which holds the fold effect too: ``seed_from_folds`` is True), ``var_fold`` (variance of fold means beyond
+    seed noise, truncated at 0), ``n_collapsed, collapse_rate``, ``collapse_upper`` (Jeffreys 95 % upper bound
+    of the rate: what the runs cannot rule out), ``collapsed_value`` (mean value of the collapsed runs, or the
+    share of test images without the structure when none collapsed).
+
+    Examples
+    --------
+    >>> rows = [{"arm": "a", "class": "lv", "fold": f, "seed": s, "image_id": i, "tp": 8 + (s == 1), "fp": 1,
+    ...          "fn": 1} for f in range(2) for s in range(3) for i in range(4)]
+    >>> r = run_components(pd.DataFrame(rows)).iloc[0]
+    >>> int(r["n_runs"]), int(r["df_seed"]), round(float(r["mean"]), 3), int(r["n_collapsed"])
+    (6, 4, 0.893, 0)
+    """
+    by = as_tuple(by)
+    cols = [*by, fold_col, seed_col]
+    rv = run_values(per_image, value, runs=[c for c in cols if c not in by] + ([] if "arm" in by else ["arm"]),
+                    by=by, image_col=image_col)
+    if "arm" not in rv.columns:
+        rv["arm"] = ""
+    col = collapsed_runs(per_image, fold_col=fold_col, seed_col=seed_col, by=tuple(c for c in by if c != "arm"))
+    if flags is not None and len(flags):
+        col = pd.concat([col, flags[flags["flag"] == "collapsed"]], ignore_index=True)
+    key = ["arm", fold_col, seed_col, *(c for c in by if c not in ("arm",) and c in col.columns)]
+    col = col.assign(arm=col["arm"].astype(str), _c=True).drop_duplicates(key)[[*key, "_c"]] \
+        if len(col) else pd.DataFrame(columns=[*key, "_c"])
+    rv = rv.assign(arm=rv["arm"].astype(str)).merge(col, on=key, how="left")
+    rv["_c"] = rv["_c"].astype("boolean").fillna(False).astype(bool)
+    absent = _absent_share(per_image, by, image_col)
+    rows = []
+    for k, sub in groups(rv, by):
+        sub = sub[np.isfinite(sub["value"].to_numpy(dtype=np.float64))]
+        ok = sub[~sub["_c"]]
+        v, f = ok["value"].to_numpy(dtype=np.float64), ok[fold_col].to_numpy()
+        fold_ids = sorted(set(sub[fold_col].tolist()), key=str)
+        ss, dof = 0.0, 0
+        fmeans, fcounts = [], []
+        for fold in fold_ids:
+            x = v[f == fold]
+            if x.size:
+                fmeans.append(x.mean())
+                fcounts.append(x.size)
+                ss += float(((x - x.mean()) ** 2).sum())
+                dof += x.size - 1
+        from_folds = dof == 0
+        if from_folds and v.size >= 2:
+            ss, dof = float(((v - v.mean()) ** 2).sum()), v.size - 1
+        var_seed = ss / dof if dof else float("nan")
+        var_fold = 0.0
+        if len(fmeans) >= 2 and not from_folds:
+            m_runs = float(np.mean(fcounts))
+            var_fold = max(float(np.var(fmeans, ddof=1)) - var_seed / m_runs, 0.0)
+        n_c, n = int(sub["_c"].sum()), len(sub)
+        c_val = float(sub.loc[sub["_c"], "value"].mean()) if n_c else absent.get(tuple(k.values()), float("nan"))
+        rows.append({**k, "n_runs": n, "n_folds": len(fold_ids), "runs_per_fold": n / max(len(fold_ids), 1),
+                     "mean": float(v.mean()) if v.size else float("nan"), "var_seed": var_seed, "df_seed": dof,
+                     "seed_from_folds": bool(from_folds), "var_fold": var_fold, "n_collapsed": n_c,
+                     "collapse_rate": n_c / n if n else float("nan"), "collapse_upper": _jeffreys_upper(n_c, n),
+                     "collapsed_value": c_val})
+    return pd.DataFrame(rows, columns=[*by, *RUN_COMPONENT_COLUMNS])
+
+
+def _absent_share(per_image: pd.DataFrame, by: tuple[str, ...], image_col: str) -> dict[tuple, float]:
+    """Per group: the share of test images whose reference lacks the structure (a never-predicting run's
+    ``dice_all_images``)."""
+    if not {"tp", "fn"} <= set(per_image.columns):
+        return {}
+    ref = per_image.assign(_ref=(per_image["tp"].to_numpy(dtype=float) + per_image["fn"].to_numpy(dtype=float)) > 0)
+    img = ref.groupby([*by, image_col], sort=True)["_ref"].max().reset_index()
+    out = {}
+    for k, sub in groups(img, by):
+        out[tuple(k.values())] = float(1.0 - sub["_ref"].mean())
+    return out
+
+
+def _simulate_values(comp: Mapping[str, float], diff: float, n_folds: int, n_seeds: int, n_sim: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Run values ``(n_sim, folds, seeds)`` of two arms under the fitted model, ``b`` better by ``diff``."""
+    sd_seed = float(np.sqrt(max(comp["var_seed"], 0.0))) if np.isfinite(comp["var_seed"]) else 0.0
+    sd_fold = float(np.sqrt(max(comp["var_fold"], 0.0)))
+    rate = float(comp["collapse_rate"]) if np.isfinite(comp["collapse_rate"]) else 0.0
+    fold = rng.normal(0, sd_fold, (n_sim, n_folds, 1))
+    out = []
+    for shift in (0.0, diff):
+        v = comp["mean"] + shift + fold + rng.normal(0, sd_seed, (n_sim, n_folds, n_seeds))
+        gone = rng.random((n_sim, n_folds, n_seeds)) < rate
+        out.append(np.where(gone, comp["collapsed_value"], v))
+    return out[0], out[1]
+
+
+def simulated_power(comp: Mapping[str, float], diff: float, n_folds: int, n_seeds: int, *, alpha: float = 0.05,
+                    n_sim: int = N_SIM, seed: int = 0) -> float:
+    """Power of the run-level comparison (:func:`robustseg.stats.design.design_test`, two-sided, level
+    ``alpha``) to find a true difference ``diff`` between two arms of ``n_folds`` x ``n_seeds`` runs each,
+    under the components ``comp`` (a row of :func:`run_components`); the share of ``n_sim`` simulated studies
+    with ``p < alpha`` in the right direction.
+
+    Examples
+    --------
+    >>> comp = {"mean": 0.8, "var_seed": 0.02**2, "var_fold": 0.0, "collapse_rate": 0.0, "collapsed_value": 0.3}
+    >>> round(simulated_power(comp, 0.03, 2, 5), 2), round(simulated_power(comp, 0.03, 5, 1), 2)
+    (0.88, 0.44)
+    """
+    if n_folds * n_seeds < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    a, b = _simulate_values(comp, diff, n_folds, n_seeds, n_sim, rng)
+    r = design_test(b, a, alpha)
+    hit = (r["p"] < alpha) & (np.sign(r["diff"]) == np.sign(diff))
+    return float(np.mean(hit))
+
+
+def design_mdd(comp: Mapping[str, float], n_folds: int, n_seeds: int, *, alpha: float = 0.05, target: float = 0.8,
+               n_sim: int = N_SIM, seed: int = 0, upper: float = 0.5) -> float:
+    """Smallest difference found with probability ``target`` by a ``n_folds`` x ``n_seeds`` design
+    (bisection on :func:`simulated_power`; NaN when even ``upper`` is not found that often).
+
+    Examples
+    --------
+    >>> comp = {"mean": 0.8, "var_seed": 0.02**2, "var_fold": 0.0, "collapse_rate": 0.0, "collapsed_value": 0.3}
+    >>> round(design_mdd(comp, 2, 5), 3)
+    0.027
+    """
+    if simulated_power(comp, upper, n_folds, n_seeds, alpha=alpha, n_sim=n_sim, seed=seed) < target:
+        return float("nan")
+    lo, hi = 0.0, upper
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if simulated_power(comp, mid, n_folds, n_seeds, alpha=alpha, n_sim=n_sim, seed=seed) >= target:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 2e-4:
+            break
+    return hi
+
+
+def seeds_needed(comp: Mapping[str, float], diff: float, n_folds: int, *, alpha: float = 0.05, target: float = 0.8,
+                 n_sim: int = N_SIM, seed: int = 0, max_seeds: int = MAX_SEEDS) -> int | None:
+    """Fewest seeds per fold (with ``n_folds`` folds) for power ``target`` at ``diff``; None beyond
+    ``max_seeds``.
+
+    Examples
+    --------
+    >>> comp = {"mean": 0.8, "var_seed": 0.02**2, "var_fold": 0.0, "collapse_rate": 0.0, "collapsed_value": 0.3}
+    >>> seeds_needed(comp, 0.02, 2), seeds_needed(comp, 0.02, 5)
+    (9, 4)
+    """
+    def ok(s: int) -> bool:
+        return simulated_power(comp, diff, n_folds, s, alpha=alpha, n_sim=n_sim, seed=seed) >= target
+
+    if not ok(max_seeds):
+        return None
+    lo, hi = 0, max_seeds
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if n_folds * mid >= 2 and ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def predict_half_width(ci: Mapping[str, float], n_patients: int, n_folds: int, n_seeds: int, alpha: float = 0.05
+                       ) -> float:
+    """Expected half-width of the recipe interval (:func:`robustseg.stats.intervals.dice_intervals`) of a
+    study with ``n_patients`` test patients and ``n_folds`` x ``n_seeds`` runs, from one of its rows ``ci``
+    (the recipe row: variance components ``s2_*``, the estimate and the zero-score rate).
+
+    The recipe variance and its df come from the expected mean squares of that design; the interval is the
+    logit-t interval widened to the rare-zero allowance (the zero rate taken as observed, per image) exactly
+    as the report's. Half-width = (high - low) / 2.
+
+    Examples
+    --------
+    >>> ci = {"estimate": 0.8, "s2_patient": 0.01, "s2_fold": 0.0, "s2_seed": 0.0004, "s2_resid": 0.002,
+    ...       "est_hit": 0.8, "se_hit": 0.02, "n_zero": 0.0, "n_rows": 40.0, "zero_weight": 1.0, "n_patients": 20}
+    >>> round(predict_half_width(ci, 20, 2, 3), 3) > round(predict_half_width(ci, 80, 2, 3), 3)
+    True
+    """
+    p, r = float(n_patients), float(n_folds * n_seeds)
+    s2 = {k: max(float(ci[k]), 0.0) if np.isfinite(ci[k]) else 0.0
+          for k in ("s2_patient", "s2_fold", "s2_seed", "s2_resid")}
+    c = {"ms_patient": r * s2["s2_patient"] + s2["s2_resid"], "ms_seed": s2["s2_resid"] + p * s2["s2_seed"],
+         "ms_fold": s2["s2_resid"] + p * s2["s2_seed"] + p * n_seeds * s2["s2_fold"], "ms_resid": s2["s2_resid"],
+         "df_patient": p - 1, "df_fold": n_folds - 1.0, "df_seed": r - n_folds, "df_resid": (p - 1) * (r - 1),
+         "s2_patient": s2["s2_patient"], "s2_seed": s2["s2_seed"], "s2_resid": s2["s2_resid"],
+         "s2_fold": s2["s2_fold"] if n_folds >= 2 else 0.0, "fold_weight": 1.0 / n_folds, "n0": float(n_seeds),
+         "fold_pooled": n_folds < 2 or n_seeds < 2}
+    if r < 2:
+        c["ms_resid"] = float("nan")
+    if n_seeds < 2:  # one run per fold: runs and folds are one term
+        c.update(ms_seed=s2["s2_resid"] + p * (s2["s2_seed"] + s2["s2_fold"]), df_seed=r - 1,
+                 s2_seed=s2["s2_seed"] + s2["s2_fold"], s2_fold=0.0)
+    var, df = recipe_variance(c, int(p), int(r))
+    est = float(ci["estimate"])
+    lo, hi, _ = logit_t_interval(est, float(np.sqrt(var)), df, alpha)
+    n_img = float(ci["n_rows"]) / max(float(ci["n_patients"]), 1.0) * p
+    rate = float(ci["n_zero"]) / float(ci["n_rows"]) if ci["n_rows"] else 0.0
+    se_hit = float(ci["se_hit"]) * np.sqrt(float(ci["n_patients"]) / p)
+    z_lo, z_hi = rare_zero_quantiles(float(ci["est_hit"]), se_hit, p - 1, rate * n_img, n_img,
+                                     float(ci["zero_weight"]), alpha)
+    if np.isfinite(z_lo):
+        lo, hi = min(lo, z_lo), max(hi, z_hi)
+    return (hi - lo) / 2
+
+
+def patients_needed(ci: Mapping[str, float], half_width: float, n_folds: int, n_seeds: int, alpha: float = 0.05,
+                    max_patients: int = 100000) -> int | None:
+    """Fewest test patients for a recipe-interval half-width of at most ``half_width`` with ``n_folds`` x
+    ``n_seeds`` runs (:func:`predict_half_width`); None when the runs alone (or ``max_patients``) cannot get
+    there.
+
+    Examples
+    --------
+    >>> ci = {"estimate": 0.8, "s2_patient": 0.01, "s2_fold": 0.0, "s2_seed": 0.0004, "s2_resid": 0.002,
+    ...       "est_hit": 0.8, "se_hit": 0.02, "n_zero": 0.0, "n_rows": 40.0, "zero_weight": 1.0, "n_patients": 20}
+    >>> n = patients_needed(ci, 0.05, 2, 3); n is not None and predict_half_width(ci, n, 2, 3) <= 0.05
+    True
+    """
+    if predict_half_width(ci, max_patients, n_folds, n_seeds, alpha) > half_width:
+        return None
+    lo, hi = 2, max_patients
+    if predict_half_width(ci, lo, n_folds, n_seeds, alpha) <= half_width:
+        return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if predict_half_width(ci, mid, n_folds, n_seeds, alpha) <= half_width:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def check_design(n_folds: int, n_seeds: int, where: str) -> None:
+    """``n_folds`` and ``n_seeds`` must be positive integers with at least two runs in all."""
+    if int(n_folds) != n_folds or int(n_seeds) != n_seeds or n_folds < 1 or n_seeds < 1 or n_folds * n_seeds < 2:
+        raise InputError(f"{where}: a design needs positive whole numbers of folds and seeds and at least two runs, "
+                         f"got {n_folds} folds x {n_seeds} seeds")
+
+
+__all__ = ["design_mdd", "patients_needed", "predict_half_width", "require_columns", "run_components",
+           "seeds_needed", "simulated_power"]
