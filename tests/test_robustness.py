@@ -65,8 +65,8 @@ def test_run_means_skip_undefined(table):
 def test_summary_mean_sd_and_retention(table):
     s = R.robustness_summary(table)
     assert list(s.columns) == ["arm", "class", "perturbation", "severity", "n_runs", "dice_mean", "dice_sd",
-                               "hd95_mm_mean", "hd95_mm_sd", "retention_mean", "retention_sd", "dice_fixed_mean",
-                               "n_fixed"]
+                               "hd95_mm_mean", "hd95_mm_sd", "retention_mean", "retention_sd", "n_missing",
+                               "dice_fixed_mean", "n_fixed"]
     clean = _row(s, arm="A", **{"class": "csp"}, perturbation="none")
     assert clean["dice_mean"] == pytest.approx(0.75)
     assert clean["dice_sd"] == pytest.approx(np.std([0.7, 0.8], ddof=1))

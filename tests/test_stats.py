@@ -731,15 +731,35 @@ def test_bland_altman_limits_ci_and_proportional_bias():
     ref = rng.uniform(20, 80, 400)
     df = pd.DataFrame({"ref": ref, "pred": ref * 1.2 + rng.normal(0, 2, 400)})
     r = bland_altman(df, "pred", "ref").iloc[0]
-    m, d = (df["pred"] + df["ref"]) / 2, df["pred"] - df["ref"]
-    fit = sps.linregress(m, d)
-    assert r["slope"] == pytest.approx(fit.slope) and r["slope_p"] == pytest.approx(fit.pvalue) and r["slope_p"] < 1e-10
+    import statsmodels.api as sm
+
+    fit = sm.OLS((df["pred"] - df["ref"]).to_numpy(), sm.add_constant(df["ref"].to_numpy())).fit(cov_type="HC3")
+    assert r["slope"] == pytest.approx(fit.params[1]) and r["slope_p"] < 1e-10
+    se = (r["slope_ci_high"] - r["slope_ci_low"]) / 2 / sps.t.ppf(0.975, 398)
+    assert se == pytest.approx(fit.bse[1], rel=1e-9)
     # Bland & Altman (1999) approximation: SE of a limit ~ sqrt(3 sd^2 / n)
     half = 1.96 * np.sqrt(3 * r["sd"] ** 2 / 400)
     assert r["loa_high_ci_high"] - r["loa_high_ci_low"] == pytest.approx(2 * half, rel=0.05)
     assert r["loa_low_ci_low"] < r["loa_low"] < r["loa_low_ci_high"] < r["bias"]
     flat = bland_altman(pd.DataFrame({"ref": ref, "pred": ref + 1 + rng.normal(0, 2, 400)}), "pred", "ref").iloc[0]
     assert flat["slope_p"] > 0.001
+
+
+def test_bland_altman_slope_does_not_flag_unequal_variances():
+    """No proportional bias, a prediction noisier than the reference: regressing the difference on the mean
+    (the old test) flags it in 30 % of studies at n = 40; the slope on the reference stays near 5 %."""
+    rng = np.random.default_rng(61)
+    for n in (8, 40):
+        hits_old = hits = 0
+        for _ in range(400):
+            true = rng.normal(100, 10, n)
+            ref, pred = true, true + rng.normal(0, 5, n) * true / 100
+            d = pred - ref
+            hits_old += sps.linregress((pred + ref) / 2, d).pvalue < 0.05
+            hits += bland_altman(pd.DataFrame({"pred": pred, "ref": ref}), "pred", "ref")["slope_p"].iloc[0] < 0.05
+        assert hits / 400 <= 0.08, (n, hits)
+        if n == 40:
+            assert hits_old / 400 > 0.2
 
 
 def test_auroc_delong_against_explicit_formula():

@@ -10,10 +10,12 @@ NaN Dice (a structure absent from reference and prediction, under a policy that 
 and non-finite HD95 (empty prediction or reference) are left out of the means, never counted as 0.
 
 Retention and the severity-weighted summaries use a *fixed image set* per run: the images whose
-reference has the structure in the clean condition (``ref_pixels > 0``; without that column, the images
-with a defined clean Dice). Dice is defined on all of them in every condition, so the set cannot change
-with the condition, and retention is at most 1 when every image got worse (a mean over whichever images
-happen to have a defined Dice could exceed 1).
+reference has the structure in the clean condition (``ref_pixels > 0``, else ``tp + fn > 0``; without
+either, the images whose Dice is defined in the clean condition and in every other condition of the run:
+with a reference present Dice is always defined). Dice is defined on all of them in every condition, so the
+set cannot change with the condition. Retention compares each perturbed row with the clean row of the same
+image and run (pairs only), so it is at most 1 when every image got worse; fixed-set images without a
+perturbed row are counted in ``n_missing``, never silently averaged over.
 """
 
 from __future__ import annotations
@@ -47,7 +49,14 @@ def _keys(by: Sequence[str]) -> list[str]:
 def _present(df: pd.DataFrame) -> np.ndarray:
     if "ref_pixels" in df.columns:
         return pd.to_numeric(df["ref_pixels"], errors="coerce").to_numpy(dtype=float) > 0
+    if {"tp", "fn"} <= set(df.columns):
+        tp, fn = (pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) for c in ("tp", "fn"))
+        return (tp + fn) > 0
     return np.isfinite(pd.to_numeric(df["dice"], errors="coerce").to_numpy(dtype=float))
+
+
+def _reference_known(df: pd.DataFrame) -> bool:
+    return "ref_pixels" in df.columns or {"tp", "fn"} <= set(df.columns)
 
 
 def _fixed_set(df: pd.DataFrame, by: list[str]) -> np.ndarray:
@@ -61,7 +70,13 @@ def _fixed_set(df: pd.DataFrame, by: list[str]) -> np.ndarray:
     keys = [k for k in by if k not in _CONDITION] + [*RUN_KEYS, "image_id"]
     is_clean = (df["perturbation"] == CLEAN_NAME).to_numpy()
     clean = df[is_clean]
-    fixed = clean.loc[_present(clean), keys].drop_duplicates().assign(_fixed=True)
+    ok = _present(clean)
+    if not _reference_known(df):  # NaN Dice anywhere in the run means the reference is empty
+        defined = pd.Series(np.isfinite(pd.to_numeric(df["dice"], errors="coerce").to_numpy(dtype=float)),
+                            index=df.index)
+        everywhere = defined.groupby([df[k] for k in keys], dropna=False).transform("all")
+        ok = ok & everywhere[is_clean].to_numpy(dtype=bool)
+    fixed = clean.loc[ok, keys].drop_duplicates().assign(_fixed=True)
     seen = clean[keys].drop_duplicates().assign(_seen=True)
     merged = df[keys].merge(fixed, on=keys, how="left").merge(seen, on=keys, how="left")
     in_clean = merged["_fixed"].fillna(False).to_numpy(dtype=bool)
@@ -70,11 +85,14 @@ def _fixed_set(df: pd.DataFrame, by: list[str]) -> np.ndarray:
 
 
 def run_means(df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbation", "severity")) -> pd.DataFrame:
-    """Mean Dice and HD95 per run: columns ``*by, seed, fold, dice, hd95_mm, n_images, dice_fixed, n_fixed``.
+    """Mean Dice and HD95 per run: columns ``*by, seed, fold, dice, hd95_mm, n_images, dice_fixed, n_fixed,
+    dice_paired, clean_paired, n_missing``.
 
     ``n_images`` counts the rows with a defined Dice; ``dice_fixed`` is the mean Dice over the run's fixed
     image set (see the module docstring; NaN without an ``image_id`` / clean condition), ``n_fixed`` its
-    size.
+    size. ``dice_paired`` and ``clean_paired``: the mean Dice of the fixed-set rows of this condition and of
+    the clean rows of the same images (retention's numerator and denominator); ``n_missing``: fixed-set
+    images of the run with no (or an undefined) value in this condition.
     """
     by = _keys(by)
     _require(df, [*by, *RUN_KEYS, "dice", "hd95_mm"])
@@ -83,10 +101,36 @@ def run_means(df: pd.DataFrame, by: Sequence[str] = ("arm", "class", "perturbati
     hd = pd.to_numeric(work["hd95_mm"], errors="coerce").astype(float)
     work["hd95_mm"] = hd.where(np.isfinite(hd))
     work["dice_fixed"] = work["dice"].where(_fixed_set(df, by))
+    work["clean_paired"] = _clean_partner(df, work, by)
+    work["dice_paired"] = work["dice_fixed"].where(work["clean_paired"].notna())
     grouped = work.groupby([*by, *RUN_KEYS], sort=True, observed=True, dropna=False)
     out = grouped.agg(dice=("dice", "mean"), hd95_mm=("hd95_mm", "mean"), n_images=("dice", "count"),
-                      dice_fixed=("dice_fixed", "mean"), n_fixed=("dice_fixed", "count"))
-    return out.reset_index()
+                      dice_fixed=("dice_fixed", "mean"), n_fixed=("dice_fixed", "count"),
+                      dice_paired=("dice_paired", "mean"), clean_paired=("clean_paired", "mean"),
+                      _n_paired=("dice_paired", "count")).reset_index()
+    base = [k for k in by if k not in _CONDITION] + list(RUN_KEYS)
+    if "perturbation" in by:
+        clean_n = out.loc[out["perturbation"] == CLEAN_NAME, [*base, "n_fixed"]].rename(columns={"n_fixed": "_nc"})
+        out = out.merge(clean_n.drop_duplicates(base), on=base, how="left")
+        out["n_missing"] = (out["_nc"].fillna(out["n_fixed"]) - out["_n_paired"]).clip(lower=0).astype(int)
+        out = out.drop(columns="_nc")
+    else:
+        out["n_missing"] = 0
+    return out.drop(columns="_n_paired")
+
+
+def _clean_partner(df: pd.DataFrame, work: pd.DataFrame, by: list[str]) -> pd.Series:
+    """Per row of ``work``: the clean Dice of the same image and run, where both are in the fixed set and
+    defined (NaN otherwise)."""
+    if "perturbation" not in df.columns or "image_id" not in df.columns or "perturbation" not in by:
+        return pd.Series(np.nan, index=work.index)
+    keys = [k for k in by if k not in _CONDITION] + [*RUN_KEYS, "image_id"]
+    rows = df[keys].assign(_v=work["dice_fixed"].to_numpy())
+    clean = rows[(df["perturbation"] == CLEAN_NAME).to_numpy() & rows["_v"].notna().to_numpy()]
+    clean = clean.drop_duplicates(keys).rename(columns={"_v": "_clean"})
+    merged = rows.merge(clean, on=keys, how="left")
+    out = merged["_clean"].where(merged["_v"].notna())
+    return pd.Series(out.to_numpy(), index=work.index)
 
 
 def _with_retention(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -97,14 +141,13 @@ def _with_retention(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         runs["retention"] = np.nan
         return runs
     ref_keys = [k for k in by if k not in _CONDITION] + list(RUN_KEYS)
-    clean = runs.loc[runs["perturbation"] == CLEAN_NAME, [*ref_keys, "dice_fixed"]]
-    clean = clean.rename(columns={"dice_fixed": "clean_dice"})
+    clean = runs.loc[runs["perturbation"] == CLEAN_NAME, ref_keys]
     if clean.duplicated(ref_keys).any():
         raise InputError("robustness table: more than one clean ('none') condition per run; expected severity 0 only")
-    merged = runs.merge(clean, on=ref_keys, how="left", validate="many_to_one")
-    denom = merged["clean_dice"].where(merged["clean_dice"] > 0)
-    merged["retention"] = merged["dice_fixed"] / denom
-    return merged.drop(columns="clean_dice")
+    runs = runs.copy()
+    denom = runs["clean_paired"].where(runs["clean_paired"] > 0)
+    runs["retention"] = runs["dice_paired"] / denom
+    return runs
 
 
 def _across_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -117,6 +160,7 @@ def _across_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         hd95_mm_sd=("hd95_mm", "std"),
         retention_mean=("retention", "mean"),
         retention_sd=("retention", "std"),
+        **({"n_missing": ("n_missing", "sum")} if "n_missing" in runs.columns else {}),
         **({"dice_fixed_mean": ("dice_fixed", "mean")} if "dice_fixed" in runs.columns else {}),
         **({"n_fixed": ("n_fixed", "max")} if "n_fixed" in runs.columns else {}),
     )
@@ -129,9 +173,11 @@ def robustness_summary(
     """Per ``by`` group: mean and SD across runs of the run-mean Dice, HD95 and Dice retention.
 
     Columns: ``*by, n_runs, dice_mean, dice_sd, hd95_mm_mean, hd95_mm_sd, retention_mean, retention_sd,
-    dice_fixed_mean, n_fixed``. ``retention`` is a run's perturbed Dice over the same run's clean Dice
-    (same arm, class, seed, fold), both on the run's fixed image set; it is 1 for the clean rows and NaN
-    when ``by`` lacks ``perturbation`` / ``severity``. ``n_fixed``: the largest fixed-set size of the runs.
+    n_missing, dice_fixed_mean, n_fixed``. ``retention`` is a run's perturbed Dice over the same run's clean
+    Dice (same arm, class, seed, fold), both on the fixed-set images that have a value in both; it is 1 for
+    the clean rows and NaN when ``by`` lacks ``perturbation`` / ``severity``. ``n_missing``: fixed-set image x
+    run pairs without a value in the condition (summed over runs). ``n_fixed``: the largest fixed-set size of
+    the runs.
 
     Examples
     --------

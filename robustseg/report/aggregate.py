@@ -80,7 +80,10 @@ def seed_icc(clean: pd.DataFrame, per_fold: bool = False, small: Sequence[str] =
     Seeds are nested in folds (``stats.pooled_seed_icc``: per-fold variance components pooled, targets =
     test images, a failed run removes only itself). Dice uses only images whose reference has the
     structure (elsewhere Dice is undefined or 0/1 by convention): ``n_ref_absent`` counts the images left
-    out for that reason, ``n_dropped`` every image left out. With ``per_fold`` one ICC per fold instead
+    out for that reason, ``n_dropped`` every image left out. The predicted area uses only the images where
+    the reference or some seed of the fold has the structure: an image where every seed predicts nothing and
+    the reference is empty agrees trivially (0 vs 0) and would inflate the ICC; ``n_all_empty`` counts the
+    images left out for that reason in every fold. With ``per_fold`` one ICC per fold instead
     (``stats.icc``). Column ``measure`` says which value.
     """
     if clean.empty or clean.groupby("fold")["seed"].nunique().max() < 2:
@@ -90,19 +93,32 @@ def seed_icc(clean: pd.DataFrame, per_fold: bool = False, small: Sequence[str] =
     n_all = clean.groupby(["arm", "class"])["image_id"].nunique()
     n_present = present.groupby(["arm", "class"])["image_id"].nunique().reindex(n_all.index, fill_value=0)
     absent = (n_all - n_present).rename("n_ref_absent").reset_index()
-    small = with_area[with_area["class"].isin(list(small))]
+    small_rows = with_area[with_area["class"].isin(list(small))]
+    keys = ["arm", "class", "fold", "image_id"]
+    some = ((small_rows["pred_pixels"] > 0) | (small_rows["ref_pixels"] > 0)).groupby(
+        [small_rows[k] for k in keys]).transform("any")
+    area_rows = small_rows[some.to_numpy(dtype=bool)]
+    kept = area_rows.groupby(["arm", "class"])["image_id"].nunique()
+    n_small = small_rows.groupby(["arm", "class"])["image_id"].nunique()
+    empty = (n_small - kept.reindex(n_small.index, fill_value=0)).rename("n_all_empty").reset_index()
     if per_fold:
         dice = stats.icc(present, targets="image_id", raters="seed", ratings="dice", by=("arm", "fold", "class"),
                          kind=stats.SEED_REPRODUCIBILITY_KIND)
-        area = stats.icc(small, targets="image_id", raters="seed", ratings="pred_area",
+        area = stats.icc(area_rows, targets="image_id", raters="seed", ratings="pred_area",
                          by=("arm", "fold", "class"), kind=stats.SEED_REPRODUCIBILITY_KIND)
     else:
         dice = stats.pooled_seed_icc(present, value="dice", by=("arm", "class"))
-        area = stats.pooled_seed_icc(small, value="pred_area", by=("arm", "class"))
+        area = stats.pooled_seed_icc(area_rows, value="pred_area", by=("arm", "class"))
     dice = dice.merge(absent, on=["arm", "class"], how="left")
     dice["n_dropped"] = dice["n_dropped"] + dice["n_ref_absent"]
+    dice["n_all_empty"] = 0
+    area = area.merge(empty, on=["arm", "class"], how="left")
+    area["n_all_empty"] = area["n_all_empty"].fillna(0).astype(int)
     area["n_ref_absent"] = 0
-    out = pd.concat([dice.assign(measure="dice (reference present)"), area.assign(measure=f"predicted area ({unit})")],
+    if not per_fold:
+        area["n_dropped"] = area["n_dropped"] + area["n_all_empty"]
+    out = pd.concat([dice.assign(measure="dice (reference present)"),
+                     area.assign(measure=f"predicted area ({unit}; images where a seed or the reference has it)")],
                     ignore_index=True)
     return out[["measure", *[c for c in out.columns if c != "measure"]]]
 
