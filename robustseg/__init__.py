@@ -8,6 +8,7 @@ The public API, imported on first use so that ``import robustseg`` stays light (
     per_image, summary = robustseg.evaluate_folder("pred/", "gt/")
     table = robustseg.per_image_table(pred, ref, image_ids=ids)
     robustseg.build_report("runs/quickstart", "reports/quickstart")
+    plan = robustseg.plan_study("runs/quickstart")        # what the study can claim, what a claim needs
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ _LAZY = {
     "evaluate_folder": "robustseg.metrics.folder",
     "per_image_table": "robustseg.metrics",
     "build_report": "robustseg.report",
+    "plan_study": "robustseg.report.planning",
 }
 
 __all__ = ["InputError", "RobustsegError", "RunError", "__version__", "build_report", "evaluate_folder", "load_study",
-           "per_image_table", "run_study"]
+           "per_image_table", "plan_study", "run_study"]
 
 if TYPE_CHECKING:
     from robustseg.config import load_study
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from robustseg.metrics.folder import evaluate_folder
     from robustseg.pipeline.study import run_study
     from robustseg.report import build_report
+    from robustseg.report.planning import plan_study
 
 
 def __getattr__(name: str) -> Any:

@@ -283,6 +283,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from robustseg.report.planning import plan_study
+
+    plan = plan_study(args.run_dir, margin=args.margin)
+    t = plan.tables
+    console.print(f"plan from arm '{plan.arm}': {plan.n_folds} fold(s) x {plan.seeds_per_fold:g} seed(s), "
+                  f"{plan.n_patients} test patients; equivalence margin ±{plan.margin:g}", markup=False)
+    claims = t["plan_claims"][["class", "design", "mdd", "power_0.01", "power_0.02", "power_0.05",
+                               "equivalence_margin", "estimate", "recipe_low", "recipe_high", "n_collapsed",
+                               "collapse_upper"]]
+    print_table(claims, "what the current design can claim (MDD: 80 % power; recipe interval of global Dice)", 3)
+    runs = t["plan_runs"].pivot_table(index=["class", "difference"], columns="folds", values="seeds_per_fold",
+                                      aggfunc="first", sort=False)
+    runs.columns = [f"{c} folds" for c in runs.columns]
+    print_table(runs.reset_index(), "seeds per fold for 80 % power (NaN: more than 30)", 3)
+    print_table(t["plan_patients"], "test patients for a recipe-interval half-width (NaN: not reachable)", 3)
+    if not t["plan_gap"].empty:
+        print_table(t["plan_gap"], "gap between arms against the recipe-interval width", 3)
+    return 0
+
+
 def cmd_qc(args: argparse.Namespace) -> int:
     from robustseg.pipeline.qc_folder import qc_folder
     from robustseg.qc.scores import DEFAULT_SCORE
@@ -439,6 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="replace an existing -o file that is not an earlier qc.csv (default: refuse)")
     s.set_defaults(func=cmd_qc)
+
+    s = sub.add_parser("plan", help="what a study can claim and what a claim would need (MDD, seeds x folds, "
+                       "test patients), from its own variance components")
+    s.add_argument("run_dir", help="a study's run folder, runs/<study> (a one-arm pilot is enough)")
+    s.add_argument("--margin", type=float, default=None,
+                   help="equivalence margin in Dice (default: the study's compare.margin, 0.01)")
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("report", help="rebuild the report of a study from its saved tables")
     s.add_argument("run_dir", help="a study's run folder, runs/<study>")

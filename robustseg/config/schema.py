@@ -319,6 +319,13 @@ class ExecutionTable(Table):
     slurm: SlurmTable = SlurmTable()
 
 
+class CompareTable(Table):
+    """``[compare]``: how the report turns arm comparisons into decisions."""
+
+    margin: Annotated[float, Field(gt=0, le=0.5)] = 0.01
+    """Equivalence margin in Dice: a difference within +/- margin is no difference that matters (TOST)."""
+
+
 # --- [tune] ---------------------------------------------------------------------------------------
 
 RANGE_LIMITS: dict[str, tuple[float, float, bool]] = {
@@ -435,6 +442,7 @@ class StudyConfig(Table):
     perturb: PerturbTable = PerturbTable()
     eval: EvalTable = EvalTable()
     execution: ExecutionTable = ExecutionTable()
+    compare: CompareTable = CompareTable()
     arms: dict[str, ArmTables] = {}
     tune: TuneTable | None = None
 

@@ -20,7 +20,7 @@ import pandas as pd
 from robustseg._io import write_csv, write_text
 from robustseg._outdir import claim_report_dir
 from robustseg._warnings import logged
-from robustseg.report import alt, figures, findings, qc_section, sections
+from robustseg.report import alt, claims_section, figures, findings, qc_section, sections
 from robustseg.report.compute import Results, compute, structure_measures
 from robustseg.report.html import HTML_NAME, to_html
 from robustseg.report.load import load_inputs
@@ -98,6 +98,7 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
             sections.agreement(res, figs["bland_altman"]),
             sections.ensembles(res, figs["ensembles"]),
             sections.arm_comparison(res),
+            claims_section.section(sections.heading(6), res.plan, len(res.arms)),
             sections.anomaly(res, figs),
             qc_section.section(res.tables, res.baseline, figs.get("qc"), inp.small, alt.qc(res)),
             sections.qualitative(res, figs["qualitative"]),
@@ -110,8 +111,8 @@ def render(res: Results, figs: dict[str, str | None], table_names: list[str]) ->
                         findings.checked(facts(res))),
         sections.header(res),
         *body,
-        block(sections.heading(10), inp.study, inp.study_hash, inp.study_file, inp.runs, inp.completes,
-              res.tables.get("warnings")),
+        block(sections.heading(len(sections.SECTIONS) - 1), inp.study, inp.study_hash, inp.study_file, inp.runs,
+              inp.completes, res.tables.get("warnings")),
         "Tables (CSV, full precision): " + ", ".join(f"[{n}](tables/{n})" for n in table_names) + "\n",
     ]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)

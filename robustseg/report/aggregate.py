@@ -214,21 +214,32 @@ def _summarise_runs(per_run: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return out.reset_index()
 
 
-def summary_table(clean: pd.DataFrame, index: pd.DataFrame, levels: pd.DataFrame, n_boot: int,
-                  icc_table: pd.DataFrame, arms: list[str], presence: pd.DataFrame,
-                  classes: Sequence[str] = CLASS_NAMES) -> pd.DataFrame:
-    """Per arm and class: global and per-image Dice (mean, seed SD, fold SD over runs), pooled estimate
-    with patient-bootstrap CI, seed ICC of per-image Dice with its Koo-Li reading, presence counts
-    (``presence``: the ``presence_table`` of ``clean``)."""
+def interval_table(clean: pd.DataFrame, index: pd.DataFrame, classes: Sequence[str] = CLASS_NAMES) -> pd.DataFrame:
+    """Recipe and test-set intervals of pooled global and per-image Dice per arm and class
+    (``stats.dice_intervals``; two statistics x two intervals per group, long format)."""
     with_pat = stats.attach_patients(clean, index)
+    parts = [stats.dice_intervals(with_pat, statistic=st, by=("arm", "class"), alpha=ALPHA)
+             for st in ("global_dice", "mean")]
+    return order_classes(pd.concat(parts, ignore_index=True), classes=classes)
+
+
+def summary_table(intervals: pd.DataFrame, levels: pd.DataFrame, icc_table: pd.DataFrame, arms: list[str],
+                  presence: pd.DataFrame, classes: Sequence[str] = CLASS_NAMES) -> pd.DataFrame:
+    """Per arm and class: global and per-image Dice (mean, seed SD, fold SD over runs), the pooled estimate with
+    its **recipe** interval (new training runs and new patients) and its **test-set** interval (new patients,
+    these trained models) from ``intervals`` (:func:`interval_table`), seed ICC of per-image Dice with its
+    Koo-Li reading, presence counts (``presence``: the ``presence_table`` of the clean rows)."""
     spreads = spread_table(levels[levels["metric"] == "dice"])
     rows = []
     for aggregate, statistic in (("global", "global_dice"), ("per_image", "mean")):
         sp = spreads[spreads["aggregate"] == aggregate][["arm", "class", "mean", "sd_seed", "sd_fold", "n_runs"]]
-        ci = stats.patient_bootstrap_ci(with_pat, value="dice", by=("arm", "class"), n_boot=max(n_boot, 1),
-                                        seed=BOOT_SEED, statistic=statistic, method=CI_METHOD)
-        ci = ci[["arm", "class", "estimate", "ci_low", "ci_high", "n_patients", "n_images"]]
-        part = sp.merge(ci, on=["arm", "class"], how="left")
+        iv = intervals[intervals["statistic"] == statistic]
+        rec = iv[iv["interval"] == "recipe"][["arm", "class", "estimate", "ci_low", "ci_high", "note", "n_patients",
+                                              "n_images"]]
+        rec = rec.rename(columns={"ci_low": "recipe_low", "ci_high": "recipe_high", "note": "recipe_note"})
+        test = iv[iv["interval"] == "test-set"][["arm", "class", "ci_low", "ci_high", "note"]]
+        test = test.rename(columns={"ci_low": "test_low", "ci_high": "test_high", "note": "test_note"})
+        part = sp.merge(rec, on=["arm", "class"], how="left").merge(test, on=["arm", "class"], how="left")
         part.columns = ["arm", "class", *[f"{aggregate}_{c}" for c in part.columns[2:]]]
         rows.append(part)
     out = rows[0].merge(rows[1], on=["arm", "class"], how="outer")
@@ -282,18 +293,21 @@ def retention_table(curves: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def arm_comparisons(clean: pd.DataFrame, index: pd.DataFrame, arms: list[str], n_boot: int) -> pd.DataFrame:
+def arm_comparisons(clean: pd.DataFrame, index: pd.DataFrame, arms: list[str], n_boot: int,
+                    margin: float = stats.DEFAULT_MARGIN, flags: pd.DataFrame | None = None) -> pd.DataFrame:
     """Run-level comparison of every pair of arms on every foreground class (``stats.compare_runs``).
 
     Measure: per-image Dice over every test image with both-empty = 1 (``stats.dice_all_images``), so a
     false positive on a structure-absent image counts; each run's value is its mean over the test
-    images; Holm over every row (all arm pairs x the foreground classes; background left out).
+    images; the test of the runs' design (k x n blocked by fold, 1 x n Welch, k x 1 paired by fold); Holm
+    over every row (all arm pairs x the foreground classes; background left out); MDD, equivalence within
+    ``margin`` and a decision per row; ``flags`` (collapsed and failed runs) marked on the rows they touch.
     """
     if len(arms) < 2:
         return pd.DataFrame()
     with_pat = stats.attach_patients(clean[clean["class"] != "background"], index)
     return stats.compare_runs(with_pat, arms=arms, by=("class",), patient_col="patient_id",
-                              n_boot=max(n_boot, 1), seed=BOOT_SEED)
+                              n_boot=max(n_boot, 1), seed=BOOT_SEED, margin=margin, flags=flags, alpha=ALPHA)
 
 
 def arm_ranking(clean: pd.DataFrame, index: pd.DataFrame, arms: list[str], n_boot: int) -> pd.DataFrame:

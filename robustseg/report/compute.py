@@ -19,7 +19,9 @@ from robustseg.report.ensembles import (
     gt_free_scores,
 )
 from robustseg.report.load import StudyInputs, clean_rows
+from robustseg.report.planning import Plan, plan_tables, study_flags
 from robustseg.report.repro import environment_table
+from robustseg.stats.runlevel import DEFAULT_MARGIN
 
 STRUCTURE_MEASURES = (("csp", "area_mm2", "area (mm²)"), ("lv", "area_mm2", "area (mm²)"),
                       ("lv", "minor_axis_mm", "minor axis ≈ atrial width (mm)"))
@@ -51,6 +53,10 @@ class Results:
     ensembles: EnsembleResults = field(default_factory=EnsembleResults)
     picks: list[tuple[str, int, str]] = field(default_factory=list)
     structures: pd.DataFrame = field(default_factory=pd.DataFrame)
+    margin: float = DEFAULT_MARGIN
+    """Equivalence margin of the arm comparisons (``compare.margin``)."""
+    plan: Plan | None = None
+    """What the study can claim and what a claim would need (``report.planning``)."""
 
 
 def _picks(inputs: StudyInputs, ens: EnsembleResults, arm: str) -> tuple[list[tuple[str, int, str]], pd.DataFrame]:
@@ -158,11 +164,18 @@ def compute(inputs: StudyInputs) -> Results:
     t["presence_kappa"] = agg.presence_kappa(clean, small)
     res.n_patients = agg.n_test_patients(clean, inputs.index)
     presence = agg.presence_table(clean)
-    t["summary"] = agg.summary_table(clean, inputs.index, res.levels, n_boot, t["icc_seed"], arms, presence, names)
+    t["intervals"] = agg.interval_table(clean, inputs.index, names)
+    t["summary"] = agg.summary_table(t["intervals"], res.levels, t["icc_seed"], arms, presence, names)
     t["presence"] = agg.order_classes(presence, arms, classes=names)
     t.update(agg.robustness_tables(inputs.per_image, res.baseline, inputs.damage))
     t["retention"] = agg.retention_table(t["robustness"])
-    t["arm_comparison"] = agg.arm_comparisons(clean, inputs.index, arms, n_boot)
+    res.margin = float(inputs.study.get("compare", {}).get("margin", DEFAULT_MARGIN))
+    flags = study_flags(inputs.completes, inputs.runs)
+    t["arm_comparison"] = agg.arm_comparisons(clean, inputs.index, arms, n_boot, res.margin, flags)
+    k = inputs.study.get("split", {}).get("k_folds")
+    res.plan = plan_tables(clean, inputs.index, arms, flags=flags, intervals=t["intervals"],
+                           k_folds=int(k) if k else None, margin=res.margin)
+    t.update(res.plan.tables)
     t["arm_ranking"] = agg.arm_ranking(clean, inputs.index, arms, n_boot)
     t["postprocessing"] = agg.postprocessing_table(inputs.per_image, arms, names)
     complete = inputs.plan[inputs.plan["run_id"].isin(set(clean["run_id"]))]
@@ -184,7 +197,7 @@ def compute(inputs: StudyInputs) -> Results:
     from robustseg.report import qc_section  # GT-free QC as failure detection (risk-coverage)
 
     t.update(qc_section.tables(inputs, set(clean["run_id"]), n_boot))
-    firsts = {"icc_seed": ("measure",), "icc_seed_per_fold": ("measure",), "ensembles": ("kind",),
+    firsts = {"intervals": ("statistic", "interval"), "icc_seed": ("measure",), "icc_seed_per_fold": ("measure",), "ensembles": ("kind",),
               "gt_free_checks": ("score",), "icc_reference": ("prediction",), "bland_altman": ("prediction",)}
     for name, df in t.items():
         if (isinstance(df, pd.DataFrame) and not df.empty and "arm" in df.columns

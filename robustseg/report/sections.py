@@ -18,6 +18,7 @@ SECTIONS = (
     "Reproducibility and agreement (ICC, Bland-Altman)",
     "Ensembles vs members",
     "Arm comparison",
+    "What this study can claim",
     "Anomaly scores and structure measurements",
     "Qualitative examples",
     "Post-processing: raw vs post-processed",
@@ -94,10 +95,11 @@ def header(res: Results) -> str:
         f"(baseline `{res.baseline}`); folds {folds}; seeds {seeds}; {n_runs} completed runs.\n",
         "Unless a table says otherwise, numbers are for the clean held-out test set with raw (not "
         "post-processed) predictions. *Global* Dice pools the pixels of all test images of a run; "
-        "*per-image* Dice averages over images. SD (seeds) is the pooled within-fold SD across seeds; "
-        f"confidence intervals of Dice are 95 % patient-level intervals ({_ci_text()}, patients taken with all "
-        "their images and runs). These intervals cover the sampling of patients only, with the trained models "
-        "held fixed; seed-to-seed variation is what the SD columns show, and the arm comparison tests it.\n",
+        "*per-image* Dice averages over images. SD (seeds) is the pooled within-fold SD across seeds. "
+        "Every Dice estimate carries two 95 % intervals, named for what they cover: the **recipe** interval "
+        "covers new training runs *and* new patients (what another lab training this recipe would get; the "
+        "headline), the **test-set** interval only new patients for these trained models. "
+        f"{_ci_text()}\n",
         _resolution(res),
         _policy(res),
     ]
@@ -105,16 +107,12 @@ def header(res: Results) -> str:
 
 
 def _ci_text() -> str:
-    from robustseg.stats.bootstrap import DEFAULT_METHOD
-
-    texts = {
-        "studentized": "studentized patient bootstrap: each replicate's ratio of per-patient sums is divided by its "
-                       "own cluster-robust SE (bootstrap-t), the interval that kept nominal coverage at 20 patients "
-                       "in benchmarks/calibration.py where the percentile interval did not",
-        "t_cluster": "ratio estimators with a linearised cluster-robust SE and a t quantile on patients - 1 df",
-        "t_jackknife": "leave-one-patient-out jackknife SE with a t quantile on patients - 1 df",
-        "bca": "BCa patient bootstrap", "percentile": "percentile patient bootstrap"}
-    return texts[DEFAULT_METHOD]
+    return ("Both come from one decomposition of the pooled estimate (patients x runs, runs nested in folds: "
+            "patient, fold, seed and residual variance components); each is a t interval on the logit scale, so "
+            "it never leaves [0, 1]. The test-set interval is also widened for zero scores (missed structures, "
+            "false alarms) that a test set of this size cannot rule out: with none in 40 images the rate can "
+            "still be ~6 %. `benchmarks/calibration.py` measures their coverage on simulated studies with known "
+            "truth. Full table: `tables/intervals.csv`.")
 
 
 def _resolution(res: Results) -> str:
@@ -145,18 +143,22 @@ def _policy(res: Results) -> str:
 def summary(res: Results) -> str:
     t = res.tables.get("summary", pd.DataFrame())
     cols = {**_arm_cols(res), "class": "Class",
-            "g": ("Global Dice, mean ± SD (seeds)", lambda r: md.pm(r["global_mean"], r["global_sd_seed"]), True),
-            "gci": ("Global, pooled [95% CI]", lambda r: _pooled(r, "global"), True),
-            "p": ("Per-image Dice, mean ± SD (seeds)", lambda r: md.pm(r["per_image_mean"], r["per_image_sd_seed"]), True),
-            "pci": ("Per-image, pooled [95% CI]", lambda r: _pooled(r, "per_image"), True),
+            "gci": ("Global Dice [recipe 95% CI]", lambda r: _pooled(r, "global"), True),
+            "gt": ("Test-set 95% CI", lambda r: md.interval(r["global_test_low"], r["global_test_high"]), True),
+            "g": ("Global, mean ± SD (seeds)", lambda r: md.pm(r["global_mean"], r["global_sd_seed"]), True),
+            "pci": ("Per-image Dice [recipe 95% CI]", lambda r: _pooled(r, "per_image"), True),
+            "pt": ("Test-set 95% CI", lambda r: md.interval(r["per_image_test_low"], r["per_image_test_high"]), True),
+            "p": ("Per-image, mean ± SD (seeds)", lambda r: md.pm(r["per_image_mean"], r["per_image_sd_seed"]), True),
             "pres": ("Presence both/ref/pred/neither", _presence, True),
             "icc": ("ICC seeds (Dice, structure present) [95% CI]", lambda r: _with_ci(r["icc_dice"], r["icc_ci_low"], r["icc_ci_high"]),
                     True),
             "icc_reading": "Koo-Li reading (from the CI)"}
     return (heading(0) + "\n" + md.table(t, cols) + collapsed_runs(res) +
-            "\n*Mean ± SD*: over the runs of the arm (SD across seeds within folds). *Pooled [95% CI]*: the value "
-            "over all image x run rows of the arm (global: pixels summed over every run; per-image: mean of every "
-            "image x run value) with its patient-level interval. ICC(A,1) across seeds, seeds nested in folds "
+            _interval_notes(t) +
+            "\n*Global / Per-image Dice*: the value over all image x run rows of the arm (global: pixels summed over "
+            "every run; per-image: mean of every image x run value) with its **recipe** interval (new training "
+            "runs and new patients); *test-set 95% CI*: the same value's interval for new patients with these "
+            "trained models. *Mean ± SD*: over the runs of the arm (SD across seeds within folds). ICC(A,1) across seeds, seeds nested in folds "
             "(per-fold variance components pooled), targets = test images whose reference has the structure; the "
             "Koo & Li reading is taken from the CI, as they recommend. Full table: `tables/summary.csv`.\n")
 
@@ -180,7 +182,23 @@ def collapsed_runs(res: Results) -> str:
 
 
 def _pooled(r: pd.Series, agg: str) -> str:
-    return _with_ci(r[f"{agg}_estimate"], r[f"{agg}_ci_low"], r[f"{agg}_ci_high"])
+    return _with_ci(r[f"{agg}_estimate"], r[f"{agg}_recipe_low"], r[f"{agg}_recipe_high"])
+
+
+def _interval_notes(t: pd.DataFrame) -> str:
+    """One line per distinct caveat of the summary's intervals (one run, one fold, widened for zero scores)."""
+    if t.empty:
+        return ""
+    notes: dict[str, list[str]] = {}
+    for r in t.to_dict("records"):
+        for agg in ("global", "per_image"):
+            for kind in ("recipe", "test"):
+                note = r.get(f"{agg}_{kind}_note")
+                if isinstance(note, str) and note:
+                    label = f"{display_name(r['class'])}" + (f" ({r['arm']})" if "arm" in r else "")
+                    notes.setdefault(f"{'recipe' if kind == 'recipe' else 'test-set'} interval: {note}", []
+                                     ).append(label)
+    return "".join(f"\n*{text}*: {', '.join(dict.fromkeys(who))}." for text, who in sorted(notes.items()))
 
 
 def _with_ci(value: object, low: object, high: object) -> str:
@@ -322,7 +340,9 @@ def agreement(res: Results, fig: str | None) -> str:
         out += ("**Seed reproducibility** (ICC(A,1), seeds nested in folds: each fold's images x seeds table gives "
                 "variance components, pooled over folds, so seed labels do not matter and a failed run removes only "
                 "itself; targets = test images, CI with images - 1 df). Dice only on images whose reference has the "
-                "structure (*images left out* counts the others and any incomplete ones). Per fold: "
+                "structure; predicted area only on images where the reference or some seed of the fold has it (an "
+                "image empty for every seed and the reference agrees trivially, 0 vs 0). *Images left out* counts "
+                "the others and any incomplete ones. Per fold: "
                 "`tables/icc_seed_per_fold.csv`.\n\n" + md.table(seed, cols) + "\n")
     kappa = res.tables.get("presence_kappa", pd.DataFrame())
     if not kappa.empty:
@@ -358,7 +378,8 @@ def agreement(res: Results, fig: str | None) -> str:
                 "n": ("n", md.fixed(1))}
         out += ("Bland-Altman (predicted - reference, same images; single run: mean over runs of each run's values). "
                 "Limits of agreement with exact 95% CIs; proportional bias = slope of the difference regressed on "
-                "the mean of the two areas.\n\n" + md.table(ba, cols) + "\n")
+                "the **reference** area with a heteroscedasticity-robust (HC3) SE (regressed on the mean of the two, "
+                "a prediction that is merely noisier than the reference would be flagged as biased).\n\n" + md.table(ba, cols) + "\n")
     if fig:
         out += md.figure(f"figures/{fig}", alt.bland_altman(res))
     return out
@@ -389,23 +410,37 @@ def arm_comparison(res: Results) -> str:
     out = heading(5) + "\n"
     t = res.tables.get("arm_comparison", pd.DataFrame())
     if len(res.arms) < 2 or t.empty:
-        return out + "_(one arm: nothing to compare)_\n"
+        return out + "_(one arm: nothing to compare; section 7 says what differences this design could detect)_\n"
+    from robustseg.stats.design import DESIGNS
+
     cols = {"class": "Class", "pair": ("Arms (a vs b)", lambda r: f"{r['arm_a']} vs {r['arm_b']}", True),
             "m": ("Mean a / b", lambda r: f"{md.num(r['mean_a'])} / {md.num(r['mean_b'])}", True),
             "d": ("Diff a-b [95% CI]", lambda r: f"{md.num(r['diff'])} {md.interval(r['ci_low'], r['ci_high'])}", True),
+            "design": ("Design", lambda v: DESIGNS.get(str(v), str(v))),
             "runs": ("Runs a / b", lambda r: f"{md.integer(r['n_runs_a'])} / {md.integer(r['n_runs_b'])}", True),
-            "pval": ("p", md.pvalue), "p_holm": ("p (Holm)", md.pvalue),
-            "p_a_better_runs": ("P(run a > run b)", md.fixed(2)), "p_a_better_boot": ("P(a > b), bootstrap", md.fixed(2)),
-            "verdict": "Verdict"}
+            "p_holm": ("p (Holm)", md.pvalue), "mdd": ("MDD (80% power)", md.fixed(3)),
+            "p_a_better_runs": ("P(run a > run b)", md.fixed(2)),
+            "decision": (f"Decision (margin ±{res.margin:g})", str),
+            "flag": ("Flag", lambda v: "" if not isinstance(v, str) else v)}
+    n_flag = int((t["flag"].fillna("") != "").sum())
     out += ("Measure: per-image Dice over **every** test image, with an empty reference and an empty prediction "
             "counted as 1 (for this comparison only), so a false positive on an image without the structure counts "
             "as Dice 0 against the arm. Each run contributes one value (its mean over the test images), so the test "
-            "sees seed noise: Welch t on the run values, blocked by fold (difference = mean over folds of the "
-            "per-fold differences; SE from the seed-to-seed variance within folds); the verdict's direction and "
-            f"significance come from the same t. Holm over every row of the table (all arm pairs x {_foreground(res)}). "
-            "*P(run a > run b)*: share of same-fold run pairs where a's run is better; *bootstrap*: share of "
-            "patient-bootstrap replicates where a's mean is better. Full table: `tables/arm_comparison.csv`.\n\n"
+            "sees seed noise. The test follows the design: **k folds x n seeds**: Welch t blocked by fold "
+            "(difference = mean over folds of the per-fold differences; SE from the seed-to-seed variance within "
+            "folds); **1 fold x n seeds**: Welch t; **k folds x 1 seed** (nnU-Net's design): paired t on the "
+            f"per-fold differences, k - 1 df. Holm over every row (all arm pairs x {_foreground(res)}). "
+            "*MDD*: the smallest true difference this row would call with 80 % power at the level of Holm's "
+            f"first step. *Decision*: **equivalent** when the two one-sided tests (TOST, Holm-adjusted) put the "
+            f"difference inside ±{res.margin:g} (`compare.margin`), else **a better / b better** when the "
+            "difference is significant (Holm), else **inconclusive** (the data allow both a difference and none: "
+            "read the MDD). *Flag*: a run of either arm that collapsed (predicted the structure on no test image, "
+            "or on no validation image) or failed; its verdict leans on fewer usable runs than it seems. "
+            "*P(run a > run b)*: share of same-fold run pairs where a's run is better. Full table (with P(a > b) "
+            "under a patient bootstrap and the TOST p-values): `tables/arm_comparison.csv`.\n\n"
             + md.table(t, cols))
+    if n_flag:
+        out += f"\n**{n_flag} of {len(t)} rows are flagged** (collapsed or failed runs).\n"
     rk = res.tables.get("arm_ranking", pd.DataFrame())
     if not rk.empty:
         cols = {"class": "Class", "arm": "Arm", "value": ("Mean Dice (all images)", md.fixed(3)),
@@ -419,7 +454,7 @@ def arm_comparison(res: Results) -> str:
 
 
 def anomaly(res: Results, figs: dict[str, str | None]) -> str:
-    out = heading(6) + "\n"
+    out = heading(7) + "\n"
     mm = res.tables.get("mismatch", pd.DataFrame())
     if not mm.empty:
         out += ("**Mismatch score** `|pred XOR ref| / |ref|` per class over every run's clean test predictions "
@@ -459,7 +494,7 @@ def anomaly(res: Results, figs: dict[str, str | None]) -> str:
 
 
 def qualitative(res: Results, fig: str | None) -> str:
-    out = heading(7) + "\n"
+    out = heading(8) + "\n"
     if not fig:
         return out + "_(needs saved probabilities and reference masks)_\n"
     names = res.inputs.class_names
@@ -472,7 +507,7 @@ def qualitative(res: Results, fig: str | None) -> str:
 
 
 def postprocessing(res: Results) -> str:
-    out = heading(8) + "\n"
+    out = heading(9) + "\n"
     t = res.tables.get("postprocessing", pd.DataFrame())
     if t.empty:
         return out + "_(no post-processed predictions saved)_\n"
@@ -489,7 +524,7 @@ def postprocessing(res: Results) -> str:
 
 
 def training(res: Results, fig: str | None) -> str:
-    out = heading(9) + "\n"
+    out = heading(10) + "\n"
     if not fig:
         return out + "_(no training history saved)_\n"
     return out + md.figure(f"figures/{fig}", alt.training(res))

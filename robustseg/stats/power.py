@@ -25,8 +25,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from robustseg.errors import InputError
-from robustseg.stats._util import as_tuple, groups, require_columns
-from robustseg.stats.design import design_test
+from robustseg.stats._util import as_tuple, groups
+from robustseg.stats.design import design_test, tost
 from robustseg.stats.intervals import logit_t_interval, rare_zero_quantiles, recipe_variance
 from robustseg.stats.runlevel import DICE_ALL, collapsed_runs, run_values
 
@@ -195,6 +195,37 @@ def design_mdd(comp: Mapping[str, float], n_folds: int, n_seeds: int, *, alpha: 
     return hi
 
 
+def equivalence_margin(comp: Mapping[str, float], n_folds: int, n_seeds: int, *, alpha: float = 0.05,
+                       target: float = 0.8, n_sim: int = N_SIM, seed: int = 0, upper: float = 0.5) -> float:
+    """Smallest equivalence margin that a ``n_folds`` x ``n_seeds`` design establishes (TOST at ``alpha``)
+    with probability ``target`` when the arms are truly equal (NaN beyond ``upper``).
+
+    Examples
+    --------
+    >>> comp = {"mean": 0.8, "var_seed": 0.02**2, "var_fold": 0.0, "collapse_rate": 0.0, "collapsed_value": 0.3}
+    >>> round(equivalence_margin(comp, 2, 5), 3)
+    0.027
+    """
+    if n_folds * n_seeds < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    a, b = _simulate_values(comp, 0.0, n_folds, n_seeds, n_sim, rng)
+    r = design_test(b, a, alpha)
+    diff, se, df = r["diff"], r["se"], r["df"]
+    if np.mean(tost(diff, se, df, upper) < alpha) < target:
+        return float("nan")
+    lo, hi = 0.0, upper
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if np.mean(tost(diff, se, df, mid) < alpha) >= target:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 2e-4:
+            break
+    return hi
+
+
 def seeds_needed(comp: Mapping[str, float], diff: float, n_folds: int, *, alpha: float = 0.05, target: float = 0.8,
                  n_sim: int = N_SIM, seed: int = 0, max_seeds: int = MAX_SEEDS) -> int | None:
     """Fewest seeds per fold (with ``n_folds`` folds) for power ``target`` at ``diff``; None beyond
@@ -299,5 +330,5 @@ def check_design(n_folds: int, n_seeds: int, where: str) -> None:
                          f"got {n_folds} folds x {n_seeds} seeds")
 
 
-__all__ = ["design_mdd", "patients_needed", "predict_half_width", "require_columns", "run_components",
+__all__ = ["design_mdd", "equivalence_margin", "patients_needed", "predict_half_width", "run_components",
            "seeds_needed", "simulated_power"]

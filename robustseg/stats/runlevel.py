@@ -26,7 +26,6 @@ import pandas as pd
 from scipy import stats as sps
 
 from robustseg.errors import InputError
-from robustseg.stats.design import design_test, mdd, tost
 from robustseg.stats._util import (
     as_tuple,
     bootstrap_weights,
@@ -38,6 +37,7 @@ from robustseg.stats._util import (
     require_columns,
     resolve_direction,
 )
+from robustseg.stats.design import design_test, mdd, tost
 
 DICE_ALL = "dice_all_images"
 """Name of the per-image measure of :func:`dice_all_images` (a column of ``run_values``' input)."""
