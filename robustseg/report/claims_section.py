@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from robustseg.labels import display_name
@@ -52,6 +53,10 @@ def section(heading: str, plan: Plan | None, n_arms: int) -> str:
         out += (f"\n**Power below 80 % at the margin (±{plan.margin:g})** for "
                 + ", ".join(_name(c) for c in low["class"]) + ": a difference that small would usually go unseen, "
                 "and an *inconclusive* verdict there says little.\n")
+    no_var = claims[~np.isfinite(claims["sd_seed"].to_numpy(dtype=float))]
+    if not no_var.empty:
+        out += ("\nNo run-to-run variance for " + ", ".join(_name(c) for c in no_var["class"]) + " (fewer than two "
+                "runs that did not collapse): nothing to plan from there.\n")
     if claims["seed_from_folds"].any():
         out += ("\nWith one run per fold the seed-to-seed variance cannot be told from the fold-to-fold variance: "
                 "the plan uses their sum (conservative for a blocked design).\n")
@@ -62,7 +67,7 @@ def section(heading: str, plan: Plan | None, n_arms: int) -> str:
     runs = t.get("plan_runs", pd.DataFrame())
     if not runs.empty:
         wide = runs.pivot_table(index=["class", "difference"], columns="folds", values="seeds_per_fold",
-                                aggfunc="first", sort=False)
+                                aggfunc="first", sort=False, dropna=False)
         wide = wide.reset_index()
         folds = [c for c in wide.columns if c not in ("class", "difference")]
         cols = {"class": ("Structure", _name), "difference": ("Difference", md.fixed(2)),

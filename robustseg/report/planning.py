@@ -164,7 +164,7 @@ def plan_study(runs_dir: str | Path, margin: float | None = None) -> Plan:
     if margin is None:
         margin = float(inputs.study.get("compare", {}).get("margin", DEFAULT_MARGIN))
     elif not (np.isfinite(margin) and 0 < margin <= 0.5):
-        raise InputError(f"margin = {margin!r}: expected a number in (0, 0.5] (Dice)")
+        raise InputError(f"--margin {margin!r}: expected a number in (0, 0.5] (an equivalence margin in Dice)")
     k = inputs.study.get("split", {}).get("k_folds")
     return plan_tables(clean, inputs.index, inputs.arms, flags=study_flags(inputs.completes, inputs.runs),
                        k_folds=int(k) if k else None, margin=margin)

@@ -89,6 +89,9 @@ def design_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, 
             "n_a": n_a, "n_b": n_b, "n_folds": nf, "design": design}
 
 
+_GRID = (np.arange(2000) + 0.5) / 2000
+
+
 def power(diff: float, se: float, df: float, alpha: float = 0.05) -> float:
     """Power of a two-sided t test at level ``alpha`` to detect a true difference ``diff`` when the estimate
     has standard error ``se`` on ``df`` degrees of freedom (noncentral t).
@@ -102,9 +105,10 @@ def power(diff: float, se: float, df: float, alpha: float = 0.05) -> float:
         return float("nan")
     tc = sps.t.ppf(1 - alpha / 2, df)
     nc = abs(diff) / se
-    if nc > tc + 40:  # the noncentral t's upper tail is 1 to machine precision (scipy returns NaN there)
-        return 1.0
-    return float(sps.nct.sf(tc, df, nc) + sps.nct.cdf(-tc, df, nc))
+    # P(|Z + nc| > tc sqrt(V / df)), V ~ chi2(df): averaged over a fine quantile grid of V (scipy's noncentral t
+    # returns NaN for some small-df, large-nc cases)
+    scale = tc * np.sqrt(sps.chi2.ppf(_GRID, df) / df)
+    return float(np.mean(sps.norm.sf(scale - nc) + sps.norm.cdf(-scale - nc)))
 
 
 def mdd(se: float, df: float, alpha: float = 0.05, target: float = 0.8) -> float:

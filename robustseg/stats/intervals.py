@@ -163,10 +163,10 @@ def logit_t_interval(estimate: float, se: float, df: float, alpha: float) -> tup
     >>> logit_t_interval(1.0, 0.0, 19, 0.05)
     (1.0, 1.0, 'estimate is 1: no spread to resample')
     """
+    if np.isfinite(estimate) and (estimate <= 0.0 or estimate >= 1.0 or se == 0.0):
+        return float(estimate), float(estimate), f"estimate is {estimate:g}: no spread to resample"
     if not (np.isfinite(estimate) and np.isfinite(se) and np.isfinite(df) and df > 0):
         return float("nan"), float("nan"), "too few patients or runs for an interval"
-    if estimate <= 0.0 or estimate >= 1.0 or se == 0.0:
-        return float(estimate), float(estimate), f"estimate is {estimate:g}: no spread to resample"
     q = float(sps.t.ppf(1 - alpha / 2, df))
     centre = np.log(estimate / (1 - estimate))
     half = q * se / (estimate * (1 - estimate))

@@ -102,8 +102,8 @@ def run_components(
                 fcounts.append(x.size)
                 ss += float(((x - x.mean()) ** 2).sum())
                 dof += x.size - 1
-        from_folds = dof == 0
-        if from_folds and v.size >= 2:
+        from_folds = dof == 0 and v.size >= 2
+        if from_folds:
             ss, dof = float(((v - v.mean()) ** 2).sum()), v.size - 1
         var_seed = ss / dof if dof else float("nan")
         var_fold = 0.0
@@ -161,7 +161,7 @@ def simulated_power(comp: Mapping[str, float], diff: float, n_folds: int, n_seed
     >>> round(simulated_power(comp, 0.03, 2, 5), 2), round(simulated_power(comp, 0.03, 5, 1), 2)
     (0.88, 0.44)
     """
-    if n_folds * n_seeds < 2:
+    if n_folds * n_seeds < 2 or not np.isfinite(comp["var_seed"]):
         return float("nan")
     rng = np.random.default_rng(seed)
     a, b = _simulate_values(comp, diff, n_folds, n_seeds, n_sim, rng)
@@ -181,7 +181,8 @@ def design_mdd(comp: Mapping[str, float], n_folds: int, n_seeds: int, *, alpha: 
     >>> round(design_mdd(comp, 2, 5), 3)
     0.027
     """
-    if simulated_power(comp, upper, n_folds, n_seeds, alpha=alpha, n_sim=n_sim, seed=seed) < target:
+    if not np.isfinite(comp["var_seed"]) or \
+            simulated_power(comp, upper, n_folds, n_seeds, alpha=alpha, n_sim=n_sim, seed=seed) < target:
         return float("nan")
     lo, hi = 0.0, upper
     for _ in range(40):
@@ -206,7 +207,7 @@ def equivalence_margin(comp: Mapping[str, float], n_folds: int, n_seeds: int, *,
     >>> round(equivalence_margin(comp, 2, 5), 3)
     0.027
     """
-    if n_folds * n_seeds < 2:
+    if n_folds * n_seeds < 2 or not np.isfinite(comp["var_seed"]):
         return float("nan")
     rng = np.random.default_rng(seed)
     a, b = _simulate_values(comp, 0.0, n_folds, n_seeds, n_sim, rng)
@@ -240,6 +241,8 @@ def seeds_needed(comp: Mapping[str, float], diff: float, n_folds: int, *, alpha:
     def ok(s: int) -> bool:
         return simulated_power(comp, diff, n_folds, s, alpha=alpha, n_sim=n_sim, seed=seed) >= target
 
+    if not np.isfinite(comp["var_seed"]):
+        return None
     if not ok(max_seeds):
         return None
     lo, hi = 0, max_seeds
@@ -309,7 +312,7 @@ def patients_needed(ci: Mapping[str, float], half_width: float, n_folds: int, n_
     >>> n = patients_needed(ci, 0.05, 2, 3); n is not None and predict_half_width(ci, n, 2, 3) <= 0.05
     True
     """
-    if predict_half_width(ci, max_patients, n_folds, n_seeds, alpha) > half_width:
+    if not predict_half_width(ci, max_patients, n_folds, n_seeds, alpha) <= half_width:  # also NaN
         return None
     lo, hi = 2, max_patients
     if predict_half_width(ci, lo, n_folds, n_seeds, alpha) <= half_width:
