@@ -144,7 +144,8 @@ def test_resolved_study_and_run_payload_hashes_are_unchanged() -> None:
     study = load_study(STUDIES / "quickstart.toml")
     # 9a846f872c4b before native-resolution evaluation (eval.resolution, data.small_structures), train.compile and the
     # recipe options; 8a4125a22992 before the recipe that transfers (He init, batch 4, poly, deep supervision);
-    # 1ced3b6af4ad before perturbations at native resolution (perturb.stage) and the probe geometry settings
+    # 1ced3b6af4ad before perturbations at native resolution (perturb.stage) and the probe geometry settings;
+    # 3fd8651ecc04 before [compare] (the study hash only: run ids hash the payload below, which is unchanged)
     assert study.file_hash == "3fd8651ecc04"
     assert stable_hash(study.arms[0].to_dict()) == stable_hash({
         "name": "default", "model": "attention_unet", "model_kwargs": {"base": 8, "depth": 4, "init": "he"},

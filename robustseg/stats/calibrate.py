@@ -156,9 +156,10 @@ def plan_check(scn: Scenario, n_pilots: int, n_studies: int, *, pilot: tuple[int
 
     Power: for each design point ``(folds, seeds)``, the power predicted from the components of each pilot
     (:func:`robustseg.stats.power.simulated_power`, the median over pilots and its 10-90 % range, and from a
-    large pilot of 10 folds x 10 seeds, 100 patients: the model's own error) against the power of
+    large pilot of 10 folds x 10 seeds: the model's own error) against the power of
     ``n_studies`` simulated two-arm studies (:func:`robustseg.stats.compare_runs`, one structure, level
-    ``alpha``) at a true difference of ``diff_in_sd`` seed SDs. Half-width: the recipe-interval half-width
+    ``alpha``) at a true difference of ``diff_in_sd`` seed SDs. The large pilot has as many test patients as
+    the studies (run values vary less on a larger test set). Half-width: the recipe-interval half-width
     predicted for ``half_width_patients`` patients at the pilot's design against the mean simulated one.
     Returns ``quantity, design, truth, predicted_median, predicted_p10, predicted_p90, predicted_large,
     n_pilots, n_studies``.
@@ -174,7 +175,7 @@ def plan_check(scn: Scenario, n_pilots: int, n_studies: int, *, pilot: tuple[int
         comp = run_components(d, by=("class",)).iloc[0].to_dict()
         ci = dice_intervals(d, by=("class",)).query("interval == 'recipe'").iloc[0].to_dict()
         pilots.append((comp, ci))
-    big = simulate(seed + 1, scn, n_patients=100, n_folds=10, n_seeds=10, arms={"a": 0.0}, classes=[cls])
+    big = simulate(seed + 1, scn, n_patients=n_patients, n_folds=10, n_seeds=10, arms={"a": 0.0}, classes=[cls])
     big_comp = run_components(big, by=("class",)).iloc[0].to_dict()
     rows = []
     for f, s_ in points:

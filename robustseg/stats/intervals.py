@@ -77,34 +77,55 @@ def crossed_components(z: np.ndarray, folds: Sequence[object]) -> dict[str, floa
     col = z.mean(axis=0)
     fold_mean = np.bincount(codes, weights=col, minlength=n_f) / np.maximum(sizes, 1)
     nan = float("nan")
-    out = {"ms_patient": nan, "ms_fold": nan, "ms_seed": nan, "ms_resid": nan, "df_patient": float(n_p - 1),
-           "df_fold": float(n_f - 1), "df_seed": float(n_r - n_f), "df_resid": float((n_p - 1) * (n_r - 1)),
-           "s2_patient": nan, "s2_fold": 0.0, "s2_seed": 0.0, "s2_resid": 0.0,
+    ms = {"ms_patient": nan, "ms_resid": nan, "ss_fold": nan, "ss_seed": nan}
+    if n_p >= 2:
+        ms["ms_patient"] = n_r * float(((row - grand) ** 2).sum()) / (n_p - 1)
+    if n_p >= 2 and n_r >= 2:
+        resid = z - row[:, None] - col[None, :] + grand
+        ms["ms_resid"] = float((resid**2).sum()) / ((n_p - 1) * (n_r - 1))
+    if n_r >= 2:
+        ms["ss_seed"] = n_p * float(((col - fold_mean[codes]) ** 2).sum())
+        ms["ss_fold"] = n_p * float((sizes * (fold_mean - col.mean()) ** 2).sum())
+    return components_from_ms(ms, n_p, sizes)
+
+
+def components_from_ms(ms: dict[str, float], n_patients: int, fold_sizes: np.ndarray) -> dict[str, float]:
+    """The components of :func:`crossed_components` from its sums of squares: ``ms_patient``, ``ms_resid``,
+    ``ss_fold`` (between folds) and ``ss_seed`` (runs within folds); ``fold_sizes`` = runs per fold. Shared by
+    the report's intervals and by the planner, which draws these from their expected values.
+
+    Examples
+    --------
+    >>> c = components_from_ms({"ms_patient": 4.0, "ms_resid": 1.0, "ss_fold": 0.5, "ss_seed": 8.0}, 20,
+    ...                        np.array([3.0, 3.0]))
+    >>> c["fold_pooled"], round(c["s2_seed"], 4), round(c["s2_patient"], 2)
+    (True, 0.035, 0.5)
+    """
+    n_p = int(n_patients)
+    sizes = np.asarray(fold_sizes, dtype=np.float64)
+    n_f, n_r = sizes.size, float(sizes.sum())
+    nan = float("nan")
+    resid_ms = ms["ms_resid"] if np.isfinite(ms["ms_resid"]) else 0.0
+    out = {"ms_patient": ms["ms_patient"], "ms_fold": nan, "ms_seed": nan, "ms_resid": ms["ms_resid"],
+           "df_patient": float(n_p - 1), "df_fold": float(n_f - 1), "df_seed": float(n_r - n_f),
+           "df_resid": float((n_p - 1) * (n_r - 1)), "s2_patient": nan, "s2_fold": 0.0, "s2_seed": 0.0,
+           "s2_resid": resid_ms if np.isfinite(ms["ms_resid"]) else 0.0,
            "fold_weight": float(((sizes / n_r) ** 2).sum()) if n_r else nan, "n0": nan, "p_fold": nan,
            "fold_pooled": True}
     if n_p >= 2:
-        out["ms_patient"] = n_r * float(((row - grand) ** 2).sum()) / (n_p - 1)
-    resid_ms = 0.0
-    if n_p >= 2 and n_r >= 2:
-        resid = z - row[:, None] - col[None, :] + grand
-        out["ms_resid"] = resid_ms = float((resid**2).sum()) / ((n_p - 1) * (n_r - 1))
-        out["s2_resid"] = out["ms_resid"]
-        out["s2_patient"] = max((out["ms_patient"] - out["ms_resid"]) / n_r, 0.0)
-    elif n_p >= 2:
-        out["s2_patient"] = out["ms_patient"] / n_r
+        out["s2_patient"] = max((ms["ms_patient"] - resid_ms) / n_r, 0.0) if n_r >= 2 else ms["ms_patient"] / n_r
     if n_r < 2:
         return out
-    ss_seed = n_p * float(((col - fold_mean[codes]) ** 2).sum())
-    ss_fold = n_p * float((sizes * (fold_mean - col.mean()) ** 2).sum())
     if n_f >= 2 and n_r > n_f:
-        out["ms_fold"], ms_seed = ss_fold / (n_f - 1), ss_seed / (n_r - n_f)
+        out["ms_fold"], ms_seed = ms["ss_fold"] / (n_f - 1), ms["ss_seed"] / (n_r - n_f)
         out["p_fold"] = float(sps.f.sf(out["ms_fold"] / ms_seed, n_f - 1, n_r - n_f)) if ms_seed > 0 else 0.0
         if out["p_fold"] < POOL_P:
             n0 = (n_r - float((sizes**2).sum()) / n_r) / (n_f - 1)
-            out.update(n0=n0, fold_pooled=False, ms_seed=ms_seed, s2_fold=max((out["ms_fold"] - ms_seed) / (n_p * n0), 0.0),
+            out.update(n0=n0, fold_pooled=False, ms_seed=ms_seed,
+                       s2_fold=max((out["ms_fold"] - ms_seed) / (n_p * n0), 0.0),
                        s2_seed=max((ms_seed - resid_ms) / n_p, 0.0))
             return out
-    out.update(ms_seed=(ss_fold + ss_seed) / (n_r - 1), df_seed=float(n_r - 1), fold_weight=0.0)
+    out.update(ms_seed=(ms["ss_fold"] + ms["ss_seed"]) / (n_r - 1), df_seed=float(n_r - 1), fold_weight=0.0)
     out["s2_seed"] = max((out["ms_seed"] - resid_ms) / n_p, 0.0)
     return out
 

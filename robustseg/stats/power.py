@@ -9,7 +9,10 @@ Two models, each fitted on the saved per-image table and each checked by simulat
   predicts the structure scores: the share of test images without it, unless collapsed runs were seen).
   Power is simulated with that model through the same test the report uses
   (:func:`robustseg.stats.design.design_test`), so k x 1, k x n and 1 x n designs and collapses are
-  handled alike (:func:`simulated_power`, :func:`design_mdd`).
+  handled alike (:func:`simulated_power`, :func:`design_mdd`). The seed variance of a pilot is itself
+  uncertain (4 df at 2 folds x 3 seeds): each simulated study draws it from its scaled inverse chi-square
+  (``var_seed * df_seed / chi2(df_seed)``), so the power is the expected power given the pilot (assurance),
+  not the power at a point estimate that is too small half of the time.
 - **Recipe intervals** (:func:`predict_half_width`): the variance components of
   :func:`robustseg.stats.intervals.dice_intervals` give the recipe variance for any number of patients,
   folds and seeds, its Satterthwaite df from the expected mean squares, and the rare-zero allowance of the
@@ -27,7 +30,7 @@ from scipy import stats as sps
 from robustseg.errors import InputError
 from robustseg.stats._util import as_tuple, groups
 from robustseg.stats.design import design_test, tost
-from robustseg.stats.intervals import logit_t_interval, rare_zero_quantiles, recipe_variance
+from robustseg.stats.intervals import components_from_ms, logit_t_interval, rare_zero_quantiles, recipe_variance
 from robustseg.stats.runlevel import DICE_ALL, collapsed_runs, run_values
 
 RUN_COMPONENT_COLUMNS = ("n_runs", "n_folds", "runs_per_fold", "mean", "var_seed", "df_seed", "seed_from_folds",
@@ -136,13 +139,15 @@ def _absent_share(per_image: pd.DataFrame, by: tuple[str, ...], image_col: str) 
 def _simulate_values(comp: Mapping[str, float], diff: float, n_folds: int, n_seeds: int, n_sim: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Run values ``(n_sim, folds, seeds)`` of two arms under the fitted model, ``b`` better by ``diff``."""
-    sd_seed = float(np.sqrt(max(comp["var_seed"], 0.0))) if np.isfinite(comp["var_seed"]) else 0.0
+    var = max(float(comp["var_seed"]), 0.0) if np.isfinite(comp["var_seed"]) else 0.0
+    df = float(comp.get("df_seed", np.inf))
+    sd_seed = np.sqrt(var * df / rng.chisquare(df, (n_sim, 1, 1))) if np.isfinite(df) and df > 0 else np.sqrt(var)
     sd_fold = float(np.sqrt(max(comp["var_fold"], 0.0)))
     rate = float(comp["collapse_rate"]) if np.isfinite(comp["collapse_rate"]) else 0.0
     fold = rng.normal(0, sd_fold, (n_sim, n_folds, 1))
     out = []
     for shift in (0.0, diff):
-        v = comp["mean"] + shift + fold + rng.normal(0, sd_seed, (n_sim, n_folds, n_seeds))
+        v = comp["mean"] + shift + fold + rng.normal(0, 1, (n_sim, n_folds, n_seeds)) * sd_seed
         gone = rng.random((n_sim, n_folds, n_seeds)) < rate
         out.append(np.where(gone, comp["collapsed_value"], v))
     return out[0], out[1]
@@ -255,55 +260,72 @@ def seeds_needed(comp: Mapping[str, float], diff: float, n_folds: int, *, alpha:
     return hi
 
 
+HALF_WIDTH_DRAWS = 400
+"""Draws of the mean squares per half-width prediction (fixed generator)."""
+
+
 def predict_half_width(ci: Mapping[str, float], n_patients: int, n_folds: int, n_seeds: int, alpha: float = 0.05
                        ) -> float:
     """Expected half-width of the recipe interval (:func:`robustseg.stats.intervals.dice_intervals`) of a
     study with ``n_patients`` test patients and ``n_folds`` x ``n_seeds`` runs, from one of its rows ``ci``
     (the recipe row: variance components ``s2_*``, the estimate and the zero-score rate).
 
-    The recipe variance and its df come from the expected mean squares of that design; the interval is the
-    logit-t interval widened to the rare-zero allowance (the zero rate taken as observed, per image) exactly
-    as the report's. Half-width = (high - low) / 2.
+    The interval procedure itself is simulated: the mean squares of that design are drawn from their
+    expected values (scaled chi-square, ``HALF_WIDTH_DRAWS`` draws), and each draw goes through the report's
+    own steps (folds pooled with seeds or not, components truncated at 0, Satterthwaite df, logit-t, the
+    test-set interval with its rare-zero allowance at the observed zero rate, the hull). Half-width =
+    (high - low) / 2, averaged over the draws.
 
     Examples
     --------
     >>> ci = {"estimate": 0.8, "s2_patient": 0.01, "s2_fold": 0.0, "s2_seed": 0.0004, "s2_resid": 0.002,
     ...       "est_hit": 0.8, "se_hit": 0.02, "n_zero": 0.0, "n_rows": 40.0, "zero_weight": 1.0, "n_patients": 20}
-    >>> round(predict_half_width(ci, 20, 2, 3), 3) > round(predict_half_width(ci, 80, 2, 3), 3)
+    >>> predict_half_width(ci, 20, 2, 3) > predict_half_width(ci, 80, 2, 3)
     True
     """
-    p, r = float(n_patients), float(n_folds * n_seeds)
+    p, f, s_ = int(n_patients), int(n_folds), int(n_seeds)
+    r = f * s_
+    if p < 2 or r < 1:
+        return float("nan")
     s2 = {k: max(float(ci[k]), 0.0) if np.isfinite(ci[k]) else 0.0
           for k in ("s2_patient", "s2_fold", "s2_seed", "s2_resid")}
-    c = {"ms_patient": r * s2["s2_patient"] + s2["s2_resid"], "ms_seed": s2["s2_resid"] + p * s2["s2_seed"],
-         "ms_fold": s2["s2_resid"] + p * s2["s2_seed"] + p * n_seeds * s2["s2_fold"], "ms_resid": s2["s2_resid"],
-         "df_patient": p - 1, "df_fold": n_folds - 1.0, "df_seed": r - n_folds, "df_resid": (p - 1) * (r - 1),
-         "s2_patient": s2["s2_patient"], "s2_seed": s2["s2_seed"], "s2_resid": s2["s2_resid"],
-         "s2_fold": s2["s2_fold"] if n_folds >= 2 else 0.0, "fold_weight": 1.0 / n_folds, "n0": float(n_seeds),
-         "fold_pooled": n_folds < 2 or n_seeds < 2}
-    if r < 2:
-        c["ms_resid"] = float("nan")
-    if n_seeds < 2:  # one run per fold: runs and folds are one term
-        c.update(ms_seed=s2["s2_resid"] + p * (s2["s2_seed"] + s2["s2_fold"]), df_seed=r - 1,
-                 s2_seed=s2["s2_seed"] + s2["s2_fold"], s2_fold=0.0)
-    var, df = recipe_variance(c, int(p), int(r))
     est = float(ci["estimate"])
-    lo, hi, _ = logit_t_interval(est, float(np.sqrt(var)), df, alpha)
+    rng = np.random.default_rng(0)
+    n = HALF_WIDTH_DRAWS
+    grid = (np.arange(n) + 0.5) / n  # stratified quantiles, one fixed order per term: smooth in the design
+
+    def draw(expected: float, df: float) -> np.ndarray:
+        return expected * sps.chi2.ppf(rng.permutation(grid), df) / df if df > 0 else np.zeros(n)
+
+    ms_p = draw(r * s2["s2_patient"] + s2["s2_resid"], p - 1)
+    ms_r = draw(s2["s2_resid"], (p - 1) * (r - 1)) if r >= 2 else np.full(n, np.nan)
+    ss_s = draw(s2["s2_resid"] + p * s2["s2_seed"], r - f) * (r - f)
+    ss_f = draw(s2["s2_resid"] + p * s2["s2_seed"] + p * s_ * s2["s2_fold"], f - 1) * (f - 1)
     n_img = float(ci["n_rows"]) / max(float(ci["n_patients"]), 1.0) * p
     rate = float(ci["n_zero"]) / float(ci["n_rows"]) if ci["n_rows"] else 0.0
     se_hit = float(ci["se_hit"]) * np.sqrt(float(ci["n_patients"]) / p)
     z_lo, z_hi = rare_zero_quantiles(float(ci["est_hit"]), se_hit, p - 1, rate * n_img, n_img,
                                      float(ci["zero_weight"]), alpha)
-    if np.isfinite(z_lo):
-        lo, hi = min(lo, z_lo), max(hi, z_hi)
-    return (hi - lo) / 2
+    sizes = np.full(f, float(s_))
+    halves = []
+    for i in range(n):
+        c = components_from_ms({"ms_patient": ms_p[i], "ms_resid": ms_r[i], "ss_fold": ss_f[i], "ss_seed": ss_s[i]},
+                               p, sizes)
+        var, df = recipe_variance(c, p, r)
+        lo, hi, _ = logit_t_interval(est, float(np.sqrt(var)), df, alpha)
+        t_lo, t_hi, _ = logit_t_interval(est, float(np.sqrt(ms_p[i] / (p * r))), p - 1, alpha)
+        lows = [x for x in (lo, t_lo, z_lo) if np.isfinite(x)]
+        highs = [x for x in (hi, t_hi, z_hi) if np.isfinite(x)]
+        if lows and highs:
+            halves.append((max(highs) - min(lows)) / 2)
+    return float(np.mean(halves)) if halves else float("nan")
 
 
 def patients_needed(ci: Mapping[str, float], half_width: float, n_folds: int, n_seeds: int, alpha: float = 0.05,
-                    max_patients: int = 100000) -> int | None:
+                    max_patients: int = 20000) -> int | None:
     """Fewest test patients for a recipe-interval half-width of at most ``half_width`` with ``n_folds`` x
-    ``n_seeds`` runs (:func:`predict_half_width`); None when the runs alone (or ``max_patients``) cannot get
-    there.
+    ``n_seeds`` runs (:func:`predict_half_width`; a doubling search, then bisection); None when the runs alone
+    (or ``max_patients``) cannot get there.
 
     Examples
     --------
@@ -312,14 +334,17 @@ def patients_needed(ci: Mapping[str, float], half_width: float, n_folds: int, n_
     >>> n = patients_needed(ci, 0.05, 2, 3); n is not None and predict_half_width(ci, n, 2, 3) <= 0.05
     True
     """
-    if not predict_half_width(ci, max_patients, n_folds, n_seeds, alpha) <= half_width:  # also NaN
-        return None
-    lo, hi = 2, max_patients
-    if predict_half_width(ci, lo, n_folds, n_seeds, alpha) <= half_width:
-        return lo
+    def ok(p: int) -> bool:
+        return bool(predict_half_width(ci, p, n_folds, n_seeds, alpha) <= half_width)  # NaN: not ok
+
+    lo, hi = 1, 2
+    while not ok(hi):
+        if hi >= max_patients:
+            return None
+        lo, hi = hi, min(hi * 2, max_patients)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if predict_half_width(ci, mid, n_folds, n_seeds, alpha) <= half_width:
+        if ok(mid):
             hi = mid
         else:
             lo = mid
