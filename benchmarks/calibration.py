@@ -19,7 +19,7 @@ functions the report calls (``robustseg.stats.calibrate``):
    difference equals the margin (target <= 5 %), at margin 0.01 and at the margin the plan says 2 x 5 can
    establish.
 5. ``plan``: predicted power (from one-arm 2 x 3 pilots) at three design points within +/- 7 points of the
-   simulated power; predicted recipe half-width at 40 patients within 15 % of the simulated mean.
+   simulated power; predicted (median) recipe half-width at 40 patients within 15 % of the simulated median.
 6. ``bland-altman``: false proportional-bias flags at n = 8, 15, 40 with a prediction noisier than the
    reference and no proportional bias. Target <= 6 %.
 7. ``seed ICC``: coverage of the pooled seed-ICC interval (unchanged; target >= 90 % at 3 x 5).

@@ -135,6 +135,40 @@ def test_report_statistics_tables(report: Path) -> None:
     assert "Fleiss' kappa" in text and "Ranking stability" in text and "test patients** (fewer than 30)" in text
 
 
+def test_report_intervals_decisions_and_what_the_study_can_claim(study_runs: Path, report: Path) -> None:
+    """Recipe intervals lead the summary (test-set ones beside them), every comparison row has its design, MDD,
+    equivalence decision and flag, and the plan section and `robustseg plan` agree."""
+    tables = report.parent / "tables"
+    text = report.read_text(encoding="utf-8")
+    summary = pd.read_csv(tables / "summary.csv")
+    for agg in ("global", "per_image"):
+        lo, hi = summary[f"{agg}_recipe_low"], summary[f"{agg}_recipe_high"]
+        assert ((lo.isna()) | ((lo >= 0) & (hi <= 1))).all()
+        assert (lo.isna() | (lo <= summary[f"{agg}_test_low"] + 1e-12)).all()  # the recipe interval contains it
+    assert "Global Dice [recipe 95% CI]" in text and "Test-set 95% CI" in text
+    iv = pd.read_csv(tables / "intervals.csv")
+    assert set(iv["interval"]) == {"recipe", "test-set"} and set(iv["statistic"]) == {"global_dice", "mean"}
+    arm = pd.read_csv(tables / "arm_comparison.csv")
+    assert {"design", "mdd", "p_equivalent_holm", "decision", "flag", "margin"} <= set(arm.columns)
+    assert (arm["design"] == "blocked").all() and (arm["margin"] == 0.01).all()
+    assert "MDD (80% power)" in text and "Decision (margin ±0.01)" in text
+    claims = pd.read_csv(tables / "plan_claims.csv")
+    assert set(claims["class"]) == {"brain", "csp", "lv"} and (claims["design"] == "2 x 2").all()
+    assert "## 7. What this study can claim" in text and "Seeds per fold for 80 % power" in text
+    for name in ("plan_runs", "plan_patients", "plan_gap", "plan_components"):
+        assert (tables / f"{name}.csv").is_file(), name
+
+
+def test_cli_plan_prints_the_plan(study_runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from robustseg.cli import main
+
+    assert main(["plan", str(study_runs)]) == 0
+    out = capsys.readouterr().out
+    assert "Plan from arm 'hybrid': 2 fold(s) x 2 seed(s)" in out and "seeds per fold for 80 % power" in out
+    assert main(["plan", str(study_runs), "--margin", "0"]) == 2
+    assert "--margin 0.0: expected a number in (0, 0.5]" in capsys.readouterr().err
+
+
 # --- findings first, report.html, the browser check --------------------------------------------------------------
 
 

@@ -10,9 +10,22 @@ import pytest
 from scipy import stats as sps
 
 from robustseg.errors import InputError
-from robustseg.stats import compare_runs, design_test, dice_intervals, patient_bootstrap_ci, run_level_test, tost
+from robustseg.stats import (
+    compare_runs,
+    design_test,
+    dice_intervals,
+    patient_bootstrap_ci,
+    run_level_test,
+    tost,
+)
 from robustseg.stats.intervals import crossed_components, ratio_intervals
-from robustseg.stats.power import design_mdd, patients_needed, predict_half_width, run_components, simulated_power
+from robustseg.stats.power import (
+    design_mdd,
+    patients_needed,
+    predict_half_width,
+    run_components,
+    simulated_power,
+)
 from robustseg.stats.scenarios import STRUCTURES, scenario, simulate, truth
 
 

@@ -227,6 +227,10 @@ def underpowered(arm_comparison: pd.DataFrame, plan_claims: pd.DataFrame, differ
     [['comparison', 'lv', 0.05], ['design', 'lv', 0.04]]
     """
     rows = []
+    if not {"mdd", "margin"} <= set(arm_comparison.columns):
+        arm_comparison = pd.DataFrame()
+    if not {"mdd", "margin"} <= set(plan_claims.columns):
+        plan_claims = pd.DataFrame()
     for r in arm_comparison.to_dict("records") if not arm_comparison.empty else []:
         d = float(difference if difference is not None else r["margin"])
         if not (np.isfinite(r["mdd"]) and r["mdd"] <= d):

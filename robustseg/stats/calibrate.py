@@ -160,7 +160,7 @@ def plan_check(scn: Scenario, n_pilots: int, n_studies: int, *, pilot: tuple[int
     ``n_studies`` simulated two-arm studies (:func:`robustseg.stats.compare_runs`, one structure, level
     ``alpha``) at a true difference of ``diff_in_sd`` seed SDs. The large pilot has as many test patients as
     the studies (run values vary less on a larger test set). Half-width: the recipe-interval half-width
-    predicted for ``half_width_patients`` patients at the pilot's design against the mean simulated one.
+    predicted for ``half_width_patients`` patients at the pilot's design against the median simulated one.
     Returns ``quantity, design, truth, predicted_median, predicted_p10, predicted_p90, predicted_large,
     n_pilots, n_studies``.
     """
@@ -200,7 +200,7 @@ def plan_check(scn: Scenario, n_pilots: int, n_studies: int, *, pilot: tuple[int
         widths.append((r["ci_high"] - r["ci_low"]) / 2)
     big_ci = dice_intervals(big, by=("class",)).query("interval == 'recipe'").iloc[0].to_dict()
     rows.append({"quantity": f"recipe half-width at {half_width_patients} patients", "design": f"{pilot[0]} x {pilot[1]}",
-                 "truth": float(np.mean(widths)), "predicted_median": float(np.median(pred_w)),
+                 "truth": float(np.median(widths)), "predicted_median": float(np.median(pred_w)),
                  "predicted_p10": float(np.quantile(pred_w, 0.1)), "predicted_p90": float(np.quantile(pred_w, 0.9)),
                  "predicted_large": predict_half_width(big_ci, half_width_patients, *pilot, alpha),
                  "n_pilots": n_pilots, "n_studies": n_studies})

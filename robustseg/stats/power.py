@@ -30,7 +30,12 @@ from scipy import stats as sps
 from robustseg.errors import InputError
 from robustseg.stats._util import as_tuple, groups
 from robustseg.stats.design import design_test, tost
-from robustseg.stats.intervals import components_from_ms, logit_t_interval, rare_zero_quantiles, recipe_variance
+from robustseg.stats.intervals import (
+    components_from_ms,
+    logit_t_interval,
+    rare_zero_quantiles,
+    recipe_variance,
+)
 from robustseg.stats.runlevel import DICE_ALL, collapsed_runs, run_values
 
 RUN_COMPONENT_COLUMNS = ("n_runs", "n_folds", "runs_per_fold", "mean", "var_seed", "df_seed", "seed_from_folds",
@@ -266,7 +271,7 @@ HALF_WIDTH_DRAWS = 400
 
 def predict_half_width(ci: Mapping[str, float], n_patients: int, n_folds: int, n_seeds: int, alpha: float = 0.05
                        ) -> float:
-    """Expected half-width of the recipe interval (:func:`robustseg.stats.intervals.dice_intervals`) of a
+    """Typical (median) half-width of the recipe interval (:func:`robustseg.stats.intervals.dice_intervals`) of a
     study with ``n_patients`` test patients and ``n_folds`` x ``n_seeds`` runs, from one of its rows ``ci``
     (the recipe row: variance components ``s2_*``, the estimate and the zero-score rate).
 
@@ -274,7 +279,8 @@ def predict_half_width(ci: Mapping[str, float], n_patients: int, n_folds: int, n
     expected values (scaled chi-square, ``HALF_WIDTH_DRAWS`` draws), and each draw goes through the report's
     own steps (folds pooled with seeds or not, components truncated at 0, Satterthwaite df, logit-t, the
     test-set interval with its rare-zero allowance at the observed zero rate, the hull). Half-width =
-    (high - low) / 2, averaged over the draws.
+    (high - low) / 2, the median over the draws (a mean would be ruled by the few draws where a fold term
+    with 1 df dominates).
 
     Examples
     --------
@@ -318,7 +324,7 @@ def predict_half_width(ci: Mapping[str, float], n_patients: int, n_folds: int, n
         highs = [x for x in (hi, t_hi, z_hi) if np.isfinite(x)]
         if lows and highs:
             halves.append((max(highs) - min(lows)) / 2)
-    return float(np.mean(halves)) if halves else float("nan")
+    return float(np.median(halves)) if halves else float("nan")
 
 
 def patients_needed(ci: Mapping[str, float], half_width: float, n_folds: int, n_seeds: int, alpha: float = 0.05,
