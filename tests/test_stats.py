@@ -805,20 +805,23 @@ def test_interval_methods():
 
 @pytest.mark.slow
 def test_calibration_null_and_power_small():
-    from robustseg.stats.simulate import verdict_rates
+    from robustseg.stats.calibrate import comparison_rates, seed_sd
+    from robustseg.stats.scenarios import scenario
 
-    null = verdict_rates(100, n_folds=2, n_seeds=5, seed=41)
+    null = comparison_rates(scenario("base"), 60, n_folds=2, n_seeds=5, seed=41)
     assert (null["verdict_rate"] <= 0.12).all(), null
-    power = verdict_rates(40, shift_in_seed_sd=2.0, n_folds=2, n_seeds=5, seed=42)
-    assert (power["correct_direction_rate"] >= 0.6).all(), power
+    power = comparison_rates(scenario("base"), 30, n_folds=2, n_seeds=5, seed=42,
+                             diff={c: 2 * v for c, v in seed_sd(scenario("base")).items()})
+    assert (power["power"] >= 0.6).all(), power
 
 
 def test_calibration_icc_and_interval_coverage_small():
-    from robustseg.stats.bootstrap import DEFAULT_METHOD
-    from robustseg.stats.simulate import bootstrap_coverage, icc_coverage
+    from robustseg.stats.calibrate import interval_coverage
+    from robustseg.stats.scenarios import scenario
+    from robustseg.stats.simulate import icc_coverage
 
     cov = icc_coverage(100, n_images=30, n_folds=3, n_seeds=5, seed=43).iloc[0]
     assert cov["coverage"] >= 0.85 and cov["coverage_v01"] < cov["coverage"]
-    boot = bootstrap_coverage(100, n_patients=20, methods=(DEFAULT_METHOD,), n_boot=400, seed=44,
-                              truth_patients=5000)
-    assert (boot["coverage"] >= 0.85).all(), boot
+    test_set = interval_coverage(scenario("base"), 100, n_patients=20, fixed_model=True, expected_misses=1, seed=44,
+                                 classes=["csp", "lv"])
+    assert (test_set["coverage"] >= 0.85).all() and (test_set["outside_unit"] == 0).all(), test_set

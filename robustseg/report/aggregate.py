@@ -28,8 +28,6 @@ SPREAD_METRICS = ("dice", "iou", "hd95_mm", "nsd")
 SMALL = SMALL_STRUCTURES
 """The default small structures (CSP, LV); a study's report uses those of its data set (``data.small_structures``)."""
 BOOT_SEED = 0
-CI_METHOD = stats.bootstrap.DEFAULT_METHOD
-"""Patient-level interval of the summary (``stats.patient_bootstrap_ci``; chosen by benchmarks/calibration.py)."""
 ALPHA = 0.05
 """Significance level of the report's tests and intervals."""
 FEW_PATIENTS = 30

@@ -21,7 +21,7 @@ Two models, each fitted on the saved per-image table and each checked by simulat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,18 @@ N_SIM = 4000
 """Simulated studies per power evaluation (common random numbers: power is monotone in the difference)."""
 MAX_SEEDS = 30
 """Largest number of seeds per fold the planner searches."""
+
+
+def _smallest(ok: Callable[[float], bool], upper: float, tol: float = 2e-4) -> float:
+    """Smallest value in ``[0, upper]`` where the monotone predicate ``ok`` holds (bisection); NaN if not even
+    at ``upper``."""
+    if not ok(upper):
+        return float("nan")
+    lo, hi = 0.0, upper
+    while hi - lo >= tol:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
 
 
 def _jeffreys_upper(k: int, n: int, level: float = 0.95) -> float:
@@ -191,19 +203,10 @@ def design_mdd(comp: Mapping[str, float], n_folds: int, n_seeds: int, *, alpha: 
     >>> round(design_mdd(comp, 2, 5), 3)
     0.027
     """
-    if not np.isfinite(comp["var_seed"]) or \
-            simulated_power(comp, upper, n_folds, n_seeds, alpha=alpha, n_sim=n_sim, seed=seed) < target:
+    if not np.isfinite(comp["var_seed"]):
         return float("nan")
-    lo, hi = 0.0, upper
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if simulated_power(comp, mid, n_folds, n_seeds, alpha=alpha, n_sim=n_sim, seed=seed) >= target:
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo < 2e-4:
-            break
-    return hi
+    return _smallest(lambda d: simulated_power(comp, d, n_folds, n_seeds, alpha=alpha, n_sim=n_sim, seed=seed)
+                     >= target, upper)
 
 
 def equivalence_margin(comp: Mapping[str, float], n_folds: int, n_seeds: int, *, alpha: float = 0.05,
@@ -222,19 +225,7 @@ def equivalence_margin(comp: Mapping[str, float], n_folds: int, n_seeds: int, *,
     rng = np.random.default_rng(seed)
     a, b = _simulate_values(comp, 0.0, n_folds, n_seeds, n_sim, rng)
     r = design_test(b, a, alpha)
-    diff, se, df = r["diff"], r["se"], r["df"]
-    if np.mean(tost(diff, se, df, upper) < alpha) < target:
-        return float("nan")
-    lo, hi = 0.0, upper
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if np.mean(tost(diff, se, df, mid) < alpha) >= target:
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo < 2e-4:
-            break
-    return hi
+    return _smallest(lambda m: np.mean(tost(r["diff"], r["se"], r["df"], m) < alpha) >= target, upper)
 
 
 def seeds_needed(comp: Mapping[str, float], diff: float, n_folds: int, *, alpha: float = 0.05, target: float = 0.8,
