@@ -14,7 +14,7 @@ def test_every_verb_of_the_contract_exists() -> None:
     parser = build_parser()
     verbs = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
     assert verbs == {"phantom", "check-data", "train", "evaluate-folder", "perturb", "study", "tune", "report",
-                     "qc"}
+                     "qc", "plan"}
 
 
 def test_phantom_then_check_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
