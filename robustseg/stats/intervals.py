@@ -270,21 +270,28 @@ class RatioTables:
 
 
 def ratio_tables(sub: pd.DataFrame, statistic: str, patient_col: str, run_cols: Sequence[str]) -> RatioTables:
-    """:class:`RatioTables` of ``sub`` (columns ``_v`` for a mean, ``_tp, _fp, _fn`` for global Dice)."""
+    """:class:`RatioTables` of ``sub`` (columns ``_v`` for a mean, ``_tp, _fp, _fn`` for global Dice); patients
+    and runs sorted, a patient without rows in a run has zero sums there."""
     run_cols = list(run_cols)
     if statistic == "mean":
-        ok = np.isfinite(sub["_v"].to_numpy())
-        work = sub[ok].assign(_n=sub["_v"][ok], _d=1.0)
+        v = sub["_v"].to_numpy(dtype=np.float64)
+        ok = np.isfinite(v)
+        sub = sub[ok]
+        num, den = v[ok], np.ones(int(ok.sum()))
     else:
-        work = sub.assign(_n=2 * sub["_tp"], _d=2 * sub["_tp"] + sub["_fp"] + sub["_fn"])
-    zero = (work["_n"] == 0) & (work["_d"] > 0)
-    work = work.assign(_zd=work["_d"].where(zero, 0.0), _z=zero.astype(np.float64), _r=(work["_d"] > 0) * 1.0)
-    sums = work.groupby([patient_col, *run_cols], sort=True)[["_n", "_d", "_zd", "_z", "_r"]].sum()
-    wide = {c: sums[c].unstack(run_cols, fill_value=0.0) for c in ("_n", "_d", "_zd", "_z", "_r")}
-    cols = wide["_n"].columns
-    arr = {c: w.reindex(columns=cols).fillna(0.0).to_numpy(dtype=np.float64) for c, w in wide.items()}
-    folds = [c[0] if isinstance(c, tuple) else c for c in cols]
-    return RatioTables(arr["_n"], arr["_d"], arr["_zd"], arr["_z"], arr["_r"], folds)
+        tp, fp, fn = (sub[c].to_numpy(dtype=np.float64) for c in ("_tp", "_fp", "_fn"))
+        num, den = 2 * tp, 2 * tp + fp + fn
+    p_codes, _ = pd.factorize(sub[patient_col], sort=True)
+    r_codes, runs = pd.MultiIndex.from_frame(sub[run_cols]).factorize(sort=True)
+    n_p, n_r = (int(p_codes.max()) + 1, int(r_codes.max()) + 1) if len(sub) else (0, 0)
+    cell = p_codes * n_r + r_codes
+    zero = (num == 0) & (den > 0)
+
+    def total(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(cell, weights=weights, minlength=n_p * n_r).reshape(n_p, n_r)
+
+    return RatioTables(total(num), total(den), total(np.where(zero, den, 0.0)), total(zero * 1.0),
+                       total((den > 0) * 1.0), [r[0] for r in runs])
 
 
 def ratio_intervals(t: RatioTables, alpha: float = 0.05) -> dict[str, dict[str, float | str]]:
