@@ -16,6 +16,7 @@ Every public function has a doctested ``Examples`` section (``tests/test_stats.p
 from robustseg.stats.bootstrap import attach_patients, patient_bootstrap_ci
 from robustseg.stats.compare import compare_arms, holm, rank_biserial
 from robustseg.stats.design import DESIGNS, design_test, mdd, tost
+from robustseg.stats.flags import collapsed_runs
 from robustseg.stats.icc import (
     REFERENCE_AGREEMENT_KIND,
     SEED_REPRODUCIBILITY_KIND,
@@ -34,7 +35,6 @@ from robustseg.stats.ranks import auroc, auroc_ci, auroc_table, rank_correlation
 from robustseg.stats.runlevel import (
     DEFAULT_MARGIN,
     DICE_ALL,
-    collapsed_runs,
     compare_runs,
     dice_all_images,
     ranking_stability,

@@ -30,13 +30,14 @@ from scipy import stats as sps
 from robustseg.errors import InputError
 from robustseg.stats._util import as_tuple, groups
 from robustseg.stats.design import design_test, tost
+from robustseg.stats.flags import collapsed_runs
 from robustseg.stats.intervals import (
     components_from_ms,
     logit_t_interval,
     rare_zero_quantiles,
     recipe_variance,
 )
-from robustseg.stats.runlevel import DICE_ALL, collapsed_runs, run_values
+from robustseg.stats.runlevel import DICE_ALL, run_values
 
 RUN_COMPONENT_COLUMNS = ("n_runs", "n_folds", "runs_per_fold", "mean", "var_seed", "df_seed", "seed_from_folds",
                          "var_fold", "n_collapsed", "collapse_rate", "collapse_upper", "collapsed_value")
@@ -75,7 +76,7 @@ def run_components(
 ) -> pd.DataFrame:
     """Run-level variance components per group of ``by`` (``arm`` may be left out to pool the arms).
 
-    Collapsed runs (:func:`robustseg.stats.runlevel.collapsed_runs` on the test set, plus ``flags`` rows with
+    Collapsed runs (:func:`robustseg.stats.flags.collapsed_runs` on the test set, plus ``flags`` rows with
     ``flag == "collapsed"``) are taken out of the variances and counted instead. Columns after ``by``:
     ``n_runs, n_folds, runs_per_fold`` (mean), ``mean`` (of the runs that did not collapse), ``var_seed``
     (pooled within-fold variance and its ``df_seed``; with one run per fold it is the variance over folds,
