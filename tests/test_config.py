@@ -146,7 +146,7 @@ def test_resolved_study_and_run_payload_hashes_are_unchanged() -> None:
     # recipe options; 8a4125a22992 before the recipe that transfers (He init, batch 4, poly, deep supervision);
     # 1ced3b6af4ad before perturbations at native resolution (perturb.stage) and the probe geometry settings;
     # 3fd8651ecc04 before [compare] (the study hash only: run ids hash the payload below, which is unchanged)
-    assert study.file_hash == "3fd8651ecc04"
+    assert study.file_hash == "78816a2fdfde"
     assert stable_hash(study.arms[0].to_dict()) == stable_hash({
         "name": "default", "model": "attention_unet", "model_kwargs": {"base": 8, "depth": 4, "init": "he"},
         "loss": "hybrid", "loss_kwargs": {"a": 0.5, "b": 0.0, "gamma": 2.0}, "class_weight_smoothing": 0.1,
