@@ -19,6 +19,8 @@ leading axes so that the same code serves the report (one comparison) and the si
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import optimize
 from scipy import stats as sps
@@ -107,8 +109,17 @@ def power(diff: float, se: float, df: float, alpha: float = 0.05) -> float:
     nc = abs(diff) / se
     # P(|Z + nc| > tc sqrt(V / df)), V ~ chi2(df): averaged over a fine quantile grid of V (scipy's noncentral t
     # returns NaN for some small-df, large-nc cases)
-    scale = tc * np.sqrt(sps.chi2.ppf(_GRID, df) / df)
+    scale = tc * _chi_grid(float(df))
     return float(np.mean(sps.norm.sf(scale - nc) + sps.norm.cdf(-scale - nc)))
+
+
+@lru_cache(maxsize=256)
+def _chi_grid(df: float) -> np.ndarray:
+    """``sqrt(V / df)`` on the quantile grid of V ~ chi2(df), computed once per df (the MDD search calls
+    :func:`power` a dozen times with one df; the chi-square quantiles were most of its cost)."""
+    out = np.sqrt(sps.chi2.ppf(_GRID, df) / df)
+    out.flags.writeable = False
+    return out
 
 
 def mdd(se: float, df: float, alpha: float = 0.05, target: float = 0.8) -> float:
