@@ -5,9 +5,6 @@ the models of ``robustseg.stats.power``: run-level variance components for arm c
 fold, fold, collapse rate), and the variance components of the recipe interval (patient, fold, seed,
 patient x run, and the rate of zero scores). A one-arm pilot study is enough: the plan assumes a second arm
 would vary as this one does. The planning arm is the baseline (the study's first arm).
-
-Also here, for the report's Findings box: small pure functions over the saved tables
-(:func:`headline_intervals`, :func:`verdicts`, :func:`underpowered`).
 """
 
 from __future__ import annotations
@@ -168,77 +165,3 @@ def plan_study(runs_dir: str | Path, margin: float | None = None) -> Plan:
     k = inputs.study.get("split", {}).get("k_folds")
     return plan_tables(clean, inputs.index, inputs.arms, flags=study_flags(inputs.completes, inputs.runs),
                        k_folds=int(k) if k else None, margin=margin)
-
-
-# --- for the report's Findings box: pure functions over the saved tables --------------------------
-
-
-def headline_intervals(summary: pd.DataFrame, aggregate: str = "global") -> pd.DataFrame:
-    """The headline interval per arm and structure from ``tables/summary.csv``: columns ``arm, class,
-    estimate, recipe_low, recipe_high, test_low, test_high`` of ``aggregate`` (``global`` or ``per_image``)
-    Dice. The recipe interval covers new training runs and new patients; the test-set interval new patients
-    with these trained models.
-
-    Examples
-    --------
-    >>> s = pd.DataFrame({"arm": ["a"], "class": ["lv"], "global_estimate": [0.8], "global_recipe_low": [0.7],
-    ...                   "global_recipe_high": [0.85], "global_test_low": [0.75], "global_test_high": [0.84]})
-    >>> headline_intervals(s).values.tolist()
-    [['a', 'lv', 0.8, 0.7, 0.85, 0.75, 0.84]]
-    """
-    cols = {f"{aggregate}_{c}": c for c in ("estimate", "recipe_low", "recipe_high", "test_low", "test_high")}
-    return summary[["arm", "class", *cols]].rename(columns=cols).reset_index(drop=True)
-
-
-def verdicts(arm_comparison: pd.DataFrame) -> pd.DataFrame:
-    """Every decision of ``tables/arm_comparison.csv`` with what it rests on: columns ``class, arm_a, arm_b,
-    decision, diff, ci_low, ci_high, p_holm, mdd, margin, design, flag``.
-
-    Examples
-    --------
-    >>> t = pd.DataFrame({"class": ["lv"], "arm_a": ["a"], "arm_b": ["b"], "decision": ["inconclusive"],
-    ...                   "diff": [0.01], "ci_low": [-0.02], "ci_high": [0.04], "p_holm": [0.4], "mdd": [0.05],
-    ...                   "margin": [0.01], "design": ["blocked"], "flag": [""]})
-    >>> verdicts(t)[["decision", "mdd"]].values.tolist()
-    [['inconclusive', 0.05]]
-    """
-    cols = ["class", "arm_a", "arm_b", "decision", "diff", "ci_low", "ci_high", "p_holm", "mdd", "margin", "design",
-            "flag"]
-    if arm_comparison.empty:
-        return pd.DataFrame(columns=cols)
-    out = arm_comparison[cols].copy()
-    out["flag"] = out["flag"].fillna("")
-    return out.reset_index(drop=True)
-
-
-def underpowered(arm_comparison: pd.DataFrame, plan_claims: pd.DataFrame, difference: float | None = None,
-                 target: float = TARGET_POWER) -> pd.DataFrame:
-    """Where the design has power below ``target`` for a difference of ``difference`` Dice (default: each
-    row's equivalence margin): comparison rows whose MDD exceeds it (``source = "comparison"``), and, for the
-    planning arm, structures whose design MDD exceeds it (``source = "design"``). Columns ``source, class,
-    arm_a, arm_b, difference, mdd``.
-
-    Examples
-    --------
-    >>> cmp = pd.DataFrame({"class": ["lv", "csp"], "arm_a": "a", "arm_b": "b", "mdd": [0.05, 0.005],
-    ...                     "margin": 0.01})
-    >>> plan = pd.DataFrame({"class": ["lv"], "arm": ["a"], "mdd": [0.04], "margin": [0.01]})
-    >>> underpowered(cmp, plan)[["source", "class", "mdd"]].values.tolist()
-    [['comparison', 'lv', 0.05], ['design', 'lv', 0.04]]
-    """
-    rows = []
-    if not {"mdd", "margin"} <= set(arm_comparison.columns):
-        arm_comparison = pd.DataFrame()
-    if not {"mdd", "margin"} <= set(plan_claims.columns):
-        plan_claims = pd.DataFrame()
-    for r in arm_comparison.to_dict("records") if not arm_comparison.empty else []:
-        d = float(difference if difference is not None else r["margin"])
-        if not (np.isfinite(r["mdd"]) and r["mdd"] <= d):
-            rows.append({"source": "comparison", "class": r["class"], "arm_a": r["arm_a"], "arm_b": r["arm_b"],
-                         "difference": d, "mdd": float(r["mdd"])})
-    for r in plan_claims.to_dict("records") if not plan_claims.empty else []:
-        d = float(difference if difference is not None else r["margin"])
-        if not (np.isfinite(r["mdd"]) and r["mdd"] <= d):
-            rows.append({"source": "design", "class": r["class"], "arm_a": r["arm"], "arm_b": "",
-                         "difference": d, "mdd": float(r["mdd"])})
-    return pd.DataFrame(rows, columns=["source", "class", "arm_a", "arm_b", "difference", "mdd"])
