@@ -1,7 +1,7 @@
 """Speed benchmark: our Attention U-Net vs MONAI's AttentionUnet at the same widths, ratios from one run.
 
 Run: ``python benchmarks/bench_models.py [--size 128] [--batch 8] [--base 16] [--rounds 5] [--threads 1]
-[--compile] [--epoch-images 700] [--isa avx2] [--peak] [--decoder-convs 1]``
+[--compile] [--epoch-images 700] [--isa avx2] [--peak] [--decoder-convs 2]``
 
 ``--isa avx2`` runs the same measurement as an AVX2-only CPU would: the script starts itself again with
 ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's convolutions) and ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's own kernels);
@@ -32,13 +32,12 @@ Variants:
   and ``torch.compile`` with ``--compile``.
 - ``ours fp32``: ``train.amp = "fp32"``; channels-last and fused Adam as by default.
 - ``ours default``: what ``train_run`` / ``predict_proba`` do with default settings on this machine, for
-  the network of ``--decoder-convs`` (default 1: the quickstart's lean decoder, one 3x3 conv per level as
-  MONAI's; 2: the reference architecture, the model's own default), under the determinism settings
-  ``train_run`` trains with
+  the network of ``--decoder-convs`` (default 2: the model's default, the reference architecture; 1: the lean
+  decoder, one 3x3 conv per level as MONAI's), under the determinism settings ``train_run`` trains with
   (``amp = "auto"``: fp32 training and, on CPUs with native bf16, bf16 prediction;
   ``channels_last = "auto"``, ``compile = "auto"`` resolved for a run of
   ``--epoch-images`` images x 100 epochs; inference with BatchNorm folded into the convolutions).
-- ``ours default, N dec. convs``: the same for the other decoder (N = 2 with ``--decoder-convs 1``).
+- ``ours default, N dec. convs``: the same for the other decoder (N = 1 with ``--decoder-convs 2``).
 - ``ours bf16``: ``train.amp = "bf16"`` (and bf16 prediction), channels-last, fused Adam.
 - ``ours levers``: bf16 + channels-last + torch.compile (only with ``--compile``).
 
@@ -272,8 +271,8 @@ def main() -> None:
     parser.add_argument("--isa", choices=("native", *ISA_ENV), default="native",
                         help="cap oneDNN and PyTorch at an instruction set (avx2: as an AVX2-only CPU)")
     parser.add_argument("--peak", action="store_true", help="measure the fp32 conv peak and the fraction reached")
-    parser.add_argument("--decoder-convs", type=int, choices=(1, 2), default=1,
-                        help="3x3 convs per decoder level of 'ours' (1: the quickstart's; 2: the reference's)")
+    parser.add_argument("--decoder-convs", type=int, choices=(1, 2), default=2,
+                        help="3x3 convs per decoder level of 'ours' (2: the model's default; 1: the lean decoder)")
     args = parser.parse_args()
     global CLOCK
     if args.threads > 0:
