@@ -126,7 +126,7 @@ class AttentionUNet(nn.Module):
         dropout: Dropout2d probability inside the bottleneck and decoder blocks (0 disables).
         attention: add attention gates (``False`` gives a plain U-Net).
         decoder_convs: 3x3 convolutions (-> norm -> ReLU) per decoder level after the concatenation: 2 (the
-            default: the classic U-Net and Oktay et al.'s Attention U-Net, the reference study's architecture) or 1
+            default: the classic U-Net and Oktay et al.'s Attention U-Net, the architecture of studies/thesis.toml) or 1
             (the lean variant, MONAI ``AttentionUnet``'s layout: 20 % fewer FLOPs at any width, and on the phantom
             styles CSP validation Dice lower by 0.03 on average, benchmarks/transfer_log.md).
         init: weight initialisation. ``torch``: PyTorch's defaults; ``he``: nnU-Net's (Kaiming normal with
