@@ -156,6 +156,48 @@ def test_equivalence_calibration_small():
     assert eq[0.0] >= 0.7 and eq[margin] <= 0.06, eq
 
 
+
+def _interaction_study(rng: np.random.Generator, sd_int: float, diff: float = 0.0, n_p: int = 20) -> pd.DataFrame:
+    """Two arms, 2 folds x 5 seeds, patients with 1-3 images; arm b gains ``diff`` on average but each patient by
+    its own amount (SD ``sd_int``), plus seed, fold and patient x run noise."""
+    m = rng.integers(1, 4, n_p)
+    pat = np.repeat(np.arange(n_p), m)
+    base = 0.8 + rng.normal(0, 0.05, n_p)[pat]
+    gain = diff + rng.normal(0, sd_int, n_p)[pat]
+    rows = []
+    for arm in ("a", "b"):
+        for f in range(2):
+            fold = rng.normal(0, 0.01)
+            for s in range(5):
+                v = base + (gain if arm == "b" else 0) + fold + rng.normal(0, 0.005) + rng.normal(0, 0.02, len(pat))
+                rows += [{"arm": arm, "fold": f, "seed": s, "class": "lv", "image_id": i, "patient_id": int(p),
+                          "dice": float(x)} for i, (p, x) in enumerate(zip(pat, v, strict=True))]
+    return pd.DataFrame(rows)
+
+
+def test_equivalence_counts_the_patients_arm_x_patient_variance():
+    """The run-level test holds the test patients fixed; how much arm b gains differs between patients, so the
+    difference on 20 patients scatters around the recipes' difference. ``var_patient_diff`` estimates that
+    scatter (unbiased, and ~0 without an interaction) and widens the TOST standard error."""
+    from robustseg.stats.runlevel import patient_difference_variance
+
+    rng = np.random.default_rng(12)
+    for sd_int in (0.0, 0.03):
+        est, actual = [], []
+        for _ in range(40):
+            d = _interaction_study(rng, sd_int).rename(columns={"dice": "_v"})
+            est.append(patient_difference_variance(d, "a", "b"))
+            img = d[(d["fold"] == 0) & (d["seed"] == 0) & (d["arm"] == "a")]
+            actual.append(sd_int**2 * (img.groupby("patient_id").size() ** 2).sum() / len(img) ** 2)
+        if sd_int == 0:
+            assert np.mean(est) < 2e-6
+        else:
+            assert np.mean(est) == pytest.approx(np.mean(actual), rel=0.3)
+    res = compare_runs(_interaction_study(rng, 0.03, diff=0.004), value="dice", n_boot=1, margin=0.01).iloc[0]
+    assert res["var_patient_diff"] > 0
+    se = np.sqrt(res["se"] ** 2 + res["var_patient_diff"])
+    assert res["p_equivalent"] == pytest.approx(tost(res["diff"], se, res["df"], 0.01))
+
 def test_compare_runs_decision_flags_and_margin():
     rows = []
     for arm in ("a", "b"):

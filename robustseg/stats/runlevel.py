@@ -68,6 +68,7 @@ RUN_COMPARE_COLUMNS = (
     "verdict",
     "design",
     "mdd",
+    "var_patient_diff",
     "p_equivalent",
     "p_equivalent_holm",
     "margin",
@@ -254,6 +255,59 @@ def _arm_values(per_image: pd.DataFrame, cols: Sequence[str], arm_col: str, valu
     return work[work[arm_col].isin(arms)]
 
 
+def patient_difference_variance(sub: pd.DataFrame, arm_a: str, arm_b: str, *, arm_col: str = "arm",
+                                image_col: str = "image_id", patient_col: str | None = "patient_id",
+                                fold_col: str = "fold", seed_col: str = "seed", value: str = "_v") -> float:
+    """Variance of the arm difference that the test patients add: how far the true difference on *these*
+    patients can lie from the difference on new patients (an arm x patient interaction), method of moments.
+
+    The run-level test holds the test images fixed; a claim about the recipes (equivalence) also covers new
+    patients. Per patient, ``D_p`` is the difference of the arms' sums of ``value`` over the patient's images
+    (each averaged over the arm's runs, run main effects removed). The cluster variance of ``D_p`` around
+    ``diff * m_p`` (``m_p`` images), over ``N^2``, minus what the run-to-run noise puts into it (per patient and
+    arm the variance over runs / runs), floored at 0. Images scored in every run of both arms only; NaN with
+    fewer than 3 patients or one run in an arm.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> eff = rng.normal(0, 0.05, 30)  # patients gain differently from arm b
+    >>> rows = [{"arm": arm, "fold": 0, "seed": s, "image_id": p, "patient_id": p,
+    ...          "_v": 0.8 + (eff[p] if arm == "b" else 0) + rng.normal(0, 0.01)}
+    ...         for arm in "ab" for s in range(3) for p in range(30)]
+    >>> v = patient_difference_variance(pd.DataFrame(rows), "a", "b")
+    >>> bool(0.5 < v / (0.05**2 / 30) < 2)
+    True
+    """
+    pat = patient_col or image_col
+    x = sub[sub[arm_col].isin([arm_a, arm_b])]
+    wide = x.pivot_table(index=image_col, columns=[arm_col, fold_col, seed_col], values=value, aggfunc="mean",
+                         dropna=False).dropna()
+    if wide.empty or arm_a not in wide.columns.get_level_values(0) or arm_b not in wide.columns.get_level_values(0):
+        return float("nan")
+    patients = x.drop_duplicates(image_col).set_index(image_col)[pat].reindex(wide.index).to_numpy()
+    sums = wide.groupby(patients).sum()
+    m = wide.groupby(patients).size().reindex(sums.index).to_numpy(dtype=np.float64)
+    n_p, n_img = len(m), float(m.sum())
+    if n_p < 3:
+        return float("nan")
+    d = np.zeros(n_p)
+    noise = 0.0
+    for arm, sign in ((arm_a, 1.0), (arm_b, -1.0)):
+        s = sums[arm].to_numpy(dtype=np.float64)
+        n_r = s.shape[1]
+        if n_r < 2:
+            return float("nan")
+        v = s.sum(axis=0) / n_img
+        adj = s - np.outer(m, v - v.mean())
+        d += sign * adj.mean(axis=1)
+        noise += adj.var(axis=1, ddof=1).sum() / n_r
+    diff = d.sum() / n_img
+    scale = n_p / (n_p - 1)
+    v_obs = scale * ((d - diff * m) ** 2).sum() / n_img**2
+    return float(max(v_obs - scale * noise / n_img**2, 0.0))
+
+
 def compare_runs(
     per_image: pd.DataFrame,
     value: str = DICE_ALL,
@@ -297,7 +351,10 @@ def compare_runs(
     - ``design``: the test used (:data:`robustseg.stats.design.DESIGNS`: k x n blocked by fold, 1 x n Welch,
       k x 1 paired by fold); ``mdd``: the smallest true difference the row would call with 80 % power at the
       level of Holm's first step (``alpha`` / testable rows), from its standard error and df;
-    - ``p_equivalent``: TOST p-value of ``|difference| < margin`` on the same t; ``p_equivalent_holm``
+    - ``var_patient_diff``: the variance the test patients add to the difference as a claim about new
+      patients (:func:`patient_difference_variance`);
+    - ``p_equivalent``: TOST p-value of ``|difference| < margin`` on the same t, its standard error widened by
+      ``var_patient_diff`` (equivalence is a claim about the recipes, not about these patients); ``p_equivalent_holm``
       (Holm over the table); ``decision``: ``"equivalent within +/-margin"`` when ``p_equivalent_holm <
       alpha``, else ``"<arm> better"`` when ``p_holm < alpha``, else ``"inconclusive"`` (or not testable);
     - ``flag``: the runs of either arm that collapsed on the test set (predicted the structure on none of the
@@ -362,8 +419,10 @@ def compare_runs(
                 p_boot = float(((d > 0) if hib else (d < 0)).mean() + 0.5 * (d == 0).mean()) if d.size else np.nan
             else:
                 p_boot = float("nan")
+            var_pd = patient_difference_variance(sub, arm_a, arm_b, arm_col=arm_col, image_col=image_col,
+                                                 patient_col=patient_col, fold_col=fold_col, seed_col=seed_col)
             rows.append({
-                **key, "measure": value, "arm_a": arm_a, "arm_b": arm_b,
+                **key, "measure": value, "arm_a": arm_a, "arm_b": arm_b, "var_patient_diff": var_pd,
                 "mean_a": float(va.mean()) if va.size else np.nan, "mean_b": float(vb.mean()) if vb.size else np.nan,
                 "diff": res["diff"], "ci_low": res["ci_low"], "ci_high": res["ci_high"], "se": res["se"],
                 "df": res["df"], "t": res["t"], "pval": res["p"], "n_runs_a": int(res["n_a"]),
@@ -386,8 +445,11 @@ def _decide(out: pd.DataFrame, alpha: float, margin: float, hib: bool) -> pd.Dat
                       for r in out.itertuples(index=False)]
     m = max(int(np.isfinite(out["pval"].to_numpy(dtype=np.float64)).sum()), 1) if len(out) else 1
     out["mdd"] = [mdd(se, df, alpha / m) for se, df in zip(out["se"], out["df"], strict=True)]
-    out["p_equivalent"] = tost(out["diff"].to_numpy(dtype=np.float64), out["se"].to_numpy(dtype=np.float64),
-                               out["df"].to_numpy(dtype=np.float64), margin) if len(out) else np.nan
+    se = out["se"].to_numpy(dtype=np.float64)
+    if "var_patient_diff" in out.columns:
+        se = np.sqrt(se**2 + np.nan_to_num(out["var_patient_diff"].to_numpy(dtype=np.float64)))
+    out["p_equivalent"] = tost(out["diff"].to_numpy(dtype=np.float64), se, out["df"].to_numpy(dtype=np.float64),
+                               margin) if len(out) else np.nan
     out["p_equivalent_holm"] = holm_adjust(np.atleast_1d(out["p_equivalent"].to_numpy(dtype=np.float64))) \
         if len(out) else np.nan
     out["margin"] = float(margin)
