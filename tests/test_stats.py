@@ -821,7 +821,7 @@ def test_calibration_icc_and_interval_coverage_small():
     from robustseg.stats.simulate import icc_coverage
 
     cov = icc_coverage(100, n_images=30, n_folds=3, n_seeds=5, seed=43).iloc[0]
-    assert cov["coverage"] >= 0.85 and cov["coverage_v01"] < cov["coverage"]
+    assert cov["coverage"] >= 0.85 and cov["coverage_unpooled"] < cov["coverage"]
     test_set = interval_coverage(scenario("base"), 100, n_patients=20, fixed_model=True, expected_misses=1, seed=44,
                                  classes=["csp", "lv"])
     assert (test_set["coverage"] >= 0.85).all() and (test_set["outside_unit"] == 0).all(), test_set

@@ -7,9 +7,9 @@ Modules: ``spread`` (run-level values, seed/fold SD, ensembles vs members), ``in
 test-set intervals of Dice), ``bootstrap`` (patient-level bootstrap intervals), ``icc`` (ICC forms, Koo & Li,
 Bland-Altman), ``seeds`` (seed ICC pooled over folds, presence kappa), ``design`` (the run-level test of each
 design, MDD, TOST), ``runlevel`` (run-level arm comparison with decisions, ranking stability), ``power``
-(planning: variance components, simulated power, runs and patients a claim needs), ``compare`` (v0.1
-per-image Wilcoxon, Holm), ``ranks`` (AUROC with DeLong CI, Spearman), ``simulate`` and ``scenarios``
-(simulated studies with known truth for calibration).
+(planning: variance components, simulated power, runs and patients a claim needs), ``compare``
+(per-image Wilcoxon with the models held fixed, Holm), ``ranks`` (AUROC with DeLong CI, Spearman),
+``simulate`` and ``scenarios`` (simulated studies with known truth for calibration).
 Every public function has a doctested ``Examples`` section (``tests/test_stats.py`` runs them).
 """
 

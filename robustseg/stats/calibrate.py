@@ -45,7 +45,7 @@ def interval_coverage(scn: Scenario, n_studies: int, *, n_patients: int = 20, n_
     ``fixed_model``: one run (fold and seed effects 0, no collapse) per study and the test-set truth; else
     ``n_folds x n_seeds`` runs and the recipe truth. ``expected_misses``: set every structure's miss rate
     so that a test set misses that many images on average. ``old_method``: also the coverage of
-    :func:`robustseg.stats.patient_bootstrap_ci` with that method (e.g. ``studentized``, v0.2's default) and
+    :func:`robustseg.stats.patient_bootstrap_ci` with that method (e.g. ``studentized``) and
     how often its bounds leave [0, 1]. Returns ``class, statistic, interval, n_patients, design, n_studies,
     truth, coverage, below, above, mean_width, outside_unit, alpha``.
 

@@ -124,7 +124,7 @@ def compare_arms(
     higher_is_better: bool | None = None,
     family_by: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Paired per-image comparison of ``arm_a`` against ``arm_b`` for each group of ``by`` (v0.1).
+    """Paired per-image comparison of ``arm_a`` against ``arm_b`` for each group of ``by`` (models held fixed).
 
     The report's arm comparison is :func:`robustseg.stats.compare_runs` (run level, so seed noise is in
     the test, and on every image). This per-image Wilcoxon holds the trained models fixed: its p-values

@@ -55,7 +55,7 @@ def icc_coverage(n_studies: int, *, n_images: int = 30, n_folds: int = 3, n_seed
     """Coverage of the pooled seed-ICC interval (:func:`pooled_seed_icc`) over simulated studies.
 
     Returns one row: ``n_images, n_folds, n_seeds, n_studies, truth, mean_icc, coverage, mean_width,
-    coverage_v01, alpha``; ``coverage_v01`` is that of v0.1's ICC with targets = image x fold and raters =
+    coverage_unpooled, alpha``; ``coverage_unpooled`` is that of one ICC with targets = image x fold and raters =
     seed labels (for contrast).
 
     Examples
@@ -72,12 +72,12 @@ def icc_coverage(n_studies: int, *, n_images: int = 30, n_folds: int = 3, n_seed
         t = simulate_seed_table(int(rng.integers(2**31)), n_images=n_images, n_folds=n_folds, n_seeds=n_seeds,
                                 model=model)
         r = pooled_seed_icc(t, value="value", by=(), alpha=alpha).iloc[0]
-        v01 = icc(t, targets=("fold", "image_id"), raters="seed", ratings="value", alpha=alpha).iloc[0]
-        old.append(v01["ci_low"] <= model.truth <= v01["ci_high"])
+        unpooled = icc(t, targets=("fold", "image_id"), raters="seed", ratings="value", alpha=alpha).iloc[0]
+        old.append(unpooled["ci_low"] <= model.truth <= unpooled["ci_high"])
         est.append(r["icc"])
         cover.append(r["ci_low"] <= model.truth <= r["ci_high"])
         width.append(r["ci_high"] - r["ci_low"])
     return pd.DataFrame([{"n_images": n_images, "n_folds": n_folds, "n_seeds": n_seeds, "n_studies": n_studies,
                           "truth": model.truth, "mean_icc": float(np.mean(est)), "coverage": float(np.mean(cover)),
-                          "mean_width": float(np.mean(width)), "coverage_v01": float(np.mean(old)),
+                          "mean_width": float(np.mean(width)), "coverage_unpooled": float(np.mean(old)),
                           "alpha": alpha}])
