@@ -276,6 +276,16 @@ def test_uncalibrated_severity_names_each_reason() -> None:
     assert text.count("(target") == fd.CALIBRATION_LISTED and "and 2 more" in text
 
 
+def test_low_power_lists_the_baselines_comparisons_first_and_counts_the_rest() -> None:
+    other = _decided(mdd=2.48).assign(arm_a="ce", arm_b="focal")
+    many = pd.concat([other, _decided(mdd=0.035), other.assign(arm_b="dice")], ignore_index=True)
+    text = fd.low_power(_facts(arm_comparison=many))
+    assert text.index("`hybrid` vs `ce`") < text.index("`ce` vs `dice`")
+    assert text.count(": MDD") == fd.LOW_POWER_LISTED and f"and {len(many) - fd.LOW_POWER_LISTED} more comparisons" in text
+    assert "MDD > 1" in text and "2.480" not in text  # no Dice difference above 1 is possible
+    assert "MDD > 1" in fd.arm_verdicts(_facts(arm_comparison=_decided(mdd=1.07)))
+
+
 # --- read with care: each condition both ways --------------------------------------------------------------------
 
 

@@ -288,6 +288,7 @@ def _pct(v: float) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from robustseg.report import markdown as md
     from robustseg.report.planning import DIFFERENCES, plan_study
 
     plan = plan_study(args.run_dir, margin=args.margin)
@@ -298,7 +299,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "(the arm comparison's measure); power is simulated through the report's own test.")
     for r in t["plan_claims"].to_dict("records"):
         powers = " / ".join(_pct(r[f"power_{d:g}"]) for d in DIFFERENCES)
-        say(f"{r['class']}: design {r['design']}: MDD {_fmt(r['mdd'], 3)} (80 % power); power {powers} at "
+        say(f"{r['class']}: design {r['design']}: MDD {md.mdd(r['mdd'])} (80 % power); power {powers} at "
             f"{' / '.join(f'{d:g}' for d in DIFFERENCES)}; equivalence provable within ±{_fmt(r['equivalence_margin'], 3)}; "
             f"recipe CI of global Dice {_fmt(r['estimate'], 3)} [{_fmt(r['recipe_low'], 3)}, {_fmt(r['recipe_high'], 3)}]; "
             f"collapsed {r['n_collapsed']} of {r['n_runs']} runs (a rate up to {_pct(r['collapse_upper'])} not ruled out)")

@@ -36,7 +36,7 @@ def section(heading: str, plan: Plan | None, n_arms: int) -> str:
             "second arm varied like this one. The same tables: `robustseg plan RUNS_DIR`, and "
             "`tables/plan_*.csv`.\n\n")
     cols = {"class": ("Structure", _name), "design": "Design (folds x seeds)",
-            "mdd": ("MDD (80% power)", md.fixed(3)),
+            "mdd": ("MDD (80% power)", md.mdd),
             **{f"power_{d:g}": (f"Power at {d:g}", _pct) for d in DIFFERENCES},
             "equivalence_margin": ("Equivalence provable within (80%)", lambda v: f"±{md.num(v)}"),
             "ci": ("Recipe CI of global Dice (half-width)", lambda r: f"{md.num(r['estimate'])} "

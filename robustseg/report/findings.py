@@ -39,6 +39,8 @@ SCORE_WORDS = {"pairwise_dice": "the pairwise Dice of the seed ensemble",
 """How the QC finding names each ground-truth-free score."""
 POWER = 0.80
 """Power that a design should have for the differences it is asked about."""
+LOW_POWER_LISTED = 4
+"""How many under-powered comparisons the low-power caution names (the baseline's first; the rest are counted)."""
 
 @dataclass(frozen=True)
 class Facts:
@@ -234,7 +236,7 @@ def arm_verdicts(facts: Facts) -> str | None:
             diff = f"{float(r['diff']):+.3f} {md.interval(r['ci_low'], r['ci_high'])}" if md.num(r["diff"]) != "n/a" \
                 else "n/a"
             if "mdd" in g.columns:
-                diff += f", MDD {md.num(r['mdd'])}"
+                diff += f", MDD {md.mdd(r['mdd'])}"
             flag = r.get("flag")
             if isinstance(flag, str) and flag.strip():
                 diff += f", next to {flag.strip()}"
@@ -529,8 +531,12 @@ def low_power(facts: Facts) -> str | None:
         return None
     margin = float(rows[0][3])
     order = {c: i for i, c in enumerate(facts.foreground)}
-    rows.sort(key=lambda x: (x[0], order.get(x[1], 99)))
-    per = "; ".join(f"{who}, {display_name(c)}: MDD {md.num(m)}" for who, c, m, _ in rows)
+    base = f"`{facts.baseline}`"
+    # the baseline's comparisons first, small structures first, then the rest; a long list is cut and counted
+    rows.sort(key=lambda x: (base not in x[0], order.get(x[1], 99), x[0]))
+    per = "; ".join(f"{who}, {display_name(c)}: MDD {md.mdd(m)}" for who, c, m, _ in rows[:LOW_POWER_LISTED])
+    if len(rows) > LOW_POWER_LISTED:
+        per += f"; and {len(rows) - LOW_POWER_LISTED} more comparisons"
     section = "what-this-study-can-claim" if "what-this-study-can-claim" in facts.sections else "arms"
     return (f"**Power below {POWER * 100:.0f} %** for differences of ±{margin:g} Dice (the equivalence margin asked about): "
             f"{per}. A difference smaller than the MDD would most likely be missed, and \"no difference\" is not "

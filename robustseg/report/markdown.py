@@ -31,6 +31,20 @@ def fixed(digits: int) -> Formatter:
     return lambda v: num(v, digits)
 
 
+def mdd(value: Any) -> str:
+    """A minimum detectable difference in Dice: above 1 no possible difference is detectable, so ``> 1``.
+
+    >>> mdd(0.0362), mdd(2.48), mdd(float("nan"))
+    ('0.036', '> 1', 'n/a')
+    """
+    try:
+        if float(value) > 1:
+            return "> 1"
+    except (TypeError, ValueError):
+        pass
+    return num(value)
+
+
 def integer(value: Any) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "n/a"

@@ -418,7 +418,7 @@ def arm_comparison(res: Results) -> str:
             "d": ("Diff a-b [95% CI]", lambda r: f"{md.num(r['diff'])} {md.interval(r['ci_low'], r['ci_high'])}", True),
             "design": ("Design", lambda v: DESIGNS.get(str(v), str(v))),
             "runs": ("Runs a / b", lambda r: f"{md.integer(r['n_runs_a'])} / {md.integer(r['n_runs_b'])}", True),
-            "p_holm": ("p (Holm)", md.pvalue), "mdd": ("MDD (80% power)", md.fixed(3)),
+            "p_holm": ("p (Holm)", md.pvalue), "mdd": ("MDD (80% power)", md.mdd),
             "p_a_better_runs": ("P(run a > run b)", md.fixed(2)),
             "decision": (f"Decision (margin ±{res.margin:g})", str),
             "flag": ("Flag", lambda v: "" if not isinstance(v, str) else v)}
