@@ -346,3 +346,25 @@ def test_docs_reproduce_the_parameter_table():
         assert f"| {name} | 5 |" in doc, f"calibration row of {name} missing"
         assert f"- `{name}`:" in doc, f"physics of {name} missing"
     assert P.physics_markdown() in doc
+
+
+def test_calibrate_output_is_claimed_before_any_work(tmp_path, images, capsys):
+    """--calibrate -o never writes inside the data it reads nor over a user's files; a re-run replaces its own."""
+    from robustseg.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(images[:2]):
+        Image.fromarray(img).save(src / f"img{i}.png")
+    user = tmp_path / "notes"
+    user.mkdir()
+    (user / "spread.csv").write_text("mine\n")
+    before = {p: p.read_bytes() for p in (*src.iterdir(), user / "spread.csv")}
+    for out in (src, src / "cal", user):
+        assert main(["perturb", "--calibrate", str(src), "--suite", "contrast", "-o", str(out)]) == 2
+        assert "-o/--out" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before and sorted(p.name for p in src.iterdir()) == ["img0.png",
+                                                                                                      "img1.png"]
+    for _ in range(2):  # the second run replaces the first one's files
+        assert main(["perturb", "--calibrate", str(src), "--suite", "contrast", "-o", str(tmp_path / "cal")]) == 0
+    assert {"calibration.csv", "spread.csv", "calibration.md"} <= {p.name for p in (tmp_path / "cal").iterdir()}

@@ -193,11 +193,12 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     setting = _geometry_setting(args)
     if args.calibrate:
         names = list(dict.fromkeys(n for n, _ in resolve_suite(args.suite)))
-        out = Path(args.out) if args.out else None
-        if out is not None:
-            from robustseg._paths import check_output_dir
+        target = None
+        if args.out:  # claimed like every output folder, before any work: never inside the data, never over user files
+            from robustseg._outdir import claim_output_dir
 
-            check_output_dir(out, "-o/--out")
+            target = claim_output_dir(args.out, "perturb --calibrate", force=args.force, inputs=(args.calibrate,),
+                                      what="-o/--out")
         cal = calibrate_folder(args.calibrate, names=names, seed=args.seed, fit=args.fit, max_images=args.max_images,
                                geometry=setting)
         cols = ["perturbation", "severity", "value", "target", "measure", "ssim", "ssim_fan", "psnr_fan",
@@ -211,18 +212,18 @@ def cmd_perturb(args: argparse.Namespace) -> int:
             print_table(cal.spread_local, title="local perturbations (SSIM inside the region)", digits=3)
         if cal.fitted is not None:
             print_table(cal.fitted, title="knob values that hit the targets on these images", digits=4)
-        if out is not None:
+        if target is not None:
             from robustseg._io import write_csv, write_text
 
-            out.mkdir(parents=True, exist_ok=True)
-            write_csv(out / "calibration.csv", cal.table)
-            write_csv(out / "spread.csv", pd.concat([cal.spread.assign(kind="global"),
-                                                     cal.spread_reachable.assign(kind="global, reachable"),
-                                                     cal.spread_local.assign(kind="local")], ignore_index=True))
-            write_text(out / "calibration.md", calibration_markdown(cal.table))
-            if cal.fitted is not None:
-                write_csv(out / "fitted.csv", cal.fitted)
-            console.print(f"wrote {out / 'calibration.csv'}")
+            with target.staging() as stage:  # all files or none
+                write_csv(stage / "calibration.csv", cal.table)
+                write_csv(stage / "spread.csv", pd.concat([cal.spread.assign(kind="global"),
+                                                           cal.spread_reachable.assign(kind="global, reachable"),
+                                                           cal.spread_local.assign(kind="local")], ignore_index=True))
+                write_text(stage / "calibration.md", calibration_markdown(cal.table))
+                if cal.fitted is not None:
+                    write_csv(stage / "fitted.csv", cal.fitted)
+            console.print(f"wrote {target.path / 'calibration.csv'}")
         return 0
     if not args.image_dir or not args.out_dir:
         raise InputError("perturb: expected IMAGE_DIR OUT_DIR, or --calibrate DATA_DIR")
