@@ -26,6 +26,7 @@ from skimage.measure import regionprops
 from robustseg.errors import InputError
 from robustseg.labels import CLASS_NAMES
 from robustseg.metrics._common import _check_labels, _pixel_sizes
+from robustseg.metrics.boundary import foreground_box
 from robustseg.metrics.overlap import confusion_counts
 
 VENTRICULOMEGALY_MM = 10.0
@@ -201,15 +202,14 @@ def structure_features(
             c = class_names.index(name)
             mask = lab[i] == c
             row: dict[str, object] = {"image_id": ids[i], "class": name, "pixel_mm": px[i], "pixel_mm_known": bool(np.isfinite(px[i]))}
-            rows_in = np.flatnonzero(mask.any(axis=1))
-            if rows_in.size == 0:
+            extent = foreground_box(mask)
+            if extent is None:
                 row |= {"present": False, "n_components": 0, "area_px": 0, "area_mm2": 0.0}
             else:
                 # measured on the class's bounding box: regionprops works on that box anyway, so every value
                 # is the full image's (the offset puts the centroid in image coordinates)
-                cols_in = np.flatnonzero(mask.any(axis=0))
-                top, left = int(rows_in[0]), int(cols_in[0])
-                box = mask[top:int(rows_in[-1]) + 1, left:int(cols_in[-1]) + 1]
+                top, bottom, left, right = extent
+                box = mask[top:bottom, left:right]
                 area = int(box.sum())
                 props = regionprops(box.astype(np.uint8), offset=(top, left))[0]
                 r0, c0, r1, c1 = (v + o for v, o in zip(props.bbox, (top, left, top, left), strict=True))

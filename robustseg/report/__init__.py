@@ -58,8 +58,8 @@ def draw_figures(res: Results, out: Path) -> dict[str, str | None]:
         figs["spread"] = figures.spread_plot(res.levels, res.arms, out / "spread.png", names)
     if not t.get("retention", pd.DataFrame()).empty:
         figs["robustness"] = figures.robustness_plot(t["robustness"], res.arms, out / "robustness.png", names)
-    if not t.get("damage", pd.DataFrame()).empty and not res.inputs.damage.empty:
-        figs["damage"] = figures.damage_plot(t["robustness"], res.inputs.damage, res.baseline, out / "damage.png", small)
+    if not t.get("damage", pd.DataFrame()).empty:
+        figs["damage"] = figures.damage_plot(t["robustness"], t["damage"], res.baseline, out / "damage.png", small)
     if not t.get("bland_altman", pd.DataFrame()).empty and not res.areas.empty:
         ba = t["bland_altman"]
         kind = "ensemble (all runs)" if res.areas_label == "all-runs ensemble" else "single run"

@@ -156,17 +156,14 @@ def robustness_plot(curves: pd.DataFrame, arms: list[str], path: Path, classes: 
     return save(fig, path)
 
 
-def damage_plot(curves: pd.DataFrame, damage: pd.DataFrame, arm: str, path: Path,
+def damage_plot(curves: pd.DataFrame, summary: pd.DataFrame, arm: str, path: Path,
                 small: Sequence[str] = SMALL) -> str:
     """Dice retention (mean over runs) against image damage (mean SSIM of each severity on the study's test images:
     in the fan, or inside a local artefact's region), one line per perturbation from the clean point (SSIM 1,
     retention 1), one panel per ``small`` class: a perturbation lower at the same SSIM costs more Dice per unit of
-    image damage."""
-    from robustseg.perturb.damage import damage_summary
-
-    summary = damage_summary(damage)
-    summary["ssim"] = summary["ssim_region"].where(summary["local"], summary["ssim_fan"])
-    ssim = summary.groupby(["perturbation", "severity"])["ssim"].mean()
+    image damage. ``summary``: the report's damage table (:func:`robustseg.perturb.damage.damage_summary`)."""
+    chosen = summary["ssim_region"].where(summary["local"].astype(bool), summary["ssim_fan"])
+    ssim = chosen.groupby([summary["perturbation"], summary["severity"]]).mean()
     sub = curves[(curves["arm"] == arm) & (curves["perturbation"] != "none")]
     classes = [c for c in small if c in set(sub["class"])]
     perts = sorted(set(sub["perturbation"]) & {p for p, _ in ssim.index})

@@ -17,6 +17,7 @@ import pandas as pd
 
 from robustseg._registry import Registry
 from robustseg.labels import display_name
+from robustseg.qc.robustness import DAMAGE_LEVEL
 from robustseg.report import markdown as md
 from robustseg.report.aggregate import FEW_PATIENTS
 
@@ -292,11 +293,6 @@ def area_agreement(facts: Facts) -> str | None:
             f"(the reference study targeted ICC >= 0.9).{see(facts, 'agreement', 'icc_reference')}")
 
 
-MATCHED_LEVEL = 0.8
-"""In-fan SSIM at which the findings compare perturbations (the calibration's middle severity), where the report
-has the ``matched_damage`` table."""
-
-
 @FINDINGS.register("perturbation_ranking")
 def perturbation_ranking(facts: Facts) -> str | None:
     """The most and least damaging perturbation for the small structures (Dice retention, baseline arm): at matched
@@ -339,7 +335,7 @@ def _matched_ranking(facts: Facts) -> str | None:
     if m.empty or "level" not in m.columns:
         return None
     levels = sorted(m["level"].astype(float).unique())
-    level = min(levels, key=lambda v: abs(v - MATCHED_LEVEL))
+    level = min(levels, key=lambda v: abs(v - DAMAGE_LEVEL))
     m = m[np.isclose(m["level"].astype(float), level) & m["class"].isin(facts.small)]
     reached = m[m["retention_mean"].notna() & m.get("reached", pd.Series(True, index=m.index)).astype(bool)]
     mean = reached.groupby("perturbation")["retention_mean"].mean().sort_values(kind="stable")

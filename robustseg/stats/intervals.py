@@ -184,11 +184,17 @@ def logit_t_interval(estimate: float, se: float, df: float, alpha: float) -> tup
     >>> logit_t_interval(1.0, 0.0, 19, 0.05)
     (1.0, 1.0, 'estimate is 1: no spread to resample')
     """
+    q = float(sps.t.ppf(1 - alpha / 2, df)) if np.isfinite(df) and df > 0 else float("nan")
+    return logit_interval(estimate, se, q)
+
+
+def logit_interval(estimate: float, se: float, q: float) -> tuple[float, float, str]:
+    """:func:`logit_t_interval` with its t quantile ``q`` given (callers that build many intervals compute the
+    quantiles at once); a non-finite ``q`` stands for too few degrees of freedom."""
     if np.isfinite(estimate) and (estimate <= 0.0 or estimate >= 1.0 or se == 0.0):
         return float(estimate), float(estimate), f"estimate is {estimate:g}: no spread to resample"
-    if not (np.isfinite(estimate) and np.isfinite(se) and np.isfinite(df) and df > 0):
+    if not (np.isfinite(estimate) and np.isfinite(se) and np.isfinite(q)):
         return float("nan"), float("nan"), "too few patients or runs for an interval"
-    q = float(sps.t.ppf(1 - alpha / 2, df))
     centre = np.log(estimate / (1 - estimate))
     half = q * se / (estimate * (1 - estimate))
     lo, hi = 1 / (1 + np.exp(-(centre - half))), 1 / (1 + np.exp(-(centre + half)))

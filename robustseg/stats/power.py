@@ -27,13 +27,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from robustseg.errors import InputError
 from robustseg.stats._util import as_tuple, groups
 from robustseg.stats.design import design_test, tost
 from robustseg.stats.flags import collapsed_runs
 from robustseg.stats.intervals import (
     components_from_ms,
-    logit_t_interval,
+    logit_interval,
     rare_zero_quantiles,
     recipe_variance,
 )
@@ -305,13 +304,18 @@ def predict_half_width(ci: Mapping[str, float], n_patients: int, n_folds: int, n
     z_lo, z_hi = rare_zero_quantiles(float(ci["est_hit"]), se_hit, p - 1, rate * n_img, n_img,
                                      float(ci["zero_weight"]), alpha)
     sizes = np.full(f, float(s_))
+    var_df = np.array([recipe_variance(components_from_ms(
+        {"ms_patient": ms_p[i], "ms_resid": ms_r[i], "ss_fold": ss_f[i], "ss_seed": ss_s[i]}, p, sizes), p, r)
+        for i in range(n)]).reshape(n, 2)
+    df = var_df[:, 1]
+    ok = np.isfinite(df) & (df > 0)
+    q = np.full(n, np.nan)
+    q[ok] = sps.t.ppf(1 - alpha / 2, df[ok])  # one vectorised call instead of one per draw (same values)
+    q_test = float(sps.t.ppf(1 - alpha / 2, p - 1))
     halves = []
     for i in range(n):
-        c = components_from_ms({"ms_patient": ms_p[i], "ms_resid": ms_r[i], "ss_fold": ss_f[i], "ss_seed": ss_s[i]},
-                               p, sizes)
-        var, df = recipe_variance(c, p, r)
-        lo, hi, _ = logit_t_interval(est, float(np.sqrt(var)), df, alpha)
-        t_lo, t_hi, _ = logit_t_interval(est, float(np.sqrt(ms_p[i] / (p * r))), p - 1, alpha)
+        lo, hi, _ = logit_interval(est, float(np.sqrt(var_df[i, 0])), float(q[i]))
+        t_lo, t_hi, _ = logit_interval(est, float(np.sqrt(ms_p[i] / (p * r))), q_test)
         lows = [x for x in (lo, t_lo, z_lo) if np.isfinite(x)]
         highs = [x for x in (hi, t_hi, z_hi) if np.isfinite(x)]
         if lows and highs:
@@ -347,13 +351,6 @@ def patients_needed(ci: Mapping[str, float], half_width: float, n_folds: int, n_
         else:
             lo = mid
     return hi
-
-
-def check_design(n_folds: int, n_seeds: int, where: str) -> None:
-    """``n_folds`` and ``n_seeds`` must be positive integers with at least two runs in all."""
-    if int(n_folds) != n_folds or int(n_seeds) != n_seeds or n_folds < 1 or n_seeds < 1 or n_folds * n_seeds < 2:
-        raise InputError(f"{where}: a design needs positive whole numbers of folds and seeds and at least two runs, "
-                         f"got {n_folds} folds x {n_seeds} seeds")
 
 
 __all__ = ["design_mdd", "equivalence_margin", "patients_needed", "predict_half_width", "run_components",

@@ -47,8 +47,9 @@ def tuned_study_path(study: Study) -> Path:
     import robustseg
 
     package = Path(robustseg.__file__).resolve().parent
-    folder = study.path.parent if study.path is not None else Path("studies")
-    if study.path is None or folder.resolve().is_relative_to(package):
+    if study.path is not None and not study.path.parent.resolve().is_relative_to(package):
+        folder = study.path.parent
+    else:
         folder = Path("studies")
         if folder.resolve().is_relative_to(package):  # a source checkout, whose ./studies is the package's folder
             folder = Path(study.execution.runs_dir)
